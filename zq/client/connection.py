@@ -1,0 +1,482 @@
+"""The client side of a zq session: one DEALER socket driven by loop callbacks.
+
+No background tasks: the socket's file descriptor and two timers (flush at the
+end of the loop turn, heartbeat) drive everything. Work requested during one
+loop turn (publishes, acks, credit) is coalesced and sent as few frames as
+possible when the turn ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import deque
+from typing import Any
+
+import zmq
+
+from zq.errors import ClientClosed, ConnectionLost, SessionUnknown, ZqError, error_from_code
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.transport import fd, readable
+
+log = logging.getLogger("zq.client")
+
+# MALFORMED_FRAME, UNSUPPORTED_VERSION, UNKNOWN_OPCODE, PROTOCOL_VIOLATION end a session
+_FATAL_CODES = {2, 3, 4, 5}
+
+
+class _Sent:
+    """A PUBLISH frame waiting for its CONFIRM (kept for resending after a broker restart)."""
+
+    __slots__ = ("bodies", "futs", "headers", "many", "queue")
+
+    def __init__(self, queue: str, bodies: list[bytes], headers: list[f.Headers | None],
+                 futs: list[asyncio.Future[Any]], many: bool) -> None:
+        self.queue = queue
+        self.bodies = bodies
+        self.headers = headers
+        self.futs = futs  # one per body, or one for the whole frame when ``many``
+        self.many = many
+
+
+class _Batch:
+    """Publishes to one queue requested during this loop turn."""
+
+    __slots__ = ("bodies", "futs", "has_headers", "headers")
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.headers: list[f.Headers | None] = []
+        self.futs: list[asyncio.Future[Any]] = []
+        self.has_headers = False
+
+
+class Connection:
+    """Session, flow of frames, confirms, heartbeats. Used by Client and Consumer."""
+
+    def __init__(self, endpoint: str, *, name: str, publish_window: int,
+                 connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.publish_window = publish_window
+        self.connect_timeout = connect_timeout
+        self.welcome: f.Welcome | None = None
+        self.closed = False
+        self.broken: ZqError | None = None  # set when the broker went away
+        self.limits = codec.DEFAULT_LIMITS
+        self.unconfirmed = 0
+        self.errors: deque[ZqError] = deque(maxlen=100)  # async errors (acks, credit)
+        self.consumers: dict[str, Any] = {}  # queue -> Consumer
+        self._loop = asyncio.get_running_loop()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._out: list[list[bytes]] = []
+        self._batches: dict[str, _Batch] = {}
+        self._acks: tuple[list[int], list[int]] = ([], [])
+        self._nacks: dict[tuple[bool, int, str], tuple[list[int], list[int]]] = {}
+        self._releases: list[int] = []
+        self._credit: dict[str, int] = {}
+        self._flush_scheduled = False
+        self._seq = 0
+        self._sent: dict[int, _Sent] = {}
+        self._stats: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._welcome_fut: asyncio.Future[f.Welcome] | None = None
+        self._window_waiters: deque[asyncio.Future[None]] = deque()
+        self._last_recv = 0.0
+        self._last_send = 0.0
+        self._hb: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        self._ctx, self._sock = ctx, sock
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)  # the publish window and credit bound what we queue
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.ROUTING_ID, b"zq-" + os.urandom(8))
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self._teardown()
+            raise ConnectionLost(f"cannot connect to {self.endpoint}: {exc}",
+                                 endpoint=self.endpoint) from None
+        self._loop.add_reader(fd(sock), self._on_readable)
+        try:
+            await self._handshake()
+        except BaseException:
+            self._teardown()
+            raise
+        self._arm_heartbeat()
+
+    async def _handshake(self) -> None:
+        self._welcome_fut = self._loop.create_future()
+        self._send_now(codec.encode(f.Hello(self.name)))
+        try:
+            welcome = await asyncio.wait_for(asyncio.shield(self._welcome_fut),
+                                             self.connect_timeout)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no zq broker answered at {self.endpoint} within {self.connect_timeout:g}s",
+                endpoint=self.endpoint) from None
+        self._on_welcome(welcome)
+
+    def _on_welcome(self, w: f.Welcome) -> None:
+        self.welcome = w
+        self.limits = codec.Limits(max_frame=w.max_frame,
+                                   max_batch=max(w.max_batch, w.max_credit, 10_000))
+        self.broken = None
+
+    async def close(self) -> None:
+        """Say BYE (the broker requeues whatever we still hold), then close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        err = ClientClosed("client closed")
+        self._fail_pending(err)
+        for consumer in list(self.consumers.values()):
+            consumer._fail(err)
+        if self._sock is not None and self.broken is None:
+            self._flush()
+            self._send_now(codec.encode(f.Bye("client closed")))
+        self._teardown(linger_ms=1000)
+
+    def _teardown(self, linger_ms: int = 0) -> None:
+        if self._hb is not None:
+            self._hb.cancel()
+            self._hb = None
+        if self._sock is not None:
+            with contextlib.suppress(zmq.ZMQError, ValueError):
+                self._loop.remove_reader(fd(self._sock))
+            self._sock.close(linger=linger_ms)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def check(self) -> None:
+        if self.closed:
+            raise ClientClosed("client is closed")
+
+    # ------------------------------------------------------------ publishing
+
+    def publish(self, queue: str, body: bytes, headers: f.Headers | None) -> asyncio.Future[Any]:
+        batch = self._batches.get(queue)
+        if batch is None:
+            batch = self._batches[queue] = _Batch()
+        fut = self._loop.create_future()
+        batch.bodies.append(body)
+        batch.headers.append(headers)
+        batch.futs.append(fut)
+        if headers is not None:
+            batch.has_headers = True
+        self.unconfirmed += 1
+        self._schedule_flush()
+        return fut
+
+    def publish_frame(self, queue: str, bodies: list[bytes],
+                      headers: list[f.Headers | None]) -> asyncio.Future[Any]:
+        """One PUBLISH frame for ``bodies``; the future gets the list of ids."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self.unconfirmed += len(bodies)
+        self._emit_publish(queue, bodies, headers, [fut], many=True)
+        self._schedule_flush()
+        return fut
+
+    async def wait_window(self, n: int) -> None:
+        """Wait until ``n`` more unconfirmed messages fit the publish window."""
+        while self.unconfirmed and self.unconfirmed + n > self.publish_window:
+            if self.broken is not None:
+                raise self.broken
+            self.check()
+            fut = self._loop.create_future()
+            self._window_waiters.append(fut)
+            await fut
+
+    def _emit_publish(self, queue: str, bodies: list[bytes], headers: list[f.Headers | None],
+                      futs: list[asyncio.Future[Any]], many: bool) -> None:
+        self._seq += 1
+        seq = self._seq
+        self._sent[seq] = _Sent(queue, bodies, headers, futs, many)
+        self._out.append([codec.command(f.PUBLISH), queue.encode(),
+                          codec.packb([seq, headers]), *bodies])
+
+    def _on_confirm(self, frame: f.Confirm) -> None:
+        for seq, first, count in frame.entries:
+            sent = self._sent.pop(seq, None)
+            if sent is None:
+                continue  # a confirm for a frame we resent after a broker restart
+            self.unconfirmed -= len(sent.bodies)
+            if sent.many:
+                fut = sent.futs[0]
+                if not fut.done():
+                    fut.set_result(list(range(first, first + count)))
+            else:
+                for i, fut in enumerate(sent.futs):
+                    if not fut.done():
+                        fut.set_result(first + i)
+        self._release_window()
+
+    def _release_window(self) -> None:
+        while self._window_waiters and (self.unconfirmed < self.publish_window
+                                        or self.broken is not None or self.closed):
+            w = self._window_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+
+    # ------------------------------------------------------------ consuming
+
+    def credit(self, queue: str, n: int) -> None:
+        self._credit[queue] = self._credit.get(queue, 0) + n
+        self._schedule_flush()
+
+    def cancel(self, queue: str) -> None:
+        self._credit.pop(queue, None)
+        self._direct(codec.encode(f.Cancel(queue)))
+
+    def ack(self, mid: int, attempt: int) -> None:
+        self._acks[0].append(mid)
+        self._acks[1].append(attempt)
+        self._schedule_flush()
+
+    def nack(self, mid: int, attempt: int, requeue: bool, delay_ms: int, reason: str) -> None:
+        key = (requeue, delay_ms, reason)
+        pair = self._nacks.get(key)
+        if pair is None:
+            pair = self._nacks[key] = ([], [])
+        pair[0].append(mid)
+        pair[1].append(attempt)
+        self._schedule_flush()
+
+    def release(self, ids: list[int]) -> None:
+        self._releases.extend(ids)
+        self._schedule_flush()
+
+    async def stats(self) -> dict[str, Any]:
+        self._seq += 1
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._stats[self._seq] = fut
+        self._direct(codec.encode(f.Stats(self._seq)))
+        return await fut
+
+    # ------------------------------------------------------------ sending
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _direct(self, parts: list[bytes]) -> None:
+        """Queue a control frame after everything requested before it (order is causal)."""
+        self._materialize()
+        self._out.append(parts)
+        self._schedule_flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._sock is None:
+            return
+        self._materialize()
+        if self._out:
+            out, self._out = self._out, []
+            send = self._sock.send_multipart
+            for parts in out:
+                send(parts, copy=False)
+            self._last_send = self._loop.time()
+        # Sending can swallow the descriptor's edge: look for input we would miss.
+        if readable(self._sock):
+            self._loop.call_soon(self._on_readable)
+
+    def _materialize(self) -> None:
+        """Turn this turn's coalesced publishes, settlements and credit into frames."""
+        max_batch = self.welcome.max_batch if self.welcome else 1000
+        if self._batches:
+            batches, self._batches = self._batches, {}
+            for queue, b in batches.items():
+                headers = b.headers if b.has_headers else []
+                for i in range(0, len(b.bodies), max_batch):
+                    self._emit_publish(queue, b.bodies[i:i + max_batch],
+                                       headers[i:i + max_batch] if headers else [],
+                                       b.futs[i:i + max_batch], many=False)
+        ids, attempts = self._acks
+        if ids:
+            self._acks = ([], [])
+            for i in range(0, len(ids), max_batch):
+                self._out.append(codec.encode(f.Ack(ids[i:i + max_batch],
+                                                    attempts[i:i + max_batch])))
+        if self._nacks:
+            nacks, self._nacks = self._nacks, {}
+            for (requeue, delay_ms, reason), (nids, natt) in nacks.items():
+                for i in range(0, len(nids), max_batch):
+                    self._out.append(codec.encode(f.Nack(
+                        nids[i:i + max_batch], natt[i:i + max_batch], requeue, delay_ms, reason)))
+        if self._releases:
+            rel, self._releases = self._releases, []
+            for i in range(0, len(rel), max_batch):
+                self._out.append(codec.encode(f.Release(rel[i:i + max_batch])))
+        if self._credit:
+            credit, self._credit = self._credit, {}
+            for queue, n in credit.items():
+                self._out.append(codec.encode(f.Credit(queue, n)))
+
+    def _send_now(self, parts: list[bytes]) -> None:
+        self._materialize()
+        self._out.append(parts)
+        self._flush()
+
+    # ------------------------------------------------------------ receiving
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        recv = sock.recv_multipart
+        got = False
+        while True:
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:
+                return
+            got = True
+            try:
+                frame = codec.decode(parts, self.limits)
+            except ZqError as exc:
+                log.error("undecodable frame from broker: %s", exc)
+                continue
+            self._on_frame(frame)
+        if got:
+            self._last_recv = self._loop.time()
+        if self._out or self._batches or self._acks[0] or self._credit:
+            self._flush()
+
+    def _on_frame(self, frame: f.Frame) -> None:
+        match frame:
+            case f.Deliver():
+                consumer = self.consumers.get(frame.queue)
+                if consumer is None:
+                    self.release(frame.ids)
+                else:
+                    consumer._deliver(frame)
+            case f.Confirm():
+                self._on_confirm(frame)
+            case f.Heartbeat():
+                pass
+            case f.Error():
+                self._on_error(frame)
+            case f.Welcome():
+                if self._welcome_fut is not None and not self._welcome_fut.done():
+                    self._welcome_fut.set_result(frame)
+                else:
+                    self._on_rewelcome(frame)
+            case f.StatsReply():
+                fut = self._stats.pop(frame.req, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(frame.stats)
+            case f.Bye():
+                self._lost(ConnectionLost(f"broker said BYE: {frame.reason}",
+                                          endpoint=self.endpoint))
+            case _:
+                log.warning("unexpected frame from broker: %r", frame)
+
+    def _on_error(self, frame: f.Error) -> None:
+        exc = error_from_code(frame.code, frame.text, op=frame.op, ref=frame.ref)
+        if isinstance(exc, SessionUnknown):
+            self._resume()
+            return
+        if frame.op == f.PUBLISH and isinstance(frame.ref, int):
+            sent = self._sent.pop(frame.ref, None)
+            if sent is not None:
+                self.unconfirmed -= len(sent.bodies)
+                for fut in sent.futs:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                self._release_window()
+                return
+        if frame.op == f.STATS and isinstance(frame.ref, int):
+            waiter = self._stats.pop(frame.ref, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+                return
+        if frame.op == f.CREDIT and isinstance(frame.ref, str):
+            consumer = self.consumers.get(frame.ref)
+            if consumer is not None:
+                consumer._fail(exc)
+                return
+        log.warning("broker error: %s", exc)
+        self.errors.append(exc)
+        if frame.code in _FATAL_CODES:
+            self._lost(exc)
+
+    # ------------------------------------------------------------ liveness
+
+    def _arm_heartbeat(self) -> None:
+        w = self.welcome
+        interval = w.heartbeat_ms / 1000.0 if w else 1.0
+        self._last_recv = self._loop.time()
+        self._hb = self._loop.call_later(interval, self._on_heartbeat)
+
+    def _on_heartbeat(self) -> None:
+        w = self.welcome
+        if self._sock is None or w is None:
+            return
+        interval = w.heartbeat_ms / 1000.0
+        now = self._loop.time()
+        if self.broken is None and now - self._last_recv > interval * w.liveness:
+            self._lost(ConnectionLost(
+                f"broker at {self.endpoint} silent for {now - self._last_recv:.1f}s",
+                endpoint=self.endpoint))
+        if now - self._last_send >= interval * 0.5 or self.broken is not None:
+            # While broken this reaches a restarted broker, which answers SESSION_UNKNOWN.
+            self._send_now(codec.encode(f.Heartbeat()))
+        self._hb = self._loop.call_later(interval, self._on_heartbeat)
+
+    def _lost(self, exc: ZqError) -> None:
+        """The broker is gone: fail what waits on it; stay ready to resume."""
+        if self.broken is not None:
+            return
+        log.warning("%s", exc)
+        self.broken = exc
+        self._fail_pending(exc)
+        for consumer in list(self.consumers.values()):
+            consumer._fail(exc)
+
+    def _fail_pending(self, exc: ZqError) -> None:
+        sent, self._sent = self._sent, {}
+        batches, self._batches = self._batches, {}
+        futs = [fut for s in sent.values() for fut in s.futs]
+        futs += [fut for b in batches.values() for fut in b.futs]
+        futs += list(self._stats.values())
+        self._stats.clear()
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: nobody may be awaiting it any more
+        self.unconfirmed = 0
+        self._release_window()
+
+    def _resume(self) -> None:
+        """The broker does not know us (it restarted): open a new session."""
+        if self._welcome_fut is not None and not self._welcome_fut.done():
+            return  # a HELLO is already on its way
+        log.info("broker lost our session; saying HELLO again")
+        self._welcome_fut = None
+        self._send_now(codec.encode(f.Hello(self.name)))
+
+    def _on_rewelcome(self, w: f.Welcome) -> None:
+        """A new session after a broker restart: resend unconfirmed publishes, re-grant."""
+        self._on_welcome(w)
+        for seq, s in self._sent.items():
+            self._out.append([codec.command(f.PUBLISH), s.queue.encode(),
+                              codec.packb([seq, s.headers]), *s.bodies])
+        for consumer in self.consumers.values():
+            consumer._reset()
+        self._flush()
+

@@ -1,0 +1,182 @@
+"""Consumers and the messages they receive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from zq.errors import AlreadySettled, ZqError
+from zq.protocol import frames as f
+
+if TYPE_CHECKING:
+    from zq.client.connection import Connection
+
+
+class Message:
+    """A delivered message. Settle it exactly once: ``ack()``, ``nack()`` or ``release()``."""
+
+    __slots__ = ("_consumer", "_settled", "attempt", "body", "headers", "id", "queue")
+
+    def __init__(self, consumer: Consumer, mid: int, queue: str, body: bytes,
+                 headers: dict[str, Any] | None, attempt: int) -> None:
+        self._consumer = consumer
+        self._settled = False
+        self.id = mid
+        self.queue = queue
+        self.body = body
+        self.headers: dict[str, Any] = headers if headers is not None else {}
+        self.attempt = attempt
+
+    def __repr__(self) -> str:
+        return (f"Message(id={self.id}, queue={self.queue!r}, attempt={self.attempt}, "
+                f"body={self.body[:32]!r}{'...' if len(self.body) > 32 else ''})")
+
+    def _settle(self) -> Connection:
+        if self._settled:
+            raise AlreadySettled(f"message {self.id} was already acked, nacked or released",
+                                 id=self.id)
+        self._settled = True
+        return self._consumer._settled_one()
+
+    async def ack(self) -> None:
+        """Done with this message: the broker forgets it. Sent at the end of this loop turn."""
+        self._settle().ack(self.id, self.attempt)
+
+    async def nack(self, requeue: bool = True, delay: float = 0.0, reason: str = "") -> None:
+        """Failed: back to the queue (after ``delay`` seconds), or dead if not ``requeue``."""
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        self._settle().nack(self.id, self.attempt, requeue, round(delay * 1000), reason)
+
+    async def release(self) -> None:
+        """Give the message back unprocessed; this delivery does not count as an attempt."""
+        self._settle().release([self.id])
+
+
+class Consumer:
+    """An async iterator of :class:`Message` from one queue, under credit ``prefetch``.
+
+    Use it as ``async with client.consume(q) as c: async for m in c: ...``; plain
+    ``async for m in client.consume(q)`` works too. Leaving the ``async with``
+    stops delivery and gives back messages that were received but not handed out.
+    """
+
+    def __init__(self, conn: Connection, queue: str, prefetch: int) -> None:
+        self._conn = conn
+        self.queue = queue
+        self.prefetch = prefetch
+        self._buf: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: ZqError | None = None
+        self._started = False
+        self._closed = False
+        self.received = 0
+        self.held = 0  # delivered and not yet settled
+        self.peak_held = 0
+
+    def _start(self) -> None:
+        conn = self._conn
+        conn.check()
+        if self.queue in conn.consumers:
+            raise ValueError(f"this client already consumes {self.queue!r}; one consumer "
+                             "per queue per client")
+        conn.consumers[self.queue] = self
+        self._started = True
+        conn.credit(self.queue, self.prefetch)
+
+    async def __aenter__(self) -> Consumer:
+        if not self._started:
+            self._start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Message:
+        if not self._started:
+            self._start()
+        while not self._buf:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._buf.popleft()
+
+    async def get(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
+        """The next message; raise TimeoutError after ``timeout`` seconds.
+
+        Raises StopAsyncIteration once the consumer is closed.
+        """
+        if timeout is None:
+            return await self.__anext__()
+        async with asyncio.timeout(timeout):
+            return await self.__anext__()
+
+    async def close(self) -> None:
+        """Stop delivery; hand buffered messages back to the broker."""
+        if self._closed:
+            return
+        self._closed = True
+        conn = self._conn
+        if self._started and conn.consumers.get(self.queue) is self:
+            del conn.consumers[self.queue]
+            if not conn.closed and conn.broken is None:
+                conn.cancel(self.queue)
+                if self._buf:
+                    conn.release([m.id for m in self._buf])
+                    self.held -= len(self._buf)
+        self._buf.clear()
+        self._wake()
+
+    # ----------------------------------------------- called by the Connection
+
+    def _deliver(self, frame: f.Deliver) -> None:
+        hdrs = frame.headers
+        q = self.queue
+        buf = self._buf
+        for i, mid in enumerate(frame.ids):
+            buf.append(Message(self, mid, q, frame.bodies[i], hdrs[i] if hdrs else None,
+                               frame.attempts[i]))
+        n = len(frame.ids)
+        self.received += n
+        self.held += n
+        if self.held > self.peak_held:
+            self.peak_held = self.held
+        self._wake()
+
+    def _settled_one(self) -> Connection:
+        conn = self._conn
+        conn.check()
+        self.held -= 1
+        if not self._closed and conn.consumers.get(self.queue) is self:
+            conn.credit(self.queue, 1)  # keep the window full: one settled, one more allowed
+        return conn
+
+    def _fail(self, exc: ZqError) -> None:
+        self._error = exc
+        self._buf.clear()
+        self._wake()
+
+    def _reset(self) -> None:
+        """New broker session: what we buffered is void there; grant the window again."""
+        self._buf.clear()
+        self.held = 0
+        self._error = None
+        if not self._closed:
+            self._conn.credit(self.queue, self.prefetch)
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)

@@ -1,0 +1,98 @@
+"""One frozen config dataclass per process kind, validated on construction.
+
+Values come from, in rising precedence: defaults, a TOML file (``--config``),
+environment variables (``ZQ_BROKER_<FIELD>``), then command-line flags. That
+merge happens in :func:`broker_config` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+STORAGE_KINDS = ("memory",)  # "sqlite" arrives with durable storage
+DISPATCH_POLICIES = ("round-robin", "least-loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    bind: str = DEFAULT_ENDPOINT
+    data: str = "./zq-data"
+    storage: str = "memory"
+    heartbeat: float = 1.0  # seconds between heartbeats, both ways
+    liveness: int = 3  # heartbeats missed before a peer is dropped
+    max_batch: int = 1000  # messages per DELIVER frame
+    max_credit: int = 100_000  # credit window limit per (consumer, queue)
+    max_frame: int = 64 * 1024 * 1024  # bytes per multipart message
+    max_publish_batch: int = 10_000  # bodies per PUBLISH frame
+    dispatch: str = "round-robin"
+    send_hwm: int = 100_000  # queued outgoing messages per peer before sends fail
+    drain_max: int = 2000  # frames read per loop pass before committing and dispatching
+    shutdown_grace: float = 3.0  # seconds to finish in-flight frames on SIGTERM
+
+    def __post_init__(self) -> None:
+        if "://" not in self.bind:
+            raise ValueError(
+                f"bind must be a ZeroMQ endpoint like {DEFAULT_ENDPOINT}, got {self.bind!r}")
+        if self.storage not in STORAGE_KINDS:
+            raise ValueError(
+                f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
+        if self.dispatch not in DISPATCH_POLICIES:
+            raise ValueError(f"dispatch must be one of {', '.join(DISPATCH_POLICIES)}")
+        if not 0.01 <= self.heartbeat <= 3600:
+            raise ValueError("heartbeat must be between 0.01 and 3600 seconds")
+        if not 1 <= self.liveness <= 100:
+            raise ValueError("liveness must be between 1 and 100")
+        for name in ("max_batch", "max_credit", "max_publish_batch", "send_hwm", "drain_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_frame < 1024:
+            raise ValueError("max_frame must be >= 1024 bytes")
+        if self.shutdown_grace < 0:
+            raise ValueError("shutdown_grace must be >= 0")
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = field.type if isinstance(field.type, type) else {"str": str, "int": int, "float": float}[
+        str(field.type)
+    ]
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field.name}: cannot read {raw!r} as {kind.__name__}") from None
+
+
+def broker_config(
+    file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> BrokerConfig:
+    """Merge defaults < file < environment < flags (flags that are None are unset)."""
+    fields = {f.name: f for f in dataclasses.fields(BrokerConfig)}
+    values: dict[str, Any] = {}
+    if file is not None:
+        with open(file, "rb") as fh:
+            doc = tomllib.load(fh)
+        section = doc.get("broker", doc)
+        for key, raw in section.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ValueError(f"{file}: unknown broker setting {key!r}")
+            values[name] = _coerce(fields[name], raw)
+    source: Mapping[str, str] = os.environ if env is None else env
+    for name, field in fields.items():
+        raw = source.get(f"ZQ_BROKER_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(field, raw)
+    for name, raw in flags.items():
+        if name not in fields:
+            raise ValueError(f"unknown broker setting {name!r}")
+        if raw is not None:
+            values[name] = _coerce(fields[name], raw)
+    return BrokerConfig(**values)

@@ -1,0 +1,518 @@
+"""The broker's decisions, with no I/O: sessions, queues, credit, acks, heartbeats.
+
+The asyncio shell in ``zq/broker.py`` feeds it received multipart messages with
+the current monotonic time, commits the :class:`WriteBatch` it builds, and
+sends what it appends to :attr:`BrokerCore.out`. One loop pass is::
+
+    receive(...) * n  ->  take_batch()  ->  store.commit()  ->  committed()
+    ->  dispatch(now)  ->  send out
+
+Messages published in a pass enter their queue only after the commit, so a
+confirm and a delivery both mean "stored".
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from typing import Any
+
+from zq.config import BrokerConfig
+from zq.errors import (
+    FrameTooLarge,
+    InvalidCredit,
+    ShuttingDown,
+    StaleDelivery,
+    UnknownDelivery,
+    ZqError,
+)
+from zq.persistence.base import Recovered, StoredMessage, WriteBatch
+from zq.policies.dispatch import DispatchPolicy
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.protocol.credit import CreditWindow
+from zq.protocol.session import State, next_state
+
+log = logging.getLogger("zq.broker")
+
+# Errors after which the broker forgets the session (the peer is broken or hostile).
+_FATAL = frozenset(
+    {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
+
+Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
+
+
+class Msg:
+    __slots__ = ("attempts", "body", "headers", "id", "q")
+
+    def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
+                 attempts: int = 0) -> None:
+        self.id = id
+        self.q = q
+        self.body = body
+        self.headers = headers
+        self.attempts = attempts
+
+
+class Sub:
+    """One consumer's subscription to one queue."""
+
+    __slots__ = ("active", "peer", "q", "window")
+
+    def __init__(self, peer: Peer, q: Queue, limit: int) -> None:
+        self.peer = peer
+        self.q = q
+        self.window = CreditWindow(limit)
+        self.active = True
+
+
+class Queue:
+    __slots__ = (
+        "acked",
+        "dead",
+        "delivered",
+        "nacked",
+        "name",
+        "name_b",
+        "published",
+        "ready",
+        "subs",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.name_b = name.encode()
+        self.ready: deque[Msg] = deque()
+        self.subs: list[Sub] = []
+        self.published = self.delivered = self.acked = self.nacked = self.dead = 0
+
+
+class Peer:
+    __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "name", "state",
+                 "subs")
+
+    def __init__(self, identity: bytes, now: float) -> None:
+        self.identity = identity
+        self.name = ""
+        self.state = State.NEW
+        self.last_seen = now
+        self.liveness_s = 0.0
+        self.subs: dict[str, Sub] = {}
+        self.held: dict[int, Msg] = {}
+        self.confirms: list[list[int]] = []
+
+
+class BrokerCore:
+    def __init__(self, cfg: BrokerConfig, dispatch: DispatchPolicy, broker_id: str,
+                 *, durable: bool = False) -> None:
+        self.cfg = cfg
+        self.durable = durable  # stage writes for the store only when it keeps them
+        self.policy = dispatch
+        self.broker_id = broker_id
+        self.limits = codec.Limits(max_frame=cfg.max_frame, max_batch=max(cfg.max_publish_batch,
+                                                                          cfg.max_credit))
+        self.queues: dict[str, Queue] = {}
+        self.peers: dict[bytes, Peer] = {}
+        self.out: list[Outgoing] = []
+        self.next_id = 1
+        self.stopping = False
+        self._batch = WriteBatch()
+        self._pending: list[tuple[Peer, Queue, int, list[Msg]]] = []  # published, not committed
+        self._dirty: set[Queue] = set()
+        self._delayed: list[tuple[float, int, Msg]] = []
+        self._next_heartbeat = 0.0
+        self.counters = dict.fromkeys(
+            ("frames_in", "frames_out", "published", "delivered", "deliver_frames", "acked",
+             "nacked", "released", "dead", "redelivered", "unroutable", "send_dropped",
+             "errors_sent", "peers_dropped"), 0)
+
+    # ----------------------------------------------------------------- recovery
+
+    def recover(self, rec: Recovered) -> None:
+        """Load what the store holds; messages that were in flight count that attempt."""
+        for sm in rec.messages:
+            q = self._queue(sm.queue)
+            q.ready.append(Msg(sm.id, q, sm.body, sm.headers, sm.attempts))
+            self._dirty.add(q)
+        self.next_id = max(self.next_id, rec.next_id)
+
+    # ------------------------------------------------------------------ inbound
+
+    def receive(self, identity: bytes, parts: list[bytes], now: float) -> None:
+        """Handle one multipart message (the ROUTER envelope already split off)."""
+        self.counters["frames_in"] += 1
+        peer = self.peers.get(identity)
+        op = parts[0][3] if parts and len(parts[0]) == 4 else 0
+        try:
+            frame = codec.decode(parts, self.limits)
+            state = peer.state if peer is not None else State.NEW
+            new_state = next_state(state, op)
+        except ZqError as exc:
+            self._fail(identity, exc, op, self._ref(exc))
+            if peer is not None and exc.name in _FATAL:
+                self.drop_peer(peer, f"protocol error: {exc.message}")
+            return
+        if peer is None:
+            if new_state is not State.READY:
+                return  # BYE from a stranger: nothing to do
+            peer = self.peers[identity] = Peer(identity, now)
+        peer.last_seen = now
+        peer.state = new_state
+        try:
+            self._handle(peer, frame, now)
+        except ZqError as exc:
+            self._fail(identity, exc, op, self._ref(exc))
+
+    @staticmethod
+    def _ref(exc: ZqError) -> Any:
+        return exc.attrs.get("ref")
+
+    def _handle(self, peer: Peer, frame: f.Frame, now: float) -> None:
+        match frame:
+            case f.Publish():
+                self.on_publish(peer, frame)
+            case f.Ack():
+                self.on_ack(peer, frame)
+            case f.Credit():
+                self.on_credit(peer, frame)
+            case f.Heartbeat():
+                pass
+            case f.Nack():
+                self.on_nack(peer, frame, now)
+            case f.Release():
+                self.on_release(peer, frame)
+            case f.Cancel():
+                self.on_cancel(peer, frame)
+            case f.Hello():
+                self.on_hello(peer, frame)
+            case f.Bye():
+                self.drop_peer(peer, f"BYE {frame.reason}".strip())
+            case f.Stats():
+                self._send(peer.identity, codec.encode(f.StatsReply(frame.req, self.stats())))
+            case _:  # pragma: no cover - the session table admits nothing else
+                raise AssertionError(frame)
+
+    def on_hello(self, peer: Peer, frame: f.Hello) -> None:
+        peer.name = frame.name
+        beat = max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0)
+        peer.liveness_s = beat * self.cfg.liveness
+        cfg = self.cfg
+        self._send(peer.identity, codec.encode(f.Welcome(
+            self.broker_id, int(cfg.heartbeat * 1000), cfg.liveness, cfg.max_batch,
+            cfg.max_credit, cfg.max_frame)))
+
+    def on_publish(self, peer: Peer, frame: f.Publish) -> None:
+        if self.stopping:
+            raise ShuttingDown("broker is shutting down; message not stored", ref=frame.seq)
+        n = len(frame.bodies)
+        if n > self.cfg.max_publish_batch:
+            raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
+                                ref=frame.seq, limit=self.cfg.max_publish_batch)
+        q = self._queue(frame.queue)
+        first = self.next_id
+        self.next_id = first + n
+        hdrs = frame.headers
+        if hdrs:
+            msgs = [Msg(first + i, q, b, hdrs[i]) for i, b in enumerate(frame.bodies)]
+        else:
+            msgs = [Msg(first + i, q, b, None) for i, b in enumerate(frame.bodies)]
+        self._pending.append((peer, q, frame.seq, msgs))
+        if self.durable:
+            self._batch.inserts.extend(
+                StoredMessage(m.id, q.name, m.body, m.headers, 0, 0.0) for m in msgs)
+
+    def on_credit(self, peer: Peer, frame: f.Credit) -> None:
+        sub = peer.subs.get(frame.queue)
+        if sub is None:
+            if frame.n <= 0 or frame.n > self.cfg.max_credit:
+                raise InvalidCredit(f"credit must be 1..{self.cfg.max_credit}, got {frame.n}",
+                                    ref=frame.queue)
+            q = self._queue(frame.queue)
+            sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
+        if not sub.active:
+            sub.active = True
+        if sub not in sub.q.subs:
+            sub.q.subs.append(sub)
+        try:
+            sub.window.grant(frame.n)
+        except InvalidCredit as exc:
+            exc.attrs["ref"] = frame.queue
+            raise
+        self._dirty.add(sub.q)
+
+    def on_cancel(self, peer: Peer, frame: f.Cancel) -> None:
+        sub = peer.subs.get(frame.queue)
+        if sub is None:
+            return
+        sub.window.void()
+        sub.active = False
+        if sub in sub.q.subs:
+            sub.q.subs.remove(sub)
+
+    def _settle(self, peer: Peer, frame: f.Ack | f.Nack, check: bool = True) -> list[Msg]:
+        """Take the named deliveries off ``peer``; report unknown and stale ones."""
+        held = peer.held
+        done: list[Msg] = []
+        unknown: list[int] = []
+        stale: list[int] = []
+        for mid, att in zip(frame.ids, frame.attempts, strict=True):
+            m = held.get(mid)
+            if m is None:
+                unknown.append(mid)
+            elif m.attempts != att:
+                stale.append(mid)
+            else:
+                del held[mid]
+                peer.subs[m.q.name].window.settle(1)
+                done.append(m)
+        op = f.ACK if isinstance(frame, f.Ack) else f.NACK
+        if unknown:
+            self._fail(peer.identity, UnknownDelivery(
+                f"{len(unknown)} id(s) not held by this consumer"), op, unknown)
+        if stale:
+            self._fail(peer.identity, StaleDelivery(
+                f"{len(stale)} id(s) acked for an attempt that is not current"), op, stale)
+        return done
+
+    def on_ack(self, peer: Peer, frame: f.Ack) -> None:
+        done = self._settle(peer, frame)
+        if not done:
+            return
+        self.counters["acked"] += len(done)
+        for m in done:
+            m.q.acked += 1
+        if self.durable:
+            self._batch.deletes.extend(m.id for m in done)
+
+    def on_nack(self, peer: Peer, frame: f.Nack, now: float) -> None:
+        done = self._settle(peer, frame)
+        if not done:
+            return
+        self.counters["nacked"] += len(done)
+        for m in done:
+            m.q.nacked += 1
+        if not frame.requeue:
+            self.counters["dead"] += len(done)
+            for m in done:
+                m.q.dead += 1
+            if self.durable:
+                self._batch.deletes.extend(m.id for m in done)
+        elif frame.delay_ms > 0:
+            due = now + frame.delay_ms / 1000.0
+            for m in done:
+                heapq.heappush(self._delayed, (due, m.id, m))
+        else:
+            self._requeue_front(done)
+
+    def on_release(self, peer: Peer, frame: f.Release) -> None:
+        held = peer.held
+        back: list[Msg] = []
+        unknown: list[int] = []
+        for mid in frame.ids:
+            m = held.pop(mid, None)
+            if m is None:
+                unknown.append(mid)
+                continue
+            peer.subs[m.q.name].window.settle(1)
+            m.attempts -= 1  # a released delivery is not an attempt
+            back.append(m)
+        if unknown:
+            self._fail(peer.identity, UnknownDelivery(
+                f"{len(unknown)} id(s) not held by this consumer"), f.RELEASE, unknown)
+        self.counters["released"] += len(back)
+        self._requeue_front(back)
+
+    def _requeue_front(self, msgs: list[Msg]) -> None:
+        """Put messages back at the head of their queues, oldest first."""
+        if not msgs:
+            return
+        msgs.sort(key=lambda m: m.id, reverse=True)
+        for m in msgs:
+            m.q.ready.appendleft(m)
+            self._dirty.add(m.q)
+
+    # ------------------------------------------------------------ commit cycle
+
+    def take_batch(self) -> WriteBatch:
+        batch, self._batch = self._batch, WriteBatch()
+        return batch
+
+    def committed(self) -> None:
+        """The pass's batch is stored: queue the messages, confirm the publishes."""
+        pending, self._pending = self._pending, []
+        touched: list[Peer] = []
+        for peer, q, seq, msgs in pending:
+            q.ready.extend(msgs)
+            q.published += len(msgs)
+            self._dirty.add(q)
+            if not peer.confirms:
+                touched.append(peer)
+            peer.confirms.append([seq, msgs[0].id, len(msgs)])
+            self.counters["published"] += len(msgs)
+        for peer in touched:
+            confirms, peer.confirms = peer.confirms, []
+            if peer.state is State.READY:
+                self._send(peer.identity, codec.encode_confirm(confirms))
+
+    def commit_failed(self, exc: ZqError) -> None:
+        """The pass's batch was not stored: refuse its publishes, store nothing."""
+        pending, self._pending = self._pending, []
+        for peer, _q, seq, _msgs in pending:
+            self._fail(peer.identity, exc, f.PUBLISH, seq)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def dispatch(self) -> None:
+        """Deliver ready messages to consumers with credit, in batches."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        max_batch = self.cfg.max_batch
+        for q in dirty:
+            ready = q.ready
+            while ready:
+                cands = [s for s in q.subs if s.window.available > 0]
+                if not cands:
+                    break
+                sub = cands[self.policy.pick(q.name, cands)] if len(cands) > 1 else cands[0]
+                n = len(ready)
+                k = sub.window.take(n if n < max_batch else max_batch)
+                msgs = [ready.popleft() for _ in range(k)]
+                held = sub.peer.held
+                ids: list[int] = []
+                attempts: list[int] = []
+                bodies: list[bytes] = []
+                headers: list[dict[str, Any] | None] = []
+                any_headers = False
+                for m in msgs:
+                    m.attempts += 1
+                    held[m.id] = m
+                    ids.append(m.id)
+                    attempts.append(m.attempts)
+                    bodies.append(m.body)
+                    headers.append(m.headers)
+                    if m.headers is not None:
+                        any_headers = True
+                    if m.attempts > 1:
+                        self.counters["redelivered"] += 1
+                q.delivered += k
+                self.counters["delivered"] += k
+                self.counters["deliver_frames"] += 1
+                self.out.append((sub.peer.identity, codec.encode_deliver(
+                    q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
+
+    # ------------------------------------------------------------------- timers
+
+    def tick(self, now: float) -> None:
+        """Heartbeats out, dead peers dropped, due delayed messages made ready."""
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.cfg.heartbeat
+            beat = codec.encode(f.Heartbeat())
+            for peer in list(self.peers.values()):
+                if now - peer.last_seen > peer.liveness_s:
+                    self.drop_peer(peer, f"no sign of life for {now - peer.last_seen:.2f}s")
+                else:
+                    self._send(peer.identity, beat)
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, m = heapq.heappop(delayed)
+            m.q.ready.append(m)
+            self._dirty.add(m.q)
+
+    def next_deadline(self) -> float:
+        if self._delayed and self._delayed[0][0] < self._next_heartbeat:
+            return self._delayed[0][0]
+        return self._next_heartbeat
+
+    # ---------------------------------------------------------------- peers
+
+    def drop_peer(self, peer: Peer, reason: str) -> None:
+        """Forget a session; every message it held goes back to its queue at once."""
+        if self.peers.get(peer.identity) is not peer:
+            return
+        del self.peers[peer.identity]
+        peer.state = State.CLOSED
+        self.counters["peers_dropped"] += 1
+        for sub in peer.subs.values():
+            if sub in sub.q.subs:
+                sub.q.subs.remove(sub)
+        held = list(peer.held.values())
+        peer.held.clear()
+        self._requeue_front(held)
+        log.info("peer %s (%s) dropped: %s; %d message(s) requeued",
+                 peer.identity.hex(), peer.name or "?", reason, len(held))
+
+    def send_failed(self, identity: bytes, msgs: list[Msg] | None, unroutable: bool) -> None:
+        """The shell could not send to ``identity``; undo a delivery if it was one."""
+        self.counters["unroutable" if unroutable else "send_dropped"] += 1
+        peer = self.peers.get(identity)
+        if peer is None:
+            return  # already dropped: drop_peer requeued everything it held
+        if msgs:
+            back: list[Msg] = []
+            for m in msgs:
+                if peer.held.pop(m.id, None) is not None:
+                    peer.subs[m.q.name].window.settle(1)
+                    m.attempts -= 1  # never reached the consumer
+                    back.append(m)
+            self._requeue_front(back)
+        if unroutable:
+            self.drop_peer(peer, "unroutable")
+
+    def goodbye(self, reason: str) -> None:
+        """Tell every peer the broker is going away."""
+        bye = codec.encode(f.Bye(reason))
+        for peer in self.peers.values():
+            self._send(peer.identity, bye)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _queue(self, name: str) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            q = self.queues[name] = Queue(name)
+        return q
+
+    def _send(self, identity: bytes, parts: list[bytes]) -> None:
+        self.out.append((identity, parts, None))
+
+    def _fail(self, identity: bytes, exc: ZqError, op: int, ref: Any) -> None:
+        self.counters["errors_sent"] += 1
+        self._send(identity, codec.encode(f.Error(exc.code, exc.name, exc.message, op, ref)))
+
+    def stats(self) -> dict[str, Any]:
+        c: dict[str, Any] = dict(self.counters)
+        frames = c["deliver_frames"]
+        c["avg_deliver_batch"] = c["delivered"] / frames if frames else 0.0
+        queues = {
+            q.name: {
+                "ready": len(q.ready),
+                "in_flight": sum(s.window.in_flight for s in q.subs),
+                "consumers": len(q.subs),
+                "published": q.published,
+                "delivered": q.delivered,
+                "acked": q.acked,
+                "nacked": q.nacked,
+                "dead": q.dead,
+            }
+            for q in self.queues.values()
+        }
+        delayed: dict[str, int] = {}
+        for _, _, m in self._delayed:
+            delayed[m.q.name] = delayed.get(m.q.name, 0) + 1
+        for name, n in delayed.items():
+            queues[name]["delayed"] = n
+        peers = {
+            p.identity.hex(): {
+                "name": p.name,
+                "held": len(p.held),
+                "subs": {
+                    name: {"in_flight": s.window.in_flight, "available": s.window.available,
+                           "peak_in_flight": s.window.peak, "active": s.active}
+                    for name, s in p.subs.items()
+                },
+            }
+            for p in self.peers.values()
+        }
+        return {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers}

@@ -1,0 +1,343 @@
+"""Encode frames to ZeroMQ parts and decode parts to frames. No I/O.
+
+Decoding is bounded: sizes are checked before msgpack runs, msgpack itself is
+given limits, and every failure becomes one of MalformedFrame, FrameTooLarge,
+UnknownOpcode or UnsupportedVersion, each carrying the opcode when known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from zq.errors import FrameTooLarge, MalformedFrame, UnknownOpcode, UnsupportedVersion
+from zq.protocol import frames as f
+
+MAX_QUEUE_NAME = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds a decoder enforces on what it accepts."""
+
+    max_frame: int = 64 * 1024 * 1024  # bytes in all parts of one multipart message
+    max_header: int = 4 * 1024 * 1024  # bytes in the msgpack header part
+    max_batch: int = 10_000  # bodies per PUBLISH or DELIVER, ids per ACK/NACK/RELEASE
+
+    def __post_init__(self) -> None:
+        if self.max_frame < 1024 or self.max_header < 256 or self.max_batch < 1:
+            raise ValueError(f"limits too small: {self}")
+
+
+DEFAULT_LIMITS = Limits()
+
+_COMMANDS = {op: f.SIGNATURE + bytes((f.VERSION, op)) for op in f.NAMES}
+packb = msgpack.Packer(use_bin_type=True).pack
+_packb = packb
+
+
+def command(op: int) -> bytes:
+    """The 4-byte command part for opcode ``op``."""
+    return _COMMANDS[op]
+
+
+def _unpack(data: bytes, limits: Limits, op: int) -> Any:
+    if len(data) > limits.max_header:
+        raise FrameTooLarge(
+            f"header of {len(data)} bytes exceeds {limits.max_header}",
+            op=op,
+            limit=limits.max_header,
+        )
+    n = limits.max_batch
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=limits.max_header,
+            max_bin_len=limits.max_header,
+            max_array_len=max(n, 16),
+            max_map_len=max(n, 256),
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types; all mean one thing here
+        raise MalformedFrame(f"undecodable header: {exc}", op=op) from None
+
+
+def _bad(op: int, what: str) -> MalformedFrame:
+    return MalformedFrame(f"{f.NAMES.get(op, hex(op))}: {what}", op=op)
+
+
+def _queue_name(raw: Any, op: int) -> str:
+    if isinstance(raw, bytes):
+        if not raw or len(raw) > MAX_QUEUE_NAME:
+            raise _bad(op, f"queue name must be 1..{MAX_QUEUE_NAME} bytes")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad(op, "queue name is not UTF-8") from None
+    if isinstance(raw, str):
+        if not raw or len(raw.encode()) > MAX_QUEUE_NAME:
+            raise _bad(op, f"queue name must be 1..{MAX_QUEUE_NAME} bytes")
+        return raw
+    raise _bad(op, "queue name must be a string")
+
+
+def _int(v: Any, op: int, what: str, lo: int = 0) -> int:
+    if type(v) is not int or v < lo or v >= 1 << 63:
+        raise _bad(op, f"{what} must be an integer >= {lo}")
+    return v
+
+
+def _ids(v: Any, op: int, what: str, limits: Limits) -> list[int]:
+    if type(v) is not list or not v:
+        raise _bad(op, f"{what} must be a non-empty array")
+    if len(v) > limits.max_batch:
+        raise FrameTooLarge(f"{len(v)} {what} exceed {limits.max_batch}", op=op)
+    for x in v:
+        if type(x) is not int or x < 0:
+            raise _bad(op, f"{what} must be non-negative integers")
+    return v
+
+
+def _headers(v: Any, n: int, op: int) -> list[f.Headers | None]:
+    if type(v) is not list:
+        raise _bad(op, "headers must be an array")
+    if not v:
+        return v
+    if len(v) != n:
+        raise _bad(op, f"{len(v)} header entries for {n} bodies")
+    for h in v:
+        if h is not None and type(h) is not dict:
+            raise _bad(op, "each header entry must be a map or nil")
+    return v
+
+
+def _str(v: Any, op: int, what: str) -> str:
+    if type(v) is not str:
+        raise _bad(op, f"{what} must be a string")
+    return v
+
+
+def _map(v: Any, op: int) -> dict[str, Any]:
+    if type(v) is not dict:
+        raise _bad(op, "header must be a map")
+    return v
+
+
+def _array(v: Any, n: int, op: int) -> list[Any]:
+    if type(v) is not list or len(v) != n:
+        raise _bad(op, f"header must be an array of {n}")
+    return v
+
+
+def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
+    """Decode one multipart message (without any routing envelope) into a frame."""
+    if not parts:
+        raise MalformedFrame("empty message")
+    cmd = parts[0]
+    if len(cmd) != 4 or cmd[:2] != f.SIGNATURE:
+        raise MalformedFrame("bad command part: not a zq frame")
+    op = cmd[3]
+    if cmd[2] != f.VERSION:
+        raise UnsupportedVersion(f"protocol version {cmd[2]} (this side speaks {f.VERSION})", op=op)
+    if op not in f.NAMES:
+        raise UnknownOpcode(f"unknown opcode 0x{op:02x}", op=op)
+    total = 0
+    for p in parts:
+        total += len(p)
+    if total > limits.max_frame:
+        raise FrameTooLarge(f"message of {total} bytes exceeds {limits.max_frame}", op=op,
+                            limit=limits.max_frame)
+    if op == f.PUBLISH or op == f.DELIVER:
+        if len(parts) < 4:
+            raise _bad(op, "needs command, queue, header and at least one body")
+        queue = _queue_name(parts[1], op)
+        bodies = list(parts[3:])
+        if len(bodies) > limits.max_batch:
+            raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch}", op=op,
+                                limit=limits.max_batch)
+        h = _unpack(parts[2], limits, op)
+        if op == f.PUBLISH:
+            h = _array(h, 2, op)
+            return f.Publish(queue, _int(h[0], op, "seq"), bodies, _headers(h[1], len(bodies), op))
+        h = _array(h, 3, op)
+        ids = _ids(h[0], op, "ids", limits)
+        attempts = _ids(h[1], op, "attempts", limits)
+        if len(ids) != len(bodies) or len(attempts) != len(bodies):
+            raise _bad(op, "ids, attempts and bodies differ in count")
+        return f.Deliver(queue, ids, attempts, bodies, _headers(h[2], len(bodies), op))
+    if len(parts) != 2:
+        raise _bad(op, f"expects 2 parts, got {len(parts)}")
+    h = _unpack(parts[1], limits, op)
+    return _DECODERS[op](h, op, limits)
+
+
+def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:
+    m = _map(h, op)
+    return f.Hello(_str(m.get("name", ""), op, "name"),
+                   _int(m.get("heartbeat_ms", 0), op, "heartbeat_ms"))
+
+
+def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:
+    m = _map(h, op)
+    try:
+        return f.Welcome(
+            _str(m["broker"], op, "broker"),
+            _int(m["heartbeat_ms"], op, "heartbeat_ms", 1),
+            _int(m["liveness"], op, "liveness", 1),
+            _int(m["max_batch"], op, "max_batch", 1),
+            _int(m["max_credit"], op, "max_credit", 1),
+            _int(m["max_frame"], op, "max_frame", 1),
+        )
+    except KeyError as exc:
+        raise _bad(op, f"missing field {exc}") from None
+
+
+def _d_heartbeat(h: Any, op: int, limits: Limits) -> f.Frame:
+    if h is not None:
+        raise _bad(op, "header must be nil")
+    return f.Heartbeat()
+
+
+def _d_bye(h: Any, op: int, limits: Limits) -> f.Frame:
+    return f.Bye(_str(_map(h, op).get("reason", ""), op, "reason"))
+
+
+def _d_confirm(h: Any, op: int, limits: Limits) -> f.Frame:
+    if type(h) is not list or not h or len(h) > limits.max_batch:
+        raise _bad(op, "entries must be a non-empty array")
+    out: list[tuple[int, int, int]] = []
+    for e in h:
+        e = _array(e, 3, op)
+        out.append((_int(e[0], op, "seq"), _int(e[1], op, "first_id"),
+                    _int(e[2], op, "count", 1)))
+    return f.Confirm(out)
+
+
+def _d_credit(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = _array(h, 2, op)
+    n = h[1]
+    if type(n) is not int:
+        raise _bad(op, "n must be an integer")
+    return f.Credit(_queue_name(h[0], op), n)  # n's range is the credit window's business
+
+
+def _d_cancel(h: Any, op: int, limits: Limits) -> f.Frame:
+    return f.Cancel(_queue_name(_array(h, 1, op)[0], op))
+
+
+def _pair(h: Any, op: int, limits: Limits, n: int) -> tuple[list[Any], list[int], list[int]]:
+    h = _array(h, n, op)
+    ids = _ids(h[0], op, "ids", limits)
+    attempts = _ids(h[1], op, "attempts", limits)
+    if len(attempts) != len(ids):
+        raise _bad(op, "ids and attempts differ in count")
+    return h, ids, attempts
+
+
+def _d_ack(h: Any, op: int, limits: Limits) -> f.Frame:
+    _, ids, attempts = _pair(h, op, limits, 2)
+    return f.Ack(ids, attempts)
+
+
+def _d_nack(h: Any, op: int, limits: Limits) -> f.Frame:
+    h, ids, attempts = _pair(h, op, limits, 5)
+    if type(h[2]) is not bool:
+        raise _bad(op, "requeue must be a boolean")
+    return f.Nack(ids, attempts, h[2], _int(h[3], op, "delay_ms"), _str(h[4], op, "reason"))
+
+
+def _d_release(h: Any, op: int, limits: Limits) -> f.Frame:
+    return f.Release(_ids(_array(h, 1, op)[0], op, "ids", limits))
+
+
+def _d_stats(h: Any, op: int, limits: Limits) -> f.Frame:
+    return f.Stats(_int(_array(h, 1, op)[0], op, "req"))
+
+
+def _d_stats_reply(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = _array(h, 2, op)
+    return f.StatsReply(_int(h[0], op, "req"), _map(h[1], op))
+
+
+def _d_error(h: Any, op: int, limits: Limits) -> f.Frame:
+    m = _map(h, op)
+    return f.Error(
+        _int(m.get("code", 1), op, "code"),
+        _str(m.get("name", ""), op, "name"),
+        _str(m.get("text", ""), op, "text"),
+        _int(m.get("op", 0), op, "op"),
+        m.get("ref"),
+    )
+
+
+_DECODERS = {
+    f.HELLO: _d_hello,
+    f.WELCOME: _d_welcome,
+    f.HEARTBEAT: _d_heartbeat,
+    f.BYE: _d_bye,
+    f.CONFIRM: _d_confirm,
+    f.CREDIT: _d_credit,
+    f.CANCEL: _d_cancel,
+    f.ACK: _d_ack,
+    f.NACK: _d_nack,
+    f.RELEASE: _d_release,
+    f.STATS: _d_stats,
+    f.STATS_REPLY: _d_stats_reply,
+    f.ERROR: _d_error,
+}
+
+
+def encode(frame: f.Frame) -> list[bytes]:
+    """Encode a frame into the parts of one multipart message."""
+    match frame:
+        case f.Publish(queue, seq, bodies, headers):
+            return [_COMMANDS[f.PUBLISH], queue.encode(), _packb([seq, headers]), *bodies]
+        case f.Deliver(queue, ids, attempts, bodies, headers):
+            return [_COMMANDS[f.DELIVER], queue.encode(), _packb([ids, attempts, headers]),
+                    *bodies]
+        case f.Hello(name, heartbeat_ms):
+            h: Any = {"name": name, "heartbeat_ms": heartbeat_ms}
+        case f.Welcome(broker, heartbeat_ms, liveness, max_batch, max_credit, max_frame):
+            h = {"broker": broker, "heartbeat_ms": heartbeat_ms, "liveness": liveness,
+                 "max_batch": max_batch, "max_credit": max_credit, "max_frame": max_frame}
+        case f.Heartbeat():
+            h = None
+        case f.Bye(reason):
+            h = {"reason": reason}
+        case f.Confirm(entries):
+            h = [list(e) for e in entries]
+        case f.Credit(queue, n):
+            h = [queue, n]
+        case f.Cancel(queue):
+            h = [queue]
+        case f.Ack(ids, attempts):
+            h = [ids, attempts]
+        case f.Nack(ids, attempts, requeue, delay_ms, reason):
+            h = [ids, attempts, requeue, delay_ms, reason]
+        case f.Release(ids):
+            h = [ids]
+        case f.Stats(req):
+            h = [req]
+        case f.StatsReply(req, stats):
+            h = [req, stats]
+        case f.Error(code, name, text, op, ref):
+            h = {"code": code, "name": name, "text": text, "op": op, "ref": ref}
+        case _:
+            raise TypeError(f"not a frame: {frame!r}")
+    return [_COMMANDS[f.OPCODES[type(frame)]], _packb(h)]
+
+
+def encode_deliver(queue: bytes, ids: list[int], attempts: list[int],
+                   headers: list[f.Headers | None], bodies: list[bytes]) -> list[bytes]:
+    """Hot-path DELIVER encoder: takes the queue name already encoded."""
+    return [_COMMANDS[f.DELIVER], queue, _packb([ids, attempts, headers]), *bodies]
+
+
+def encode_confirm(entries: list[list[int]]) -> list[bytes]:
+    """Hot-path CONFIRM encoder for ``[seq, first_id, count]`` entries."""
+    return [_COMMANDS[f.CONFIRM], _packb(entries)]

@@ -1,0 +1,217 @@
+"""The frames of the zq protocol, version 1: one frozen dataclass per frame type.
+
+docs/PROTOCOL.md is the normative description; the names here follow it.
+Every frame travels as one ZeroMQ multipart message::
+
+    [command] [header] [body ...]                 most frames
+    [command] [queue] [header] [body ...]         PUBLISH and DELIVER
+
+``command`` is 4 bytes: ``b"ZQ"``, the protocol version, the opcode.
+``queue`` is the raw UTF-8 queue name, so a router can route a PUBLISH by
+reading frame 1 alone. ``header`` is msgpack. Bodies are raw bytes, never
+re-encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+SIGNATURE = b"ZQ"
+VERSION = 1
+
+# Opcodes. Values are part of the wire contract.
+HELLO = 0x01
+WELCOME = 0x02
+HEARTBEAT = 0x03
+BYE = 0x04
+PUBLISH = 0x10
+CONFIRM = 0x11
+CREDIT = 0x20
+CANCEL = 0x21
+DELIVER = 0x22
+ACK = 0x23
+NACK = 0x24
+RELEASE = 0x25
+STATS = 0x30
+STATS_REPLY = 0x31
+ERROR = 0x7F
+
+Headers: TypeAlias = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client → broker: open a session."""
+
+    name: str = ""
+    heartbeat_ms: int = 0  # the client's own send interval; 0 = use the broker's
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Broker → client: session open; the broker's limits and timing."""
+
+    broker: str
+    heartbeat_ms: int
+    liveness: int
+    max_batch: int
+    max_credit: int
+    max_frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Either way: I am alive. Any frame also counts as a sign of life."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Either way: this side ends the session now."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Client → broker: store these bodies on ``queue``; answer with CONFIRM ``seq``."""
+
+    queue: str
+    seq: int
+    bodies: list[bytes]
+    headers: list[Headers | None] = field(default_factory=list)  # [] or one per body
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Broker → client: these PUBLISH frames are stored.
+
+    Each entry is ``(seq, first_id, count)``: the publish ``seq`` got the ids
+    ``first_id .. first_id + count - 1`` in body order.
+    """
+
+    entries: list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Consumer → broker: may deliver ``n`` more messages from ``queue``."""
+
+    queue: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Consumer → broker: stop delivering from ``queue``; unused credit is void."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Broker → consumer: a batch of messages from ``queue``."""
+
+    queue: str
+    ids: list[int]
+    attempts: list[int]
+    bodies: list[bytes]
+    headers: list[Headers | None] = field(default_factory=list)  # [] or one per body
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Consumer → broker: these deliveries are done; forget the messages."""
+
+    ids: list[int]
+    attempts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """Consumer → broker: these deliveries failed.
+
+    ``requeue`` puts them back (after ``delay_ms``); otherwise they are dead.
+    """
+
+    ids: list[int]
+    attempts: list[int]
+    requeue: bool = True
+    delay_ms: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Consumer → broker: give these back unprocessed; the attempt does not count."""
+
+    ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Client → broker: ask for counters; answered by STATS_REPLY ``req``."""
+
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReply:
+    """Broker → client: counters of the broker, its queues and its peers."""
+
+    req: int
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Broker → client: a request failed.
+
+    ``op`` is the opcode of the frame that failed (0 if none), ``ref`` names
+    what failed: the PUBLISH ``seq``, the message ids, the queue, or nil.
+    """
+
+    code: int
+    name: str
+    text: str
+    op: int = 0
+    ref: Any = None
+
+
+Frame: TypeAlias = (
+    Hello
+    | Welcome
+    | Heartbeat
+    | Bye
+    | Publish
+    | Confirm
+    | Credit
+    | Cancel
+    | Deliver
+    | Ack
+    | Nack
+    | Release
+    | Stats
+    | StatsReply
+    | Error
+)
+
+OPCODES: dict[type[Any], int] = {
+    Hello: HELLO,
+    Welcome: WELCOME,
+    Heartbeat: HEARTBEAT,
+    Bye: BYE,
+    Publish: PUBLISH,
+    Confirm: CONFIRM,
+    Credit: CREDIT,
+    Cancel: CANCEL,
+    Deliver: DELIVER,
+    Ack: ACK,
+    Nack: NACK,
+    Release: RELEASE,
+    Stats: STATS,
+    StatsReply: STATS_REPLY,
+    Error: ERROR,
+}
+NAMES: dict[int, str] = {op: cls.__name__.upper() for cls, op in OPCODES.items()}
+NAMES[STATS_REPLY] = "STATS_REPLY"
