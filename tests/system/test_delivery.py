@@ -48,9 +48,6 @@ async def test_three_producers_two_consumers_prefetch_50(broker: Proc) -> None:
             zq.Client(broker.endpoint, name="consumer-b") as cb, \
             zq.Client(broker.endpoint, name="observer") as obs:
 
-        class Both(Counter[bytes]):
-            pass
-
         async def consume(client: zq.Client, mine: Counter[bytes]) -> int:
             async with client.consume("work", prefetch=50) as consumer:
                 while not done.is_set():
@@ -75,15 +72,18 @@ async def test_three_producers_two_consumers_prefetch_50(broker: Proc) -> None:
             results = await asyncio.gather(
                 consume(ca, got_a), consume(cb, got_b), *(produce(p) for p in range(3)))
         ids = [i for r in results[2:] for i in r]  # type: ignore[union-attr]
-        assert len(ids) == total and len(set(ids)) == total
+        assert len(ids) == total
+        assert len(set(ids)) == total
         both = got_a + got_b
         expected = {f"{p}:{i}".encode() for p in range(3) for i in range(10_000)}
         assert set(both) == expected  # nothing lost
         assert max(both.values()) == 1  # nothing delivered (and acked) twice
-        assert got_a and got_b  # the queue was shared
+        assert got_a
+        assert got_b
         stats = await obs.stats()
         c = stats["counters"]
-        assert c["published"] == total and c["acked"] == total
+        assert c["published"] == total
+        assert c["acked"] == total
         assert c["redelivered"] == 0
         assert stats["queues"]["work"]["ready"] == 0
 
@@ -148,7 +148,8 @@ async def test_nack_requeue_and_delay(broker: Proc) -> None:
             await m2.nack(requeue=True, delay=0.5)
             m3 = await consumer.get(timeout=5)
             waited = loop.time() - t0
-            assert m3.id == m1.id and m3.attempt == 3
+            assert m3.id == m1.id
+            assert m3.attempt == 3
             assert waited >= 0.5, waited
             assert waited < 1.5, waited
             await m3.nack(requeue=False)
@@ -160,11 +161,10 @@ async def test_nack_requeue_and_delay(broker: Proc) -> None:
 async def test_release_and_unacked_on_close_come_back(broker: Proc) -> None:
     async with zq.Client(broker.endpoint) as producer:
         await producer.publish_many("q", [b"1", b"2", b"3"])
-        async with zq.Client(broker.endpoint) as c1:
-            async with c1.consume("q", prefetch=3) as consumer:
-                m = await consumer.get(timeout=5)
-                await m.release()
-                # two more were buffered; closing the consumer gives them back
+        async with zq.Client(broker.endpoint) as c1, c1.consume("q", prefetch=3) as consumer:
+            m = await consumer.get(timeout=5)
+            await m.release()
+            # two more were buffered; closing the consumer gives them back
         async with zq.Client(broker.endpoint) as c2, c2.consume("q", prefetch=3) as consumer:
             got = [await consumer.get(timeout=5) for _ in range(3)]
             assert sorted(m.body for m in got) == [b"1", b"2", b"3"]

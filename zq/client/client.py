@@ -94,6 +94,24 @@ class Client:
         return self._conn
 
     @property
+    def connected(self) -> bool:
+        """Whether the broker currently knows this client's session."""
+        return self._conn is not None and self._conn.session.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until a session is open again after the broker was lost.
+
+        The client probes a lost broker every heartbeat interval; when a broker
+        answers on the endpoint again, a new session opens by itself, unconfirmed
+        publishes are sent again, and consumers get their credit back.
+        """
+        if self._conn is None:
+            raise RuntimeError("client is not connected: use 'async with Client(...)'")
+        self._conn.check()
+        async with asyncio.timeout(timeout):
+            await self._conn.session.wait()
+
+    @property
     def max_batch(self) -> int:
         w = self.conn.welcome
         return w.max_batch if w is not None else 1000

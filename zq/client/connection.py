@@ -88,6 +88,8 @@ class Connection:
         self._last_recv = 0.0
         self._last_send = 0.0
         self._hb: asyncio.TimerHandle | None = None
+        self._resuming = False
+        self.session = asyncio.Event()  # set while the broker knows our session
 
     # ------------------------------------------------------------ lifecycle
 
@@ -132,6 +134,7 @@ class Connection:
         self.limits = codec.Limits(max_frame=w.max_frame,
                                    max_batch=max(w.max_batch, w.max_credit, 10_000))
         self.broken = None
+        self.session.set()
 
     async def close(self) -> None:
         """Say BYE (the broker requeues whatever we still hold), then close the socket."""
@@ -374,6 +377,7 @@ class Connection:
             case f.Welcome():
                 if self._welcome_fut is not None and not self._welcome_fut.done():
                     self._welcome_fut.set_result(frame)
+                    self._welcome_fut = None
                 else:
                     self._on_rewelcome(frame)
             case f.StatsReply():
@@ -444,6 +448,7 @@ class Connection:
             return
         log.warning("%s", exc)
         self.broken = exc
+        self.session.clear()
         self._fail_pending(exc)
         for consumer in list(self.consumers.values()):
             consumer._fail(exc)
@@ -464,14 +469,18 @@ class Connection:
 
     def _resume(self) -> None:
         """The broker does not know us (it restarted): open a new session."""
-        if self._welcome_fut is not None and not self._welcome_fut.done():
+        if self._resuming or (self._welcome_fut is not None and not self._welcome_fut.done()):
             return  # a HELLO is already on its way
         log.info("broker lost our session; saying HELLO again")
-        self._welcome_fut = None
+        self._resuming = True
         self._send_now(codec.encode(f.Hello(self.name)))
 
     def _on_rewelcome(self, w: f.Welcome) -> None:
         """A new session after a broker restart: resend unconfirmed publishes, re-grant."""
+        if not self._resuming:
+            log.warning("unexpected WELCOME from broker")
+            return
+        self._resuming = False
         self._on_welcome(w)
         for seq, s in self._sent.items():
             self._out.append([codec.command(f.PUBLISH), s.queue.encode(),
