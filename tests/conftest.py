@@ -10,11 +10,14 @@ from tests.procs import Proc, start_broker
 
 @pytest.fixture
 async def broker_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Proc]]]:
-    """Start brokers with extra flags; each must exit 0 on SIGTERM at teardown."""
+    """Start brokers with extra flags; each must exit 0 on SIGTERM at teardown.
+
+    ``env`` adds environment variables, e.g. ``{"ZQ_BROKER_MAX_FRAME": "65536"}``.
+    """
     started: list[Proc] = []
 
-    async def make(*args: str) -> Proc:
-        proc = await start_broker(tmp_path, *args)
+    async def make(*args: str, env: dict[str, str] | None = None) -> Proc:
+        proc = await start_broker(tmp_path, *args, env=env)
         started.append(proc)
         return proc
 

@@ -1,0 +1,70 @@
+"""The shape of one throughput run, shared by the zq run and the baseline run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MESSAGES = 200_000
+QUICK_MESSAGES = 20_000
+DEFAULT_WINDOW = 10_000  # the SDK's default publish_window
+ONE_MESSAGE_TASKS = 500  # concurrent publish() tasks per producer when batch == 1
+RELAY_MODES = ("poll", "asyncio")
+RELAY_IO = ("multipart", "parts")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    messages: int = DEFAULT_MESSAGES
+    producers: int = 1
+    consumers: int = 1
+    batch: int = 100  # bodies per publish_many (1: one publish() per message)
+    prefetch: int = 1000  # consumer credit
+    size: int = 100  # bytes per body (the first 8 carry the message's index)
+    window: int = DEFAULT_WINDOW  # unconfirmed messages a producer may have
+    tasks: int = 0  # concurrent publishing tasks per producer; 0 = derived (see below)
+    timeout: float = 300.0  # seconds for one run before it is declared failed
+    relay_mode: str = "poll"
+    relay_io: str = "multipart"
+
+    def __post_init__(self) -> None:
+        for name in ("messages", "producers", "consumers", "batch", "prefetch", "window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.size < 8:
+            raise ValueError("size must be >= 8 bytes (a body carries its 8-byte index)")
+        if self.tasks < 0:
+            raise ValueError("tasks must be >= 0")
+        if self.producers > self.messages:
+            raise ValueError("more producers than messages")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        if self.relay_mode not in RELAY_MODES:
+            raise ValueError(f"relay_mode must be one of {', '.join(RELAY_MODES)}")
+        if self.relay_io not in RELAY_IO:
+            raise ValueError(f"relay_io must be one of {', '.join(RELAY_IO)}")
+
+    @property
+    def publish_tasks(self) -> int:
+        """Publishing tasks per producer: enough to fill the window, a few hundred for B=1."""
+        if self.tasks:
+            return self.tasks
+        if self.batch == 1:
+            return min(ONE_MESSAGE_TASKS, self.window)
+        return max(1, self.window // self.batch)
+
+    @property
+    def window_batches(self) -> int:
+        """Batches a baseline producer keeps in flight: the zq producer's bound, in batches."""
+        return max(1, min(self.window, self.publish_tasks * self.batch) // self.batch)
+
+    def share(self, producer: int) -> tuple[int, int]:
+        """The message indexes ``[lo, hi)`` that ``producer`` publishes."""
+        base, extra = divmod(self.messages, self.producers)
+        lo = producer * base + min(producer, extra)
+        return lo, lo + base + (1 if producer < extra else 0)
+
+    def describe(self) -> str:
+        return (f"{self.messages:,} messages of {self.size} B; {self.producers} producer(s), "
+                f"{self.consumers} consumer(s); batch {self.batch}, prefetch {self.prefetch:,}, "
+                f"window {self.window:,} ({self.publish_tasks} publishing task(s) per producer; "
+                f"baseline: {self.window_batches} batch(es) in flight)")

@@ -1,0 +1,171 @@
+"""The baseline relay: one ROUTER socket, no broker logic, no decoding.
+
+Frames (after the ROUTER's identity part)::
+
+    consumer -> relay   [b"H"]                         hello; answered [b"W"]
+    producer -> relay   [b"M", seq, body, ...]         forwarded as [producer, b"M", seq, body...]
+                                                       to the next consumer, round robin
+    consumer -> relay   [b"A", producer, seq]          forwarded to the producer as [b"A", seq]
+
+Two loops, both draining the socket with NOBLOCK: ``poll`` (a plain blocking
+``zmq_poll`` loop) and ``asyncio`` (a uvloop reader callback, as the broker
+does). Two ways to move the parts of a message: ``multipart`` uses
+``recv_multipart``/``send_multipart`` as the broker does; ``parts`` calls
+``recv``/``send`` once per part with plain-int flags, which skips pyzmq's
+per-part ``IntFlag`` arithmetic and ``RCVMORE`` lookups (see perf/RESULTS.md).
+``python -m perf relay`` prints ``RELAY READY <endpoint>`` once bound and exits 0
+on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from zq.broker import run_loop
+from zq.transport import fd, readable
+
+READY = "RELAY READY "
+HELLO, WELCOME, MSG, ACK = b"H", b"W", b"M", b"A"
+_NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's Flag arithmetic costs ~1 us per part
+_MORE = int(zmq.SNDMORE) | _NOBLOCK
+
+
+class Relay:
+    def __init__(self, sock: zmq.Socket[bytes], io: str = "multipart") -> None:
+        self.sock = sock
+        self.drain = self.drain_multipart if io == "multipart" else self.drain_parts
+        self.consumers: list[bytes] = []
+        self.parked: list[list[bytes]] = []  # messages that arrived before any consumer
+        self.turn = 0
+        self.stopping = False
+
+    def drain_multipart(self) -> None:
+        """Forward every message waiting on the socket (recv_multipart/send_multipart)."""
+        recv = self.sock.recv_multipart
+        send = self.sock.send_multipart
+        consumers = self.consumers
+        noblock = zmq.NOBLOCK
+        while True:
+            try:
+                msg = recv(noblock)
+            except zmq.Again:
+                break
+            kind = msg[1]
+            if kind == MSG:
+                if consumers:
+                    self.turn += 1
+                    send([consumers[self.turn % len(consumers)], *msg], copy=False)
+                else:
+                    self.parked.append(msg)
+            elif kind == ACK:  # [consumer, b"A", producer, seq]
+                send([msg[2], ACK, msg[3]], copy=False)
+            elif kind == HELLO:
+                self._hello(msg[0], send)
+
+    def drain_parts(self) -> None:
+        """Forward every message waiting on the socket, one recv/send call per part."""
+        sock = self.sock
+        recv = sock.recv
+        send = sock.send
+        consumers = self.consumers
+        while True:
+            try:
+                frame = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            msg = [frame.bytes]
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
+                msg.append(frame.bytes)
+            kind = msg[1]
+            if kind == MSG:
+                if consumers:
+                    self.turn += 1
+                    send(consumers[self.turn % len(consumers)], _MORE)
+                    for part in msg[:-1]:
+                        send(part, _MORE)
+                    send(msg[-1], _NOBLOCK)
+                else:
+                    self.parked.append(msg)
+            elif kind == ACK:
+                send(msg[2], _MORE)
+                send(ACK, _MORE)
+                send(msg[3], _NOBLOCK)
+            elif kind == HELLO:
+                self._hello(msg[0], sock.send_multipart)
+
+    def _hello(self, consumer: bytes, send: Callable[..., Any]) -> None:
+        self.consumers.append(consumer)
+        send([consumer, WELCOME])
+        parked, self.parked = self.parked, []
+        for m in parked:
+            send([consumer, *m])
+
+
+def serve(bind: str, mode: str, io: str = "multipart") -> int:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)  # producers' windows bound what is queued
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.bind(bind)
+        relay = Relay(sock, io)
+        endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if mode == "poll":
+            _serve_poll(relay, endpoint)
+        else:
+            run_loop(_serve_asyncio(relay, endpoint))
+        return 0
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def _announce(endpoint: str) -> None:
+    sys.stdout.write(f"{READY}{endpoint}\n")
+    sys.stdout.flush()
+
+
+def _serve_poll(relay: Relay, endpoint: str) -> None:
+    def stop(signum: int, frame: Any) -> None:
+        relay.stopping = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    _announce(endpoint)
+    sock = relay.sock
+    while not relay.stopping:
+        if sock.poll(100, zmq.POLLIN):
+            relay.drain()
+
+
+async def _serve_asyncio(relay: Relay, endpoint: str) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    sock = relay.sock
+
+    def on_readable() -> None:
+        relay.drain()
+        if readable(sock):  # sending can swallow the descriptor's edge
+            loop.call_soon(on_readable)
+
+    def stop() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    loop.add_reader(fd(sock), on_readable)
+    try:
+        _announce(endpoint)
+        on_readable()
+        await done
+    finally:
+        loop.remove_reader(fd(sock))

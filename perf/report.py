@@ -1,0 +1,96 @@
+"""Print results as a table, and as JSON lines on request."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+from typing import Any
+
+import zmq
+
+from perf.config import LoadConfig
+from perf.harness import Result
+
+
+def machine() -> dict[str, Any]:
+    return {"nproc": os.cpu_count(), "python": platform.python_version(),
+            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()}
+
+
+def header(cfg: LoadConfig) -> str:
+    m = machine()
+    return (f"throughput: {cfg.describe()}\n"
+            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
+            f"libzmq {m['libzmq']}; baseline relay: {cfg.relay_mode} loop, {cfg.relay_io} I/O")
+
+
+_COLS = ("round", "system", "msg/s", "elapsed", "server CPU", "server us/msg",
+         "client CPU", "delivery")
+
+
+def _row(rnd: int, r: Result) -> list[str]:
+    per_msg = r.server_cpu_s / r.messages * 1e6
+    delivery = "exactly once" if r.ok else "FAILED: " + "; ".join(r.problems)
+    return [str(rnd), r.system, f"{r.msg_per_s:,.0f}", f"{r.elapsed_s:.3f} s",
+            f"{r.server_cpu_s:.2f} s", f"{per_msg:.1f}", f"{r.client_cpu_s:.2f} s", delivery]
+
+
+def table(rounds: list[dict[str, Result]]) -> str:
+    rows: list[list[str]] = [list(_COLS)]
+    ratios: list[float] = []
+    for i, res in enumerate(rounds, 1):
+        for r in res.values():
+            rows.append(_row(i, r))
+        ratio = _ratio(res)
+        if ratio is not None:
+            ratios.append(ratio)
+            rows.append([str(i), "zq/baseline", f"{ratio:.1%}", "", "", "", "", ""])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(_COLS))]
+    right = {2, 3, 4, 5, 6}
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if c in right else cell.ljust(w)
+                 for c, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    if len(rounds) > 1:
+        lines.append(_summary(rounds, ratios))
+    return "\n".join(lines)
+
+
+def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
+    parts = []
+    for system in ("zq", "baseline"):
+        rates = [res[system].msg_per_s for res in rounds if system in res]
+        if rates:
+            parts.append(f"{system} median {statistics.median(rates):,.0f} msg/s "
+                         f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
+    if ratios:
+        parts.append(f"ratio median {statistics.median(ratios):.1%}")
+    return "; ".join(parts)
+
+
+def _ratio(res: dict[str, Result]) -> float | None:
+    if "zq" in res and "baseline" in res and res["baseline"].msg_per_s > 0:
+        return res["zq"].msg_per_s / res["baseline"].msg_per_s
+    return None
+
+
+def json_lines(cfg: LoadConfig, rounds: list[dict[str, Result]]) -> list[str]:
+    m = machine()
+    out = []
+    for i, res in enumerate(rounds, 1):
+        ratio = _ratio(res)
+        for r in res.values():
+            d = dataclasses.asdict(r)
+            d.update(scenario="throughput", round=i, ok=r.ok, client_cpu_s=r.client_cpu_s,
+                     window=cfg.window, publish_tasks=cfg.publish_tasks,
+                     window_batches=cfg.window_batches, relay_mode=cfg.relay_mode,
+                     relay_io=cfg.relay_io,
+                     server_us_per_msg=r.server_cpu_s / r.messages * 1e6, machine=m)
+            if r.system == "zq" and ratio is not None:
+                d["ratio_to_baseline"] = ratio
+            out.append(json.dumps(d, sort_keys=True))
+    return out

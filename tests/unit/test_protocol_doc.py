@@ -1,0 +1,182 @@
+"""docs/PROTOCOL.md is normative: its frame and error tables must match the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from zq import errors
+from zq.core import _FATAL
+from zq.errors import ProtocolViolation, ZqError
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.protocol.session import State, next_state
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+FRAME_HEADER = "| Frame | Opcode | Direction | Header (msgpack) | Bodies |"
+ERROR_HEADER = "| Code | Name | Retriable | Meaning |"
+
+# One representative instance of every frame, by the spec's name.
+SAMPLES: dict[str, f.Frame] = {
+    "HELLO": f.Hello("worker-1", 500),
+    "WELCOME": f.Welcome("b-1", 1000, 3, 1000, 100_000, 64 * 1024 * 1024),
+    "HEARTBEAT": f.Heartbeat(),
+    "BYE": f.Bye("done"),
+    "PUBLISH": f.Publish("jobs", 7, [b"a", b"", b"c"], [{"k": "v"}, None, {"n": 1}]),
+    "CONFIRM": f.Confirm([(7, 1, 3), (8, 4, 1)]),
+    "CREDIT": f.Credit("jobs", 10),
+    "CANCEL": f.Cancel("jobs"),
+    "DELIVER": f.Deliver("jobs", [1, 2], [1, 3], [b"x", b"y"], [None, {"trace": b"\x00"}]),
+    "ACK": f.Ack([1, 2], [1, 1]),
+    "NACK": f.Nack([3], [2], False, 250, "bad input"),
+    "RELEASE": f.Release([4, 5]),
+    "STATS": f.Stats(42),
+    "STATS_REPLY": f.StatsReply(42, {"broker": "b-1", "counters": {"published": 3}}),
+    "ERROR": f.Error(11, "UNKNOWN_DELIVERY", "not held", f.ACK, [9, 10]),
+}
+
+
+def table(header: str) -> list[list[str]]:
+    """The rows of the one table in the doc whose header line is ``header``."""
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == header]
+    assert len(starts) == 1, f"expected exactly one table headed {header!r} in {DOC}"
+    rows: list[list[str]] = []
+    for line in lines[starts[0] + 2:]:  # skip the header and the |---| line
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().strip("`").strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == header.count("|") - 1, f"bad row: {line!r}"
+        rows.append(cells)
+    assert rows, f"table {header!r} has no rows"
+    return rows
+
+
+@pytest.fixture(scope="module")
+def frame_rows() -> dict[str, list[str]]:
+    rows = table(FRAME_HEADER)
+    names = [r[0] for r in rows]
+    assert len(names) == len(set(names)), f"duplicate rows: {names}"
+    return {r[0]: r for r in rows}
+
+
+def test_frame_table_lists_every_frame_once(frame_rows: dict[str, list[str]]) -> None:
+    assert set(frame_rows) == set(f.NAMES.values())
+    assert set(SAMPLES) == set(f.NAMES.values())
+
+
+def test_frame_table_opcodes_match_code(frame_rows: dict[str, list[str]]) -> None:
+    by_name = {name: op for op, name in f.NAMES.items()}
+    for name, row in frame_rows.items():
+        assert re.fullmatch(r"0x[0-9A-Fa-f]{2}", row[1]), f"{name}: opcode {row[1]!r}"
+        assert int(row[1], 16) == by_name[name], name
+        assert f.OPCODES[type(SAMPLES[name])] == by_name[name], name
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_frame_round_trips(name: str) -> None:
+    frame = SAMPLES[name]
+    parts = codec.encode(frame)
+    assert parts[0] == b"ZQ" + bytes((f.VERSION, f.OPCODES[type(frame)]))
+    assert codec.decode(parts) == frame
+
+
+def test_direction_column_agrees_with_session_table(frame_rows: dict[str, list[str]]) -> None:
+    """C→B and both: a broker accepts the frame in some state; B→C: it never does."""
+    for name, row in frame_rows.items():
+        op = f.OPCODES[type(SAMPLES[name])]
+        accepted = []
+        for state in (State.NEW, State.READY):
+            try:
+                next_state(state, op)
+            except ProtocolViolation:
+                accepted.append(False)
+            except ZqError:  # SESSION_UNKNOWN: allowed once a session exists
+                accepted.append(True)
+            else:
+                accepted.append(True)
+        assert row[2] in ("C→B", "B→C", "both"), f"{name}: direction {row[2]!r}"
+        assert any(accepted) == (row[2] != "B→C"), f"{name}: {row[2]} vs session table"
+
+
+def _split_top(inner: str) -> list[str]:
+    """Split ``a: x, b: [y, z]`` at the commas that are not nested."""
+    out, depth, cur = [], 0, ""
+    for ch in inner:
+        if ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return out
+
+
+def _doc_shape(cell: str) -> tuple[str, Any]:
+    if cell == "nil":
+        return ("nil", None)
+    if cell.startswith("{") and cell.endswith("}"):
+        return ("map", {item.split(":")[0].strip() for item in _split_top(cell[1:-1])})
+    if cell.startswith("array of [") and cell.endswith("]"):
+        return ("array of arrays", len(_split_top(cell[len("array of ["):-1])))
+    if cell.startswith("[") and cell.endswith("]"):
+        return ("array", len(_split_top(cell[1:-1])))
+    raise AssertionError(f"cannot read header layout {cell!r}")
+
+
+def test_header_column_matches_what_the_codec_encodes(
+        frame_rows: dict[str, list[str]]) -> None:
+    for name, row in frame_rows.items():
+        parts = codec.encode(SAMPLES[name])
+        header_part = parts[2] if name in ("PUBLISH", "DELIVER") else parts[1]
+        header = msgpack.unpackb(header_part, raw=False)
+        kind, detail = _doc_shape(row[3])
+        if kind == "nil":
+            assert header is None, name
+        elif kind == "map":
+            assert isinstance(header, dict), name
+            assert set(header) == detail, name
+        elif kind == "array of arrays":
+            assert isinstance(header, list), name
+            assert header, name
+            assert all(isinstance(e, list) and len(e) == detail for e in header), name
+        else:
+            assert isinstance(header, list), name
+            assert len(header) == detail, name
+
+
+def test_bodies_column_matches_part_layout(frame_rows: dict[str, list[str]]) -> None:
+    for name, row in frame_rows.items():
+        parts = codec.encode(SAMPLES[name])
+        if row[4] == "none":
+            assert len(parts) == 2, name
+        else:
+            assert name in ("PUBLISH", "DELIVER"), name
+            assert "queue" in row[4], name
+            assert parts[1] == SAMPLES[name].queue.encode()  # type: ignore[union-attr]
+            assert parts[3:] == SAMPLES[name].bodies  # type: ignore[union-attr]
+
+
+def test_error_table_matches_error_classes() -> None:
+    rows = table(ERROR_HEADER)
+    doc = []
+    for code, name, retriable, meaning in rows:
+        assert retriable in ("yes", "no"), f"{name}: retriable {retriable!r}"
+        assert meaning, name
+        doc.append((int(code), name, retriable == "yes"))
+    assert doc == [(c.code, c.name, c.retriable) for c in errors.all_error_classes()]
+
+
+def test_fatal_errors_named_in_the_doc_are_the_brokers() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    para = next(p for p in text.split("\n\n") if p.startswith("**Fatal errors.**"))
+    named = set(re.findall(r"\b[A-Z]+(?:_[A-Z]+)+\b", para))
+    assert named == set(_FATAL)
