@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable
 
@@ -90,7 +91,9 @@ class Broker:
 
     async def _pass(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
         core = self.core
-        now = loop.time()
+        # time.monotonic, not loop.time: uvloop's clock has millisecond steps, and a
+        # delay measured on it can end up to 1 ms before it was asked to.
+        now = time.monotonic()
         recv = sock.recv_multipart
         n = 0
         limit = self.cfg.drain_max
@@ -126,10 +129,19 @@ class Broker:
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         core = self.core
         out, core.out = core.out, []
-        send = sock.send_multipart
+        send = sock.send
+        more = zmq.SNDMORE | zmq.NOBLOCK
+        last = zmq.NOBLOCK
         for identity, parts, msgs in out:
+            # Part by part rather than send_multipart: a third less time per part,
+            # which counts when a DELIVER carries a hundred bodies. ROUTER queues a
+            # message atomically, so Again or EHOSTUNREACH can only come with the
+            # first part, before anything was queued.
             try:
-                send([identity, *parts], zmq.NOBLOCK, copy=False)
+                send(identity, more)
+                for p in parts[:-1]:
+                    send(p, more)
+                send(parts[-1], last)
             except zmq.Again:
                 core.send_failed(identity, msgs, unroutable=False)
             except zmq.ZMQError as exc:
@@ -146,7 +158,9 @@ class Broker:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = loop.call_at(when, self._on_timer)
+        # The loop's timers may fire up to a clock step early; the margin makes the
+        # pass that runs find its deadline due instead of spinning until it is.
+        self._timer = loop.call_later(max(0.0, when - time.monotonic()) + 0.001, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -40,19 +40,22 @@ log = logging.getLogger("zq.broker")
 _FATAL = frozenset(
     {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
 
+MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
+
 Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
 
 
 class Msg:
-    __slots__ = ("attempts", "body", "headers", "id", "q")
+    __slots__ = ("attempts", "body", "headers", "hsize", "id", "q")
 
     def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
-                 attempts: int = 0) -> None:
+                 attempts: int = 0, hsize: int = 0) -> None:
         self.id = id
         self.q = q
         self.body = body
         self.headers = headers
         self.attempts = attempts
+        self.hsize = hsize  # encoded size of headers, for sizing DELIVER batches
 
 
 class Sub:
@@ -133,7 +136,8 @@ class BrokerCore:
         """Load what the store holds; messages that were in flight count that attempt."""
         for sm in rec.messages:
             q = self._queue(sm.queue)
-            q.ready.append(Msg(sm.id, q, sm.body, sm.headers, sm.attempts))
+            q.ready.append(Msg(sm.id, q, sm.body, sm.headers, sm.attempts,
+                               codec.header_size(sm.headers)))
             self._dirty.add(q)
         self.next_id = max(self.next_id, rec.next_id)
 
@@ -143,7 +147,8 @@ class BrokerCore:
         """Handle one multipart message (the ROUTER envelope already split off)."""
         self.counters["frames_in"] += 1
         peer = self.peers.get(identity)
-        op = parts[0][3] if parts and len(parts[0]) == 4 else 0
+        cmd = parts[0] if parts else b""
+        op = cmd[3] if len(cmd) == 4 and cmd[:2] == f.SIGNATURE else 0
         try:
             frame = codec.decode(parts, self.limits)
             state = peer.state if peer is not None else State.NEW
@@ -195,7 +200,8 @@ class BrokerCore:
 
     def on_hello(self, peer: Peer, frame: f.Hello) -> None:
         peer.name = frame.name
-        beat = max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0)
+        # A client may ask for slower heartbeats than the broker's, within reason.
+        beat = min(max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0), MAX_HEARTBEAT)
         peer.liveness_s = beat * self.cfg.liveness
         cfg = self.cfg
         self._send(peer.identity, codec.encode(f.Welcome(
@@ -214,7 +220,9 @@ class BrokerCore:
         self.next_id = first + n
         hdrs = frame.headers
         if hdrs:
-            msgs = [Msg(first + i, q, b, hdrs[i]) for i, b in enumerate(frame.bodies)]
+            hsize = codec.header_size
+            msgs = [Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]))
+                    for i, b in enumerate(frame.bodies)]
         else:
             msgs = [Msg(first + i, q, b, None) for i, b in enumerate(frame.bodies)]
         self._pending.append((peer, q, frame.seq, msgs))
@@ -230,15 +238,14 @@ class BrokerCore:
                                     ref=frame.queue)
             q = self._queue(frame.queue)
             sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
-        if not sub.active:
-            sub.active = True
-        if sub not in sub.q.subs:
-            sub.q.subs.append(sub)
         try:
-            sub.window.grant(frame.n)
+            sub.window.grant(frame.n)  # a refused grant changes nothing, not even after CANCEL
         except InvalidCredit as exc:
             exc.attrs["ref"] = frame.queue
             raise
+        sub.active = True
+        if sub not in sub.q.subs:
+            sub.q.subs.append(sub)
         self._dirty.add(sub.q)
 
     def on_cancel(self, peer: Peer, frame: f.Cancel) -> None:
@@ -369,25 +376,40 @@ class BrokerCore:
             return
         dirty, self._dirty = self._dirty, set()
         max_batch = self.cfg.max_batch
+        max_frame = self.cfg.max_frame
+        max_header = self.limits.max_header
+        per_msg = codec.PER_MESSAGE
+        counters = self.counters
         for q in dirty:
             ready = q.ready
+            base = codec.ENVELOPE + len(q.name_b)
             while ready:
                 cands = [s for s in q.subs if s.window.available > 0]
                 if not cands:
                     break
                 sub = cands[self.policy.pick(q.name, cands)] if len(cands) > 1 else cands[0]
-                n = len(ready)
-                k = sub.window.take(n if n < max_batch else max_batch)
-                msgs = [ready.popleft() for _ in range(k)]
+                want = min(len(ready), max_batch, sub.window.available)
                 held = sub.peer.held
+                msgs: list[Msg] = []
                 ids: list[int] = []
                 attempts: list[int] = []
                 bodies: list[bytes] = []
                 headers: list[dict[str, Any] | None] = []
                 any_headers = False
-                for m in msgs:
+                fbytes = base
+                hbytes = codec.ENVELOPE
+                redelivered = 0
+                while len(msgs) < want:
+                    m = ready[0]
+                    h = per_msg + m.hsize
+                    fbytes += h + len(m.body)
+                    hbytes += h
+                    if msgs and (fbytes > max_frame or hbytes > max_header):
+                        break  # the batch is full by bytes; the rest waits for the next frame
+                    ready.popleft()
                     m.attempts += 1
                     held[m.id] = m
+                    msgs.append(m)
                     ids.append(m.id)
                     attempts.append(m.attempts)
                     bodies.append(m.body)
@@ -395,10 +417,12 @@ class BrokerCore:
                     if m.headers is not None:
                         any_headers = True
                     if m.attempts > 1:
-                        self.counters["redelivered"] += 1
+                        redelivered += 1
+                k = sub.window.take(len(msgs))  # == len(msgs): want was within the window
                 q.delivered += k
-                self.counters["delivered"] += k
-                self.counters["deliver_frames"] += 1
+                counters["redelivered"] += redelivered
+                counters["delivered"] += k
+                counters["deliver_frames"] += 1
                 self.out.append((sub.peer.identity, codec.encode_deliver(
                     q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
 
@@ -453,7 +477,10 @@ class BrokerCore:
             back: list[Msg] = []
             for m in msgs:
                 if peer.held.pop(m.id, None) is not None:
-                    peer.subs[m.q.name].window.settle(1)
+                    sub = peer.subs[m.q.name]
+                    sub.window.settle(1)
+                    if sub.active:
+                        sub.window.available += 1  # the consumer never saw it: its credit stands
                     m.attempts -= 1  # never reached the consumer
                     back.append(m)
             self._requeue_front(back)
@@ -485,10 +512,14 @@ class BrokerCore:
         c: dict[str, Any] = dict(self.counters)
         frames = c["deliver_frames"]
         c["avg_deliver_batch"] = c["delivered"] / frames if frames else 0.0
+        in_flight: dict[str, int] = {}
+        for p in self.peers.values():  # cancelled subscriptions may still hold messages
+            for name, s in p.subs.items():
+                in_flight[name] = in_flight.get(name, 0) + s.window.in_flight
         queues = {
             q.name: {
                 "ready": len(q.ready),
-                "in_flight": sum(s.window.in_flight for s in q.subs),
+                "in_flight": in_flight.get(q.name, 0),
                 "consumers": len(q.subs),
                 "published": q.published,
                 "delivered": q.delivered,

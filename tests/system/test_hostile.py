@@ -307,9 +307,6 @@ async def test_hostile_consumer_loses_its_session_and_its_messages_come_back(
     assert_alive(broker)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="broker bug: core.on_credit re-activates a cancelled subscription "
-                   "before the credit window refuses the grant")
 async def test_refused_credit_changes_nothing(broker: Proc, raw: Callable[[str], Raw]) -> None:
     r = raw(broker.endpoint)
     await r.hello()
@@ -374,9 +371,6 @@ async def test_message_over_max_frame_in_small_parts_gets_frame_too_large(
     assert_alive(small_broker)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="broker bug: FRAME_TOO_LARGE from the size check in codec.decode "
-                   "carries ref=None, not the PUBLISH seq")
 async def test_publish_over_max_frame_names_its_seq(
         small_broker: Proc, raw: Callable[[str], Raw]) -> None:
     r = raw(small_broker.endpoint)
@@ -388,9 +382,6 @@ async def test_publish_over_max_frame_names_its_seq(
     assert err.ref == 3, err  # without the seq, the SDK cannot fail that publish
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="broker/SDK bug: a body that fits max_frame but whose frame does not "
-                   "gets FRAME_TOO_LARGE with ref=None; the publish never ends")
 async def test_sdk_publish_just_under_max_frame_does_not_hang(small_broker: Proc) -> None:
     async with zq.Client(small_broker.endpoint, name="good") as good:
         with pytest.raises(zq.FrameTooLarge):
@@ -398,9 +389,16 @@ async def test_sdk_publish_just_under_max_frame_does_not_hang(small_broker: Proc
                 await good.publish_many("big", [b"x" * SMALL_FRAME])
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="broker bug: core.dispatch batches DELIVER by count only; a batch "
-                   "over max_frame is refused by the client's decoder and the consumer stalls")
+async def test_sdk_splits_coalesced_publishes_by_bytes(small_broker: Proc) -> None:
+    body = b"y" * (SMALL_FRAME // 3)  # ten of them coalesce into one turn, not one frame
+    async with zq.Client(small_broker.endpoint, name="good") as good:
+        ids = await asyncio.gather(*(good.publish("split", body) for _ in range(10)))
+        assert len(set(ids)) == 10
+        more = await good.publish_many("split", [body] * 10)
+        assert len(set(more)) == 10
+        assert (await counters(good))["errors_sent"] == 0
+
+
 async def test_deliver_batches_fit_max_frame(small_broker: Proc) -> None:
     body = b"x" * (SMALL_FRAME * 2 // 3)  # each PUBLISH fits; two in one DELIVER do not
     async with zq.Client(small_broker.endpoint, name="good") as good:
@@ -415,9 +413,6 @@ async def test_deliver_batches_fit_max_frame(small_broker: Proc) -> None:
         assert sorted(got) == ids
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="broker bug: core.dispatch does not bound the DELIVER header by "
-                   "max_header; a hostile producer's headers stall the queue's consumers")
 async def test_hostile_headers_do_not_stall_a_good_consumer(
         broker: Proc, raw: Callable[[str], Raw]) -> None:
     r = raw(broker.endpoint)

@@ -337,9 +337,6 @@ def test_too_many_ids(frame: f.Frame) -> None:
         decode(encode(frame), small)
 
 
-@pytest.mark.xfail(strict=True, raises=MalformedFrame, reason=(
-    "bug in zq/protocol/codec.py _unpack: msgpack's max_array_len=max_batch rejects an "
-    "over-long ids array first, as MALFORMED_FRAME (fatal) instead of FRAME_TOO_LARGE"))
 def test_too_many_ids_beyond_16_is_frame_too_large() -> None:
     small = Limits(max_batch=100)
     with pytest.raises(FrameTooLarge):
@@ -426,3 +423,57 @@ def test_decode_raises_only_zq_errors(parts: list[bytes], limits: Limits) -> Non
     assert type(frame) in f.OPCODES
     # whatever decodes must encode back to an equivalent frame
     assert decode(encode(frame), limits) == frame
+
+
+# ------------------------------------------------------------ frame sizing
+
+
+def test_split_by_count_bytes_and_header_bytes() -> None:
+    lim = Limits(max_frame=10_000, max_header=1_000)
+    assert codec.split(1, [10] * 7, None, 3, lim) == [3, 6, 7]
+    assert codec.split(1, [4_000] * 5, None, 100, lim) == [2, 4, 5]
+    assert codec.split(1, [1] * 4, [400] * 4, 100, lim) == [2, 4]
+    assert codec.split(1, [], None, 10, lim) == []
+    assert codec.split(1, [20_000, 1], None, 10, lim) == [1, 2]  # too big: alone
+
+
+@given(st.lists(st.integers(0, 3_000), max_size=60),
+       st.lists(st.integers(0, 300), min_size=60, max_size=60), st.integers(1, 20))
+@PROPS
+def test_split_frames_decode_within_limits(lens: list[int], hs: list[int], batch: int) -> None:
+    lim = Limits(max_frame=8_192, max_header=1_024)
+    headers: list[f.Headers | None] = [{"h": "v" * n} for n in hs[:len(lens)]]
+    hsizes = [codec.header_size(h) for h in headers]
+    ends = codec.split(1, lens, hsizes, batch, lim)
+    start = 0
+    for end in ends:
+        assert 0 < end - start <= batch
+        bodies = [b"x" * n for n in lens[start:end]]
+        fits = all(codec.fits_alone(1, lens[i], hsizes[i], lim) for i in range(start, end))
+        for frame in (f.Publish("q", U63, bodies, headers[start:end]),
+                      f.Deliver("q", [U63] * len(bodies), [U63] * len(bodies), bodies,
+                                headers[start:end])):
+            if fits or end - start > 1:
+                assert decode(encode(frame), lim) == frame
+        start = end
+    assert start == len(lens)
+
+
+def test_publish_whose_message_could_not_be_delivered_alone_names_its_seq() -> None:
+    lim = Limits(max_frame=2048)
+    body = b"x" * (2048 - 40)  # the PUBLISH fits; a DELIVER of it would not
+    assert sum(len(p) for p in encode(f.Publish("q", 9, [body], []))) <= 2048
+    with pytest.raises(FrameTooLarge) as info:
+        decode(encode(f.Publish("q", 9, [body], [])), lim)
+    assert info.value.attrs["ref"] == 9
+    assert not codec.fits_alone(1, len(body), 0, lim)
+
+
+def test_oversized_publish_names_its_seq() -> None:
+    lim = Limits(max_frame=2048, max_batch=4)
+    with pytest.raises(FrameTooLarge) as info:
+        decode(encode(f.Publish("q", 5, [b"x" * 3000], [])), lim)
+    assert info.value.attrs["ref"] == 5
+    with pytest.raises(FrameTooLarge) as info:
+        decode(encode(f.Publish("q", 6, [b"x"] * 5, [])), lim)
+    assert info.value.attrs["ref"] == 6

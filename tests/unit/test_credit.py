@@ -45,9 +45,6 @@ def test_take_zero_takes_nothing() -> None:
     assert (w.available, w.in_flight) == (5, 0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in zq/protocol/credit.py CreditWindow.take: a negative want is returned as is "
-    "(the window is unchanged, but the caller is told it may deliver -3 messages)"))
 def test_take_negative_takes_nothing() -> None:
     w = CreditWindow(10)
     w.grant(5)

@@ -12,8 +12,8 @@ from zq.client.connection import Connection
 from zq.client.consumer import Consumer
 from zq.config import DEFAULT_ENDPOINT
 from zq.errors import FrameTooLarge, InvalidQueueName
+from zq.protocol import codec
 from zq.protocol import frames as f
-from zq.protocol.codec import MAX_QUEUE_NAME
 
 
 def default_endpoint() -> str:
@@ -21,10 +21,19 @@ def default_endpoint() -> str:
     return os.environ.get("ZQ_ENDPOINT") or DEFAULT_ENDPOINT
 
 
+def _check_fits(queue: str, body: bytes, headers: dict[str, Any] | None,
+                limits: codec.Limits) -> None:
+    hsize = codec.header_size(headers)
+    if not codec.fits_alone(len(queue.encode()), len(body), hsize, limits):
+        raise FrameTooLarge(
+            f"a message of {len(body)} body and {hsize} header bytes does not fit the "
+            f"broker's frame limit of {limits.max_frame} bytes", limit=limits.max_frame)
+
+
 def _check_queue(queue: str) -> None:
-    if not isinstance(queue, str) or not queue or len(queue.encode()) > MAX_QUEUE_NAME:
+    if not isinstance(queue, str) or not queue or len(queue.encode()) > codec.MAX_QUEUE_NAME:
         raise InvalidQueueName(f"queue name must be a non-empty str of at most "
-                               f"{MAX_QUEUE_NAME} UTF-8 bytes, got {queue!r}", queue=queue)
+                               f"{codec.MAX_QUEUE_NAME} UTF-8 bytes, got {queue!r}", queue=queue)
 
 
 def _check_body(body: Any) -> bytes:
@@ -127,9 +136,7 @@ class Client:
         body = _check_body(body)
         headers = _check_headers(headers)
         conn = self.conn
-        if len(body) > conn.limits.max_frame:
-            raise FrameTooLarge(f"body of {len(body)} bytes exceeds {conn.limits.max_frame}",
-                                limit=conn.limits.max_frame)
+        _check_fits(queue, body, headers, conn.limits)
         if conn.unconfirmed >= conn.publish_window:
             await conn.wait_window(1)
         fut = self.conn.publish(queue, body, headers)
@@ -147,16 +154,19 @@ class Client:
         if not any(h is not None for h in hdrs):
             hdrs = []
         conn = self.conn
-        step = self.max_batch
-        limit = conn.limits.max_frame
+        limits = conn.limits
+        for i, body in enumerate(items):
+            _check_fits(queue, body, hdrs[i] if hdrs else None, limits)
+        hsizes = [codec.header_size(h) for h in hdrs] if hdrs else None
+        ends = codec.split(len(queue.encode()), [len(b) for b in items], hsizes,
+                           self.max_batch, limits)
         futs: list[asyncio.Future[Any]] = []
-        for i in range(0, len(items), step):
-            chunk = items[i:i + step]
-            if sum(len(b) for b in chunk) > limit:
-                raise FrameTooLarge(f"a batch of {len(chunk)} bodies exceeds {limit} bytes",
-                                    limit=limit)
+        start = 0
+        for end in ends:
+            chunk = items[start:end]
             await conn.wait_window(len(chunk))
-            futs.append(self.conn.publish_frame(queue, chunk, hdrs[i:i + step] if hdrs else []))
+            futs.append(conn.publish_frame(queue, chunk, hdrs[start:end] if hdrs else []))
+            start = end
         ids: list[int] = []
         for chunk_ids in await asyncio.gather(*futs):
             ids.extend(chunk_ids)

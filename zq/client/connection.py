@@ -281,6 +281,11 @@ class Connection:
         self._out.append(parts)
         self._schedule_flush()
 
+    def flush(self) -> None:
+        """Send everything coalesced so far now, without waiting for the turn to end."""
+        if not self.closed and self.broken is None:
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._sock is None:
@@ -303,10 +308,14 @@ class Connection:
             batches, self._batches = self._batches, {}
             for queue, b in batches.items():
                 headers = b.headers if b.has_headers else []
-                for i in range(0, len(b.bodies), max_batch):
-                    self._emit_publish(queue, b.bodies[i:i + max_batch],
-                                       headers[i:i + max_batch] if headers else [],
-                                       b.futs[i:i + max_batch], many=False)
+                hsizes = [codec.header_size(h) for h in headers] if headers else None
+                start = 0
+                for end in codec.split(len(queue.encode()), [len(x) for x in b.bodies], hsizes,
+                                       max_batch, self.limits):
+                    self._emit_publish(queue, b.bodies[start:end],
+                                       headers[start:end] if headers else [],
+                                       b.futs[start:end], many=False)
+                    start = end
         ids, attempts = self._acks
         if ids:
             self._acks = ([], [])

@@ -43,16 +43,19 @@ class Message:
     async def ack(self) -> None:
         """Done with this message: the broker forgets it. Sent at the end of this loop turn."""
         self._settle().ack(self.id, self.attempt)
+        self._consumer._recorded()
 
     async def nack(self, requeue: bool = True, delay: float = 0.0, reason: str = "") -> None:
         """Failed: back to the queue (after ``delay`` seconds), or dead if not ``requeue``."""
         if delay < 0:
             raise ValueError("delay must be >= 0")
         self._settle().nack(self.id, self.attempt, requeue, round(delay * 1000), reason)
+        self._consumer._recorded()
 
     async def release(self) -> None:
         """Give the message back unprocessed; this delivery does not count as an attempt."""
         self._settle().release([self.id])
+        self._consumer._recorded()
 
 
 class Consumer:
@@ -75,6 +78,11 @@ class Consumer:
         self.received = 0
         self.held = 0  # delivered and not yet settled
         self.peak_held = 0
+        # A consumer working through its buffer never yields to the loop, so the
+        # end-of-turn flush would hold its acks and credit until the buffer is
+        # empty and the broker idle. Send them every quarter window instead.
+        self._flush_every = max(1, prefetch // 4)
+        self._unflushed = 0
 
     def _start(self) -> None:
         conn = self._conn
@@ -162,6 +170,13 @@ class Consumer:
         if not self._closed and conn.consumers.get(self.queue) is self:
             conn.credit(self.queue, 1)  # keep the window full: one settled, one more allowed
         return conn
+
+    def _recorded(self) -> None:
+        """A settlement is queued (after its credit): send early if enough piled up."""
+        self._unflushed += 1
+        if self._unflushed >= self._flush_every:
+            self._unflushed = 0
+            self._conn.flush()
 
     def _fail(self, exc: ZqError) -> None:
         self._error = exc

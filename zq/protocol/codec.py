@@ -34,6 +34,48 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+# Sizing rules shared by the SDK (splitting publishes) and the broker (batching
+# deliveries), so that every frame either side builds fits the other's limits.
+ENVELOPE = 64  # bytes of a PUBLISH/DELIVER besides its bodies and per-message header entries
+PER_MESSAGE = 24  # header bytes one message adds besides its own headers (id, attempt, slot)
+
+
+def header_size(headers: f.Headers | None) -> int:
+    """Encoded size of one message's headers (0 for none)."""
+    return 0 if headers is None else len(packb(headers))
+
+
+def fits_alone(queue_len: int, body_len: int, hsize: int, limits: Limits) -> bool:
+    """Whether one message can travel alone in a PUBLISH and in a DELIVER."""
+    return (ENVELOPE + queue_len + PER_MESSAGE + hsize + body_len <= limits.max_frame
+            and ENVELOPE + PER_MESSAGE + hsize <= limits.max_header)
+
+
+def split(queue_len: int, body_lens: Sequence[int], hsizes: Sequence[int] | None,
+          max_batch: int, limits: Limits) -> list[int]:
+    """End indices that cut messages into frames within ``max_batch`` and ``limits``.
+
+    A message that does not fit alone (see :func:`fits_alone`) still gets a
+    frame of its own; callers refuse such messages before they get here.
+    """
+    ends: list[int] = []
+    fbytes = ENVELOPE + queue_len
+    hbytes = ENVELOPE
+    count = 0
+    max_frame, max_header = limits.max_frame, limits.max_header
+    for i, blen in enumerate(body_lens):
+        h = PER_MESSAGE + hsizes[i] if hsizes else PER_MESSAGE
+        if count and (count >= max_batch or fbytes + h + blen > max_frame
+                      or hbytes + h > max_header):
+            ends.append(i)
+            fbytes, hbytes, count = ENVELOPE + queue_len, ENVELOPE, 0
+        fbytes += h + blen
+        hbytes += h
+        count += 1
+    if count:
+        ends.append(len(body_lens))
+    return ends
+
 _COMMANDS = {op: f.SIGNATURE + bytes((f.VERSION, op)) for op in f.NAMES}
 packb = msgpack.Packer(use_bin_type=True).pack
 _packb = packb
@@ -51,16 +93,19 @@ def _unpack(data: bytes, limits: Limits, op: int) -> Any:
             op=op,
             limit=limits.max_header,
         )
-    n = limits.max_batch
+    # Container lengths are bounded by the header's size (every element costs at
+    # least a byte); the batch limit is checked on the decoded arrays, where an
+    # over-long one is FRAME_TOO_LARGE rather than an undecodable header.
+    n = len(data)
     try:
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
-            max_str_len=limits.max_header,
-            max_bin_len=limits.max_header,
-            max_array_len=max(n, 16),
-            max_map_len=max(n, 256),
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n,
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many types; all mean one thing here
@@ -96,7 +141,8 @@ def _ids(v: Any, op: int, what: str, limits: Limits) -> list[int]:
     if type(v) is not list or not v:
         raise _bad(op, f"{what} must be a non-empty array")
     if len(v) > limits.max_batch:
-        raise FrameTooLarge(f"{len(v)} {what} exceed {limits.max_batch}", op=op)
+        raise FrameTooLarge(f"{len(v)} {what} exceed {limits.max_batch}", op=op,
+                            limit=limits.max_batch)
     for x in v:
         if type(x) is not int or x < 0:
             raise _bad(op, f"{what} must be non-negative integers")
@@ -149,10 +195,12 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
     total = 0
     for p in parts:
         total += len(p)
+    if op == f.PUBLISH:
+        return _publish(parts, total, limits)
     if total > limits.max_frame:
         raise FrameTooLarge(f"message of {total} bytes exceeds {limits.max_frame}", op=op,
                             limit=limits.max_frame)
-    if op == f.PUBLISH or op == f.DELIVER:
+    if op == f.DELIVER:
         if len(parts) < 4:
             raise _bad(op, "needs command, queue, header and at least one body")
         queue = _queue_name(parts[1], op)
@@ -160,11 +208,7 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
         if len(bodies) > limits.max_batch:
             raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch}", op=op,
                                 limit=limits.max_batch)
-        h = _unpack(parts[2], limits, op)
-        if op == f.PUBLISH:
-            h = _array(h, 2, op)
-            return f.Publish(queue, _int(h[0], op, "seq"), bodies, _headers(h[1], len(bodies), op))
-        h = _array(h, 3, op)
+        h = _array(_unpack(parts[2], limits, op), 3, op)
         ids = _ids(h[0], op, "ids", limits)
         attempts = _ids(h[1], op, "attempts", limits)
         if len(ids) != len(bodies) or len(attempts) != len(bodies):
@@ -174,6 +218,36 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
         raise _bad(op, f"expects 2 parts, got {len(parts)}")
     h = _unpack(parts[1], limits, op)
     return _DECODERS[op](h, op, limits)
+
+
+def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
+    """PUBLISH: the header is read first, so that a size error can name the seq."""
+    op = f.PUBLISH
+    if len(parts) < 4:
+        raise _bad(op, "needs command, queue, header and at least one body")
+    h = _array(_unpack(parts[2], limits, op), 2, op)
+    seq = _int(h[0], op, "seq")
+    queue = _queue_name(parts[1], op)
+    bodies = list(parts[3:])
+    if total > limits.max_frame:
+        raise FrameTooLarge(f"message of {total} bytes exceeds {limits.max_frame}", op=op,
+                            limit=limits.max_frame, ref=seq)
+    if len(bodies) > limits.max_batch:
+        raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch}", op=op,
+                            limit=limits.max_batch, ref=seq)
+    headers = _headers(h[1], len(bodies), op)
+    if total + ENVELOPE + PER_MESSAGE > limits.max_frame or (
+            len(parts[2]) + ENVELOPE + PER_MESSAGE > limits.max_header):
+        # Near the limits: every message must also fit a DELIVER of its own.
+        qlen = len(parts[1])
+        for i, body in enumerate(bodies):
+            hsize = header_size(headers[i]) if headers else 0
+            if not fits_alone(qlen, len(body), hsize, limits):
+                raise FrameTooLarge(
+                    f"message {i} ({len(body)} + {hsize} header bytes) would not fit a "
+                    f"frame of {limits.max_frame} bytes", op=op, limit=limits.max_frame,
+                    ref=seq)
+    return f.Publish(queue, seq, bodies, headers)
 
 
 def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:

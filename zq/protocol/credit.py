@@ -38,11 +38,12 @@ class CreditWindow:
     def take(self, want: int) -> int:
         """How many messages the broker may deliver now (one batch), and use them."""
         k = want if want < self.available else self.available
-        if k > 0:
-            self.available -= k
-            self.in_flight += k
-            if self.in_flight > self.peak:
-                self.peak = self.in_flight
+        if k <= 0:
+            return 0
+        self.available -= k
+        self.in_flight += k
+        if self.in_flight > self.peak:
+            self.peak = self.in_flight
         return k
 
     def settle(self, n: int) -> None:
