@@ -17,6 +17,7 @@ from perf.config import (
     QUICK_MESSAGES,
     RELAY_IO,
     RELAY_MODES,
+    STORAGES,
     LoadConfig,
 )
 from perf.server import ServerError
@@ -51,6 +52,9 @@ def load_options(fn: F) -> F:
                      show_default=True,
                      help="How the relay moves parts: recv/send_multipart as the broker "
                           "does, or one recv/send per part with plain-int flags."),
+        click.option("--storage", type=click.Choice(STORAGES), default="memory",
+                     show_default=True,
+                     help="zq's store: memory, sqlite (synchronous=FULL) or sqlite-normal."),
         click.option("--quick", is_flag=True, help=f"{QUICK_MESSAGES:,} messages."),
         click.option("--repeat", "-r", type=int, default=1, show_default=True,
                      help="Rounds to run; each round runs every system once."),
@@ -74,7 +78,8 @@ def main() -> None:
 def throughput(**opts: Any) -> None:
     """zq's msg/s and the baseline relay's, same traffic, same invocation, and the ratio.
 
-    Starts `zq broker --storage memory` on tcp://127.0.0.1:*, runs producer and
+    Starts `zq broker --storage memory` (or --storage sqlite in a fresh data folder)
+    on tcp://127.0.0.1:*, runs producer and
     consumer processes with the zq SDK, verifies every message arrived exactly
     once, then does the same through a bare pyzmq ROUTER relay.
     """

@@ -10,6 +10,7 @@ DEFAULT_WINDOW = 10_000  # the SDK's default publish_window
 ONE_MESSAGE_TASKS = 500  # concurrent publish() tasks per producer when batch == 1
 RELAY_MODES = ("poll", "asyncio")
 RELAY_IO = ("multipart", "parts")
+STORAGES = ("memory", "sqlite", "sqlite-normal")  # sqlite: synchronous=FULL
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class LoadConfig:
     timeout: float = 300.0  # seconds for one run before it is declared failed
     relay_mode: str = "poll"
     relay_io: str = "multipart"
+    storage: str = "memory"  # the zq broker's store
 
     def __post_init__(self) -> None:
         for name in ("messages", "producers", "consumers", "batch", "prefetch", "window"):
@@ -40,6 +42,8 @@ class LoadConfig:
             raise ValueError("timeout must be > 0")
         if self.relay_mode not in RELAY_MODES:
             raise ValueError(f"relay_mode must be one of {', '.join(RELAY_MODES)}")
+        if self.storage not in STORAGES:
+            raise ValueError(f"storage must be one of {', '.join(STORAGES)}")
         if self.relay_io not in RELAY_IO:
             raise ValueError(f"relay_io must be one of {', '.join(RELAY_IO)}")
 
@@ -64,7 +68,8 @@ class LoadConfig:
         return lo, lo + base + (1 if producer < extra else 0)
 
     def describe(self) -> str:
-        return (f"{self.messages:,} messages of {self.size} B; {self.producers} producer(s), "
+        return (f"{self.messages:,} messages of {self.size} B, zq storage {self.storage}; "
+                f"{self.producers} producer(s), "
                 f"{self.consumers} consumer(s); batch {self.batch}, prefetch {self.prefetch:,}, "
                 f"window {self.window:,} ({self.publish_tasks} publishing task(s) per producer; "
                 f"baseline: {self.window_batches} batch(es) in flight)")

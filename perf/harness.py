@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,8 @@ class Result:
 
 def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
     if system == "zq":
-        srv = server.zq_broker(log_dir / "zq-broker.log")
+        data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"  # a fresh store for every run
+        srv = server.zq_broker(log_dir / "zq-broker.log", cfg.storage, data)
     elif system == "baseline":
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
     else:
@@ -234,6 +236,7 @@ def _result(system: str, cfg: LoadConfig, reports: list[WorkerReport], server_cp
                                   "deliver_frames", "acked", "redelivered", "errors_sent")}
         slim["avg_deliver_batch"] = round(c["avg_deliver_batch"], 1)
         slim["ready_left"] = q.get("ready", 0)
+        slim["store"] = stats.get("store", {})
         slim["in_flight_left"] = q.get("in_flight", 0)
         if c["published"] != cfg.messages or c["acked"] != cfg.messages:
             problems.append(f"broker counted published={c['published']:,} "

@@ -94,9 +94,16 @@ class Server:
             return ""
 
 
-def zq_broker(log: Path) -> Server:
+def zq_broker(log: Path, storage: str = "memory", data: Path | None = None) -> Server:
+    """``zq broker`` with ``storage`` memory, sqlite (fsync full) or sqlite-normal."""
+    args = ["--storage", "memory"]
+    if storage != "memory":
+        if data is None:
+            raise ValueError("a sqlite broker needs a data folder")
+        args = ["--storage", "sqlite", "--data", str(data),
+                "--fsync", "normal" if storage == "sqlite-normal" else "full"]
     return Server("zq broker", [sys.executable, "-m", "zq", "broker", "--bind",
-                                "tcp://127.0.0.1:*", "--storage", "memory"], "ZQ READY ", log)
+                                "tcp://127.0.0.1:*", *args], "ZQ READY ", log)
 
 
 def relay(log: Path, mode: str, io: str) -> Server:

@@ -31,9 +31,12 @@ log = logging.getLogger("zq.broker")
 class Broker:
     def __init__(self, cfg: BrokerConfig) -> None:
         self.cfg = cfg
-        self.store = make_store(cfg.storage, cfg.data)
+        self.store = make_store(cfg.storage, cfg.data, fsync=cfg.fsync,
+                                max_bytes=cfg.max_db_bytes,
+                                checkpoint_interval=cfg.checkpoint_interval)
         self.core = BrokerCore(cfg, make_dispatch(cfg.dispatch), uuid.uuid4().hex[:12],
                                durable=self.store.durable)
+        self.core.store_stats = self.store.stats
         self.endpoint = ""
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -41,6 +44,8 @@ class Broker:
         self._stop_requested = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._next_maintain = 0.0
+        self._storage_error: ZqError | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
@@ -62,7 +67,8 @@ class Broker:
             sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame)
             sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.core.recover(await self.store.open())
+            self.core.wall_offset = time.time() - time.monotonic()
+            self.core.recover(await self.store.open(cfg.window), time.monotonic())
             loop.add_reader(fd(sock), self._wake.set)
             try:
                 if on_ready is not None:
@@ -97,7 +103,8 @@ class Broker:
         recv = sock.recv_multipart
         n = 0
         limit = self.cfg.drain_max
-        while n < limit:
+        commit_max = self.cfg.commit_max
+        while n < limit and core.staged < commit_max:
             try:
                 msg = recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -107,24 +114,69 @@ class Broker:
         if now >= core.next_deadline():
             core.tick(now)
         await self._commit()
+        self._flush(sock)  # confirms, and deliveries whose attempt numbers are now stored
         if not core.stopping:
+            await self._page_in(now)
             core.dispatch()
-        self._flush(sock)
+            if core.durable and core.has_unstored():
+                # The attempt numbers of these deliveries go to disk first: the next
+                # pass commits them with whatever it drains, then sends the frames.
+                self._wake.set()
+            else:
+                self._flush(sock)
         if n >= limit or readable(sock):
             self._wake.set()
-        self._arm_timer(loop, core.next_deadline())
+        if now >= self._next_maintain:
+            self._next_maintain = now + 1.0
+            await self.store.maintain()
+        self._arm_timer(loop, min(core.next_deadline(), self._next_maintain))
 
     async def _commit(self) -> None:
+        """Store the pass's batch (group commit), then confirm and queue what it published.
+
+        If the store fails, the pass's publishes are refused; its acks and
+        attempt numbers are tried again on their own (so that on a full disk
+        acks still free space) and otherwise carried into the next batch, and
+        deliveries go on: consumers keep being served.
+        """
         core = self.core
         batch = core.take_batch()
         if batch:
             try:
                 await self.store.commit(batch)
             except ZqError as exc:
-                log.error("commit failed: %s", exc)
-                core.commit_failed(exc)
+                self._storage_failed(exc)
+                core.commit_failed(exc)  # its publishes are refused, none confirmed
+                rest = batch.without_inserts()
+                if rest and batch.inserts:
+                    # Acks free space: on a full disk they must not wait for publishes.
+                    try:
+                        await self.store.commit(rest)
+                    except ZqError:
+                        core.restage(rest)
+                else:
+                    core.restage(rest)
                 return
+            if self._storage_error is not None:
+                log.warning("storage works again after: %s", self._storage_error)
+                self._storage_error = None
         core.committed()
+
+    def _storage_failed(self, exc: ZqError) -> None:
+        if self._storage_error is None or self._storage_error.name != exc.name:
+            log.error("commit failed, publishes are refused until it works: %s", exc)
+        self._storage_error = exc
+
+    async def _page_in(self, now: float) -> None:
+        """Read the next part of each draining queue's on-disk backlog."""
+        core = self.core
+        for queue, after, limit in core.wanted_pages():
+            try:
+                stored = await self.store.load(queue, after, limit)
+            except ZqError as exc:
+                log.error("cannot read the backlog of %s: %s", queue, exc)
+                continue
+            core.paged_in(queue, limit, stored, now)
 
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         core = self.core
@@ -203,6 +255,9 @@ def serve(cfg: BrokerConfig, *, print_ready: bool = True) -> int:
         run_loop(main())
     except zmq.ZMQError as exc:
         log.error("cannot start broker on %s: %s", cfg.bind, exc)
+        return 2
+    except ZqError as exc:  # the store could not open: locked, not WAL, unreadable
+        log.error("cannot start broker: %s", exc)
         return 2
     return 0
 

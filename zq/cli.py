@@ -16,7 +16,13 @@ import click
 from zq import __version__
 from zq.broker import run_loop, serve
 from zq.client import Client
-from zq.config import DEFAULT_ENDPOINT, DISPATCH_POLICIES, STORAGE_KINDS, broker_config
+from zq.config import (
+    DEFAULT_ENDPOINT,
+    DISPATCH_POLICIES,
+    FSYNC_MODES,
+    STORAGE_KINDS,
+    broker_config,
+)
 from zq.errors import ZqError
 
 T = TypeVar("T")
@@ -76,8 +82,16 @@ def main(log_level: str) -> None:
 @click.option("--data", "-d", default=None, type=click.Path(file_okay=False),
               help="Data folder for the store. [default: ./zq-data]")
 @click.option("--storage", type=click.Choice(STORAGE_KINDS), default=None,
-              help="Where messages live. 'memory': no durability, a restart loses every "
-                   "message. [default: memory]")
+              help="Where messages live. 'sqlite': a database in --data, in WAL mode; a "
+                   "confirm means the message is on disk. 'memory': NO durability, a restart "
+                   "or crash loses every message. [default: sqlite]")
+@click.option("--fsync", type=click.Choice(FSYNC_MODES), default=None,
+              help="sqlite only. 'full': every commit reaches the disk before its confirms "
+                   "(synchronous=FULL). 'normal': faster, and a power loss (not a crash of "
+                   "the broker) may lose the last commits. [default: full]")
+@click.option("--max-db-bytes", type=int, default=None,
+              help="sqlite only: cap the database file; past it publishes get STORAGE_FULL "
+                   "until acks free space. [default: 0, no cap]")
 @click.option("--heartbeat", type=float, default=None,
               help="Seconds between heartbeats, both ways. [default: 1.0]")
 @click.option("--liveness", type=int, default=None,
@@ -101,7 +115,9 @@ def broker(config_file: str | None, **flags: Any) -> None:
 
     \b
     Examples:
-      zq broker
+      zq broker                              # sqlite in ./zq-data
+      zq broker --data /var/lib/zq --fsync normal
+      zq broker --storage memory             # no durability
       zq broker --bind 'tcp://127.0.0.1:*' --heartbeat 0.5
       ZQ_BROKER_MAX_BATCH=500 zq broker --config broker.toml
     """

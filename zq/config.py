@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
-STORAGE_KINDS = ("memory",)  # "sqlite" arrives with durable storage
+STORAGE_KINDS = ("sqlite", "memory")
+FSYNC_MODES = ("full", "normal")
 DISPATCH_POLICIES = ("round-robin", "least-loaded")
 
 
@@ -24,7 +25,13 @@ DISPATCH_POLICIES = ("round-robin", "least-loaded")
 class BrokerConfig:
     bind: str = DEFAULT_ENDPOINT
     data: str = "./zq-data"
-    storage: str = "memory"
+    storage: str = "sqlite"
+    fsync: str = "full"  # synchronous=FULL; "normal" may lose the last commits at power loss
+    max_db_bytes: int = 0  # database file cap (0: none); past it publishes get STORAGE_FULL
+    checkpoint_interval: float = 30.0  # seconds between WAL checkpoints while writing
+    window: int = 20_000  # ready messages per queue kept in memory; the rest stay on disk
+    window_bytes: int = 64 * 1024 * 1024  # ... and at most this many body bytes per queue
+    commit_max: int = 50_000  # messages published per transaction before the pass commits
     heartbeat: float = 1.0  # seconds between heartbeats, both ways
     liveness: int = 3  # heartbeats missed before a peer is dropped
     max_batch: int = 1000  # messages per DELIVER frame
@@ -43,19 +50,24 @@ class BrokerConfig:
         if self.storage not in STORAGE_KINDS:
             raise ValueError(
                 f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
+        if self.fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         if self.dispatch not in DISPATCH_POLICIES:
             raise ValueError(f"dispatch must be one of {', '.join(DISPATCH_POLICIES)}")
         if not 0.01 <= self.heartbeat <= 3600:
             raise ValueError("heartbeat must be between 0.01 and 3600 seconds")
         if not 1 <= self.liveness <= 100:
             raise ValueError("liveness must be between 1 and 100")
-        for name in ("max_batch", "max_credit", "max_publish_batch", "send_hwm", "drain_max"):
+        for name in ("max_batch", "max_credit", "max_publish_batch", "send_hwm", "drain_max",
+                     "window", "window_bytes", "commit_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_frame < 1024:
             raise ValueError("max_frame must be >= 1024 bytes")
         if self.shutdown_grace < 0:
             raise ValueError("shutdown_grace must be >= 0")
+        if self.max_db_bytes < 0 or self.checkpoint_interval <= 0:
+            raise ValueError("max_db_bytes must be >= 0 and checkpoint_interval > 0")
 
 
 def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from zq.config import BrokerConfig
@@ -71,10 +72,22 @@ class Sub:
 
 
 class Queue:
+    """A queue's messages: ``ready`` in memory, and (durable stores) ``disk`` more.
+
+    With a durable store, a queue keeps at most a window of ready messages in
+    memory. Past it, new messages stay only on disk, ``disk`` counts them, and
+    they are paged in, in id order, as the ones in memory drain. Every stored
+    message of the queue with an id up to ``cursor`` is in memory (ready, held
+    by a consumer, or delayed); every one above it is on disk only.
+    """
+
     __slots__ = (
         "acked",
+        "cursor",
         "dead",
         "delivered",
+        "disk",
+        "mem_bytes",
         "nacked",
         "name",
         "name_b",
@@ -88,6 +101,9 @@ class Queue:
         self.name_b = name.encode()
         self.ready: deque[Msg] = deque()
         self.subs: list[Sub] = []
+        self.disk = 0
+        self.cursor = 0
+        self.mem_bytes = 0  # bodies of this queue's messages in memory, in any state
         self.published = self.delivered = self.acked = self.nacked = self.dead = 0
 
 
@@ -111,6 +127,8 @@ class BrokerCore:
                  *, durable: bool = False) -> None:
         self.cfg = cfg
         self.durable = durable  # stage writes for the store only when it keeps them
+        self.wall_offset = 0.0  # time.time() - time.monotonic(), for due times kept on disk
+        self.store_stats: Callable[[], dict[str, Any]] = dict  # the shell plugs in its store's
         self.policy = dispatch
         self.broker_id = broker_id
         self.limits = codec.Limits(max_frame=cfg.max_frame, max_batch=max(cfg.max_publish_batch,
@@ -121,7 +139,8 @@ class BrokerCore:
         self.next_id = 1
         self.stopping = False
         self._batch = WriteBatch()
-        self._pending: list[tuple[Peer, Queue, int, list[Msg]]] = []  # published, not committed
+        self._pending: list[tuple[Peer, Queue, int, list[Msg], int]] = []  # not committed yet
+        self.staged = 0  # messages published into the current batch
         self._dirty: set[Queue] = set()
         self._delayed: list[tuple[float, int, Msg]] = []
         self._next_heartbeat = 0.0
@@ -132,14 +151,27 @@ class BrokerCore:
 
     # ----------------------------------------------------------------- recovery
 
-    def recover(self, rec: Recovered) -> None:
+    def recover(self, rec: Recovered, now: float) -> None:
         """Load what the store holds; messages that were in flight count that attempt."""
-        for sm in rec.messages:
-            q = self._queue(sm.queue)
-            q.ready.append(Msg(sm.id, q, sm.body, sm.headers, sm.attempts,
-                               codec.header_size(sm.headers)))
-            self._dirty.add(q)
+        for name, n in rec.backlog.items():
+            self._queue(name).disk = n
+        self._admit(rec.messages, now)
         self.next_id = max(self.next_id, rec.next_id)
+
+    def _admit(self, stored: list[StoredMessage], now: float) -> None:
+        """Stored messages into memory: ready, or delayed until their due time."""
+        wall = now + self.wall_offset
+        for sm in stored:
+            q = self._queue(sm.queue)
+            m = Msg(sm.id, q, sm.body, sm.headers, sm.attempts, codec.header_size(sm.headers))
+            if sm.ready_at > wall:
+                heapq.heappush(self._delayed, (now + sm.ready_at - wall, m.id, m))
+            else:
+                q.ready.append(m)
+                self._dirty.add(q)
+            q.mem_bytes += len(sm.body)
+            if sm.id > q.cursor:
+                q.cursor = sm.id
 
     # ------------------------------------------------------------------ inbound
 
@@ -225,10 +257,11 @@ class BrokerCore:
                     for i, b in enumerate(frame.bodies)]
         else:
             msgs = [Msg(first + i, q, b, None) for i, b in enumerate(frame.bodies)]
-        self._pending.append((peer, q, frame.seq, msgs))
+        self._pending.append((peer, q, frame.seq, msgs, sum(map(len, frame.bodies))))
         if self.durable:
-            self._batch.inserts.extend(
-                StoredMessage(m.id, q.name, m.body, m.headers, 0, 0.0) for m in msgs)
+            self.staged += n
+            name = q.name
+            self._batch.inserts.extend((m.id, name, m.headers, m.body) for m in msgs)
 
     def on_credit(self, peer: Peer, frame: f.Credit) -> None:
         sub = peer.subs.get(frame.queue)
@@ -288,9 +321,23 @@ class BrokerCore:
             return
         self.counters["acked"] += len(done)
         for m in done:
-            m.q.acked += 1
+            q = m.q
+            q.acked += 1
+            q.mem_bytes -= len(m.body)
         if self.durable:
-            self._batch.deletes.extend(m.id for m in done)
+            self._forget(done)
+
+    def _forget(self, msgs: list[Msg]) -> None:
+        """Stage the deletion of messages that are done (acked or dead)."""
+        updates = self._batch.updates
+        if updates:
+            for m in msgs:
+                updates.pop(m.id, None)
+        self._batch.deletes.extend(m.id for m in msgs)
+
+    def _stage(self, m: Msg, ready_at: float = 0.0) -> None:
+        """Stage a message's new attempt count and due time (durable stores only)."""
+        self._batch.updates[m.id] = (m.attempts, ready_at)
 
     def on_nack(self, peer: Peer, frame: f.Nack, now: float) -> None:
         done = self._settle(peer, frame)
@@ -303,12 +350,15 @@ class BrokerCore:
             self.counters["dead"] += len(done)
             for m in done:
                 m.q.dead += 1
+                m.q.mem_bytes -= len(m.body)
             if self.durable:
-                self._batch.deletes.extend(m.id for m in done)
+                self._forget(done)
         elif frame.delay_ms > 0:
             due = now + frame.delay_ms / 1000.0
             for m in done:
                 heapq.heappush(self._delayed, (due, m.id, m))
+                if self.durable:
+                    self._stage(m, due + self.wall_offset)
         else:
             self._requeue_front(done)
 
@@ -323,6 +373,8 @@ class BrokerCore:
                 continue
             peer.subs[m.q.name].window.settle(1)
             m.attempts -= 1  # a released delivery is not an attempt
+            if self.durable:
+                self._stage(m)
             back.append(m)
         if unknown:
             self._fail(peer.identity, UnknownDelivery(
@@ -343,16 +395,35 @@ class BrokerCore:
 
     def take_batch(self) -> WriteBatch:
         batch, self._batch = self._batch, WriteBatch()
+        self.staged = 0
         return batch
+
+    def has_unstored(self) -> bool:
+        """Whether the current batch holds anything (such as new attempt numbers)."""
+        return bool(self._batch)
+
+    def restage(self, batch: WriteBatch) -> None:
+        """Updates and deletes that failed to commit go into the next batch."""
+        for mid, v in batch.updates.items():
+            self._batch.updates.setdefault(mid, v)
+        self._batch.deletes.extend(batch.deletes)
 
     def committed(self) -> None:
         """The pass's batch is stored: queue the messages, confirm the publishes."""
         pending, self._pending = self._pending, []
         touched: list[Peer] = []
-        for peer, q, seq, msgs in pending:
-            q.ready.extend(msgs)
+        window, window_bytes = self.cfg.window, self.cfg.window_bytes
+        durable = self.durable
+        for peer, q, seq, msgs, size in pending:
+            if durable and (q.disk or len(q.ready) >= window or q.mem_bytes >= window_bytes):
+                if not q.disk:
+                    q.cursor = msgs[0].id - 1
+                q.disk += len(msgs)  # stored; paged in when the queue drains
+            else:
+                q.ready.extend(msgs)
+                q.mem_bytes += size
+                self._dirty.add(q)
             q.published += len(msgs)
-            self._dirty.add(q)
             if not peer.confirms:
                 touched.append(peer)
             peer.confirms.append([seq, msgs[0].id, len(msgs)])
@@ -365,8 +436,31 @@ class BrokerCore:
     def commit_failed(self, exc: ZqError) -> None:
         """The pass's batch was not stored: refuse its publishes, store nothing."""
         pending, self._pending = self._pending, []
-        for peer, _q, seq, _msgs in pending:
+        for peer, _q, seq, _msgs, _size in pending:
             self._fail(peer.identity, exc, f.PUBLISH, seq)
+
+    # ---------------------------------------------------------------- paging
+
+    def wanted_pages(self) -> list[tuple[str, int, int]]:
+        """(queue, after_id, limit) for queues whose backlog on disk should page in now."""
+        cfg = self.cfg
+        out: list[tuple[str, int, int]] = []
+        for q in self.queues.values():
+            if (q.disk and len(q.ready) < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
+                    and any(s.window.available for s in q.subs)):
+                out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - len(q.ready)))))
+        return out
+
+    def paged_in(self, queue: str, limit: int, stored: list[StoredMessage], now: float) -> None:
+        """Messages read from disk for ``queue`` (after its cursor, in id order)."""
+        q = self._queue(queue)
+        self._admit(stored, now)
+        q.disk -= len(stored)
+        if len(stored) < limit or q.disk < 0:
+            if q.disk:
+                log.warning("queue %s: %d message(s) counted on disk were not there",
+                            q.name, q.disk)
+            q.disk = 0
 
     # ---------------------------------------------------------------- dispatch
 
@@ -380,6 +474,8 @@ class BrokerCore:
         max_header = self.limits.max_header
         per_msg = codec.PER_MESSAGE
         counters = self.counters
+        durable = self.durable
+        updates = self._batch.updates
         for q in dirty:
             ready = q.ready
             base = codec.ENVELOPE + len(q.name_b)
@@ -408,6 +504,8 @@ class BrokerCore:
                         break  # the batch is full by bytes; the rest waits for the next frame
                     ready.popleft()
                     m.attempts += 1
+                    if durable:
+                        updates[m.id] = (m.attempts, 0.0)
                     held[m.id] = m
                     msgs.append(m)
                     ids.append(m.id)
@@ -482,6 +580,8 @@ class BrokerCore:
                     if sub.active:
                         sub.window.available += 1  # the consumer never saw it: its credit stands
                     m.attempts -= 1  # never reached the consumer
+                    if self.durable:
+                        self._stage(m)
                     back.append(m)
             self._requeue_front(back)
         if unroutable:
@@ -518,7 +618,8 @@ class BrokerCore:
                 in_flight[name] = in_flight.get(name, 0) + s.window.in_flight
         queues = {
             q.name: {
-                "ready": len(q.ready),
+                "ready": len(q.ready) + q.disk,
+                "on_disk": q.disk,
                 "in_flight": in_flight.get(q.name, 0),
                 "consumers": len(q.subs),
                 "published": q.published,
@@ -546,4 +647,5 @@ class BrokerCore:
             }
             for p in self.peers.values()
         }
-        return {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers}
+        return {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers,
+                "store": self.store_stats()}

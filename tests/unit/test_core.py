@@ -706,7 +706,8 @@ def test_stats_counters() -> None:
     c = s["counters"]
     assert (c["published"], c["delivered"], c["deliver_frames"], c["acked"]) == (8, 8, 3, 3)
     assert c["avg_deliver_batch"] == pytest.approx(8 / 3)
-    assert s["queues"]["q"] == {"ready": 0, "in_flight": 5, "consumers": 1, "published": 8,
+    assert s["queues"]["q"] == {"ready": 0, "on_disk": 0, "in_flight": 5, "consumers": 1,
+                                "published": 8,
                                 "delivered": 8, "acked": 3, "nacked": 0, "dead": 0}
     assert s["peers"][A.hex()] == {
         "name": "consumer-a", "held": 5,

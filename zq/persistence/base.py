@@ -24,25 +24,37 @@ class StoredMessage:
     ready_at: float  # wall-clock seconds; 0 = ready now
 
 
+Insert = tuple[int, str, "dict[str, Any] | None", bytes]  # id, queue, headers, body
+
+
 @dataclass(slots=True)
 class WriteBatch:
-    """Everything to persist from one pass of the broker loop."""
+    """Everything to persist from one pass of the broker loop (one transaction)."""
 
-    inserts: list[StoredMessage] = field(default_factory=list)
-    deletes: list[int] = field(default_factory=list)
-    # (id, attempts, ready_at) for messages whose state changed
-    updates: list[tuple[int, int, float]] = field(default_factory=list)
+    inserts: list[Insert] = field(default_factory=list)  # new messages, attempts 0
+    updates: dict[int, tuple[int, float]] = field(default_factory=dict)  # id: attempts, ready_at
+    deletes: list[int] = field(default_factory=list)  # acked or dead
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.deletes or self.updates)
 
+    def without_inserts(self) -> WriteBatch:
+        """The same batch minus its new messages (what may still commit on a full disk)."""
+        return WriteBatch(updates=self.updates, deletes=self.deletes)
+
 
 @dataclass(slots=True)
 class Recovered:
-    """What a store holds at start: its messages and the next free id."""
+    """What a store holds at start.
+
+    ``messages`` are the first stored messages of each queue, in id order, at
+    most the ``window`` asked for; ``backlog`` counts, per queue, the ones left
+    on disk, to be paged in with :meth:`Store.load`.
+    """
 
     messages: list[StoredMessage]
     next_id: int
+    backlog: dict[str, int] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -50,12 +62,24 @@ class Store(Protocol):
 
     durable: bool
 
-    async def open(self) -> Recovered:
-        """Open (creating if needed) and return what is stored."""
+    async def open(self, window: int) -> Recovered:
+        """Open (creating if needed) and return what is stored, ``window`` per queue."""
         ...
 
     async def commit(self, batch: WriteBatch) -> None:
-        """Persist ``batch`` atomically; raise a ZqError storage error on failure."""
+        """Persist ``batch`` atomically; raise StorageFull or StorageError on failure."""
+        ...
+
+    async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` stored messages of ``queue`` with ids above ``after_id``."""
+        ...
+
+    async def maintain(self) -> None:
+        """Periodic upkeep (for SQLite: checkpoint the WAL); called about once a second."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for STATS replies (at least ``kind``)."""
         ...
 
     async def close(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from zq.persistence.base import Recovered, WriteBatch
+from typing import Any
+
+from zq.persistence.base import Recovered, StoredMessage, WriteBatch
 
 
 class MemoryStore:
@@ -10,11 +12,20 @@ class MemoryStore:
 
     durable = False
 
-    async def open(self) -> Recovered:
+    async def open(self, window: int) -> Recovered:
         return Recovered(messages=[], next_id=1)
 
     async def commit(self, batch: WriteBatch) -> None:
         return None
+
+    async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
+        return []  # nothing is ever left on disk
+
+    async def maintain(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {"kind": "memory"}
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,291 @@
+"""The durable store: one SQLite database in WAL mode, written through aiosqlite.
+
+One connection, one writer: the broker's loop. Each :meth:`SqliteStore.commit`
+is one transaction (group commit) made of at most one ``executemany`` per kind
+of change and a COMMIT, so a loop pass costs two to four thread hops however
+many messages it carries. Python's sqlite3 opens the transaction implicitly
+with the first statement, so there is no separate BEGIN.
+
+Layout (``PRAGMA user_version`` 1)::
+
+    queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE)
+    messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body)
+    index messages(qid)      -- rows of one queue in id order, for paging a backlog in
+
+AUTOINCREMENT keeps the highest id ever used in ``sqlite_sequence``, so ids are
+never reused after a restart even when every message was acked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgpack
+
+from zq.errors import StorageError, StorageFull
+from zq.persistence.base import Recovered, StoredMessage, WriteBatch
+
+log = logging.getLogger("zq.store")
+
+SCHEMA_VERSION = 1
+DB_NAME = "zq.db"
+LOCK_NAME = "zq.lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    qid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    qid INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    ready_at REAL NOT NULL,
+    headers BLOB,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
+"""
+
+_INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body) "
+           "VALUES (?, ?, 0, 0.0, ?, ?)")
+_UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id = ?"
+_DELETE = "DELETE FROM messages WHERE id = ?"
+_PAGE = ("SELECT id, attempts, ready_at, headers, body FROM messages "
+         "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | StorageFull:
+    """The zq error for an SQLite failure: STORAGE_FULL for a full disk or database."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return StorageFull(f"{doing}: the disk or the database is full ({exc})")
+    return StorageError(f"{doing}: {exc} ({name or type(exc).__name__})")
+
+
+class SqliteStore:
+    """Messages in ``<data>/zq.db``; ``<data>/zq.lock`` keeps a second broker out."""
+
+    durable = True
+
+    def __init__(self, data_dir: str | Path, *, fsync: str = "full", max_bytes: int = 0,
+                 checkpoint_interval: float = 30.0, wal_limit: int = 64 * 1024 * 1024) -> None:
+        if fsync not in ("full", "normal"):
+            raise ValueError(f"fsync must be 'full' or 'normal', got {fsync!r}")
+        self.dir = Path(data_dir)
+        self.path = self.dir / DB_NAME
+        self.fsync = fsync
+        self.max_bytes = max_bytes
+        self.checkpoint_interval = checkpoint_interval
+        self.wal_limit = wal_limit
+        self._db: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._qids: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._next_qid = 1
+        self._last_checkpoint = time.monotonic()
+        self._dirty_since_checkpoint = False
+        self.commits = 0
+        self.rows_written = 0
+        self.pages_read = 0
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def open(self, window: int) -> Recovered:
+        """Open or create the database; load up to ``window`` messages per queue."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create data folder {self.dir}: {exc}") from None
+        self._lock()
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level="DEFERRED")
+            return await self._open(window)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise storage_error(exc, f"opening {self.path}") from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self, window: int) -> Recovered:
+        db = self.db
+        mode = await self._pragma("journal_mode = WAL")
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{self.path}: the database is not in WAL mode (journal_mode "
+                               f"is {mode!r}); zq needs WAL for crash safety")
+        await db.execute(f"PRAGMA synchronous = {self.fsync.upper()}")
+        sync = await self._pragma("synchronous")
+        if sync != (2 if self.fsync == "full" else 1):
+            raise StorageError(f"{self.path}: synchronous is {sync}, asked for {self.fsync}")
+        await db.execute(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
+        await db.execute("PRAGMA wal_autocheckpoint = 1000")
+        version = await self._pragma("user_version")
+        if version not in (0, SCHEMA_VERSION):
+            raise StorageError(f"{self.path} has schema version {version}; this zq knows "
+                               f"version {SCHEMA_VERSION}")
+        await db.executescript(_SCHEMA)
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        await db.commit()
+        if self.max_bytes:
+            page_size = int(await self._pragma("page_size"))
+            await db.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page_size)}")
+        rows = await db.execute_fetchall("SELECT qid, name FROM queues")
+        for qid, name in rows:
+            self._qids[name] = qid
+            self._names[qid] = name
+        self._next_qid = max(self._names, default=0) + 1
+        seq = list(await db.execute_fetchall(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"))
+        next_id = (int(seq[0][0]) if seq else 0) + 1
+        counts = list(await db.execute_fetchall(
+            "SELECT qid, count(*) FROM messages GROUP BY qid"))
+        messages: list[StoredMessage] = []
+        backlog: dict[str, int] = {}
+        for qid, count in counts:
+            name = self._names[qid]
+            page = await self._page(qid, 0, window)
+            messages.extend(page)
+            if count > len(page):
+                backlog[name] = count - len(page)
+        log.info("opened %s: %d message(s) in %d queue(s), %d loaded", self.path,
+                 sum(c for _, c in counts), len(counts), len(messages))
+        return Recovered(messages=messages, next_id=next_id, backlog=backlog)
+
+    def stats(self) -> dict[str, Any]:
+        return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
+                "rows_written": self.rows_written, "pages_read": self.pages_read}
+
+    async def close(self) -> None:
+        if self._db is not None:
+            log.info("closing %s: %s", self.path, self.stats())
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    # ----------------------------------------------------------------- writes
+
+    async def commit(self, batch: WriteBatch) -> None:
+        """One transaction for the whole batch; on failure nothing of it is stored."""
+        db = self.db
+        new_queues = self._assign_qids(batch.inserts)
+        try:
+            if new_queues:
+                await db.executemany("INSERT INTO queues (qid, name) VALUES (?, ?)", new_queues)
+            if batch.inserts:
+                qids = self._qids
+                await db.executemany(_INSERT, [
+                    (mid, qids[q], None if h is None else _packb(h), body)
+                    for mid, q, h, body in batch.inserts])
+            if batch.updates:
+                await db.executemany(_UPDATE, [
+                    (attempts, ready_at, mid)
+                    for mid, (attempts, ready_at) in batch.updates.items()])
+            if batch.deletes:
+                await db.executemany(_DELETE, [(mid,) for mid in batch.deletes])
+            await db.commit()
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await db.rollback()
+            for qid, name in new_queues:
+                del self._qids[name]
+                del self._names[qid]
+            self._next_qid -= len(new_queues)
+            raise storage_error(exc, "commit") from None
+        self.commits += 1
+        self.rows_written += len(batch.inserts) + len(batch.updates) + len(batch.deletes)
+        self._dirty_since_checkpoint = True
+
+    def _assign_qids(self, inserts: Iterable[tuple[int, str, Any, bytes]]
+                     ) -> list[tuple[int, str]]:
+        """Number the queues this batch creates (rows for the ``queues`` table)."""
+        new: list[tuple[int, str]] = []
+        qids = self._qids
+        for _, q, _, _ in inserts:
+            if q not in qids:
+                qids[q] = self._next_qid
+                self._names[self._next_qid] = q
+                new.append((self._next_qid, q))
+                self._next_qid += 1
+        return new
+
+    # ------------------------------------------------------------------ reads
+
+    async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` stored messages of ``queue`` with ids above ``after_id``."""
+        qid = self._qids.get(queue)
+        if qid is None:
+            return []
+        try:
+            return await self._page(qid, after_id, limit)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"reading queue {queue!r}") from None
+
+    async def _page(self, qid: int, after_id: int, limit: int) -> list[StoredMessage]:
+        name = self._names[qid]
+        unpack = msgpack.unpackb
+        rows = await self.db.execute_fetchall(_PAGE, (qid, after_id, limit))
+        self.pages_read += 1
+        return [StoredMessage(mid, name, body, None if h is None else unpack(h), attempts,
+                              ready_at)
+                for mid, attempts, ready_at, h, body in rows]
+
+    # ------------------------------------------------------------ maintenance
+
+    async def maintain(self) -> None:
+        """Checkpoint the WAL into the database on a timer, so it stays small when idle.
+
+        SQLite also checkpoints by itself every 1,000 WAL pages, and
+        ``journal_size_limit`` truncates the file after each checkpoint.
+        """
+        if not self._dirty_since_checkpoint:
+            return
+        now = time.monotonic()
+        if now - self._last_checkpoint < self.checkpoint_interval:
+            return
+        self._last_checkpoint = now
+        self._dirty_since_checkpoint = False
+        try:
+            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("checkpoint failed: %s", exc)
+
+    # ---------------------------------------------------------------- helpers
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StorageError("the store is not open")
+        return self._db
+
+    async def _pragma(self, name: str) -> Any:
+        rows = list(await self.db.execute_fetchall(f"PRAGMA {name}"))
+        return rows[0][0] if rows else None
+
+    def _lock(self) -> None:
+        path = self.dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StorageError(f"{self.dir} is in use by another zq broker "
+                               f"(could not lock {path})") from None
+        self._lock_fd = fd
