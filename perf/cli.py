@@ -1,4 +1,5 @@
-"""``python -m perf``: throughput (zq and the baseline), baseline alone, the relay."""
+"""``python -m perf``: throughput and latency (zq and the baseline), baseline alone,
+backlog (a deep sqlite store: memory, drain, restart), the relay."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from perf import harness, relay, report
+from perf import backlog, harness, latency, relay, report
 from perf.config import (
     DEFAULT_MESSAGES,
     DEFAULT_WINDOW,
@@ -91,6 +92,126 @@ def throughput(**opts: Any) -> None:
 def baseline(**opts: Any) -> None:
     """Only the baseline: the traffic through a bare pyzmq ROUTER relay."""
     _run(("baseline",), **opts)
+
+
+@main.command("latency")
+@click.option("--rate", type=float, default=None,
+              help="Offered messages per second. [default: 1000]")
+@click.option("--duration", type=float, default=None,
+              help="Seconds of traffic. [default: 10; 2 with --quick]")
+@click.option("--size", "-s", type=int, default=100, show_default=True,
+              help="Bytes per body (at least 16: index and intended send time).")
+@click.option("--storage", type=click.Choice(STORAGES), default="memory", show_default=True,
+              help="zq's store: memory, sqlite (synchronous=FULL) or sqlite-normal.")
+@click.option("--prefetch", type=int, default=1000, show_default=True,
+              help="Consumer credit.")
+@click.option("--relay-mode", type=click.Choice(RELAY_MODES), default="poll",
+              show_default=True, help="The baseline relay's loop.")
+@click.option("--relay-io", type=click.Choice(RELAY_IO), default="multipart",
+              show_default=True, help="How the baseline relay moves parts.")
+@click.option("--system", "systems", type=click.Choice(latency.SYSTEMS), multiple=True,
+              help="Run only this system (repeatable). [default: zq and baseline]")
+@click.option("--quick", is_flag=True, help="A 2-second run.")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds past the schedule's end before a run counts as failed.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Also print one JSON line per system (lines start with '{').")
+def latency_cmd(rate: float | None, duration: float | None, quick: bool,
+                systems: tuple[str, ...], as_json: bool, **fields: Any) -> None:
+    """Open-loop latency at a fixed offered rate: zq, the baseline relay, and the ratio.
+
+    One producer process calls publish() once per message on a fixed schedule
+    (message i is due at t0 + i/rate) and one consumer process acks each
+    message. publish→confirm and publish→deliver are measured from each
+    message's intended send time, so a producer that falls behind counts the
+    delay (no coordinated omission). Prints p50, p90, p99, p99.9 and max.
+    """
+    if duration is None:
+        duration = latency.QUICK_DURATION if quick else latency.DEFAULT_DURATION
+    try:
+        cfg = latency.LatencyConfig(rate=rate if rate is not None else latency.DEFAULT_RATE,
+                                    duration=duration, **fields)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(latency.header(cfg))
+    results: dict[str, latency.LatencyResult] = {}
+    failed = ""
+    with tempfile.TemporaryDirectory(prefix="zq-perf-") as tmp:
+        for system in systems or latency.SYSTEMS:
+            try:
+                results[system] = latency.run(system, cfg, Path(tmp))
+            except (harness.RunFailed, ServerError) as exc:
+                failed = f"{system}: {exc}"
+                break
+    if results:
+        click.echo(latency.table(results))
+    if as_json:
+        for line in latency.json_lines(cfg, results):
+            click.echo(line)
+    if failed:
+        click.echo(f"run failed: {failed}", err=True)
+        sys.exit(1)
+    if not all(r.ok for r in results.values()):
+        click.echo("verification failed (see the delivery lines)", err=True)
+        sys.exit(1)
+
+
+@main.command("backlog")
+@click.option("--messages", "-n", type=int, default=None,
+              help=f"Messages to store. [default: {backlog.DEFAULT_MESSAGES:,}; "
+                   f"{backlog.QUICK_MESSAGES:,} with --quick]")
+@click.option("--size", "-s", type=int, default=backlog.DEFAULT_SIZE, show_default=True,
+              help="Bytes per body (at least 8).")
+@click.option("--batch", "-b", type=int, default=1000, show_default=True,
+              help="Bodies per publish_many.")
+@click.option("--tasks", type=int, default=10, show_default=True,
+              help="Concurrent publish_many calls.")
+@click.option("--prefetch", type=int, default=1000, show_default=True,
+              help="The draining consumer's credit.")
+@click.option("--fsync", type=click.Choice(["full", "normal"]), default="full",
+              show_default=True, help="The sqlite broker's --fsync.")
+@click.option("--window", type=int, default=0,
+              help="ZQ_BROKER_WINDOW for the broker: ready messages per queue in memory. "
+                   "[default: the broker's own]")
+@click.option("--window-bytes", type=int, default=0,
+              help="ZQ_BROKER_WINDOW_BYTES for the broker. [default: the broker's own]")
+@click.option("--dir", "work_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder to put the data folder in (needs about 1.2 x messages x size "
+                   "bytes free). [default: a temporary folder]")
+@click.option("--quick", is_flag=True, help=f"{backlog.QUICK_MESSAGES:,} messages.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds publishing, and draining, may take.")
+@click.option("--json", "as_json", is_flag=True, help="Also print the result as a JSON line.")
+def backlog_cmd(messages: int | None, quick: bool, work_dir: str | None, as_json: bool,
+                **fields: Any) -> None:
+    """A deep sqlite backlog: broker RSS while publishing and draining, restart-to-ready.
+
+    Publishes N messages with no consumer, restarts the broker after SIGTERM and
+    after SIGKILL (timing process start to `ZQ READY`, and the same on an empty
+    store), then drains everything with one consumer, checking exactly-once
+    delivery. RSS is VmRSS from /proc/<pid>/status, sampled every 20 ms.
+    """
+    n = messages if messages is not None else (
+        backlog.QUICK_MESSAGES if quick else backlog.DEFAULT_MESSAGES)
+    try:
+        cfg = backlog.BacklogConfig(messages=n, **fields)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(backlog.header(cfg))
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zq-backlog-", dir=work_dir) as tmp:
+        try:
+            res = backlog.run(cfg, Path(tmp), say=lambda s: click.echo(s, err=True))
+        except (ServerError, TimeoutError, OSError) as exc:
+            click.echo(f"run failed: {exc!r}", err=True)
+            sys.exit(1)
+    click.echo(backlog.table(res))
+    if as_json:
+        click.echo(backlog.json_line(cfg, res))
+    if not res.ok:
+        click.echo("verification failed (see the delivery line)", err=True)
+        sys.exit(1)
 
 
 @main.command("relay")

@@ -9,6 +9,8 @@ all outgoing frames before it waits again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -19,7 +21,7 @@ from collections.abc import Callable
 import zmq
 
 from zq.config import BrokerConfig
-from zq.core import BrokerCore
+from zq.core import BrokerCore, Commit
 from zq.errors import ZqError
 from zq.persistence import make_store
 from zq.policies.dispatch import make_dispatch
@@ -46,6 +48,7 @@ class Broker:
         self._timer_at = float("inf")
         self._next_maintain = 0.0
         self._storage_error: ZqError | None = None
+        self._committing: asyncio.Task[None] | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
@@ -81,6 +84,10 @@ class Broker:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._committing is not None:  # only if serving ended by an error
+                self._committing.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._committing
             await self.store.close()
             sock.close(linger=0)
             ctx.term()
@@ -93,9 +100,17 @@ class Broker:
             if self._stop_requested:
                 await self._shutdown(loop, sock)
                 return
-            await self._pass(loop, sock)
+            self._pass(loop, sock)
 
-    async def _pass(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
+    def _pass(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
+        """Drain the socket, act, and send; never waits for the store.
+
+        With a durable store, what must be stored first (new messages, acks,
+        the attempt numbers of new deliveries) goes to the store as one batch
+        in a commit task, at most one at a time. While it runs, passes go on
+        draining and dispatching into the next batch. Confirms and the batch's
+        DELIVER frames go out when its commit returns.
+        """
         core = self.core
         # time.monotonic, not loop.time: uvloop's clock has millisecond steps, and a
         # delay measured on it can end up to 1 ms before it was asked to.
@@ -113,54 +128,60 @@ class Broker:
             core.receive(msg[0], msg[1:], now)
         if now >= core.next_deadline():
             core.tick(now)
-        await self._commit()
-        self._flush(sock)  # confirms, and deliveries whose attempt numbers are now stored
+        if not self.store.durable:
+            core.committed()  # nothing to store: published means stored
         if not core.stopping:
-            await self._page_in(now)
             core.dispatch()
-            if core.durable and core.has_unstored():
-                # The attempt numbers of these deliveries go to disk first: the next
-                # pass commits them with whatever it drains, then sends the frames.
-                self._wake.set()
-            else:
-                self._flush(sock)
-        if n >= limit or readable(sock):
+        if self._committing is None and (core.has_unstored() or core.wants_pages()
+                                         or now >= self._next_maintain):
+            self._committing = loop.create_task(self._commit(core.take_commit()))
+        self._flush(sock)
+        if n >= limit or (readable(sock) and core.staged < commit_max):
             self._wake.set()
-        if now >= self._next_maintain:
-            self._next_maintain = now + 1.0
-            await self.store.maintain()
         self._arm_timer(loop, min(core.next_deadline(), self._next_maintain))
 
-    async def _commit(self) -> None:
-        """Store the pass's batch (group commit), then confirm and queue what it published.
+    async def _commit(self, c: Commit) -> None:
+        """Store one batch (group commit), then confirm, queue and send what waited for it.
 
-        If the store fails, the pass's publishes are refused; its acks and
+        If the store fails, the batch's publishes are refused; its acks and
         attempt numbers are tried again on their own (so that on a full disk
         acks still free space) and otherwise carried into the next batch, and
-        deliveries go on: consumers keep being served.
+        its deliveries go out anyway: consumers keep being served.
         """
         core = self.core
-        batch = core.take_batch()
-        if batch:
-            try:
-                await self.store.commit(batch)
-            except ZqError as exc:
-                self._storage_failed(exc)
-                core.commit_failed(exc)  # its publishes are refused, none confirmed
-                rest = batch.without_inserts()
-                if rest and batch.inserts:
-                    # Acks free space: on a full disk they must not wait for publishes.
-                    try:
-                        await self.store.commit(rest)
-                    except ZqError:
+        try:
+            if c.batch:
+                try:
+                    await self.store.commit(c.batch)
+                except ZqError as exc:
+                    self._storage_failed(exc)
+                    core.commit_failed(exc, c.pending)  # refused, none confirmed
+                    rest = c.batch.without_inserts()
+                    if rest and c.batch.inserts:
+                        try:
+                            await self.store.commit(rest)
+                        except ZqError:
+                            core.restage(rest)
+                    else:
                         core.restage(rest)
                 else:
-                    core.restage(rest)
-                return
-            if self._storage_error is not None:
-                log.warning("storage works again after: %s", self._storage_error)
-                self._storage_error = None
-        core.committed()
+                    if self._storage_error is not None:
+                        log.warning("storage works again after: %s", self._storage_error)
+                        self._storage_error = None
+                    core.committed(c.pending)
+            else:
+                core.committed(c.pending)
+            core.out.extend(c.deliveries)
+            # The store's connection is free now: page backlogs in and do upkeep.
+            now = time.monotonic()
+            if not core.stopping:
+                await self._page_in(now)
+            if now >= self._next_maintain:
+                self._next_maintain = now + 1.0
+                await self.store.maintain()
+        finally:
+            self._committing = None
+            self._wake.set()
 
     def _storage_failed(self, exc: ZqError) -> None:
         if self._storage_error is None or self._storage_error.name != exc.name:
@@ -227,8 +248,10 @@ class Broker:
         deadline = loop.time() + self.cfg.shutdown_grace
         while loop.time() < deadline:
             before = core.counters["frames_in"]
-            await self._pass(loop, sock)
-            if core.counters["frames_in"] == before:
+            self._pass(loop, sock)
+            while self._committing is not None:
+                await self._committing
+            if core.counters["frames_in"] == before and not core.has_unstored():
                 break
         core.goodbye("broker shutting down")
         self._flush(sock)
@@ -239,12 +262,17 @@ def serve(cfg: BrokerConfig, *, print_ready: bool = True) -> int:
     """Run a broker until SIGTERM or SIGINT; return the process exit code."""
 
     async def main() -> None:
+        # Queued messages are long-lived objects in reference cycles (a message
+        # points at its queue), so the default GC thresholds make the collector
+        # rescan a large backlog again and again. Collect young objects less often.
+        gc.set_threshold(50_000, 50, 100)
         broker = Broker(cfg)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, broker.request_stop)
 
         def ready(endpoint: str) -> None:
+            gc.freeze()  # what start-up and recovery built is never garbage: stop scanning it
             if print_ready:
                 sys.stdout.write(f"ZQ READY {endpoint}\n")
                 sys.stdout.flush()

@@ -17,6 +17,7 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from zq.config import BrokerConfig
@@ -44,6 +45,17 @@ _FATAL = frozenset(
 MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
 
 Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
+# A PUBLISH frame not committed yet: peer, queue, seq, first id, bodies, headers.
+Pending = tuple["Peer", "Queue", int, int, list[bytes], "list[f.Headers | None] | None"]
+
+
+@dataclass(slots=True)
+class Commit:
+    """One batch on its way to the store, and what waits for it."""
+
+    batch: WriteBatch
+    pending: list[Pending]  # to confirm and queue once stored
+    deliveries: list[Outgoing]  # to send once stored (their attempt numbers are in it)
 
 
 class Msg:
@@ -139,9 +151,11 @@ class BrokerCore:
         self.next_id = 1
         self.stopping = False
         self._batch = WriteBatch()
-        self._pending: list[tuple[Peer, Queue, int, list[Msg], int]] = []  # not committed yet
+        self._pending: list[Pending] = []  # PUBLISH frames not committed yet
+        self.unstored_out: list[Outgoing] = []  # DELIVERs whose attempts are not stored yet
         self.staged = 0  # messages published into the current batch
         self._dirty: set[Queue] = set()
+        self._spilled: set[Queue] = set()  # queues with messages on disk only
         self._delayed: list[tuple[float, int, Msg]] = []
         self._next_heartbeat = 0.0
         self.counters = dict.fromkeys(
@@ -154,7 +168,9 @@ class BrokerCore:
     def recover(self, rec: Recovered, now: float) -> None:
         """Load what the store holds; messages that were in flight count that attempt."""
         for name, n in rec.backlog.items():
-            self._queue(name).disk = n
+            q = self._queue(name)
+            q.disk = n
+            self._spilled.add(q)
         self._admit(rec.messages, now)
         self.next_id = max(self.next_id, rec.next_id)
 
@@ -250,18 +266,11 @@ class BrokerCore:
         q = self._queue(frame.queue)
         first = self.next_id
         self.next_id = first + n
-        hdrs = frame.headers
-        if hdrs:
-            hsize = codec.header_size
-            msgs = [Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]))
-                    for i, b in enumerate(frame.bodies)]
-        else:
-            msgs = [Msg(first + i, q, b, None) for i, b in enumerate(frame.bodies)]
-        self._pending.append((peer, q, frame.seq, msgs, sum(map(len, frame.bodies))))
+        hdrs = frame.headers or None
+        self._pending.append((peer, q, frame.seq, first, frame.bodies, hdrs))
         if self.durable:
             self.staged += n
-            name = q.name
-            self._batch.inserts.extend((m.id, name, m.headers, m.body) for m in msgs)
+            self._batch.inserts.append((first, q.name, hdrs, frame.bodies))
 
     def on_credit(self, peer: Peer, frame: f.Credit) -> None:
         sub = peer.subs.get(frame.queue)
@@ -329,15 +338,11 @@ class BrokerCore:
 
     def _forget(self, msgs: list[Msg]) -> None:
         """Stage the deletion of messages that are done (acked or dead)."""
-        updates = self._batch.updates
-        if updates:
-            for m in msgs:
-                updates.pop(m.id, None)
-        self._batch.deletes.extend(m.id for m in msgs)
+        self._batch.deletes.extend([m.id for m in msgs])
 
     def _stage(self, m: Msg, ready_at: float = 0.0) -> None:
         """Stage a message's new attempt count and due time (durable stores only)."""
-        self._batch.updates[m.id] = (m.attempts, ready_at)
+        self._batch.updates.append(([m.id], [m.attempts], ready_at))
 
     def on_nack(self, peer: Peer, frame: f.Nack, now: float) -> None:
         done = self._settle(peer, frame)
@@ -398,45 +403,64 @@ class BrokerCore:
         self.staged = 0
         return batch
 
+    def take_commit(self) -> Commit:
+        """Everything that waits for the store: the batch, and what to do once it is stored."""
+        c = Commit(self.take_batch(), self._pending, self.unstored_out)
+        self._pending, self.unstored_out = [], []
+        return c
+
     def has_unstored(self) -> bool:
-        """Whether the current batch holds anything (such as new attempt numbers)."""
-        return bool(self._batch)
+        """Whether anything waits for a commit."""
+        return bool(self._batch or self._pending or self.unstored_out)
 
     def restage(self, batch: WriteBatch) -> None:
         """Updates and deletes that failed to commit go into the next batch."""
-        for mid, v in batch.updates.items():
-            self._batch.updates.setdefault(mid, v)
-        self._batch.deletes.extend(batch.deletes)
+        b = self._batch
+        b.updates[:0] = batch.updates  # older than anything staged since
+        b.deletes.extend(batch.deletes)
 
-    def committed(self) -> None:
-        """The pass's batch is stored: queue the messages, confirm the publishes."""
-        pending, self._pending = self._pending, []
+    def committed(self, pending: list[Pending] | None = None) -> None:
+        """A batch is stored: queue its messages, confirm its publishes.
+
+        ``pending`` comes from :meth:`take_commit`; without it, everything
+        published so far counts as stored (the memory store, and tests).
+        """
+        if pending is None:
+            pending, self._pending = self._pending, []
         touched: list[Peer] = []
         window, window_bytes = self.cfg.window, self.cfg.window_bytes
         durable = self.durable
-        for peer, q, seq, msgs, size in pending:
+        for peer, q, seq, first, bodies, hdrs in pending:
+            n = len(bodies)
             if durable and (q.disk or len(q.ready) >= window or q.mem_bytes >= window_bytes):
                 if not q.disk:
-                    q.cursor = msgs[0].id - 1
-                q.disk += len(msgs)  # stored; paged in when the queue drains
+                    q.cursor = first - 1
+                    self._spilled.add(q)
+                q.disk += n  # stored; paged in when the queue drains
             else:
-                q.ready.extend(msgs)
-                q.mem_bytes += size
+                if hdrs:
+                    hsize = codec.header_size
+                    q.ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]))
+                                    for i, b in enumerate(bodies)])
+                else:
+                    q.ready.extend([Msg(first + i, q, b, None) for i, b in enumerate(bodies)])
+                q.mem_bytes += sum(map(len, bodies))
                 self._dirty.add(q)
-            q.published += len(msgs)
+            q.published += n
             if not peer.confirms:
                 touched.append(peer)
-            peer.confirms.append([seq, msgs[0].id, len(msgs)])
-            self.counters["published"] += len(msgs)
+            peer.confirms.append([seq, first, n])
+            self.counters["published"] += n
         for peer in touched:
             confirms, peer.confirms = peer.confirms, []
             if peer.state is State.READY:
                 self._send(peer.identity, codec.encode_confirm(confirms))
 
-    def commit_failed(self, exc: ZqError) -> None:
-        """The pass's batch was not stored: refuse its publishes, store nothing."""
-        pending, self._pending = self._pending, []
-        for peer, _q, seq, _msgs, _size in pending:
+    def commit_failed(self, exc: ZqError, pending: list[Pending] | None = None) -> None:
+        """A batch was not stored: refuse its publishes, store nothing."""
+        if pending is None:
+            pending, self._pending = self._pending, []
+        for peer, _q, seq, *_ in pending:
             self._fail(peer.identity, exc, f.PUBLISH, seq)
 
     # ---------------------------------------------------------------- paging
@@ -445,11 +469,14 @@ class BrokerCore:
         """(queue, after_id, limit) for queues whose backlog on disk should page in now."""
         cfg = self.cfg
         out: list[tuple[str, int, int]] = []
-        for q in self.queues.values():
-            if (q.disk and len(q.ready) < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
+        for q in self._spilled:
+            if (len(q.ready) < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
                     and any(s.window.available for s in q.subs)):
                 out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - len(q.ready)))))
         return out
+
+    def wants_pages(self) -> bool:
+        return bool(self._spilled) and bool(self.wanted_pages())
 
     def paged_in(self, queue: str, limit: int, stored: list[StoredMessage], now: float) -> None:
         """Messages read from disk for ``queue`` (after its cursor, in id order)."""
@@ -461,6 +488,8 @@ class BrokerCore:
                 log.warning("queue %s: %d message(s) counted on disk were not there",
                             q.name, q.disk)
             q.disk = 0
+        if not q.disk:
+            self._spilled.discard(q)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -504,8 +533,6 @@ class BrokerCore:
                         break  # the batch is full by bytes; the rest waits for the next frame
                     ready.popleft()
                     m.attempts += 1
-                    if durable:
-                        updates[m.id] = (m.attempts, 0.0)
                     held[m.id] = m
                     msgs.append(m)
                     ids.append(m.id)
@@ -517,12 +544,16 @@ class BrokerCore:
                     if m.attempts > 1:
                         redelivered += 1
                 k = sub.window.take(len(msgs))  # == len(msgs): want was within the window
+                if durable:
+                    updates.append((ids, attempts, 0.0))  # stored before the frame is sent
                 q.delivered += k
                 counters["redelivered"] += redelivered
                 counters["delivered"] += k
                 counters["deliver_frames"] += 1
-                self.out.append((sub.peer.identity, codec.encode_deliver(
-                    q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
+                # With a durable store the frame waits for the commit of its attempts.
+                (self.unstored_out if durable else self.out).append((
+                    sub.peer.identity, codec.encode_deliver(
+                        q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
 
     # ------------------------------------------------------------------- timers
 

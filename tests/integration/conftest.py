@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +12,11 @@ from zq.config import BrokerConfig
 
 
 @pytest.fixture
-async def inproc_broker() -> AsyncIterator[Broker]:
-    """A real Broker (real ROUTER socket on loopback) running in the test's own loop."""
-    broker = Broker(BrokerConfig(bind="tcp://127.0.0.1:*", heartbeat=0.2))
+async def inproc_broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    """A real Broker (real ROUTER socket on loopback, sqlite store in a temporary
+    folder) running in the test's own loop."""
+    broker = Broker(BrokerConfig(bind="tcp://127.0.0.1:*", heartbeat=0.2,
+                                 data=str(tmp_path / "data")))
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(broker.run(lambda _ep: ready.set()))

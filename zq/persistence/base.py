@@ -24,15 +24,24 @@ class StoredMessage:
     ready_at: float  # wall-clock seconds; 0 = ready now
 
 
-Insert = tuple[int, str, "dict[str, Any] | None", bytes]  # id, queue, headers, body
+# One PUBLISH frame's messages: first id (the rest follow), queue, headers (None
+# when no message has any, else one entry per body), bodies.
+Insert = tuple[int, str, "list[dict[str, Any] | None] | None", "list[bytes]"]
+# Ids and their new attempt counts, and the due time (wall clock, 0 = now) they share.
+Update = tuple["list[int]", "list[int]", float]
 
 
 @dataclass(slots=True)
 class WriteBatch:
-    """Everything to persist from one pass of the broker loop (one transaction)."""
+    """Everything to persist from one pass of the broker loop (one transaction).
+
+    Entries are staged per frame, not per message, so staging costs the
+    broker's loop nothing per message. ``updates`` apply in order (a later entry
+    for an id wins); ``deletes`` apply last.
+    """
 
     inserts: list[Insert] = field(default_factory=list)  # new messages, attempts 0
-    updates: dict[int, tuple[int, float]] = field(default_factory=dict)  # id: attempts, ready_at
+    updates: list[Update] = field(default_factory=list)  # attempts / due time changed
     deletes: list[int] = field(default_factory=list)  # acked or dead
 
     def __bool__(self) -> bool:

@@ -24,7 +24,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import aiosqlite
 import msgpack
 
 from zq.errors import StorageError, StorageFull
-from zq.persistence.base import Recovered, StoredMessage, WriteBatch
+from zq.persistence.base import Insert, Recovered, StoredMessage, Update, WriteBatch
 
 log = logging.getLogger("zq.store")
 
@@ -58,12 +59,60 @@ CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
 
 _INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body) "
            "VALUES (?, ?, 0, 0.0, ?, ?)")
-_UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id = ?"
-_DELETE = "DELETE FROM messages WHERE id = ?"
+_UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id BETWEEN ? AND ?"
+_DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 _PAGE = ("SELECT id, attempts, ready_at, headers, body FROM messages "
          "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """``[lo, hi]`` runs of consecutive ids, in the order given: one statement per run."""
+    runs: list[tuple[int, int]] = []
+    lo = hi = -2
+    for i in ids:
+        if i == hi + 1:
+            hi = i
+        else:
+            if hi >= 0:
+                runs.append((lo, hi))
+            lo = hi = i
+    if hi >= 0:
+        runs.append((lo, hi))
+    return runs
+
+
+def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int]]:
+    """``(attempts, ready_at, lo, hi)`` rows for ``_UPDATE``, in the order staged."""
+    rows: list[tuple[int, float, int, int]] = []
+    for ids, attempts, ready_at in updates:
+        lo = hi = -2
+        cur = -1
+        for i, a in zip(ids, attempts, strict=True):
+            if i == hi + 1 and a == cur:
+                hi = i
+            else:
+                if hi >= 0:
+                    rows.append((cur, ready_at, lo, hi))
+                lo = hi = i
+                cur = a
+        if hi >= 0:
+            rows.append((cur, ready_at, lo, hi))
+    return rows
+
+
+def insert_rows(inserts: Iterable[Insert], qids: dict[str, int]
+                ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+    """Rows for ``_INSERT``, one per message, expanded from per-frame entries."""
+    for first, queue, headers, bodies in inserts:
+        qid = qids[queue]
+        ids = range(first, first + len(bodies))
+        if headers is None:
+            yield from zip(ids, repeat(qid), repeat(None), bodies)
+        else:
+            packed = [None if h is None else _packb(h) for h in headers]
+            yield from zip(ids, repeat(qid), packed, bodies)
 
 
 def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | StorageFull:
@@ -97,7 +146,7 @@ class SqliteStore:
         self._last_checkpoint = time.monotonic()
         self._dirty_since_checkpoint = False
         self.commits = 0
-        self.rows_written = 0
+        self.messages_written = 0
         self.pages_read = 0
 
     # ------------------------------------------------------------- lifecycle
@@ -165,7 +214,7 @@ class SqliteStore:
 
     def stats(self) -> dict[str, Any]:
         return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
-                "rows_written": self.rows_written, "pages_read": self.pages_read}
+                "messages_written": self.messages_written, "pages_read": self.pages_read}
 
     async def close(self) -> None:
         if self._db is not None:
@@ -190,16 +239,11 @@ class SqliteStore:
             if new_queues:
                 await db.executemany("INSERT INTO queues (qid, name) VALUES (?, ?)", new_queues)
             if batch.inserts:
-                qids = self._qids
-                await db.executemany(_INSERT, [
-                    (mid, qids[q], None if h is None else _packb(h), body)
-                    for mid, q, h, body in batch.inserts])
+                await db.executemany(_INSERT, insert_rows(batch.inserts, self._qids))
             if batch.updates:
-                await db.executemany(_UPDATE, [
-                    (attempts, ready_at, mid)
-                    for mid, (attempts, ready_at) in batch.updates.items()])
+                await db.executemany(_UPDATE, update_runs(batch.updates))
             if batch.deletes:
-                await db.executemany(_DELETE, [(mid,) for mid in batch.deletes])
+                await db.executemany(_DELETE, id_runs(batch.deletes))
             await db.commit()
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error, ValueError):
@@ -210,11 +254,10 @@ class SqliteStore:
             self._next_qid -= len(new_queues)
             raise storage_error(exc, "commit") from None
         self.commits += 1
-        self.rows_written += len(batch.inserts) + len(batch.updates) + len(batch.deletes)
+        self.messages_written += sum(len(e[3]) for e in batch.inserts)
         self._dirty_since_checkpoint = True
 
-    def _assign_qids(self, inserts: Iterable[tuple[int, str, Any, bytes]]
-                     ) -> list[tuple[int, str]]:
+    def _assign_qids(self, inserts: Iterable[Insert]) -> list[tuple[int, str]]:
         """Number the queues this batch creates (rows for the ``queues`` table)."""
         new: list[tuple[int, str]] = []
         qids = self._qids

@@ -1,0 +1,182 @@
+"""SqliteStore on a real database file: what commits, what recovers, how it fails."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from zq.errors import StorageError, StorageFull
+from zq.persistence.base import WriteBatch
+from zq.persistence.sqlite import DB_NAME, SqliteStore
+
+
+def inserts(first: int, n: int, queue: str = "q", size: int = 10) -> WriteBatch:
+    ids = range(first, first + n)
+    return WriteBatch(inserts=[(first, queue, [{"i": i} if i % 2 else None for i in ids],
+                                [b"%d" % i * size for i in ids])])
+
+
+def rows(path: Path) -> list[tuple[int, int, float]]:
+    with sqlite3.connect(path / DB_NAME) as db:
+        return list(db.execute("SELECT id, attempts, ready_at FROM messages ORDER BY id"))
+
+
+async def test_commit_then_recover_in_order_with_headers(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=100)
+    assert (rec.messages, rec.next_id, rec.backlog) == ([], 1, {})
+    await s.commit(inserts(1, 5))
+    await s.commit(inserts(6, 2, queue="other"))
+    await s.commit(WriteBatch(updates=[([2, 3], [1, 1], 0.0), ([3], [2], 1e12)], deletes=[4]))
+    await s.close()
+
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=100)
+    got = [(m.id, m.queue, m.attempts, m.ready_at, m.headers) for m in rec.messages]
+    assert got == [(1, "q", 0, 0.0, {"i": 1}), (2, "q", 1, 0.0, None), (3, "q", 2, 1e12, {"i": 3}),
+                   (5, "q", 0, 0.0, {"i": 5}), (6, "other", 0, 0.0, None),
+                   (7, "other", 0, 0.0, {"i": 7})]
+    assert rec.messages[0].body == b"1" * 10
+    assert rec.next_id == 8
+    await s.close()
+
+
+async def test_ids_are_never_reused_after_everything_is_acked(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    await s.commit(inserts(1, 3))
+    await s.commit(WriteBatch(deletes=[1, 2, 3]))
+    await s.close()
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=10)
+    assert (rec.messages, rec.next_id) == ([], 4)
+    await s.close()
+
+
+async def test_recovery_loads_a_window_and_pages_the_rest(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    await s.commit(inserts(1, 25))
+    await s.close()
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=10)
+    assert [m.id for m in rec.messages] == list(range(1, 11))
+    assert rec.backlog == {"q": 15}
+    page = await s.load("q", 10, 10)
+    assert [m.id for m in page] == list(range(11, 21))
+    page = await s.load("q", 20, 10)
+    assert [m.id for m in page] == list(range(21, 26))
+    assert await s.load("q", 25, 10) == []
+    assert await s.load("nobody", 0, 10) == []
+    await s.close()
+
+
+async def test_a_failed_commit_stores_nothing(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    await s.commit(inserts(1, 2))
+    with pytest.raises(StorageError):  # id 2 exists: the whole batch rolls back
+        await s.commit(WriteBatch(inserts=[(3, "new", None, [b"x"]), (2, "new", None, [b"y"])],
+                                  deletes=[1]))
+    assert [r[0] for r in rows(tmp_path)] == [1, 2]
+    await s.commit(inserts(3, 1, queue="new"))  # the queue it did not create works later
+    await s.close()
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=10)
+    assert [(m.id, m.queue) for m in rec.messages] == [(1, "q"), (2, "q"), (3, "new")]
+    await s.close()
+
+
+async def test_full_database_is_storage_full_and_acks_free_space(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path, max_bytes=128 * 1024)
+    await s.open(window=10)
+    stored = 0
+    error: StorageFull | None = None
+    while error is None:
+        try:
+            await s.commit(inserts(stored + 1, 10, size=100))
+            stored += 10
+        except StorageFull as exc:
+            error = exc
+    assert error.retriable
+    assert stored > 0
+    assert len(rows(tmp_path)) == stored
+    await s.commit(WriteBatch(deletes=list(range(1, stored + 1))))
+    await s.commit(inserts(stored + 1, 10, size=100))  # freed pages are reused
+    assert len(rows(tmp_path)) == 10
+    await s.close()
+
+
+async def test_database_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    assert await s._pragma("journal_mode") == "wal"
+    assert await s._pragma("synchronous") == 2
+    await s.close()
+    s = SqliteStore(tmp_path, fsync="normal")
+    await s.open(window=10)
+    assert await s._pragma("synchronous") == 1
+    await s.close()
+
+
+async def test_second_store_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path)
+    await first.open(window=10)
+    with pytest.raises(StorageError, match="in use by another zq broker"):
+        await SqliteStore(tmp_path).open(window=10)
+    await first.close()
+    again = SqliteStore(tmp_path)  # the lock goes with the first store
+    await again.open(window=10)
+    await again.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StorageError, match="schema version 99"):
+        await SqliteStore(tmp_path).open(window=10)
+
+
+async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / DB_NAME).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match=r"zq\.db"):
+        await SqliteStore(tmp_path).open(window=10)
+
+
+async def test_checkpoint_keeps_the_wal_small(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path, checkpoint_interval=0.001)
+    await s.open(window=10)
+    for i in range(20):
+        await s.commit(inserts(i * 100 + 1, 100, size=100))
+        await s.commit(WriteBatch(deletes=list(range(i * 100 + 1, i * 100 + 101))))
+    assert (tmp_path / "zq.db-wal").stat().st_size > 0
+    await s.maintain()
+    assert (tmp_path / "zq.db-wal").stat().st_size == 0  # TRUNCATE checkpoint
+    await s.close()
+
+
+async def test_wal_stays_bounded_under_steady_load(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path, checkpoint_interval=3600)  # only SQLite's own checkpoints
+    await s.open(window=10)
+    wal = tmp_path / "zq.db-wal"
+    biggest = 0
+    for i in range(300):  # 150,000 messages of 200 B in and out: ~60 MB through the WAL
+        await s.commit(inserts(i * 500 + 1, 500, size=200 // len(str(i * 500 + 1))))
+        if i:
+            await s.commit(WriteBatch(deletes=list(range((i - 1) * 500 + 1, i * 500 + 1))))
+        biggest = max(biggest, wal.stat().st_size)
+    assert biggest < 16 * 1024 * 1024, biggest
+    db_size = (tmp_path / DB_NAME).stat().st_size
+    assert db_size < 4 * 1024 * 1024, db_size  # freed pages are reused, the file does not grow
+    await s.close()
+
+
+def test_runs() -> None:
+    from zq.persistence.sqlite import id_runs, update_runs
+    assert id_runs([]) == []
+    assert id_runs([5, 6, 7, 9, 1, 2]) == [(5, 7), (9, 9), (1, 2)]
+    assert id_runs([0, 1]) == [(0, 1)]
+    assert update_runs([([1, 2, 3, 5], [1, 1, 2, 2], 0.0), ([7], [3], 9.5)]) == [
+        (1, 0.0, 1, 2), (2, 0.0, 3, 3), (2, 0.0, 5, 5), (3, 9.5, 7, 7)]

@@ -1,0 +1,152 @@
+"""BrokerCore with a durable store: what it stages, how it pages a backlog, recovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.test_core import A, Harness, P, delivers
+from zq.persistence.base import Recovered, StoredMessage, WriteBatch
+from zq.protocol import frames as f
+
+
+def stored(h: Harness) -> list[tuple[bytes, f.Frame]]:
+    """Commit what waits for the store (as the broker's commit task does) and collect."""
+    c = h.core.take_commit()
+    h.core.committed(c.pending)
+    h.core.out.extend(c.deliveries)
+    return h.take()
+
+
+def durable(**cfg: Any) -> Harness:
+    h = Harness(**cfg)
+    h.core.durable = True
+    h.hello(P, A)
+    return h
+
+
+def test_publish_stages_inserts_and_confirms_only_after_commit() -> None:
+    h = durable()
+    h.send(P, f.Publish("q", 1, [b"a", b"b"], [{"k": 1}, None]))
+    batch = h.core.take_batch()
+    assert batch.inserts == [(1, "q", [{"k": 1}, None], [b"a", b"b"])]
+    assert h.core.staged == 0  # reset with the batch
+    assert h.take() == []  # no confirm before committed()
+    h.core.committed()
+    assert isinstance(h.take()[0][1], f.Confirm)
+
+
+def test_delivery_stages_its_attempt_and_ack_replaces_it_with_a_delete() -> None:
+    h = durable()
+    h.send(A, f.Credit("q", 5))
+    h.publish(3)
+    h.core.take_batch()
+    h.core.dispatch()
+    assert delivers(h.take()) == []  # not before its attempt numbers are stored
+    assert h.core.has_unstored()
+    c = h.core.take_commit()
+    assert c.batch.updates == [([1, 2, 3], [1, 1, 1], 0.0)]
+    assert len(c.deliveries) == 1
+    h.core.dispatch()
+    h.send(A, f.Nack([1], [1], True, 0, ""))  # back to the queue: attempt stays 1 on disk
+    h.core.dispatch()  # delivered again as attempt 2
+    h.send(A, f.Ack([2], [1]))
+    batch = h.core.take_batch()
+    assert batch.updates == [([1], [2], 0.0)]
+    assert batch.deletes == [2]
+
+
+def test_nack_with_delay_stores_a_wall_clock_due_time() -> None:
+    h = durable()
+    h.core.wall_offset = 1_000_000.0
+    d = _deliver(h, 1)
+    h.send(A, f.Nack(d.ids, d.attempts, True, 2500, "later"))
+    assert h.core.take_batch().updates == [([1], [1], h.now + 2.5 + 1_000_000.0)]
+
+
+def test_release_and_dead_letters_are_stored() -> None:
+    h = durable()
+    d = _deliver(h, 2)
+    h.send(A, f.Release([d.ids[0]]))
+    h.send(A, f.Nack([d.ids[1]], [1], False, 0, "poison"))
+    batch = h.core.take_batch()
+    assert batch.updates == [([1], [0], 0.0)]  # a released delivery is not an attempt
+    assert batch.deletes == [2]
+
+
+def test_backlog_beyond_the_window_stays_on_disk_and_pages_in() -> None:
+    h = durable(window=4)
+    h.publish(3)
+    h.publish(3)  # the queue holds 3 (< 4): this frame still goes to memory
+    h.publish(2)  # now 6 >= 4: on disk only, and so is everything after
+    h.publish(1)
+    q = h.core.queues["q"]
+    assert (len(q.ready), q.disk, q.cursor) == (6, 3, 6)
+    assert h.core.stats()["queues"]["q"]["ready"] == 9
+    assert h.core.wanted_pages() == []  # nobody to deliver to
+    h.send(A, f.Credit("q", 10))
+    h.core.dispatch()
+    (_, d), = delivers(stored(h))
+    assert d.ids == [1, 2, 3, 4, 5, 6]
+    assert h.core.wanted_pages() == [("q", 6, 3)]
+    page = [StoredMessage(i, "q", b"m", None, 0, 0.0) for i in (7, 8, 9)]
+    h.core.paged_in("q", 3, page, h.now)
+    assert (q.disk, q.cursor) == (0, 9)
+    assert not h.core.wants_pages()
+    h.core.dispatch()
+    (_, d), = delivers(stored(h))
+    assert d.ids == [7, 8, 9]
+
+
+def test_a_short_page_means_the_disk_is_drained() -> None:
+    h = durable(window=2)
+    h.publish(2)
+    h.publish(2)
+    q = h.core.queues["q"]
+    assert q.disk == 2
+    h.core.paged_in("q", 2, [StoredMessage(3, "q", b"m", None, 0, 0.0)], h.now)
+    assert q.disk == 0  # one row came back for two counted: the count heals
+
+
+def test_recovery_puts_in_flight_back_with_their_attempts_and_delays_aside() -> None:
+    h = Harness(heartbeat=100.0)  # A stays alive across the 30 s below
+    h.core.durable = True
+    h.core.wall_offset = 5000.0
+    wall = h.now + 5000.0
+    h.core.recover(Recovered(messages=[
+        StoredMessage(1, "q", b"was in flight", None, 1, 0.0),
+        StoredMessage(2, "q", b"never delivered", {"h": 1}, 0, 0.0),
+        StoredMessage(3, "q", b"delayed", None, 1, wall + 30.0),
+    ], next_id=10, backlog={"q": 5}), h.now)
+    assert h.core.next_id == 10
+    q = h.core.queues["q"]
+    assert (q.disk, q.cursor) == (5, 3)
+    h.hello(A)
+    h.send(A, f.Credit("q", 10))
+    h.core.dispatch()
+    (_, d), = delivers(stored(h))
+    assert (d.ids, d.attempts) == ([1, 2], [2, 1])
+    h.core.tick(h.now + 29.0)
+    h.core.dispatch()
+    assert delivers(stored(h)) == []
+    h.core.tick(h.now + 30.0)
+    h.core.dispatch()
+    (_, d), = delivers(stored(h))
+    assert (d.ids, d.attempts) == ([3], [2])
+
+
+def test_restage_carries_acks_and_attempts_into_the_next_batch() -> None:
+    h = durable()
+    failed = WriteBatch(updates=[([1], [1], 0.0)], deletes=[7])
+    h.core._batch.updates.append(([1], [2], 0.0))  # newer news about 1: applied last
+    h.core.restage(failed)
+    batch = h.core.take_batch()
+    assert (batch.updates, batch.deletes) == ([([1], [1], 0.0), ([1], [2], 0.0)], [7])
+
+
+def _deliver(h: Harness, n: int) -> f.Deliver:
+    h.send(A, f.Credit("q", 10))
+    h.publish(n)
+    h.core.take_batch()
+    h.core.dispatch()
+    (_, d), = delivers(stored(h))
+    return d
