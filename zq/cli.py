@@ -252,10 +252,18 @@ def stats(as_json: bool, endpoint: str) -> None:
     click.echo(f"broker {s['broker']}: published {c['published']}, delivered {c['delivered']} "
                f"(avg batch {c['avg_deliver_batch']:.1f}), acked {c['acked']}, "
                f"unroutable {c['unroutable']}")
-    click.echo(f"{'queue':<32} {'ready':>10} {'in-flight':>10} {'consumers':>9} {'acked':>12}")
+    store = s.get("store", {})
+    if store.get("kind") == "sqlite":
+        click.echo(f"store sqlite (fsync {store['fsync']}): {store['commits']} commits, "
+                   f"{store['messages_written']} messages written, "
+                   f"{store['pages_read']} backlog pages read")
+    elif store:
+        click.echo(f"store {store.get('kind')}: not durable")
+    click.echo(f"{'queue':<32} {'ready':>10} {'on disk':>10} {'in-flight':>10} "
+               f"{'consumers':>9} {'acked':>12}")
     for name, q in sorted(s["queues"].items()):
-        click.echo(f"{name:<32} {q['ready']:>10} {q['in_flight']:>10} {q['consumers']:>9} "
-                   f"{q['acked']:>12}")
+        click.echo(f"{name:<32} {q['ready']:>10} {q.get('on_disk', 0):>10} "
+                   f"{q['in_flight']:>10} {q['consumers']:>9} {q['acked']:>12}")
 
 
 if __name__ == "__main__":  # pragma: no cover
