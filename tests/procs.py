@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -71,7 +72,9 @@ class Proc:
 
     def signal(self, sig: int) -> None:
         if self.proc.returncode is None:
-            os.kill(self.proc.pid, sig)
+            # It may have exited without asyncio having reaped it yet.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
 
     async def wait(self, timeout: float) -> int:
         return await asyncio.wait_for(self.proc.wait(), timeout)
