@@ -171,7 +171,7 @@ class Broker:
                     core.committed(c.pending)
             else:
                 core.committed(c.pending)
-            core.out.extend(c.deliveries)
+            core.release(c.deliveries)
             # The store's connection is free now: page backlogs in and do upkeep.
             now = time.monotonic()
             if not core.stopping:

@@ -409,6 +409,19 @@ class BrokerCore:
         self._pending, self.unstored_out = [], []
         return c
 
+    def release(self, deliveries: list[Outgoing]) -> None:
+        """Send DELIVER frames whose commit returned, unless their session ended meanwhile.
+
+        A session dropped while the commit ran has had its messages requeued, and
+        a new session of the same client must not get the old session's frames.
+        """
+        peers = self.peers
+        for d in deliveries:
+            peer = peers.get(d[0])
+            msgs = d[2]
+            if peer is not None and msgs and peer.held.get(msgs[0].id) is msgs[0]:
+                self.out.append(d)
+
     def has_unstored(self) -> bool:
         """Whether anything waits for a commit."""
         return bool(self._batch or self._pending or self.unstored_out)

@@ -13,7 +13,7 @@ def stored(h: Harness) -> list[tuple[bytes, f.Frame]]:
     """Commit what waits for the store (as the broker's commit task does) and collect."""
     c = h.core.take_commit()
     h.core.committed(c.pending)
-    h.core.out.extend(c.deliveries)
+    h.core.release(c.deliveries)
     return h.take()
 
 
@@ -150,3 +150,21 @@ def _deliver(h: Harness, n: int) -> f.Deliver:
     h.core.dispatch()
     (_, d), = delivers(stored(h))
     return d
+
+
+def test_deliveries_of_a_session_that_ended_during_the_commit_are_not_sent() -> None:
+    h = durable()
+    h.send(A, f.Credit("q", 5))
+    h.publish(2)
+    h.core.take_batch()
+    h.core.dispatch()
+    c = h.core.take_commit()
+    h.take()  # the confirm
+    h.send(A, f.Bye("gone"))  # while the attempts are being stored
+    h.hello(A)  # the same client, a new session
+    h.core.release(c.deliveries)
+    assert delivers(h.take()) == []
+    h.send(A, f.Credit("q", 5))
+    h.core.dispatch()
+    (_, d), = delivers(stored(h))
+    assert (d.ids, d.attempts) == ([1, 2], [2, 2])  # requeued by the BYE, counted
