@@ -176,8 +176,12 @@ def latency_cmd(rate: float | None, duration: float | None, quick: bool,
 @click.option("--window-bytes", type=int, default=0,
               help="ZQ_BROKER_WINDOW_BYTES for the broker. [default: the broker's own]")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder to put the data folder in (needs about 1.2 x messages x size "
+              help="Folder to put the data folder in (needs about 1.4 x messages x size "
                    "bytes free). [default: a temporary folder]")
+@click.option("--drop-caches", is_flag=True,
+              help="Before each restart, sync and empty the machine's page cache "
+                   "(/proc/sys/vm/drop_caches, root only), so the broker reads its store "
+                   "from disk.")
 @click.option("--quick", is_flag=True, help=f"{backlog.QUICK_MESSAGES:,} messages.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds publishing, and draining, may take.")
@@ -186,8 +190,8 @@ def backlog_cmd(messages: int | None, quick: bool, work_dir: str | None, as_json
                 **fields: Any) -> None:
     """A deep sqlite backlog: broker RSS while publishing and draining, restart-to-ready.
 
-    Publishes N messages with no consumer, restarts the broker after SIGTERM and
-    after SIGKILL (timing process start to `ZQ READY`, and the same on an empty
+    Publishes N messages with no consumer, restarts the broker after SIGKILL and
+    after SIGTERM (timing process start to `ZQ READY`, and the same on an empty
     store), then drains everything with one consumer, checking exactly-once
     delivery. RSS is VmRSS from /proc/<pid>/status, sampled every 20 ms.
     """

@@ -1,7 +1,7 @@
 """Baseline workers for ``python -m perf latency``: the same open-loop traffic through
 the bare ROUTER relay of :mod:`perf.relay`, one body per ZeroMQ message.
 
-The producer runs the same schedule, pacer thread and uvloop loop as the zq
+The producer runs the same schedule, pacer (a timerfd) and uvloop loop as the zq
 producer (:mod:`perf.latency`), on a plain DEALER socket read from the loop's
 reader callback: ``[M, seq, body]`` out, and the relay's ``[A, seq]`` (the
 consumer's ack) is its confirm. The consumer is a plain blocking loop that
@@ -11,7 +11,6 @@ records the receive time, checks the index and acks each message at once.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -20,7 +19,7 @@ import zmq
 
 from perf.common import Counts, Events, WorkerReport, cpu_seconds, run_worker
 from perf.hist import OpenLoop, Pacer, Schedule, make_body
-from perf.latency import LEAD, SWITCH_INTERVAL, DeliveryLog, LatencySpec, producer_report
+from perf.latency import LEAD, DeliveryLog, LatencySpec, producer_report
 from perf.relay import ACK, HELLO, MSG, WELCOME
 from zq.broker import run_loop
 from zq.transport import fd, readable
@@ -54,7 +53,6 @@ def producer_main(spec: LatencySpec, start: Event, events: Events[Any]) -> None:
 
 async def _produce(spec: LatencySpec, sock: zmq.Socket[bytes], start: Event,
                    events: Events[Any], out: list[WorkerReport]) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL)
     n, size = spec.messages, spec.size
     loop = asyncio.get_running_loop()
     events.put(("ready", spec.role, spec.index))
@@ -78,8 +76,7 @@ async def _produce(spec: LatencySpec, sock: zmq.Socket[bytes], start: Event,
 
     def fire(upto: int) -> None:
         now = time.monotonic()
-        for i in range(rec.next, max(upto, rec.schedule.due_by(now))):
-            rec.sent(i, now)
+        for i in rec.take_due(upto, now):
             send([MSG, i.to_bytes(8, "big"), make_body(i, due(i), size)], _NOBLOCK)
         if readable(sock):  # sending can swallow the descriptor's edge
             loop.call_soon(on_readable)
@@ -94,7 +91,6 @@ async def _produce(spec: LatencySpec, sock: zmq.Socket[bytes], start: Event,
         pacer.stop()
         loop.remove_reader(fd(sock))
     cpu1 = cpu_seconds()
-    await asyncio.to_thread(pacer.join, 5.0)
     out.append(producer_report(spec, rec, cpu1 - cpu0))
 
 
