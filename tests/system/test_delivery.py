@@ -161,10 +161,14 @@ async def test_nack_requeue_and_delay(broker: Proc) -> None:
 async def test_release_and_unacked_on_close_come_back(broker: Proc) -> None:
     async with zq.Client(broker.endpoint) as producer:
         await producer.publish_many("q", [b"1", b"2", b"3"])
-        async with zq.Client(broker.endpoint) as c1, c1.consume("q", prefetch=3) as consumer:
-            m = await consumer.get(timeout=5)
-            await m.release()
-            # two more were buffered; closing the consumer gives them back
+        async with zq.Client(broker.endpoint) as c1:
+            async with c1.consume("q", prefetch=3) as consumer:
+                m = await consumer.get(timeout=5)
+                async with asyncio.timeout(5):
+                    while consumer.received < 3:  # the other two sit in the buffer
+                        await asyncio.sleep(0.01)
+            # closing the consumer gave the two buffered ones back; m is still ours
+            await m.release()  # after the close, so nothing is sent back to us
         async with zq.Client(broker.endpoint) as c2, c2.consume("q", prefetch=3) as consumer:
             got = [await consumer.get(timeout=5) for _ in range(3)]
             assert sorted(m.body for m in got) == [b"1", b"2", b"3"]
