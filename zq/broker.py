@@ -25,7 +25,7 @@ from zq.core import BrokerCore, Commit
 from zq.errors import ZqError
 from zq.persistence import make_store
 from zq.policies.dispatch import make_dispatch
-from zq.transport import fd, readable
+from zq.transport import fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.broker")
 
@@ -115,13 +115,12 @@ class Broker:
         # time.monotonic, not loop.time: uvloop's clock has millisecond steps, and a
         # delay measured on it can end up to 1 ms before it was asked to.
         now = time.monotonic()
-        recv = sock.recv_multipart
         n = 0
         limit = self.cfg.drain_max
         commit_max = self.cfg.commit_max
         while n < limit and core.staged < commit_max:
             try:
-                msg = recv(zmq.NOBLOCK)
+                msg = recv_parts(sock)
             except zmq.Again:
                 break
             n += 1
@@ -203,18 +202,14 @@ class Broker:
         core = self.core
         out, core.out = core.out, []
         send = sock.send
-        more = zmq.SNDMORE | zmq.NOBLOCK
-        last = zmq.NOBLOCK
+        more = int(zmq.SNDMORE | zmq.NOBLOCK)
+        noblock = int(zmq.NOBLOCK)
         for identity, parts, msgs in out:
-            # Part by part rather than send_multipart: a third less time per part,
-            # which counts when a DELIVER carries a hundred bodies. ROUTER queues a
-            # message atomically, so Again or EHOSTUNREACH can only come with the
-            # first part, before anything was queued.
+            # ROUTER queues a message atomically, so Again or EHOSTUNREACH can only
+            # come with the first part (the peer's identity), before anything was queued.
             try:
                 send(identity, more)
-                for p in parts[:-1]:
-                    send(p, more)
-                send(parts[-1], last)
+                send_parts(sock, parts, noblock)
             except zmq.Again:
                 core.send_failed(identity, msgs, unroutable=False)
             except zmq.ZMQError as exc:

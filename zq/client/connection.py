@@ -13,14 +13,17 @@ import contextlib
 import logging
 import os
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from zq.errors import ClientClosed, ConnectionLost, SessionUnknown, ZqError, error_from_code
 from zq.protocol import codec
 from zq.protocol import frames as f
-from zq.transport import fd, readable
+from zq.transport import fd, readable, recv_parts, send_parts
+
+if TYPE_CHECKING:
+    from zq.client.consumer import Consumer
 
 log = logging.getLogger("zq.client")
 
@@ -69,7 +72,7 @@ class Connection:
         self.limits = codec.DEFAULT_LIMITS
         self.unconfirmed = 0
         self.errors: deque[ZqError] = deque(maxlen=100)  # async errors (acks, credit)
-        self.consumers: dict[str, Any] = {}  # queue -> Consumer
+        self.consumers: dict[str, Consumer] = {}
         self._loop = asyncio.get_running_loop()
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -79,6 +82,7 @@ class Connection:
         self._nacks: dict[tuple[bool, int, str], tuple[list[int], list[int]]] = {}
         self._releases: list[int] = []
         self._credit: dict[str, int] = {}
+        self.owing: list[Consumer] = []  # consumers with credit earned by settling
         self._flush_scheduled = False
         self._seq = 0
         self._sent: dict[int, _Sent] = {}
@@ -293,9 +297,9 @@ class Connection:
         self._materialize()
         if self._out:
             out, self._out = self._out, []
-            send = self._sock.send_multipart
+            sock = self._sock
             for parts in out:
-                send(parts, copy=False)
+                send_parts(sock, parts)
             self._last_send = self._loop.time()
         # Sending can swallow the descriptor's edge: look for input we would miss.
         if readable(self._sock):
@@ -332,6 +336,13 @@ class Connection:
             rel, self._releases = self._releases, []
             for i in range(0, len(rel), max_batch):
                 self._out.append(codec.encode(f.Release(rel[i:i + max_batch])))
+        if self.owing:
+            owing, self.owing = self.owing, []
+            for consumer in owing:
+                if consumer.owed and self.consumers.get(consumer.queue) is consumer:
+                    self._credit[consumer.queue] = (self._credit.get(consumer.queue, 0)
+                                                    + consumer.owed)
+                consumer.owed = 0
         if self._credit:
             credit, self._credit = self._credit, {}
             for queue, n in credit.items():
@@ -348,11 +359,10 @@ class Connection:
         sock = self._sock
         if sock is None:
             return
-        recv = sock.recv_multipart
         got = False
         while True:
             try:
-                parts = recv(zmq.NOBLOCK)
+                parts = recv_parts(sock)
             except zmq.Again:
                 break
             except zmq.ZMQError:
@@ -366,7 +376,7 @@ class Connection:
             self._on_frame(frame)
         if got:
             self._last_recv = self._loop.time()
-        if self._out or self._batches or self._acks[0] or self._credit:
+        if self._out or self._batches or self._acks[0] or self._credit or self.owing:
             self._flush()
 
     def _on_frame(self, frame: f.Frame) -> None:

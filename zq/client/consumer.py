@@ -83,6 +83,7 @@ class Consumer:
         # empty and the broker idle. Send them every quarter window instead.
         self._flush_every = max(1, prefetch // 4)
         self._unflushed = 0
+        self.owed = 0  # credit earned by settlements, not sent yet
 
     def _start(self) -> None:
         conn = self._conn
@@ -136,6 +137,7 @@ class Consumer:
         if self._closed:
             return
         self._closed = True
+        self.owed = 0
         conn = self._conn
         if self._started and conn.consumers.get(self.queue) is self:
             del conn.consumers[self.queue]
@@ -167,8 +169,12 @@ class Consumer:
         conn = self._conn
         conn.check()
         self.held -= 1
-        if not self._closed and conn.consumers.get(self.queue) is self:
-            conn.credit(self.queue, 1)  # keep the window full: one settled, one more allowed
+        if not self._closed:
+            # Keep the window full: one settled, one more allowed. The credit is
+            # counted here and joins the frames at the end of the turn, after the acks.
+            if not self.owed:
+                conn.owing.append(self)
+            self.owed += 1
         return conn
 
     def _recorded(self) -> None:
@@ -187,6 +193,7 @@ class Consumer:
         """New broker session: what we buffered is void there; grant the window again."""
         self._buf.clear()
         self.held = 0
+        self.owed = 0
         self._error = None
         if not self._closed:
             self._conn.credit(self.queue, self.prefetch)
