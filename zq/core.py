@@ -18,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from zq.config import BrokerConfig
@@ -456,7 +457,8 @@ class BrokerCore:
                     q.ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]))
                                     for i, b in enumerate(bodies)])
                 else:
-                    q.ready.extend([Msg(first + i, q, b, None) for i, b in enumerate(bodies)])
+                    q.ready.extend(map(Msg, range(first, first + n), repeat(q), bodies,
+                                       repeat(None)))
                 q.mem_bytes += sum(map(len, bodies))
                 self._dirty.add(q)
             q.published += n

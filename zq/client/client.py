@@ -155,11 +155,13 @@ class Client:
             hdrs = []
         conn = self.conn
         limits = conn.limits
-        for i, body in enumerate(items):
-            _check_fits(queue, body, hdrs[i] if hdrs else None, limits)
+        qlen = len(queue.encode())
+        lens = list(map(len, items))
         hsizes = [codec.header_size(h) for h in hdrs] if hdrs else None
-        ends = codec.split(len(queue.encode()), [len(b) for b in items], hsizes,
-                           self.max_batch, limits)
+        if hsizes is not None or not codec.fits_together(qlen, lens, limits):
+            for i, body in enumerate(items):  # some message may be too big on its own
+                _check_fits(queue, body, hdrs[i] if hdrs else None, limits)
+        ends = codec.split(qlen, lens, hsizes, self.max_batch, limits)
         futs: list[asyncio.Future[Any]] = []
         start = 0
         for end in ends:

@@ -314,7 +314,7 @@ class Connection:
                 headers = b.headers if b.has_headers else []
                 hsizes = [codec.header_size(h) for h in headers] if headers else None
                 start = 0
-                for end in codec.split(len(queue.encode()), [len(x) for x in b.bodies], hsizes,
+                for end in codec.split(len(queue.encode()), list(map(len, b.bodies)), hsizes,
                                        max_batch, self.limits):
                     self._emit_publish(queue, b.bodies[start:end],
                                        headers[start:end] if headers else [],

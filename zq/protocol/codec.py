@@ -51,6 +51,13 @@ def fits_alone(queue_len: int, body_len: int, hsize: int, limits: Limits) -> boo
             and ENVELOPE + PER_MESSAGE + hsize <= limits.max_header)
 
 
+def fits_together(queue_len: int, body_lens: Sequence[int], limits: Limits) -> bool:
+    """Whether messages without headers fit one frame by bytes (then each fits alone)."""
+    n = len(body_lens)
+    return (ENVELOPE + queue_len + n * PER_MESSAGE + sum(body_lens) <= limits.max_frame
+            and ENVELOPE + n * PER_MESSAGE <= limits.max_header)
+
+
 def split(queue_len: int, body_lens: Sequence[int], hsizes: Sequence[int] | None,
           max_batch: int, limits: Limits) -> list[int]:
     """End indices that cut messages into frames within ``max_batch`` and ``limits``.
@@ -58,6 +65,9 @@ def split(queue_len: int, body_lens: Sequence[int], hsizes: Sequence[int] | None
     A message that does not fit alone (see :func:`fits_alone`) still gets a
     frame of its own; callers refuse such messages before they get here.
     """
+    n = len(body_lens)
+    if hsizes is None and n <= max_batch and fits_together(queue_len, body_lens, limits):
+        return [n] if n else []  # the common case, without a loop per message
     ends: list[int] = []
     fbytes = ENVELOPE + queue_len
     hbytes = ENVELOPE
