@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,16 +32,14 @@ from typing import Any
 
 import zq
 from perf import server
-from perf.common import INDEX, QUEUE
+from perf.common import INDEX, QUEUE, MiB, rss_kib, sampling
 from perf.report import machine
 from zq.broker import run_loop
 
 DEFAULT_MESSAGES = 1_000_000
 QUICK_MESSAGES = 20_000
 DEFAULT_SIZE = 1024
-SAMPLE_EVERY = 0.02  # seconds between RSS samples
 START_TIMEOUT = 120.0  # seconds a start may take before it counts as failed
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,59 +118,7 @@ class BacklogResult:
         return not self.problems
 
 
-# ------------------------------------------------------------------ memory
-
-
-def rss_kib(pid: int, key: str = "VmRSS") -> int:
-    """``key`` (VmRSS, VmHWM, ...) from /proc/<pid>/status in KiB; 0 if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(key.encode() + b":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-class RssSampler(threading.Thread):
-    """Samples one process's VmRSS every ``every`` seconds and keeps the peak."""
-
-    def __init__(self, pid: int, every: float = SAMPLE_EVERY) -> None:
-        super().__init__(name="perf-rss", daemon=True)
-        self.pid = pid
-        self.every = every
-        self.peak_kib = 0
-        self.samples = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            self.sample()
-            self._halt.wait(self.every)
-
-    def sample(self) -> None:
-        kib = rss_kib(self.pid)
-        if kib:
-            self.samples += 1
-            self.peak_kib = max(self.peak_kib, kib)
-
-    def stop(self) -> float:
-        """Stop sampling; return the peak in MiB (one last sample included)."""
-        self._halt.set()
-        self.join(5.0)
-        self.sample()
-        return self.peak_kib / 1024
-
-
-@contextlib.contextmanager
-def sampling(pid: int) -> Iterator[RssSampler]:
-    s = RssSampler(pid)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
+# ------------------------------------------------------------------ helpers
 
 
 @contextlib.contextmanager
@@ -198,7 +143,7 @@ def folder_mib(path: Path, pattern: str = "*") -> float:
 # ----------------------------------------------------------------- clients
 
 
-def _async(coro: Any) -> Any:
+def run_async(coro: Any) -> Any:
     out: list[Any] = []
 
     async def main() -> None:
@@ -271,7 +216,7 @@ def drop_page_cache() -> None:
         fh.write("3\n")
 
 
-def _start(srv: server.Server, cfg: BacklogConfig, restart: bool = True) -> float:
+def start_timed(srv: server.Server, cfg: BacklogConfig, restart: bool = True) -> float:
     """Start ``srv``; seconds from process start to its ready line."""
     if restart and cfg.drop_caches:
         drop_page_cache()
@@ -281,7 +226,7 @@ def _start(srv: server.Server, cfg: BacklogConfig, restart: bool = True) -> floa
         return time.monotonic() - t0
 
 
-def _broker(log: Path, data: Path, cfg: BacklogConfig) -> server.Server:
+def broker(log: Path, data: Path, cfg: BacklogConfig) -> server.Server:
     return server.zq_broker(log, "sqlite" if cfg.fsync == "full" else "sqlite-normal", data)
 
 
@@ -293,16 +238,16 @@ def run(cfg: BacklogConfig, work_dir: Path, say: Any = print) -> BacklogResult:
     reported: dict[str, int] = {}
 
     def check_backlog(endpoint: str, when: str) -> None:
-        q = _async(queue_stats(endpoint))["queues"].get(QUEUE, {})
+        q = run_async(queue_stats(endpoint))["queues"].get(QUEUE, {})
         reported[when] = q.get("ready", 0)
         if q.get("ready", 0) != n:
             problems.append(f"{when}: the broker reports {q.get('ready', 0):,} ready, "
                             f"expected {n:,}")
 
     # 1. empty store
-    srv = _broker(log, data, cfg)
+    srv = broker(log, data, cfg)
     with srv:
-        ready_empty = _start(srv, cfg, restart=False)
+        ready_empty = start_timed(srv, cfg, restart=False)
         endpoint = srv.endpoint
         time.sleep(0.2)
         rss_idle = rss_kib(srv.pid) / 1024
@@ -310,7 +255,7 @@ def run(cfg: BacklogConfig, work_dir: Path, say: Any = print) -> BacklogResult:
             f"publishing {n:,} x {cfg.size:,} B ...")
         # 2. publish
         with sampling(srv.pid) as s:
-            publish_s = _async(publish_all(endpoint, cfg))
+            publish_s = run_async(publish_all(endpoint, cfg))
             check_backlog(endpoint, "after publishing")
         rss_pub = s.stop()
         hwm_pub = rss_kib(srv.pid, "VmHWM") / 1024
@@ -320,9 +265,9 @@ def run(cfg: BacklogConfig, work_dir: Path, say: Any = print) -> BacklogResult:
         srv.kill()
     db_mib = folder_mib(data)
     wal_mib = folder_mib(data, "*-wal")
-    srv = _broker(log, data, cfg)
+    srv = broker(log, data, cfg)
     with srv:
-        ready_kill = _start(srv, cfg)
+        ready_kill = start_timed(srv, cfg)
         rss_kill = rss_kib(srv.pid) / 1024
         check_backlog(srv.endpoint, "after the SIGKILL restart")
         # 3b. SIGTERM: a clean stop (it must exit 0), then start again
@@ -331,19 +276,19 @@ def run(cfg: BacklogConfig, work_dir: Path, say: Any = print) -> BacklogResult:
         stop_s = time.monotonic() - t0
         if rc != 0:
             problems.append(f"the broker exited {rc} on SIGTERM before draining, expected 0")
-    srv = _broker(log, data, cfg)
+    srv = broker(log, data, cfg)
     with srv:
-        ready_term = _start(srv, cfg)
+        ready_term = start_timed(srv, cfg)
         rss_term = rss_kib(srv.pid) / 1024
         check_backlog(srv.endpoint, "after the SIGTERM restart")
         say(f"restarts: {ready_kill:.3f} s after SIGKILL, {ready_term:.3f} s after SIGTERM; "
             f"draining ...")
         # 4. drain
         with sampling(srv.pid) as s:
-            drain_s, seen, count, dup = _async(drain_all(srv.endpoint, cfg))
+            drain_s, seen, count, dup = run_async(drain_all(srv.endpoint, cfg))
         rss_drain = s.stop()
         hwm_drain = rss_kib(srv.pid, "VmHWM") / 1024
-        stats = _async(queue_stats(srv.endpoint))
+        stats = run_async(queue_stats(srv.endpoint))
         q = stats["queues"].get(QUEUE, {})
         c = stats["counters"]
         # 5. stop

@@ -27,13 +27,21 @@ class LoadConfig:
     relay_mode: str = "poll"
     relay_io: str = "multipart"
     storage: str = "memory"  # the zq broker's store
+    queues: int = 1  # batch j goes to queue j % queues (see perf.common.queue_of)
+    partition: bool = False  # consumer c takes queues c, c + consumers, ... (else all)
+    stamp: bool = False  # bodies carry their send time: publish->deliver, first delivery
 
     def __post_init__(self) -> None:
-        for name in ("messages", "producers", "consumers", "batch", "prefetch", "window"):
+        for name in ("messages", "producers", "consumers", "batch", "prefetch", "window",
+                     "queues"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.size < 8:
             raise ValueError("size must be >= 8 bytes (a body carries its 8-byte index)")
+        if self.stamp and self.size < 16:
+            raise ValueError("size must be >= 16 bytes (a body carries its index and send time)")
+        if self.partition and self.consumers > self.queues:
+            raise ValueError("more consumers than queues to share among them")
         if self.tasks < 0:
             raise ValueError("tasks must be >= 0")
         if self.producers > self.messages:
@@ -68,7 +76,15 @@ class LoadConfig:
         return lo, lo + base + (1 if producer < extra else 0)
 
     def describe(self) -> str:
-        return (f"{self.messages:,} messages of {self.size} B, zq storage {self.storage}; "
+        qs = ""
+        if self.queues > 1:
+            if self.partition and self.consumers > 1:
+                who = f"queue k consumed by consumer k % {self.consumers} only"
+            else:
+                who = "every consumer consumes every queue"
+            qs = (f"{self.queues:,} queues (batch j to queue j % {self.queues:,}; {who}; "
+                  f"prefetch per queue); ")
+        return (f"{self.messages:,} messages of {self.size} B, zq storage {self.storage}; {qs}"
                 f"{self.producers} producer(s), "
                 f"{self.consumers} consumer(s); batch {self.batch}, prefetch {self.prefetch:,}, "
                 f"window {self.window:,} ({self.publish_tasks} publishing task(s) per producer; "

@@ -6,11 +6,18 @@ the server's CPU time; signal start; collect every worker's report; read the
 server's CPU time again; (zq) ask the broker for its counters; SIGTERM the
 server and expect exit 0.
 
-The rate is ``messages / (last ack anywhere - first publish anywhere)``.
+The rate is ``messages / (last ack anywhere - first publish anywhere)``. The
+server's RSS is sampled every 20 ms from the moment the workers are ready until
+the last report (``server_rss_peak_mib``); ``server_rss_ready_mib`` is its RSS
+just before the start signal (connections and subscriptions in place).
+
+:class:`Workers` is the part other scenarios (``fanin``) reuse: spawn worker
+processes, wait for their events while watching the server, reap them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
 import time
@@ -20,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf import rawload, server, zqload
-from perf.common import QUEUE, WorkerReport, WorkerSpec
+from perf import rawload, server, stamps, zqload
+from perf.common import RssSampler, WorkerReport, WorkerSpec, rss_kib, subscribed
 from perf.config import LoadConfig
+from perf.progress import BAR
 from zq import Client
 from zq.broker import run_loop
 
@@ -54,6 +62,11 @@ class Result:
     server_exit: int | None
     problems: list[str] = field(default_factory=list)
     server_stats: dict[str, Any] = field(default_factory=dict)
+    queues: int = 1
+    server_rss_ready_mib: float = 0.0  # RSS once every worker was connected and subscribed
+    server_rss_peak_mib: float = 0.0  # peak RSS from then until the last report
+    subscribe_s: float = 0.0  # the slowest consumer's subscribing (all its queues)
+    stamps: dict[str, Any] = field(default_factory=dict)  # see perf.stamps.summarize
 
     @property
     def ok(self) -> bool:
@@ -72,62 +85,96 @@ def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
     else:
         raise ValueError(f"system must be one of {SYSTEMS}")
-    with srv:
+    with srv, BAR.scope(system):
         endpoint = srv.start()
-        reports, server_cpu = _drive(system, cfg, endpoint, srv)
+        reports, server_cpu, rss = _drive(system, cfg, endpoint, srv)
         stats = _run_async(_broker_stats(endpoint)) if system == "zq" else {}
         rc = srv.stop()
-    return _result(system, cfg, reports, server_cpu, rc, stats)
+    return _result(system, cfg, reports, server_cpu, rc, stats, rss)
+
+
+class Workers:
+    """Worker processes of one run (spawned), their event queue and the server they use.
+
+    ``spawn`` starts one; ``wait`` collects ``n`` events of a kind, failing fast if a
+    worker or the server dies; leaving the ``with`` block sets ``stop`` and reaps
+    them all; ``check_exits`` raises RunFailed unless every worker exited 0.
+    """
+
+    def __init__(self, srv: server.Server) -> None:
+        self.srv = srv
+        self.ctx = mp.get_context("spawn")
+        self.events: Any = self.ctx.Queue()
+        self.start = self.ctx.Event()
+        self.stop = self.ctx.Event()
+        self.procs: list[Any] = []
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        _reap(self.procs, self.events, 10.0)
+
+    def spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        p = self.ctx.Process(target=target, name=name, args=args)
+        p.start()
+        self.procs.append(p)
+
+    def wait(self, kind: str, n: int, timeout: float,
+             progress: Callable[[], str] | None = None,
+             done: Callable[[], bool] | None = None) -> list[Any]:
+        return _collect(self.events, self.procs, kind, n, timeout, self.srv, progress, done)
+
+    def check_exits(self) -> None:
+        bad = [f"{p.name} exited {p.exitcode}" for p in self.procs if p.exitcode != 0]
+        if bad:
+            raise RunFailed("; ".join(bad))
 
 
 def _drive(system: str, cfg: LoadConfig, endpoint: str,
-           srv: server.Server) -> tuple[list[WorkerReport], float]:
+           srv: server.Server) -> tuple[list[WorkerReport], float, tuple[float, float]]:
     mod: Any = zqload if system == "zq" else rawload
-    ctx = mp.get_context("spawn")
-    events: Any = ctx.Queue()
-    start = ctx.Event()
-    stop = ctx.Event()
-    counts = ctx.RawArray("q", cfg.consumers)
-    procs: list[Any] = []
 
     def spec(role: str, i: int) -> WorkerSpec:
         lo, hi = cfg.share(i) if role == "producer" else (0, 0)
+        mine = (tuple(subscribed(i, cfg.consumers, cfg.queues, cfg.partition))
+                if role == "consumer" and cfg.partition else ())
         return WorkerSpec(role, i, endpoint, cfg.messages, lo, hi, cfg.batch, cfg.prefetch,
                           cfg.size, cfg.window, cfg.publish_tasks, cfg.window_batches,
-                          cfg.timeout)
+                          cfg.timeout, cfg.queues, mine, cfg.stamp)
 
-    try:
+    with Workers(srv) as w:
+        counts: Any = w.ctx.RawArray("q", cfg.consumers)
         for i in range(cfg.consumers):
-            p = ctx.Process(target=mod.consumer_main, name=f"{system}-consumer-{i}",
-                            args=(spec("consumer", i), counts, stop, events))
-            p.start()
-            procs.append(p)
-        _collect(events, procs, "ready", cfg.consumers, 60.0, srv)
+            w.spawn(mod.consumer_main, f"{system}-consumer-{i}", spec("consumer", i), counts,
+                    w.stop, w.events)
+        w.wait("ready", cfg.consumers, 60.0 + cfg.queues / 1000,
+               lambda: "consumers subscribing")
         for i in range(cfg.producers):
-            p = ctx.Process(target=mod.producer_main, name=f"{system}-producer-{i}",
-                            args=(spec("producer", i), start, events))
-            p.start()
-            procs.append(p)
-        _collect(events, procs, "ready", cfg.producers, 60.0, srv)
+            w.spawn(mod.producer_main, f"{system}-producer-{i}", spec("producer", i), w.start,
+                    w.events)
+        w.wait("ready", cfg.producers, 60.0, lambda: "producers connecting")
+        rss_ready = rss_kib(srv.pid) / 1024
+        sampler = RssSampler(srv.pid)
+        sampler.start()
         cpu0 = srv.cpu()
-        start.set()
+        w.start.set()
 
         def all_received() -> bool:  # then tell the consumers to stop
             if sum(counts) >= cfg.messages:
-                stop.set()
-            return stop.is_set()
+                w.stop.set()
+            return w.stop.is_set()
 
-        reports = _collect(events, procs, "report", len(procs), cfg.timeout, srv,
-                           lambda: f"consumers have {sum(counts):,} of {cfg.messages:,}",
-                           all_received)
-        cpu1 = srv.cpu()
-    finally:
-        stop.set()
-        _reap(procs, events, 10.0)
-    bad = [f"{p.name} exited {p.exitcode}" for p in procs if p.exitcode != 0]
-    if bad:
-        raise RunFailed("; ".join(bad))
-    return reports, cpu1 - cpu0
+        try:
+            reports = w.wait("report", len(w.procs), cfg.timeout,
+                             lambda: f"consumers have {sum(counts):,} of {cfg.messages:,}",
+                             all_received)
+            cpu1 = srv.cpu()
+        finally:
+            rss_peak = sampler.stop()
+    w.check_exits()
+    return reports, cpu1 - cpu0, (rss_ready, rss_peak)
 
 
 def _reap(procs: list[Any], events: Any, within: float) -> None:
@@ -155,8 +202,16 @@ def _collect(events: Any, procs: list[Any], kind: str, n: int, timeout: float,
              done: Callable[[], bool] | None = None) -> list[Any]:
     """Wait for ``n`` events of ``kind`` from the workers; fail fast if one dies.
 
-    ``done`` is polled every few milliseconds until it returns True.
+    ``done`` is polled every few milliseconds until it returns True; ``progress``
+    describes the wait (on the progress line, and in the error if it times out).
     """
+    with contextlib.nullcontext() if progress is None else BAR.source(progress):
+        return _collect_events(events, procs, kind, n, timeout, srv, progress, done)
+
+
+def _collect_events(events: Any, procs: list[Any], kind: str, n: int, timeout: float,
+                    srv: server.Server, progress: Callable[[], str] | None,
+                    done: Callable[[], bool] | None) -> list[Any]:
     deadline = time.monotonic() + timeout
     got: list[Any] = []
     polling = done is not None
@@ -202,7 +257,7 @@ async def _broker_stats(endpoint: str) -> dict[str, Any]:
 
 
 def _result(system: str, cfg: LoadConfig, reports: list[WorkerReport], server_cpu: float,
-            rc: int, stats: dict[str, Any]) -> Result:
+            rc: int, stats: dict[str, Any], rss: tuple[float, float] = (0.0, 0.0)) -> Result:
     producers = [r for r in reports if r.role == "producer"]
     consumers = [r for r in reports if r.role == "consumer"]
     acc = cross = 0
@@ -228,16 +283,21 @@ def _result(system: str, cfg: LoadConfig, reports: list[WorkerReport], server_cp
         problems.append(f"producers saw {confirmed:,} confirmed, expected {cfg.messages:,}")
     if rc != 0:
         problems.append(f"server exited {rc} on SIGTERM, expected 0")
+    stamped = stamps.summarize(consumers, t0) if cfg.stamp else {}
+    if stamped and stamped["queues_served"] != cfg.queues:
+        problems.append(f"{stamped['queues_served']:,} of {cfg.queues:,} queues delivered "
+                        f"anything")
     slim: dict[str, Any] = {}
     if stats:
         c = stats["counters"]
-        q = stats["queues"].get(QUEUE, {})
+        qs = stats["queues"].values()
         slim = {k: c[k] for k in ("frames_in", "frames_out", "published", "delivered",
                                   "deliver_frames", "acked", "redelivered", "errors_sent")}
         slim["avg_deliver_batch"] = round(c["avg_deliver_batch"], 1)
-        slim["ready_left"] = q.get("ready", 0)
+        slim["ready_left"] = sum(q.get("ready", 0) for q in qs)
         slim["store"] = stats.get("store", {})
-        slim["in_flight_left"] = q.get("in_flight", 0)
+        slim["in_flight_left"] = sum(q.get("in_flight", 0) for q in qs)
+        slim["queues"] = len(stats["queues"])
         if c["published"] != cfg.messages or c["acked"] != cfg.messages:
             problems.append(f"broker counted published={c['published']:,} "
                             f"acked={c['acked']:,}, expected {cfg.messages:,}")
@@ -252,4 +312,7 @@ def _result(system: str, cfg: LoadConfig, reports: list[WorkerReport], server_cp
         producer_cpu_s=round(sum(r.cpu_s for r in producers), 3),
         consumer_cpu_s=round(sum(r.cpu_s for r in consumers), 3), server_exit=rc,
         problems=problems,
-        server_stats=slim)
+        server_stats=slim, queues=cfg.queues, server_rss_ready_mib=round(rss[0], 1),
+        server_rss_peak_mib=round(rss[1], 1),
+        subscribe_s=max((r.extra.get("subscribe_s", 0.0) for r in consumers), default=0.0),
+        stamps=stamped)

@@ -77,6 +77,14 @@ class LatencyHistogram:
         out["mean"] = round(float(self.h.get_mean_value()), 1) if self.count else 0.0
         return out
 
+    def spectrum(self, ticks_per_half: int = 5) -> list[tuple[float, int]]:
+        """``(percentile, µs)`` points of the whole distribution, denser towards the tail
+        (HdrHistogram's percentile iteration); empty when nothing was recorded."""
+        if not self.count:
+            return []
+        return [(float(item.percentile_level_iterated_to), int(item.value_iterated_to))
+                for item in self.h.get_percentile_iterator(ticks_per_half)]
+
     def add(self, other: LatencyHistogram) -> None:
         self.h.add(other.h)
 

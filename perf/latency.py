@@ -44,6 +44,7 @@ from perf.hist import (
     make_body,
     read_body,
 )
+from perf.progress import BAR
 from perf.report import machine
 from perf.zqload import _close_when_told
 from zq.broker import run_loop
@@ -128,6 +129,8 @@ class LatencyResult:
     server_exit: int | None
     problems: list[str] = field(default_factory=list)
     server_stats: dict[str, Any] = field(default_factory=dict)
+    # metric -> (percentile, µs) points for --plot; left out of the JSON lines
+    curves: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -267,7 +270,7 @@ def run(system: str, cfg: LatencyConfig, log_dir: Path) -> LatencyResult:
         mod = rawlatency
     else:
         raise ValueError(f"system must be one of {SYSTEMS}")
-    with srv:
+    with srv, BAR.scope(f"latency {system}"):
         endpoint = srv.start()
         reports, server_cpu = _drive(system, mod, cfg, endpoint, srv)
         stats = harness._run_async(harness._broker_stats(endpoint)) if system == "zq" else {}
@@ -364,7 +367,8 @@ def _result(system: str, cfg: LatencyConfig, reports: list[WorkerReport], server
         received=cons.count, duplicates=cons.duplicates, missing=missing, confirmed=prod.count,
         server_cpu_s=round(server_cpu, 3), producer_cpu_s=round(prod.cpu_s, 3),
         consumer_cpu_s=round(cons.cpu_s, 3), server_exit=rc, problems=problems,
-        server_stats=slim)
+        server_stats=slim,
+        curves={"confirm": confirm.spectrum(), "deliver": deliver.spectrum()})
 
 
 # ---------------------------------------------------------------------- report
@@ -418,6 +422,7 @@ def json_lines(cfg: LatencyConfig, results: dict[str, LatencyResult]) -> list[st
     zq_r, base = results.get("zq"), results.get("baseline")
     for r in results.values():
         d = dataclasses.asdict(r)
+        del d["curves"]
         d.update(scenario="latency", ok=r.ok, duration=cfg.duration, prefetch=cfg.prefetch,
                  relay_mode=cfg.relay_mode, relay_io=cfg.relay_io, unit="us", machine=m)
         if r.system == "zq" and zq_r is not None and base is not None:

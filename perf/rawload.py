@@ -4,6 +4,12 @@ The producer keeps at most ``window_batches`` batches unconfirmed, as the zq SDK
 keeps its publish window; a batch is confirmed when its consumer's ack comes
 back through the relay. The consumer checks each body's index exactly as the zq
 consumer does and sends one ack per batch.
+
+With one queue the producer sends ``[M, seq, body...]`` (the relay's round robin);
+with ``queues > 1`` it sends ``[Q, queue, seq, body...]``, batch ``j`` to queue
+``j % queues`` as the zq producer does, and each consumer's hello names the queues
+it takes, so the relay routes by queue name as the broker does. With ``stamp`` each
+body is made when it is sent and carries that time (see :mod:`perf.hist`).
 """
 
 from __future__ import annotations
@@ -22,9 +28,13 @@ from perf.common import (
     WorkerSpec,
     cpu_seconds,
     make_bodies,
+    queue_names,
+    queue_of,
     run_worker,
 )
-from perf.relay import ACK, HELLO, MSG, WELCOME
+from perf.hist import HEAD
+from perf.relay import ACK, HELLO, MSG, QMSG, WELCOME
+from perf.stamps import StampLog
 
 _POLL_MS = 5
 
@@ -53,11 +63,32 @@ def producer_main(spec: WorkerSpec, start: Event, events: Events[Any]) -> None:
 
 def _produce(spec: WorkerSpec, sock: zmq.Socket[bytes], start: Event,
              events: Events[Any]) -> WorkerReport:
-    bodies = make_bodies(spec.lo, spec.hi, spec.size)
     b = spec.batch
-    batches = [bodies[i:i + b] for i in range(0, len(bodies), b)]
-    seqs = [i.to_bytes(4, "big") for i in range(len(batches))]
-    nb = len(batches)
+    firsts = range(spec.lo, spec.hi, b)
+    nb = len(firsts)
+    seqs = [i.to_bytes(4, "big") for i in range(nb)]
+    if spec.queues == 1:
+        heads = [[MSG, seq] for seq in seqs]
+    else:
+        names = [q.encode() for q in queue_names(spec.queues)]
+        heads = [[QMSG, names[queue_of(lo, b, spec.queues)], seq]
+                 for lo, seq in zip(firsts, seqs, strict=True)]
+    if spec.stamp:
+        pad = b"x" * (spec.size - HEAD.size)
+        pack = HEAD.pack
+        now = time.monotonic
+
+        def batch(k: int) -> list[bytes]:
+            lo = firsts[k]
+            t = now()
+            return [*heads[k], *[pack(i, t) + pad for i in range(lo, min(lo + b, spec.hi))]]
+    else:
+        bodies = make_bodies(spec.lo, spec.hi, spec.size)
+        msgs = [[*heads[k], *bodies[k * b:(k + 1) * b]] for k in range(nb)]
+        del bodies
+
+        def batch(k: int) -> list[bytes]:
+            return msgs[k]
     window = spec.window_batches
     send = sock.send_multipart
     recv = sock.recv_multipart
@@ -70,7 +101,7 @@ def _produce(spec: WorkerSpec, sock: zmq.Socket[bytes], start: Event,
     sent = confirmed = 0
     while confirmed < nb:
         while sent < nb and sent - confirmed < window:
-            send([MSG, seqs[sent], *batches[sent]], copy=False)
+            send(batch(sent), copy=False)
             sent += 1
         if not sock.poll(1000, zmq.POLLIN):
             if time.monotonic() > deadline:
@@ -84,7 +115,7 @@ def _produce(spec: WorkerSpec, sock: zmq.Socket[bytes], start: Event,
             confirmed += 1
     t1 = time.monotonic()
     cpu1 = cpu_seconds()
-    return WorkerReport(spec.role, spec.index, count=len(bodies), t_first=t0, t_last=t1,
+    return WorkerReport(spec.role, spec.index, count=spec.hi - spec.lo, t_first=t0, t_last=t1,
                         cpu_s=cpu1 - cpu0)
 
 
@@ -102,9 +133,18 @@ def consumer_main(spec: WorkerSpec, counts: Counts, stop: Event, events: Events[
 
 def _consume(spec: WorkerSpec, sock: zmq.Socket[bytes], counts: Counts, stop: Event,
              events: Events[Any]) -> WorkerReport:
-    sock.send_multipart([HELLO])
+    t_sub = time.monotonic()
+    if spec.queues == 1:
+        sock.send_multipart([HELLO])
+    else:
+        names = queue_names(spec.queues)
+        mine = spec.subscribe or range(spec.queues)
+        sock.send_multipart([HELLO, *(names[k].encode() for k in mine)])
     if not sock.poll(int(spec.timeout * 1000), zmq.POLLIN) or sock.recv_multipart() != [WELCOME]:
         raise TimeoutError("the relay did not welcome this consumer")
+    subscribe_s = time.monotonic() - t_sub
+    if spec.stamp:
+        return _consume_stamped(spec, sock, counts, stop, events, subscribe_s)
     total = spec.messages
     seen = bytearray(total)
     unpack = INDEX.unpack_from
@@ -123,16 +163,49 @@ def _consume(spec: WorkerSpec, sock: zmq.Socket[bytes], counts: Counts, stop: Ev
                 msg = recv(zmq.NOBLOCK)  # [producer, b"M", seq, body, ...]
             except zmq.Again:
                 break
-            for body in msg[3:]:
+            at = 3 if msg[1] == MSG else 4  # [producer, b"Q", queue, seq, body, ...]
+            for body in msg[at:]:
                 i = unpack(body)[0]
                 if seen[i]:
                     dup += 1
                 else:
                     seen[i] = 1
-            send([ACK, msg[0], msg[2]], copy=False)
-            n += len(msg) - 3
+            send([ACK, msg[0], msg[at - 1]], copy=False)
+            n += len(msg) - at
             t_last = time.monotonic()
         counts[me] = n
     cpu1 = cpu_seconds()
     return WorkerReport(spec.role, me, count=n, duplicates=dup, t_last=t_last,
-                        cpu_s=cpu1 - cpu0, seen=bytes(seen))
+                        cpu_s=cpu1 - cpu0, seen=bytes(seen), extra={"subscribe_s": subscribe_s})
+
+
+def _consume_stamped(spec: WorkerSpec, sock: zmq.Socket[bytes], counts: Counts, stop: Event,
+                     events: Events[Any], subscribe_s: float) -> WorkerReport:
+    """The same loop for stamped bodies: latency and each queue's first delivery too."""
+    log = StampLog(spec.messages)
+    received = log.received
+    send = sock.send_multipart
+    recv = sock.recv_multipart
+    names = {q.encode(): k for k, q in enumerate(queue_names(spec.queues))}
+    me = spec.index
+    cpu0 = cpu_seconds()
+    events.put(("ready", spec.role, me))
+    while sum(counts) < spec.messages and not stop.is_set():
+        if not sock.poll(_POLL_MS, zmq.POLLIN):
+            continue
+        while True:
+            try:
+                msg = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            now = time.monotonic()
+            if msg[1] == MSG:
+                at, q = 3, 0
+            else:
+                at, q = 4, names[msg[2]]
+            for body in msg[at:]:
+                received(q, body, now)
+            send([ACK, msg[0], msg[at - 1]], copy=False)
+        counts[me] = log.count
+    cpu1 = cpu_seconds()
+    return log.report(spec, cpu1 - cpu0, subscribe_s)

@@ -2,10 +2,19 @@
 
 Frames (after the ROUTER's identity part)::
 
-    consumer -> relay   [b"H"]                         hello; answered [b"W"]
+    consumer -> relay   [b"H"]                         hello, any queue; answered [b"W"]
+    consumer -> relay   [b"H", queue, ...]             hello for these queues only; [b"W"]
     producer -> relay   [b"M", seq, body, ...]         forwarded as [producer, b"M", seq, body...]
-                                                       to the next consumer, round robin
+                                                       to the next any-queue consumer, round robin
+    producer -> relay   [b"Q", queue, seq, body, ...]  forwarded as [producer, b"Q", queue, seq,
+                                                       body...] to the next consumer of that
+                                                       queue (else of any queue), round robin
     consumer -> relay   [b"A", producer, seq]          forwarded to the producer as [b"A", seq]
+    anyone   -> relay   [b"P"]                         answered [b"P"] (a connection check)
+
+``M`` is the one-queue form every baseline used first; ``Q`` costs one more part and
+a dict lookup per message, as a queue name costs the broker (``throughput --queues``,
+``queues``). The relay routes by name and keeps nothing else per queue.
 
 Two loops, both draining the socket with NOBLOCK: ``poll`` (a plain blocking
 ``zmq_poll`` loop) and ``asyncio`` (a uvloop reader callback, as the broker
@@ -32,6 +41,7 @@ from zq.transport import fd, readable
 
 READY = "RELAY READY "
 HELLO, WELCOME, MSG, ACK = b"H", b"W", b"M", b"A"
+QMSG, PING = b"Q", b"P"
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's Flag arithmetic costs ~1 us per part
 _MORE = int(zmq.SNDMORE) | _NOBLOCK
 
@@ -40,8 +50,9 @@ class Relay:
     def __init__(self, sock: zmq.Socket[bytes], io: str = "multipart") -> None:
         self.sock = sock
         self.drain = self.drain_multipart if io == "multipart" else self.drain_parts
-        self.consumers: list[bytes] = []
-        self.parked: list[list[bytes]] = []  # messages that arrived before any consumer
+        self.consumers: list[bytes] = []  # consumers of any queue
+        self.routes: dict[bytes, list[bytes]] = {}  # queue -> its consumers
+        self.parked: list[list[bytes]] = []  # messages that arrived before their consumer
         self.turn = 0
         self.stopping = False
 
@@ -65,8 +76,16 @@ class Relay:
                     self.parked.append(msg)
             elif kind == ACK:  # [consumer, b"A", producer, seq]
                 send([msg[2], ACK, msg[3]], copy=False)
+            elif kind == QMSG:  # [producer, b"Q", queue, seq, body...]
+                to = self._route(msg[2])
+                if to is None:
+                    self.parked.append(msg)
+                else:
+                    send([to, *msg], copy=False)
             elif kind == HELLO:
-                self._hello(msg[0], send)
+                self._hello(msg[0], msg[2:], send)
+            elif kind == PING:
+                send([msg[0], PING])
 
     def drain_parts(self) -> None:
         """Forward every message waiting on the socket, one recv/send call per part."""
@@ -97,15 +116,43 @@ class Relay:
                 send(msg[2], _MORE)
                 send(ACK, _MORE)
                 send(msg[3], _NOBLOCK)
+            elif kind == QMSG:
+                to = self._route(msg[2])
+                if to is None:
+                    self.parked.append(msg)
+                else:
+                    send(to, _MORE)
+                    for part in msg[:-1]:
+                        send(part, _MORE)
+                    send(msg[-1], _NOBLOCK)
             elif kind == HELLO:
-                self._hello(msg[0], sock.send_multipart)
+                self._hello(msg[0], msg[2:], sock.send_multipart)
+            elif kind == PING:
+                sock.send_multipart([msg[0], PING])
 
-    def _hello(self, consumer: bytes, send: Callable[..., Any]) -> None:
-        self.consumers.append(consumer)
+    def _route(self, queue: bytes) -> bytes | None:
+        """The next consumer for a message to ``queue`` (round robin), None if it has none."""
+        cs = self.routes.get(queue) or self.consumers
+        if not cs:
+            return None
+        self.turn += 1
+        return cs[self.turn % len(cs)]
+
+    def _hello(self, consumer: bytes, queues: list[bytes], send: Callable[..., Any]) -> None:
+        if queues:
+            for q in queues:
+                self.routes.setdefault(q, []).append(consumer)
+        else:
+            self.consumers.append(consumer)
         send([consumer, WELCOME])
         parked, self.parked = self.parked, []
         for m in parked:
-            send([consumer, *m])
+            to = self._route(m[2]) if m[1] == QMSG else (
+                self.consumers[0] if self.consumers else None)
+            if to is None:
+                self.parked.append(m)
+            else:
+                send([to, *m])
 
 
 def serve(bind: str, mode: str, io: str = "multipart") -> int:

@@ -28,14 +28,15 @@ def header(cfg: LoadConfig) -> str:
 
 
 _COLS = ("round", "system", "msg/s", "elapsed", "server CPU", "server us/msg",
-         "client CPU", "delivery")
+         "client CPU", "server RSS", "delivery")
 
 
 def _row(rnd: int, r: Result) -> list[str]:
     per_msg = r.server_cpu_s / r.messages * 1e6
     delivery = "exactly once" if r.ok else "FAILED: " + "; ".join(r.problems)
     return [str(rnd), r.system, f"{r.msg_per_s:,.0f}", f"{r.elapsed_s:.3f} s",
-            f"{r.server_cpu_s:.2f} s", f"{per_msg:.1f}", f"{r.client_cpu_s:.2f} s", delivery]
+            f"{r.server_cpu_s:.2f} s", f"{per_msg:.1f}", f"{r.client_cpu_s:.2f} s",
+            f"{r.server_rss_peak_mib:.1f} MiB", delivery]
 
 
 def table(rounds: list[dict[str, Result]]) -> str:
@@ -47,9 +48,9 @@ def table(rounds: list[dict[str, Result]]) -> str:
         ratio = _ratio(res)
         if ratio is not None:
             ratios.append(ratio)
-            rows.append([str(i), "zq/baseline", f"{ratio:.1%}", "", "", "", "", ""])
+            rows.append([str(i), "zq/baseline", f"{ratio:.1%}", "", "", "", "", "", ""])
     widths = [max(len(row[c]) for row in rows) for c in range(len(_COLS))]
-    right = {2, 3, 4, 5, 6}
+    right = {2, 3, 4, 5, 6, 7}
     lines = []
     for row in rows:
         cells = [cell.rjust(w) if c in right else cell.ljust(w)

@@ -5,6 +5,14 @@ enough concurrent tasks to keep the SDK's publish window full; with
 ``batch == 1`` each task awaits one ``publish()`` per message, so the SDK's
 per-turn coalescing is what is measured. Consumers iterate under ``prefetch``
 credit and ack every message.
+
+With ``queues > 1`` batch ``j`` (message ``j`` when ``batch == 1``) goes to queue
+``j % queues``; a consumer opens one ``client.consume(queue, prefetch=prefetch)``
+per queue it takes (the SDK allows one consumer per queue per client) and drains
+each from its own task. Before it reports ready it asks the broker for its stats:
+the broker handles a session's frames in order, so the answer means every CREDIT
+(subscription) was processed. With ``stamp`` bodies are made when published and
+carry that time (:mod:`perf.stamps`).
 """
 
 from __future__ import annotations
@@ -17,15 +25,18 @@ from typing import Any
 import zq
 from perf.common import (
     INDEX,
-    QUEUE,
     Counts,
     Events,
     WorkerReport,
     WorkerSpec,
     cpu_seconds,
     make_bodies,
+    queue_names,
+    queue_of,
     run_worker,
 )
+from perf.hist import HEAD
+from perf.stamps import StampLog
 from zq.broker import run_loop
 
 
@@ -50,9 +61,22 @@ def consumer_main(spec: WorkerSpec, counts: Counts, stop: Event,
 
 async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
                    out: list[WorkerReport]) -> None:
-    bodies = make_bodies(spec.lo, spec.hi, spec.size)
     b = spec.batch
-    batches = [bodies[i:i + b] for i in range(0, len(bodies), b)]
+    names = queue_names(spec.queues)
+    firsts = range(spec.lo, spec.hi, b)
+    # (queue, first index, bodies or None when stamped at publish time)
+    if spec.stamp:
+        work_items: list[tuple[str, int, list[bytes] | None]] = [
+            (names[queue_of(lo, b, spec.queues)], lo, None) for lo in firsts]
+    else:
+        bodies = make_bodies(spec.lo, spec.hi, spec.size)
+        work_items = [(names[queue_of(lo, b, spec.queues)], lo,
+                       bodies[lo - spec.lo:lo - spec.lo + b]) for lo in firsts]
+        del bodies
+    pad = b"x" * (spec.size - HEAD.size)
+    pack = HEAD.pack
+    now = time.monotonic
+    hi = spec.hi
     confirmed = 0
     async with zq.Client(spec.endpoint, name=f"perf-producer-{spec.index}",
                          publish_window=spec.window) as client:
@@ -60,21 +84,37 @@ async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
         if not await asyncio.to_thread(start.wait, spec.timeout):
             raise TimeoutError("no start signal")
 
+        async def plain(it: Any) -> None:  # one queue, bodies made before the run
+            nonlocal confirmed
+            queue = names[0]
+            for body in it:
+                await client.publish(queue, body)
+                confirmed += 1
+
         async def one_by_one(it: Any) -> None:
             nonlocal confirmed
-            for body in it:
-                await client.publish(QUEUE, body)
+            for queue, i, chunk in it:
+                body = chunk[0] if chunk is not None else pack(i, now()) + pad
+                await client.publish(queue, body)
                 confirmed += 1
 
         async def in_batches(it: Any) -> None:
             nonlocal confirmed
-            for chunk in it:
-                ids = await client.publish_many(QUEUE, chunk)  # not inline: += reads first
+            for queue, lo, chunk in it:
+                if chunk is None:
+                    t = now()
+                    chunk = [pack(i, t) + pad for i in range(lo, min(lo + b, hi))]
+                ids = await client.publish_many(queue, chunk)  # not inline: += reads first
                 confirmed += len(ids)
 
         cpu0 = cpu_seconds()
         t0 = time.monotonic()
-        work, it = (one_by_one, iter(bodies)) if b == 1 else (in_batches, iter(batches))
+        if b > 1:
+            work, it = in_batches, iter(work_items)
+        elif spec.queues == 1 and not spec.stamp:
+            work, it = plain, iter([chunk[0] for _, _, chunk in work_items if chunk])
+        else:
+            work, it = one_by_one, iter(work_items)
         async with asyncio.TaskGroup() as tg:
             for _ in range(spec.tasks):
                 tg.create_task(work(it))
@@ -86,34 +126,123 @@ async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
 
 async def _consume(spec: WorkerSpec, counts: Counts, stop: Event,
                    events: Events[Any], out: list[WorkerReport]) -> None:
-    total = spec.messages
-    seen = bytearray(total)
+    names = queue_names(spec.queues)
+    mine = list(spec.subscribe or range(spec.queues))
+    me = spec.index
+    async with zq.Client(spec.endpoint, name=f"perf-consumer-{me}") as client:
+        t_sub = time.monotonic()
+        consumers = [client.consume(names[k], prefetch=spec.prefetch) for k in mine]
+        try:
+            for c in consumers:
+                await c.__aenter__()
+            await client.stats()  # a barrier: every CREDIT before it has been handled
+            subscribe_s = time.monotonic() - t_sub
+            if spec.stamp:
+                await _drain_stamped(spec, client, consumers, mine, counts, stop, events, out,
+                                     subscribe_s)
+            elif len(consumers) == 1:
+                await _drain_one(spec, consumers[0], counts, stop, events, out, subscribe_s)
+            else:
+                await _drain_many(spec, consumers, counts, stop, events, out, subscribe_s)
+        finally:
+            for c in consumers:
+                await c.close()
+
+
+async def _drain_one(spec: WorkerSpec, consumer: zq.Consumer, counts: Counts, stop: Event,
+                     events: Events[Any], out: list[WorkerReport], subscribe_s: float) -> None:
+    """One queue: one loop, no task per queue."""
+    seen = bytearray(spec.messages)
     unpack = INDEX.unpack_from
     me = spec.index
     n = dup = 0
     t_last = 0.0
-    async with zq.Client(spec.endpoint, name=f"perf-consumer-{me}") as client, \
-            client.consume(QUEUE, prefetch=spec.prefetch) as consumer:
-        cpu0 = cpu_seconds()
-        events.put(("ready", spec.role, me))
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(_close_when_told(consumer, stop))
-            async for msg in consumer:
-                i = unpack(msg.body)[0]
-                if seen[i]:
-                    dup += 1
-                else:
-                    seen[i] = 1
-                await msg.ack()
-                n += 1
-                counts[me] = n
-                t_last = time.monotonic()
-        cpu1 = cpu_seconds()
+    cpu0 = cpu_seconds()
+    events.put(("ready", spec.role, me))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_close_when_told(consumer, stop))
+        async for msg in consumer:
+            i = unpack(msg.body)[0]
+            if seen[i]:
+                dup += 1
+            else:
+                seen[i] = 1
+            await msg.ack()
+            n += 1
+            counts[me] = n
+            t_last = time.monotonic()
+    cpu1 = cpu_seconds()
     out.append(WorkerReport(spec.role, me, count=n, duplicates=dup, t_last=t_last,
-                            cpu_s=cpu1 - cpu0, seen=bytes(seen)))
+                            cpu_s=cpu1 - cpu0, seen=bytes(seen),
+                            extra={"subscribe_s": subscribe_s}))
+
+
+async def _drain_many(spec: WorkerSpec, consumers: list[zq.Consumer], counts: Counts,
+                      stop: Event, events: Events[Any], out: list[WorkerReport],
+                      subscribe_s: float) -> None:
+    """Many queues: one task per consumer, one shared record."""
+    seen = bytearray(spec.messages)
+    unpack = INDEX.unpack_from
+    me = spec.index
+    n = dup = 0
+    t_last = 0.0
+
+    async def drain(consumer: zq.Consumer) -> None:
+        nonlocal n, dup, t_last
+        async for msg in consumer:
+            i = unpack(msg.body)[0]
+            if seen[i]:
+                dup += 1
+            else:
+                seen[i] = 1
+            await msg.ack()
+            n += 1
+            counts[me] = n
+            t_last = time.monotonic()
+
+    cpu0 = cpu_seconds()
+    events.put(("ready", spec.role, me))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_close_all_when_told(consumers, stop))
+        for c in consumers:
+            tg.create_task(drain(c))
+    cpu1 = cpu_seconds()
+    out.append(WorkerReport(spec.role, me, count=n, duplicates=dup, t_last=t_last,
+                            cpu_s=cpu1 - cpu0, seen=bytes(seen),
+                            extra={"subscribe_s": subscribe_s}))
+
+
+async def _drain_stamped(spec: WorkerSpec, client: zq.Client, consumers: list[zq.Consumer],
+                         mine: list[int], counts: Counts, stop: Event, events: Events[Any],
+                         out: list[WorkerReport], subscribe_s: float) -> None:
+    """Stamped bodies: publish->deliver of every message and each queue's first delivery."""
+    log = StampLog(spec.messages)
+    received = log.received
+    me = spec.index
+
+    async def drain(consumer: zq.Consumer, q: int) -> None:
+        async for msg in consumer:
+            received(q, msg.body, time.monotonic())
+            await msg.ack()
+            counts[me] = log.count
+
+    cpu0 = cpu_seconds()
+    events.put(("ready", spec.role, me))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_close_all_when_told(consumers, stop))
+        for c, q in zip(consumers, mine, strict=True):
+            tg.create_task(drain(c, q))
+    cpu1 = cpu_seconds()
+    out.append(log.report(spec, cpu1 - cpu0, subscribe_s))
 
 
 async def _close_when_told(consumer: zq.Consumer, stop: Event) -> None:
     """End the iteration once the harness sees every message received (or gives up)."""
     await asyncio.to_thread(stop.wait)
     await consumer.close()
+
+
+async def _close_all_when_told(consumers: list[zq.Consumer], stop: Event) -> None:
+    await asyncio.to_thread(stop.wait)
+    for c in consumers:
+        await c.close()

@@ -1,5 +1,6 @@
-"""`python -m perf throughput`, `latency` and `backlog` run end to end at a tiny size:
-a real broker, real worker processes.
+"""Every `python -m perf` scenario runs end to end at a tiny size: a real broker, real
+worker processes (throughput, with one queue and with several; latency; backlog;
+recovery; fanin; queues; idle; and the suite at its CI size).
 
 No speed assertions: only that both systems ran, delivered every message exactly
 once, and that the output shows zq's figures, the baseline's and the ratio.
@@ -11,9 +12,18 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.procs import ROOT
+
+
+def _perf(*args: str, timeout: float = 60) -> str:
+    proc = subprocess.run([sys.executable, "-m", "perf", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "\r" not in proc.stderr  # no progress line when stderr is not a terminal
+    return proc.stdout
 
 
 def test_perf_throughput_quick_reports_zq_and_baseline() -> None:
@@ -40,12 +50,20 @@ def _json_lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def test_perf_latency_tiny_reports_percentiles_for_zq_and_baseline() -> None:
+def test_perf_latency_tiny_reports_percentiles_for_zq_and_baseline(tmp_path: Path) -> None:
+    plot = tmp_path / "latency.png"
     proc = subprocess.run(
         [sys.executable, "-m", "perf", "latency", "--rate", "2000", "--duration", "0.5",
-         "--storage", "sqlite", "--json"],
+         "--storage", "sqlite", "--json", "--plot", str(plot)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # not a dependency: the plot is skipped, with a message
+        assert "matplotlib is not installed" in proc.stderr
+        assert not plot.exists()
+    else:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = proc.stdout
     for system in ("zq", "baseline", "zq/baseline"):
         for metric in ("publish→confirm", "publish→deliver"):
@@ -89,3 +107,102 @@ def test_perf_backlog_tiny_pages_restarts_and_drains() -> None:
     for key in ("ready_empty_s", "ready_after_sigterm_s", "ready_after_sigkill_s",
                 "publish_per_s", "drain_per_s", "rss_publish_peak_mib", "rss_drain_peak_mib"):
         assert r[key] > 0, key
+
+
+def test_perf_throughput_over_several_queues() -> None:
+    out = _perf("throughput", "--messages", "3000", "--queues", "7", "--consumers", "2",
+                "--json")
+    assert "7 queues" in out
+    results = {r["system"]: r for r in _json_lines(out)}
+    assert set(results) == {"zq", "baseline"}
+    for r in results.values():
+        assert r["ok"], r["problems"]
+        assert r["queues"] == 7
+        assert r["messages"] == r["received"] == r["confirmed"] == 3000
+        assert r["server_rss_peak_mib"] > 0
+    assert results["zq"]["server_stats"]["queues"] == 7  # the broker saw seven queues
+    assert results["zq"]["server_stats"]["ready_left"] == 0
+
+
+def test_perf_recovery_tiny_restarts_with_the_backlog() -> None:
+    out = _perf("recovery", "--messages", "2000", "--rounds", "2", "--json")
+    for phase in ("empty store", r"after SIGKILL \(2x\)", r"after SIGTERM \(2x\)"):
+        assert re.search(rf"^{phase}\s+[\d.]+ s", out, re.M), out
+    [r] = _json_lines(out)
+    assert r["scenario"] == "recovery"
+    assert r["ok"], r["problems"]
+    assert r["backlog_reported"] == [2000] * 5  # after publishing and after each restart
+    assert len(r["ready_after_sigkill_s"]) == len(r["ready_after_sigterm_s"]) == 2
+    assert all(t > 0 for t in r["ready_after_sigkill_s"] + r["ready_after_sigterm_s"])
+    assert r["ready_empty_s"] > 0
+    assert r["server_exit"] == 0
+
+
+def test_perf_fanin_tiny_many_producers_both_systems() -> None:
+    out = _perf("fanin", "--clients", "30", "--processes", "2", "--per-client", "4", "--json")
+    assert re.search(r"^zq/baseline\s+[\d.]+%", out, re.M), out
+    results = {r["system"]: r for r in _json_lines(out)}
+    assert set(results) == {"zq", "baseline"}
+    for r in results.values():
+        assert r["scenario"] == "fanin"
+        assert r["ok"], (r["problems"], r["load"]["problems"])
+        assert r["load"]["messages"] == r["load"]["received"] == 120
+        assert r["load"]["missing"] == r["load"]["duplicates"] == 0
+        assert 0 < r["connect_median_s"] <= r["connect_all_s"]
+        assert r["server_rss_connected_mib"] > 0
+    assert results["zq"]["sessions"] == 30
+    assert results["zq"]["ratio_to_baseline"] > 0
+
+
+def test_perf_queues_tiny_first_delivery_on_every_queue() -> None:
+    out = _perf("queues", "--queues", "60", "--per-queue", "3", "--producers", "1",
+                "--consumers", "2", "--json")
+    results = {r["system"]: r for r in _json_lines(out)}
+    assert set(results) == {"zq", "baseline"}
+    for r in results.values():
+        assert r["scenario"] == "queues"
+        assert r["ok"], r["problems"]
+        assert r["messages"] == r["received"] == 180
+        s = r["stamps"]
+        assert s["queues_served"] == 60
+        assert 0 < s["first_delivery_s"] <= s["all_queues_served_s"]
+        assert s["deliver"]["count"] == 180
+        assert s["queue_first"]["count"] == 60
+    assert results["zq"]["server_stats"]["queues"] == 60
+
+
+def test_perf_idle_reports_rss_and_start_time() -> None:
+    out = _perf("idle", "--repeat", "1", "--settle", "0.1", "--json")
+    results = {r["storage"]: r for r in _json_lines(out)}
+    assert set(results) == {"memory", "sqlite"}
+    for r in results.values():
+        assert r["scenario"] == "idle"
+        assert r["ok"], r["problems"]
+        assert r["exits"] == [0]
+        assert r["ready_median_s"] > 0
+        assert r["rss_median_mib"] > 0
+
+
+def test_perf_suite_tiny_runs_every_step_and_summarizes() -> None:
+    out = _perf("suite", "--tiny", "--json", timeout=120)
+    lines = _json_lines(out)
+    figures = [r for r in lines if r["scenario"] == "suite" and "figure" in r]
+    [end] = [r for r in lines if r["scenario"] == "suite" and "wall_s" in r]
+    assert end["ok"]
+    assert end["figures"] == len(figures)
+    steps = {f["step"] for f in figures}
+    assert steps == {"memory", "durable", "one-message", "throughput-q10", "latency-memory",
+                     "latency-durable", "latency-10k", "backlog", "recovery", "fanin",
+                     "queues", "idle"}
+    for f in figures:
+        assert f["ok"], f
+        assert f["zq"] is not None, f
+        assert f["zq"] >= 0, f
+    with_target = [f for f in figures if f["target"]]
+    assert len(with_target) >= 11  # the issue's targets and the backlog's
+    assert all(isinstance(f["met"], bool) for f in with_target)
+    assert {r["scenario"] for r in lines} >= {"throughput", "latency", "backlog", "recovery",
+                                               "fanin", "queues", "idle", "suite"}
+    assert re.search(r"^summary \(tiny; wall time [\d.]+ s\)$", out, re.M), out
+    assert re.search(r"^in-memory throughput, batches of 100, prefetch 1,000\s+[\d,]+ msg/s",
+                     out, re.M), out
