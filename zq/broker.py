@@ -68,6 +68,9 @@ class Broker:
             sock.setsockopt(zmq.SNDHWM, cfg.send_hwm)
             sock.setsockopt(zmq.RCVHWM, cfg.send_hwm)
             sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame)
+            # With libzmq's default of 100, a burst of connecting clients (1,000 at
+            # once in the fan-in benchmark) has some of them retry a second later.
+            sock.setsockopt(zmq.BACKLOG, cfg.listen_backlog)
             sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()

@@ -40,6 +40,7 @@ class BrokerConfig:
     max_publish_batch: int = 10_000  # bodies per PUBLISH frame
     dispatch: str = "round-robin"
     send_hwm: int = 100_000  # queued outgoing messages per peer before sends fail
+    listen_backlog: int = 1024  # pending TCP connections (libzmq's default 100 drops bursts)
     drain_max: int = 2000  # frames read per loop pass before committing and dispatching
     shutdown_grace: float = 3.0  # seconds to finish in-flight frames on SIGTERM
 
@@ -59,6 +60,7 @@ class BrokerConfig:
         if not 1 <= self.liveness <= 100:
             raise ValueError("liveness must be between 1 and 100")
         for name in ("max_batch", "max_credit", "max_publish_batch", "send_hwm", "drain_max",
+                     "listen_backlog",
                      "window", "window_bytes", "commit_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
