@@ -12,6 +12,15 @@ from zq.persistence.base import WriteBatch
 from zq.persistence.sqlite import DB_NAME, SqliteStore
 
 
+@pytest.fixture(autouse=True, params=["one hop", "per statement"])
+def commit_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with both ways of committing (see SqliteStore.one_hop)."""
+    if request.param == "per statement":
+        monkeypatch.setattr(SqliteStore, "one_hop", False)
+    else:
+        assert SqliteStore.one_hop  # the aiosqlite in use has the one-hop path
+
+
 def inserts(first: int, n: int, queue: str = "q", size: int = 10) -> WriteBatch:
     ids = range(first, first + n)
     return WriteBatch(inserts=[(first, queue, [{"i": i} if i % 2 else None for i in ids],

@@ -61,6 +61,7 @@ _INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body) "
            "VALUES (?, ?, 0, 0.0, ?, ?)")
 _UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id BETWEEN ? AND ?"
 _DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
+_NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
 _PAGE = ("SELECT id, attempts, ready_at, headers, body FROM messages "
          "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
 
@@ -102,6 +103,26 @@ def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int]]:
     return rows
 
 
+def _write(db: aiosqlite.Connection, new_queues: list[tuple[int, str]], batch: WriteBatch,
+           qids: dict[str, int]) -> None:
+    """One transaction, run on aiosqlite's thread (Python's sqlite3 begins it implicitly)."""
+    conn = db._conn
+    try:
+        if new_queues:
+            conn.executemany(_NEW_QUEUE, new_queues)
+        if batch.inserts:
+            conn.executemany(_INSERT, insert_rows(batch.inserts, qids))
+        if batch.updates:
+            conn.executemany(_UPDATE, update_runs(batch.updates))
+        if batch.deletes:
+            conn.executemany(_DELETE, id_runs(batch.deletes))
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+        raise
+
+
 def insert_rows(inserts: Iterable[Insert], qids: dict[str, int]
                 ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
     """Rows for ``_INSERT``, one per message, expanded from per-frame entries."""
@@ -127,6 +148,7 @@ class SqliteStore:
     """Messages in ``<data>/zq.db``; ``<data>/zq.lock`` keeps a second broker out."""
 
     durable = True
+    one_hop = hasattr(aiosqlite.Connection, "_execute")
 
     def __init__(self, data_dir: str | Path, *, fsync: str = "full", max_bytes: int = 0,
                  checkpoint_interval: float = 30.0, wal_limit: int = 64 * 1024 * 1024) -> None:
@@ -236,15 +258,15 @@ class SqliteStore:
         db = self.db
         new_queues = self._assign_qids(batch.inserts)
         try:
-            if new_queues:
-                await db.executemany("INSERT INTO queues (qid, name) VALUES (?, ?)", new_queues)
-            if batch.inserts:
-                await db.executemany(_INSERT, insert_rows(batch.inserts, self._qids))
-            if batch.updates:
-                await db.executemany(_UPDATE, update_runs(batch.updates))
-            if batch.deletes:
-                await db.executemany(_DELETE, id_runs(batch.deletes))
-            await db.commit()
+            if self.one_hop:
+                # The whole transaction in one call on aiosqlite's thread: one thread
+                # hop instead of one per statement. aiosqlite has no public API for
+                # it, so this uses its ``_execute``; ``one_hop`` is False (and the
+                # statements go one call each) if that ever disappears.
+                await db._execute(  # type: ignore[no-untyped-call]
+                    _write, db, new_queues, batch, self._qids)
+            else:
+                await self._commit_per_statement(db, new_queues, batch)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.rollback()
@@ -256,6 +278,19 @@ class SqliteStore:
         self.commits += 1
         self.messages_written += sum(len(e[3]) for e in batch.inserts)
         self._dirty_since_checkpoint = True
+
+    async def _commit_per_statement(self, db: aiosqlite.Connection,
+                                    new_queues: list[tuple[int, str]],
+                                    batch: WriteBatch) -> None:
+        if new_queues:
+            await db.executemany(_NEW_QUEUE, new_queues)
+        if batch.inserts:
+            await db.executemany(_INSERT, insert_rows(batch.inserts, self._qids))
+        if batch.updates:
+            await db.executemany(_UPDATE, update_runs(batch.updates))
+        if batch.deletes:
+            await db.executemany(_DELETE, id_runs(batch.deletes))
+        await db.commit()
 
     def _assign_qids(self, inserts: Iterable[Insert]) -> list[tuple[int, str]]:
         """Number the queues this batch creates (rows for the ``queues`` table)."""
