@@ -22,8 +22,8 @@ import zmq
 
 from zq.config import BrokerConfig
 from zq.core import BrokerCore, Commit
-from zq.errors import ZqError
-from zq.persistence import make_store
+from zq.errors import StorageError, ZqError
+from zq.persistence import WriteBatch, make_store
 from zq.policies.dispatch import make_dispatch
 from zq.transport import fd, readable, recv_parts, send_parts
 
@@ -154,14 +154,14 @@ class Broker:
         try:
             if c.batch:
                 try:
-                    await self.store.commit(c.batch)
+                    await self._store_commit(c.batch)
                 except ZqError as exc:
                     self._storage_failed(exc)
                     core.commit_failed(exc, c.pending)  # refused, none confirmed
                     rest = c.batch.without_inserts()
                     if rest and c.batch.inserts:
                         try:
-                            await self.store.commit(rest)
+                            await self._store_commit(rest)
                         except ZqError:
                             core.restage(rest)
                     else:
@@ -184,6 +184,17 @@ class Broker:
         finally:
             self._committing = None
             self._wake.set()
+
+    async def _store_commit(self, batch: WriteBatch) -> None:
+        """``store.commit``, with anything unexpected turned into STORAGE_ERROR, so that
+        a store bug still answers every publish of the batch instead of leaving it hanging."""
+        try:
+            await self.store.commit(batch)
+        except (ZqError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("store commit raised")
+            raise StorageError(f"unexpected store failure: {exc!r}") from None
 
     def _storage_failed(self, exc: ZqError) -> None:
         if self._storage_error is None or self._storage_error.name != exc.name:
