@@ -33,7 +33,7 @@ from typing import Any
 import zq
 from perf import server
 from perf.common import INDEX, QUEUE, MiB, rss_kib, sampling
-from perf.report import machine
+from perf.report import machine, scenario_header
 from zq.broker import run_loop
 
 DEFAULT_MESSAGES = 1_000_000
@@ -323,10 +323,7 @@ def run(cfg: BacklogConfig, work_dir: Path, say: Any = print) -> BacklogResult:
 
 
 def header(cfg: BacklogConfig) -> str:
-    m = machine()
-    return (f"backlog: {cfg.describe()}\n"
-            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}")
+    return scenario_header("backlog", cfg, relay=False)
 
 
 def table(r: BacklogResult) -> str:

@@ -38,55 +38,157 @@ from perf.progress import BAR
 from perf.server import ServerError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+# Options several subcommands share; where their help or default differs, it is an argument.
+STORAGE_HELP = "zq's store: memory, sqlite (synchronous=FULL) or sqlite-normal."
+
+
+def _messages(help: str) -> Callable[[F], F]:
+    return click.option("--messages", "-n", type=int, default=None, help=help)
+
+
+def _producers(default: int = 1) -> Callable[[F], F]:
+    return click.option("--producers", "-p", type=int, default=default, show_default=True,
+                        help="Producer processes.")
+
+
+def _consumers(help: str = "Consumer processes.", default: int = 1) -> Callable[[F], F]:
+    return click.option("--consumers", "-c", type=int, default=default, show_default=True,
+                        help=help)
+
+
+def _prefetch(help: str = "Consumer credit.", default: int = 1000) -> Callable[[F], F]:
+    return click.option("--prefetch", type=int, default=default, show_default=True, help=help)
+
+
+def _size(help: str, default: int = 100) -> Callable[[F], F]:
+    return click.option("--size", "-s", type=int, default=default, show_default=True,
+                        help=help)
+
+
+def _storage(help: str = "zq's store.") -> Callable[[F], F]:
+    return click.option("--storage", type=click.Choice(STORAGES), default="memory",
+                        show_default=True, help=help)
+
+
+def _relay_mode() -> Callable[[F], F]:
+    return click.option("--relay-mode", type=click.Choice(RELAY_MODES), default="poll",
+                        show_default=True, help="The baseline relay's loop.")
+
+
+def _relay_io(help: str = "How the baseline relay moves parts.") -> Callable[[F], F]:
+    return click.option("--relay-io", type=click.Choice(RELAY_IO), default="multipart",
+                        show_default=True, help=help)
+
+
+def _systems(choices: tuple[str, ...]) -> Callable[[F], F]:
+    return click.option("--system", "systems", type=click.Choice(choices), multiple=True,
+                        help="Run only this system (repeatable). [default: zq and baseline]")
+
+
+def _fsync() -> Callable[[F], F]:
+    return click.option("--fsync", type=click.Choice(["full", "normal"]), default="full",
+                        show_default=True, help="The sqlite broker's --fsync.")
+
+
+def _quick(help: str) -> Callable[[F], F]:
+    return click.option("--quick", is_flag=True, help=help)
+
+
+def _timeout(default: float, help: str) -> Callable[[F], F]:
+    return click.option("--timeout", type=float, default=default, show_default=True,
+                        help=help)
+
+
+def _json(help: str) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def load_options(fn: F) -> F:
-    options = [
-        click.option("--messages", "-n", type=int, default=None,
-                     help=f"Messages in one run. [default: {DEFAULT_MESSAGES:,}; "
-                          f"{QUICK_MESSAGES:,} with --quick]"),
-        click.option("--producers", "-p", type=int, default=1, show_default=True,
-                     help="Producer processes."),
-        click.option("--consumers", "-c", type=int, default=1, show_default=True,
-                     help="Consumer processes."),
+    options: list[Callable[[F], F]] = [
+        _messages(f"Messages in one run. [default: {DEFAULT_MESSAGES:,}; "
+                  f"{QUICK_MESSAGES:,} with --quick]"),
+        _producers(),
+        _consumers(),
         click.option("--batch", "-b", type=int, default=100, show_default=True,
                      help="Bodies per publish_many (1: one publish() per message)."),
-        click.option("--prefetch", type=int, default=1000, show_default=True,
-                     help="Consumer credit (per queue with --queues)."),
+        _prefetch("Consumer credit (per queue with --queues)."),
         click.option("--queues", "-q", type=int, default=1, show_default=True,
                      help="Queues Q: batch j goes to queue j % Q; every consumer consumes "
                           "every queue (one client.consume(queue, prefetch) per queue). "
                           "Baseline: producers send [Q, queue, seq, bodies] and each "
                           "consumer's hello names all Q queues, so the relay routes each "
                           "batch by queue name, round robin among that queue's consumers."),
-        click.option("--size", "-s", type=int, default=100, show_default=True,
-                     help="Bytes per body (at least 8)."),
+        _size("Bytes per body (at least 8)."),
         click.option("--window", type=int, default=DEFAULT_WINDOW, show_default=True,
                      help="Unconfirmed messages a producer may have (the SDK's "
                           "publish_window)."),
         click.option("--tasks", type=int, default=0,
                      help="Publishing tasks per producer. [default: 500 for --batch 1, "
                           "else window / batch]"),
-        click.option("--relay-mode", type=click.Choice(RELAY_MODES), default="poll",
-                     show_default=True, help="The baseline relay's loop."),
-        click.option("--relay-io", type=click.Choice(RELAY_IO), default="multipart",
-                     show_default=True,
-                     help="How the relay moves parts: recv/send_multipart as the broker "
-                          "does, or one recv/send per part with plain-int flags."),
-        click.option("--storage", type=click.Choice(STORAGES), default="memory",
-                     show_default=True,
-                     help="zq's store: memory, sqlite (synchronous=FULL) or sqlite-normal."),
-        click.option("--quick", is_flag=True, help=f"{QUICK_MESSAGES:,} messages."),
+        _relay_mode(),
+        _relay_io("How the relay moves parts: recv/send_multipart as the broker "
+                  "does, or one recv/send per part with plain-int flags."),
+        _storage(STORAGE_HELP),
+        _quick(f"{QUICK_MESSAGES:,} messages."),
         click.option("--repeat", "-r", type=int, default=1, show_default=True,
                      help="Rounds to run; each round runs every system once."),
-        click.option("--timeout", type=float, default=300.0, show_default=True,
-                     help="Seconds one run may take before it counts as failed."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Also print one JSON line per result (lines start with '{')."),
+        _timeout(300.0, "Seconds one run may take before it counts as failed."),
+        _json("Also print one JSON line per result (lines start with '{')."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _or_default(value: Any, quick: bool, quick_value: Any, full_value: Any) -> Any:
+    """An option left out (None) takes its --quick or its full-size default."""
+    if value is not None:
+        return value
+    return quick_value if quick else full_value
+
+
+def _config(cls: Callable[..., T], **fields: Any) -> T:
+    """``cls(**fields)``, a ValueError from its checks reported as a bad parameter."""
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _each_system(mod: Any, cfg: Any, systems: tuple[str, ...], prefix: str
+                 ) -> tuple[dict[str, Any], str]:
+    """``mod.run`` for each system (all of ``mod.SYSTEMS`` if none named) in one temporary
+    folder; the results so far and, if a run failed, "system: error" (the rest skipped)."""
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for system in systems or mod.SYSTEMS:
+            try:
+                results[system] = mod.run(system, cfg, Path(tmp))
+            except (harness.RunFailed, ServerError) as exc:
+                return results, f"{system}: {exc}"
+    return results, ""
+
+
+def _once(prefix: str, run: Callable[[Path], T], errors: tuple[type[Exception], ...],
+          work_dir: str | None = None) -> T:
+    """``run`` in a fresh temporary folder; exit 1 with "run failed" on one of ``errors``."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=work_dir) as tmp:
+        try:
+            return run(Path(tmp))
+        except errors as exc:
+            click.echo(f"run failed: {exc!r}", err=True)
+            sys.exit(1)
+
+
+def _finish(failed: str, ok: bool, see: str = " (see the delivery column)") -> None:
+    if failed:
+        click.echo(f"run failed: {failed}", err=True)
+        sys.exit(1)
+    if not ok:
+        click.echo(f"verification failed{see}", err=True)
+        sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,23 +221,15 @@ def baseline(**opts: Any) -> None:
               help="Offered messages per second. [default: 1000]")
 @click.option("--duration", type=float, default=None,
               help="Seconds of traffic. [default: 10; 2 with --quick]")
-@click.option("--size", "-s", type=int, default=100, show_default=True,
-              help="Bytes per body (at least 16: index and intended send time).")
-@click.option("--storage", type=click.Choice(STORAGES), default="memory", show_default=True,
-              help="zq's store: memory, sqlite (synchronous=FULL) or sqlite-normal.")
-@click.option("--prefetch", type=int, default=1000, show_default=True,
-              help="Consumer credit.")
-@click.option("--relay-mode", type=click.Choice(RELAY_MODES), default="poll",
-              show_default=True, help="The baseline relay's loop.")
-@click.option("--relay-io", type=click.Choice(RELAY_IO), default="multipart",
-              show_default=True, help="How the baseline relay moves parts.")
-@click.option("--system", "systems", type=click.Choice(latency.SYSTEMS), multiple=True,
-              help="Run only this system (repeatable). [default: zq and baseline]")
-@click.option("--quick", is_flag=True, help="A 2-second run.")
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="Seconds past the schedule's end before a run counts as failed.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Also print one JSON line per system (lines start with '{').")
+@_size("Bytes per body (at least 16: index and intended send time).")
+@_storage(STORAGE_HELP)
+@_prefetch()
+@_relay_mode()
+@_relay_io()
+@_systems(latency.SYSTEMS)
+@_quick("A 2-second run.")
+@_timeout(60.0, "Seconds past the schedule's end before a run counts as failed.")
+@_json("Also print one JSON line per system (lines start with '{').")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
               help="Also write a latency-by-percentile plot (PNG) to this file, if "
                    "matplotlib is installed (it is not a dependency; without it the plot "
@@ -151,26 +245,15 @@ def latency_cmd(rate: float | None, duration: float | None, quick: bool,
     message's intended send time, so a producer that falls behind counts the
     delay (no coordinated omission). Prints p50, p90, p99, p99.9 and max.
     """
-    if duration is None:
-        duration = latency.QUICK_DURATION if quick else latency.DEFAULT_DURATION
-    try:
-        cfg = latency.LatencyConfig(rate=rate if rate is not None else latency.DEFAULT_RATE,
-                                    duration=duration, **fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(latency.LatencyConfig,
+                  rate=rate if rate is not None else latency.DEFAULT_RATE,
+                  duration=_or_default(duration, quick, latency.QUICK_DURATION,
+                                       latency.DEFAULT_DURATION), **fields)
     click.echo(latency.header(cfg))
     if plot_file is not None and not plot.available():
         click.echo(plot.MISSING, err=True)
         plot_file = None
-    results: dict[str, latency.LatencyResult] = {}
-    failed = ""
-    with tempfile.TemporaryDirectory(prefix="zq-perf-") as tmp:
-        for system in systems or latency.SYSTEMS:
-            try:
-                results[system] = latency.run(system, cfg, Path(tmp))
-            except (harness.RunFailed, ServerError) as exc:
-                failed = f"{system}: {exc}"
-                break
+    results, failed = _each_system(latency, cfg, systems, "zq-perf-")
     if results:
         click.echo(latency.table(results))
         if plot_file is not None:
@@ -179,28 +262,19 @@ def latency_cmd(rate: float | None, duration: float | None, quick: bool,
     if as_json:
         for line in latency.json_lines(cfg, results):
             click.echo(line)
-    if failed:
-        click.echo(f"run failed: {failed}", err=True)
-        sys.exit(1)
-    if not all(r.ok for r in results.values()):
-        click.echo("verification failed (see the delivery lines)", err=True)
-        sys.exit(1)
+    _finish(failed, all(r.ok for r in results.values()), " (see the delivery lines)")
 
 
 @main.command("backlog")
-@click.option("--messages", "-n", type=int, default=None,
-              help=f"Messages to store. [default: {backlog.DEFAULT_MESSAGES:,}; "
-                   f"{backlog.QUICK_MESSAGES:,} with --quick]")
-@click.option("--size", "-s", type=int, default=backlog.DEFAULT_SIZE, show_default=True,
-              help="Bytes per body (at least 8).")
+@_messages(f"Messages to store. [default: {backlog.DEFAULT_MESSAGES:,}; "
+           f"{backlog.QUICK_MESSAGES:,} with --quick]")
+@_size("Bytes per body (at least 8).", backlog.DEFAULT_SIZE)
 @click.option("--batch", "-b", type=int, default=1000, show_default=True,
               help="Bodies per publish_many.")
 @click.option("--tasks", type=int, default=10, show_default=True,
               help="Concurrent publish_many calls.")
-@click.option("--prefetch", type=int, default=1000, show_default=True,
-              help="The draining consumer's credit.")
-@click.option("--fsync", type=click.Choice(["full", "normal"]), default="full",
-              show_default=True, help="The sqlite broker's --fsync.")
+@_prefetch("The draining consumer's credit.")
+@_fsync()
 @click.option("--window", type=int, default=0,
               help="ZQ_BROKER_WINDOW for the broker: ready messages per queue in memory. "
                    "[default: the broker's own]")
@@ -213,10 +287,9 @@ def latency_cmd(rate: float | None, duration: float | None, quick: bool,
               help="Before each restart, sync and empty the machine's page cache "
                    "(/proc/sys/vm/drop_caches, root only), so the broker reads its store "
                    "from disk.")
-@click.option("--quick", is_flag=True, help=f"{backlog.QUICK_MESSAGES:,} messages.")
-@click.option("--timeout", type=float, default=600.0, show_default=True,
-              help="Seconds publishing, and draining, may take.")
-@click.option("--json", "as_json", is_flag=True, help="Also print the result as a JSON line.")
+@_quick(f"{backlog.QUICK_MESSAGES:,} messages.")
+@_timeout(600.0, "Seconds publishing, and draining, may take.")
+@_json("Also print the result as a JSON line.")
 def backlog_cmd(messages: int | None, quick: bool, work_dir: str | None, as_json: bool,
                 **fields: Any) -> None:
     """A deep sqlite backlog: broker RSS while publishing and draining, restart-to-ready.
@@ -226,44 +299,33 @@ def backlog_cmd(messages: int | None, quick: bool, work_dir: str | None, as_json
     store), then drains everything with one consumer, checking exactly-once
     delivery. RSS is VmRSS from /proc/<pid>/status, sampled every 20 ms.
     """
-    n = messages if messages is not None else (
-        backlog.QUICK_MESSAGES if quick else backlog.DEFAULT_MESSAGES)
-    try:
-        cfg = backlog.BacklogConfig(messages=n, **fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(backlog.BacklogConfig, messages=_or_default(
+        messages, quick, backlog.QUICK_MESSAGES, backlog.DEFAULT_MESSAGES), **fields)
     click.echo(backlog.header(cfg))
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="zq-backlog-", dir=work_dir) as tmp:
-        try:
-            with BAR.scope("backlog"):
-                res = backlog.run(cfg, Path(tmp), say=BAR.say)
-        except (ServerError, TimeoutError, OSError) as exc:
-            click.echo(f"run failed: {exc!r}", err=True)
-            sys.exit(1)
+
+    def run(tmp: Path) -> backlog.BacklogResult:
+        with BAR.scope("backlog"):
+            return backlog.run(cfg, tmp, say=BAR.say)
+
+    res = _once("zq-backlog-", run, (ServerError, TimeoutError, OSError), work_dir)
     click.echo(backlog.table(res))
     if as_json:
         click.echo(backlog.json_line(cfg, res))
-    if not res.ok:
-        click.echo("verification failed (see the delivery line)", err=True)
-        sys.exit(1)
+    _finish("", res.ok, " (see the delivery line)")
 
 
 @main.command("recovery")
-@click.option("--messages", "-n", type=int, default=None,
-              help=f"Messages to store. [default: {recovery.DEFAULT_MESSAGES:,}; "
-                   f"{recovery.QUICK_MESSAGES:,} with --quick]")
-@click.option("--size", "-s", type=int, default=recovery.DEFAULT_SIZE, show_default=True,
-              help="Bytes per body (at least 8).")
+@_messages(f"Messages to store. [default: {recovery.DEFAULT_MESSAGES:,}; "
+           f"{recovery.QUICK_MESSAGES:,} with --quick]")
+@_size("Bytes per body (at least 8).", recovery.DEFAULT_SIZE)
 @click.option("--rounds", type=int, default=None,
               help=f"SIGKILL and SIGTERM restarts to time, each. "
                    f"[default: {recovery.DEFAULT_ROUNDS}; {recovery.QUICK_ROUNDS} with --quick]")
-@click.option("--fsync", type=click.Choice(["full", "normal"]), default="full",
-              show_default=True, help="The sqlite broker's --fsync.")
-@click.option("--quick", is_flag=True,
-              help=f"{recovery.QUICK_MESSAGES:,} messages, {recovery.QUICK_ROUNDS} round.")
-@click.option("--json", "as_json", is_flag=True, help="Also print the result as a JSON line.")
+@_fsync()
+@_quick(f"{recovery.QUICK_MESSAGES:,} messages, {recovery.QUICK_ROUNDS} round.")
+@_json("Also print the result as a JSON line.")
 def recovery_cmd(messages: int | None, rounds: int | None, quick: bool, as_json: bool,
                  **fields: Any) -> None:
     """Start-to-ready with N messages stored, after a SIGKILL and after a SIGTERM stop.
@@ -273,27 +335,18 @@ def recovery_cmd(messages: int | None, rounds: int | None, quick: bool, as_json:
     start to the `ZQ READY` line, and each time the broker must report all N
     messages. Also times the first start, on the empty store.
     """
-    try:
-        cfg = recovery.RecoveryConfig(
-            messages=messages if messages is not None else (
-                recovery.QUICK_MESSAGES if quick else recovery.DEFAULT_MESSAGES),
-            rounds=rounds if rounds is not None else (
-                recovery.QUICK_ROUNDS if quick else recovery.DEFAULT_ROUNDS), **fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(
+        recovery.RecoveryConfig,
+        messages=_or_default(messages, quick, recovery.QUICK_MESSAGES, recovery.DEFAULT_MESSAGES),
+        rounds=_or_default(rounds, quick, recovery.QUICK_ROUNDS, recovery.DEFAULT_ROUNDS),
+        **fields)
     click.echo(recovery.header(cfg))
-    with tempfile.TemporaryDirectory(prefix="zq-recovery-") as tmp:
-        try:
-            res = recovery.run(cfg, Path(tmp))
-        except (ServerError, TimeoutError, OSError) as exc:
-            click.echo(f"run failed: {exc!r}", err=True)
-            sys.exit(1)
+    res = _once("zq-recovery-", lambda tmp: recovery.run(cfg, tmp),
+                (ServerError, TimeoutError, OSError))
     click.echo(recovery.table(res))
     if as_json:
         click.echo(recovery.json_line(cfg, res))
-    if not res.ok:
-        click.echo("verification failed", err=True)
-        sys.exit(1)
+    _finish("", res.ok, "")
 
 
 @main.command("idle")
@@ -304,8 +357,8 @@ def recovery_cmd(messages: int | None, rounds: int | None, quick: bool, as_json:
                    f"{idle.QUICK_REPEAT} with --quick]")
 @click.option("--settle", type=float, default=idle.DEFAULT_SETTLE, show_default=True,
               help="Seconds between the ready line and reading RSS.")
-@click.option("--quick", is_flag=True, help=f"{idle.QUICK_REPEAT} starts per storage.")
-@click.option("--json", "as_json", is_flag=True, help="Also print one JSON line per storage.")
+@_quick(f"{idle.QUICK_REPEAT} starts per storage.")
+@_json("Also print one JSON line per storage.")
 def idle_cmd(storages: tuple[str, ...], repeat: int | None, settle: float, quick: bool,
              as_json: bool) -> None:
     """An idle broker's RSS, and start-to-ready on an empty store.
@@ -314,27 +367,16 @@ def idle_cmd(storages: tuple[str, ...], repeat: int | None, settle: float, quick
     start to `ZQ READY`, and reads VmRSS after --settle seconds with no client.
     Targets: RSS <= 50 MB, start to ready <= 0.5 s.
     """
-    try:
-        cfg = idle.IdleConfig(storages=storages or idle.STORAGES,
-                              repeat=repeat if repeat is not None else (
-                                  idle.QUICK_REPEAT if quick else idle.DEFAULT_REPEAT),
-                              settle=settle)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(idle.IdleConfig, storages=storages or idle.STORAGES,
+                  repeat=_or_default(repeat, quick, idle.QUICK_REPEAT, idle.DEFAULT_REPEAT),
+                  settle=settle)
     click.echo(idle.header(cfg))
-    with tempfile.TemporaryDirectory(prefix="zq-idle-") as tmp:
-        try:
-            res = idle.run(cfg, Path(tmp))
-        except (ServerError, OSError) as exc:
-            click.echo(f"run failed: {exc!r}", err=True)
-            sys.exit(1)
+    res = _once("zq-idle-", lambda tmp: idle.run(cfg, tmp), (ServerError, OSError))
     click.echo(idle.table(res))
     if as_json:
         for line in idle.json_lines(cfg, res):
             click.echo(line)
-    if not all(r.ok for r in res.values()):
-        click.echo("verification failed", err=True)
-        sys.exit(1)
+    _finish("", all(r.ok for r in res.values()), "")
 
 
 @main.command("fanin")
@@ -346,24 +388,16 @@ def idle_cmd(storages: tuple[str, ...], repeat: int | None, settle: float, quick
               help=f"Messages each producer publishes, one publish() at a time. "
                    f"[default: {fanin.DEFAULT_PER_CLIENT}; {fanin.QUICK_PER_CLIENT} with "
                    f"--quick]")
-@click.option("--size", "-s", type=int, default=100, show_default=True,
-              help="Bytes per body (at least 8).")
-@click.option("--consumers", "-c", type=int, default=1, show_default=True,
-              help="Consumer processes.")
-@click.option("--prefetch", type=int, default=1000, show_default=True, help="Consumer credit.")
-@click.option("--storage", type=click.Choice(STORAGES), default="memory", show_default=True,
-              help="zq's store.")
-@click.option("--relay-mode", type=click.Choice(RELAY_MODES), default="poll",
-              show_default=True, help="The baseline relay's loop.")
-@click.option("--relay-io", type=click.Choice(RELAY_IO), default="multipart",
-              show_default=True, help="How the baseline relay moves parts.")
-@click.option("--system", "systems", type=click.Choice(fanin.SYSTEMS), multiple=True,
-              help="Run only this system (repeatable). [default: zq and baseline]")
-@click.option("--quick", is_flag=True,
-              help=f"{fanin.QUICK_PER_CLIENT} messages per producer.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Seconds publishing may take before the run counts as failed.")
-@click.option("--json", "as_json", is_flag=True, help="Also print one JSON line per system.")
+@_size("Bytes per body (at least 8).")
+@_consumers()
+@_prefetch()
+@_storage()
+@_relay_mode()
+@_relay_io()
+@_systems(fanin.SYSTEMS)
+@_quick(f"{fanin.QUICK_PER_CLIENT} messages per producer.")
+@_timeout(300.0, "Seconds publishing may take before the run counts as failed.")
+@_json("Also print one JSON line per system.")
 def fanin_cmd(per_client: int | None, quick: bool, systems: tuple[str, ...], as_json: bool,
               **fields: Any) -> None:
     """Many producers on one broker: msg/s, the broker's CPU and RSS, connection setup.
@@ -375,22 +409,10 @@ def fanin_cmd(per_client: int | None, quick: bool, systems: tuple[str, ...], as_
     socket per producer (one zmq.Context per process), a ping as the connection
     check, one message in flight per producer, confirmed by the consumer's ack.
     """
-    try:
-        cfg = fanin.FaninConfig(
-            per_client=per_client if per_client is not None else (
-                fanin.QUICK_PER_CLIENT if quick else fanin.DEFAULT_PER_CLIENT), **fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(fanin.FaninConfig, per_client=_or_default(
+        per_client, quick, fanin.QUICK_PER_CLIENT, fanin.DEFAULT_PER_CLIENT), **fields)
     click.echo(fanin.header(cfg))
-    results: dict[str, fanin.FaninResult] = {}
-    failed = ""
-    with tempfile.TemporaryDirectory(prefix="zq-fanin-") as tmp:
-        for system in systems or fanin.SYSTEMS:
-            try:
-                results[system] = fanin.run(system, cfg, Path(tmp))
-            except (harness.RunFailed, ServerError) as exc:
-                failed = f"{system}: {exc}"
-                break
+    results, failed = _each_system(fanin, cfg, systems, "zq-fanin-")
     if results:
         click.echo(fanin.table(results))
     if as_json:
@@ -405,29 +427,20 @@ def fanin_cmd(per_client: int | None, quick: bool, systems: tuple[str, ...], as_
 @click.option("--per-queue", type=int, default=None,
               help=f"Messages each queue gets. [default: {queues.DEFAULT_PER_QUEUE}; "
                    f"{queues.QUICK_PER_QUEUE} with --quick]")
-@click.option("--producers", "-p", type=int, default=2, show_default=True,
-              help="Producer processes.")
-@click.option("--consumers", "-c", type=int, default=4, show_default=True,
-              help="Consumer processes; consumer c takes queues c, c + C, ...")
-@click.option("--prefetch", type=int, default=10, show_default=True,
-              help="Credit per queue (one client.consume(queue, prefetch) each).")
-@click.option("--size", "-s", type=int, default=100, show_default=True,
-              help="Bytes per body (at least 16: index and send time).")
+@_producers(2)
+@_consumers("Consumer processes; consumer c takes queues c, c + C, ...", 4)
+@_prefetch("Credit per queue (one client.consume(queue, prefetch) each).", 10)
+@_size("Bytes per body (at least 16: index and send time).")
 @click.option("--tasks", type=int, default=500, show_default=True,
               help="Concurrent publish() calls per producer (the baseline: messages in "
                    "flight per producer).")
-@click.option("--storage", type=click.Choice(STORAGES), default="memory", show_default=True,
-              help="zq's store.")
-@click.option("--relay-mode", type=click.Choice(RELAY_MODES), default="poll",
-              show_default=True, help="The baseline relay's loop.")
-@click.option("--relay-io", type=click.Choice(RELAY_IO), default="multipart",
-              show_default=True, help="How the baseline relay moves parts.")
-@click.option("--system", "systems", type=click.Choice(queues.SYSTEMS), multiple=True,
-              help="Run only this system (repeatable). [default: zq and baseline]")
-@click.option("--quick", is_flag=True, help=f"{queues.QUICK_PER_QUEUE} messages per queue.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Seconds one run may take before it counts as failed.")
-@click.option("--json", "as_json", is_flag=True, help="Also print one JSON line per system.")
+@_storage()
+@_relay_mode()
+@_relay_io()
+@_systems(queues.SYSTEMS)
+@_quick(f"{queues.QUICK_PER_QUEUE} messages per queue.")
+@_timeout(300.0, "Seconds one run may take before it counts as failed.")
+@_json("Also print one JSON line per system.")
 def queues_cmd(per_queue: int | None, quick: bool, systems: tuple[str, ...], as_json: bool,
                **fields: Any) -> None:
     """Many queues with light traffic each: msg/s, broker RSS and CPU, first delivery.
@@ -439,22 +452,10 @@ def queues_cmd(per_queue: int | None, quick: bool, systems: tuple[str, ...], as_
     queue's first message's publish-to-delivery. The baseline relay gets the same
     traffic, routed by queue name.
     """
-    try:
-        cfg = queues.QueuesConfig(
-            per_queue=per_queue if per_queue is not None else (
-                queues.QUICK_PER_QUEUE if quick else queues.DEFAULT_PER_QUEUE), **fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(queues.QueuesConfig, per_queue=_or_default(
+        per_queue, quick, queues.QUICK_PER_QUEUE, queues.DEFAULT_PER_QUEUE), **fields)
     click.echo(queues.header(cfg))
-    results: dict[str, harness.Result] = {}
-    failed = ""
-    with tempfile.TemporaryDirectory(prefix="zq-queues-") as tmp:
-        for system in systems or queues.SYSTEMS:
-            try:
-                results[system] = queues.run(system, cfg, Path(tmp))
-            except (harness.RunFailed, ServerError) as exc:
-                failed = f"{system}: {exc}"
-                break
+    results, failed = _each_system(queues, cfg, systems, "zq-queues-")
     if results:
         click.echo(queues.table(results))
     if as_json:
@@ -463,26 +464,16 @@ def queues_cmd(per_queue: int | None, quick: bool, systems: tuple[str, ...], as_
     _finish(failed, all(r.ok for r in results.values()))
 
 
-def _finish(failed: str, ok: bool) -> None:
-    if failed:
-        click.echo(f"run failed: {failed}", err=True)
-        sys.exit(1)
-    if not ok:
-        click.echo("verification failed (see the delivery column)", err=True)
-        sys.exit(1)
-
-
 @main.command("suite")
-@click.option("--quick", is_flag=True, help="Small runs: under a minute on 2 cores.")
+@_quick("Small runs: under a minute on 2 cores.")
 @click.option("--tiny", is_flag=True,
               help="Tiny runs, to check that everything runs (CI); the figures mean nothing.")
 @click.option("--only", "only", multiple=True, type=click.Choice(list(suite.STEPS)),
               help="Run only this step (repeatable).")
 @click.option("--skip", "skip", multiple=True, type=click.Choice(list(suite.STEPS)),
               help="Leave this step out (repeatable).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Also print JSON lines: each scenario's own, then one per summary figure "
-                   "(\"scenario\": \"suite\") and a last one with the wall time.")
+@_json("Also print JSON lines: each scenario's own, then one per summary figure "
+       "(\"scenario\": \"suite\") and a last one with the wall time.")
 def suite_cmd(quick: bool, tiny: bool, only: tuple[str, ...], skip: tuple[str, ...],
               as_json: bool) -> None:
     """Every scenario in sequence, then one summary table against the targets.
@@ -526,13 +517,10 @@ def _nothing() -> contextlib.nullcontext[None]:
 
 def _run(systems: tuple[str, ...], *, messages: int | None, quick: bool, repeat: int,
          as_json: bool, **fields: Any) -> None:
-    n = messages if messages is not None else QUICK_MESSAGES if quick else DEFAULT_MESSAGES
     if repeat < 1:
         raise click.BadParameter("--repeat must be >= 1")
-    try:
-        cfg = LoadConfig(messages=n, **fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    cfg = _config(LoadConfig, messages=_or_default(messages, quick, QUICK_MESSAGES,
+                                                   DEFAULT_MESSAGES), **fields)
     click.echo(report.header(cfg))
     rounds: list[dict[str, harness.Result]] = []
     failed = ""
@@ -555,9 +543,4 @@ def _run(systems: tuple[str, ...], *, messages: int | None, quick: bool, repeat:
     if as_json:
         for line in report.json_lines(cfg, rounds):
             click.echo(line)
-    if failed:
-        click.echo(f"run failed: {failed}", err=True)
-        sys.exit(1)
-    if not all(r.ok for res in rounds for r in res.values()):
-        click.echo("verification failed (see the delivery column)", err=True)
-        sys.exit(1)
+    _finish(failed, all(r.ok for res in rounds for r in res.values()))

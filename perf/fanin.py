@@ -48,7 +48,6 @@ from perf import harness, rawload, server, zqload
 from perf.common import (
     QUEUE,
     Events,
-    RssSampler,
     WorkerReport,
     WorkerSpec,
     cpu_seconds,
@@ -58,7 +57,7 @@ from perf.common import (
 )
 from perf.config import RELAY_IO, RELAY_MODES, STORAGES, LoadConfig
 from perf.progress import BAR
-from perf.report import machine
+from perf.report import machine, scenario_header
 from zq.broker import run_loop
 
 SYSTEMS = ("zq", "baseline")
@@ -285,27 +284,11 @@ def run(system: str, cfg: FaninConfig, log_dir: Path) -> FaninResult:
                 if sessions != cfg.clients:
                     problems.append(f"the broker had {sessions:,} producer sessions, "
                                     f"expected {cfg.clients:,}")
-            sampler = RssSampler(srv.pid)
-            sampler.start()
-            cpu0 = srv.cpu()
-            w.start.set()
-
-            def all_received() -> bool:
-                if sum(counts) >= n:
-                    w.stop.set()
-                return w.stop.is_set()
-
-            try:
-                reports = w.wait("report", len(w.procs), cfg.timeout,
-                                 lambda: f"consumer has {sum(counts):,} of {n:,}",
-                                 all_received)
-                cpu1 = srv.cpu()
-            finally:
-                rss_peak = sampler.stop()
+            reports, server_cpu, rss_peak = w.measure(counts, n, cfg.timeout, "consumer has")
         w.check_exits()
         stats = harness._run_async(harness._broker_stats(endpoint)) if system == "zq" else {}
         rc = srv.stop()
-    load = harness._result(system, lcfg, reports, cpu1 - cpu0, rc, stats, (rss_conn, rss_peak))
+    load = harness._result(system, lcfg, reports, server_cpu, rc, stats, (rss_conn, rss_peak))
     waits = sorted(t - t_go for ev in conns for t in ev[3])
     return FaninResult(
         system=system, clients=cfg.clients, processes=cfg.processes,
@@ -321,10 +304,7 @@ def run(system: str, cfg: FaninConfig, log_dir: Path) -> FaninResult:
 
 
 def header(cfg: FaninConfig) -> str:
-    m = machine()
-    return (f"fanin: {cfg.describe()}\n"
-            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}; baseline relay: {cfg.relay_mode} loop, {cfg.relay_io} I/O")
+    return scenario_header("fanin", cfg)
 
 
 def table(results: dict[str, FaninResult]) -> str:

@@ -12,7 +12,8 @@ the last report (``server_rss_peak_mib``); ``server_rss_ready_mib`` is its RSS
 just before the start signal (connections and subscriptions in place).
 
 :class:`Workers` is the part other scenarios (``fanin``) reuse: spawn worker
-processes, wait for their events while watching the server, reap them.
+processes, wait for their events while watching the server, run the measured part
+(``measure``), reap them.
 """
 
 from __future__ import annotations
@@ -126,6 +127,32 @@ class Workers:
              done: Callable[[], bool] | None = None) -> list[Any]:
         return _collect(self.events, self.procs, kind, n, timeout, self.srv, progress, done)
 
+    def measure(self, counts: Any, messages: int, timeout: float,
+                who: str) -> tuple[list[Any], float, float]:
+        """The measured part of a run, every worker spawned and ready: signal start,
+        collect every worker's report (stopping the consumers once ``counts`` add up to
+        ``messages``), sampling the server's RSS meanwhile. Returns the reports, the
+        server's CPU seconds and its peak RSS in MiB. ``who`` heads the progress line
+        ("consumers have 1,000 of 2,000")."""
+        sampler = RssSampler(self.srv.pid)
+        sampler.start()
+        cpu0 = self.srv.cpu()
+        self.start.set()
+
+        def all_received() -> bool:  # then tell the consumers to stop
+            if sum(counts) >= messages:
+                self.stop.set()
+            return self.stop.is_set()
+
+        try:
+            reports = self.wait("report", len(self.procs), timeout,
+                                lambda: f"{who} {sum(counts):,} of {messages:,}",
+                                all_received)
+            cpu1 = self.srv.cpu()
+        finally:
+            rss_peak = sampler.stop()
+        return reports, cpu1 - cpu0, rss_peak
+
     def check_exits(self) -> None:
         bad = [f"{p.name} exited {p.exitcode}" for p in self.procs if p.exitcode != 0]
         if bad:
@@ -156,25 +183,10 @@ def _drive(system: str, cfg: LoadConfig, endpoint: str,
                     w.events)
         w.wait("ready", cfg.producers, 60.0, lambda: "producers connecting")
         rss_ready = rss_kib(srv.pid) / 1024
-        sampler = RssSampler(srv.pid)
-        sampler.start()
-        cpu0 = srv.cpu()
-        w.start.set()
-
-        def all_received() -> bool:  # then tell the consumers to stop
-            if sum(counts) >= cfg.messages:
-                w.stop.set()
-            return w.stop.is_set()
-
-        try:
-            reports = w.wait("report", len(w.procs), cfg.timeout,
-                             lambda: f"consumers have {sum(counts):,} of {cfg.messages:,}",
-                             all_received)
-            cpu1 = srv.cpu()
-        finally:
-            rss_peak = sampler.stop()
+        reports, server_cpu, rss_peak = w.measure(counts, cfg.messages, cfg.timeout,
+                                                  "consumers have")
     w.check_exits()
-    return reports, cpu1 - cpu0, (rss_ready, rss_peak)
+    return reports, server_cpu, (rss_ready, rss_peak)
 
 
 def _reap(procs: list[Any], events: Any, within: float) -> None:

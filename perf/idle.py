@@ -23,7 +23,7 @@ from perf import server
 from perf.backlog import START_TIMEOUT
 from perf.common import rss_kib
 from perf.progress import BAR
-from perf.report import machine
+from perf.report import machine, scenario_header
 
 STORAGES = ("memory", "sqlite")
 DEFAULT_REPEAT = 5
@@ -99,10 +99,7 @@ def run(cfg: IdleConfig, work_dir: Path) -> dict[str, IdleResult]:
 
 
 def header(cfg: IdleConfig) -> str:
-    m = machine()
-    return (f"idle: {cfg.describe()}\n"
-            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}")
+    return scenario_header("idle", cfg, relay=False)
 
 
 def table(results: dict[str, IdleResult]) -> str:

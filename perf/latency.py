@@ -45,7 +45,7 @@ from perf.hist import (
     read_body,
 )
 from perf.progress import BAR
-from perf.report import machine
+from perf.report import machine, scenario_header
 from perf.zqload import _close_when_told
 from zq.broker import run_loop
 
@@ -245,7 +245,7 @@ async def _consume(spec: LatencySpec, counts: Counts, stop: Event, events: Event
         cpu0 = cpu_seconds()
         events.put(("ready", spec.role, spec.index))
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_close_when_told(consumer, stop))
+            tg.create_task(_close_when_told(stop, consumer))
             async for msg in consumer:
                 log.received(msg.body, time.monotonic())
                 await msg.ack()
@@ -375,10 +375,7 @@ def _result(system: str, cfg: LatencyConfig, reports: list[WorkerReport], server
 
 
 def header(cfg: LatencyConfig) -> str:
-    m = machine()
-    return (f"latency: {cfg.describe()}\n"
-            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}; baseline relay: {cfg.relay_mode} loop, {cfg.relay_io} I/O")
+    return scenario_header("latency", cfg)
 
 
 def _ms(us: float) -> str:

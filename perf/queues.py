@@ -32,7 +32,7 @@ from typing import Any
 from perf import harness
 from perf.config import RELAY_IO, RELAY_MODES, STORAGES, LoadConfig
 from perf.progress import BAR
-from perf.report import machine
+from perf.report import machine, scenario_header
 
 SYSTEMS = ("zq", "baseline")
 DEFAULT_QUEUES = 10_000
@@ -90,10 +90,7 @@ def run(system: str, cfg: QueuesConfig, log_dir: Path) -> harness.Result:
 
 
 def header(cfg: QueuesConfig) -> str:
-    m = machine()
-    return (f"queues: {cfg.describe()}\n"
-            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}; baseline relay: {cfg.relay_mode} loop, {cfg.relay_io} I/O")
+    return scenario_header("queues", cfg)
 
 
 def _ms(us: float) -> str:

@@ -18,7 +18,7 @@ import zmq
 
 from perf.common import Events, WorkerReport, cpu_seconds, make_bodies, run_worker
 from perf.fanin import FaninSpec
-from perf.relay import MSG, PING
+from perf.relay import MSG, PING, dealer
 
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -51,11 +51,7 @@ def _produce(spec: FaninSpec, ctx: zmq.Context[zmq.Socket[bytes]],
     poller = zmq.Poller()
     which: dict[zmq.Socket[bytes], int] = {}
     for k in range(n):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.SNDHWM, 0)
-        s.setsockopt(zmq.RCVHWM, 0)
-        s.connect(spec.endpoint)
+        s = dealer(ctx, spec.endpoint)
         s.send(PING)
         socks.append(s)
         which[s] = k

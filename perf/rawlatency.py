@@ -20,33 +20,19 @@ import zmq
 from perf.common import Counts, Events, WorkerReport, cpu_seconds, run_worker
 from perf.hist import OpenLoop, Pacer, Schedule, make_body
 from perf.latency import LEAD, DeliveryLog, LatencySpec, producer_report
-from perf.relay import ACK, HELLO, MSG, WELCOME
+from perf.relay import ACK, HELLO, MSG, WELCOME, dealer_alone
 from zq.broker import run_loop
 from zq.transport import fd, readable
 
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
-def _socket(endpoint: str) -> tuple[zmq.Context[zmq.Socket[bytes]], zmq.Socket[bytes]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
-    return ctx, sock
-
-
 def producer_main(spec: LatencySpec, start: Event, events: Events[Any]) -> None:
     def body() -> WorkerReport:
-        ctx, sock = _socket(spec.endpoint)
-        try:
+        with dealer_alone(spec.endpoint) as sock:
             out: list[WorkerReport] = []
             run_loop(_produce(spec, sock, start, events, out))
             return out[0]
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
     run_worker(spec, events, body)
 
@@ -96,12 +82,8 @@ async def _produce(spec: LatencySpec, sock: zmq.Socket[bytes], start: Event,
 
 def consumer_main(spec: LatencySpec, counts: Counts, stop: Event, events: Events[Any]) -> None:
     def body() -> WorkerReport:
-        ctx, sock = _socket(spec.endpoint)
-        try:
+        with dealer_alone(spec.endpoint) as sock:
             return _consume(spec, sock, counts, stop, events)
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
     run_worker(spec, events, body)
 

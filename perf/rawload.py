@@ -33,30 +33,16 @@ from perf.common import (
     run_worker,
 )
 from perf.hist import HEAD
-from perf.relay import ACK, HELLO, MSG, QMSG, WELCOME
+from perf.relay import ACK, HELLO, MSG, QMSG, WELCOME, dealer_alone
 from perf.stamps import StampLog
 
 _POLL_MS = 5
 
 
-def _socket(spec: WorkerSpec) -> tuple[zmq.Context[zmq.Socket[bytes]], zmq.Socket[bytes]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(spec.endpoint)
-    return ctx, sock
-
-
 def producer_main(spec: WorkerSpec, start: Event, events: Events[Any]) -> None:
     def body() -> WorkerReport:
-        ctx, sock = _socket(spec)
-        try:
+        with dealer_alone(spec.endpoint) as sock:
             return _produce(spec, sock, start, events)
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
     run_worker(spec, events, body)
 
@@ -121,12 +107,8 @@ def _produce(spec: WorkerSpec, sock: zmq.Socket[bytes], start: Event,
 
 def consumer_main(spec: WorkerSpec, counts: Counts, stop: Event, events: Events[Any]) -> None:
     def body() -> WorkerReport:
-        ctx, sock = _socket(spec)
-        try:
+        with dealer_alone(spec.endpoint) as sock:
             return _consume(spec, sock, counts, stop, events)
-        finally:
-            sock.close(linger=0)
-            ctx.term()
 
     run_worker(spec, events, body)
 

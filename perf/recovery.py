@@ -29,7 +29,7 @@ from perf import backlog, server
 from perf.backlog import BacklogConfig, broker, publish_all, queue_stats, run_async, start_timed
 from perf.common import QUEUE, rss_kib
 from perf.progress import BAR
-from perf.report import machine
+from perf.report import machine, scenario_header
 
 DEFAULT_MESSAGES = 100_000
 QUICK_MESSAGES = 10_000
@@ -152,10 +152,7 @@ def run(cfg: RecoveryConfig, work_dir: Path) -> RecoveryResult:
 
 
 def header(cfg: RecoveryConfig) -> str:
-    m = machine()
-    return (f"recovery: {cfg.describe()}\n"
-            f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}")
+    return scenario_header("recovery", cfg, relay=False)
 
 
 def _spread(xs: list[float], unit: str, fmt: str = ".3f") -> str:

@@ -29,9 +29,10 @@ on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
@@ -44,6 +45,29 @@ HELLO, WELCOME, MSG, ACK = b"H", b"W", b"M", b"A"
 QMSG, PING = b"Q", b"P"
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's Flag arithmetic costs ~1 us per part
 _MORE = int(zmq.SNDMORE) | _NOBLOCK
+
+
+def dealer(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+    """A baseline client's socket: a DEALER with no linger and no high-water marks,
+    connected to the relay at ``endpoint``."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+@contextlib.contextmanager
+def dealer_alone(endpoint: str) -> Iterator[zmq.Socket[bytes]]:
+    """:func:`dealer` in a zmq.Context of its own; closes both on leaving."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = dealer(ctx, endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close(linger=0)
+        ctx.term()
 
 
 class Relay:

@@ -20,11 +20,20 @@ def machine() -> dict[str, Any]:
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()}
 
 
-def header(cfg: LoadConfig) -> str:
+def scenario_header(scenario: str, cfg: Any, relay: bool = True) -> str:
+    """A scenario's first two lines: ``cfg.describe()``, then the machine (and with
+    ``relay``, the baseline relay's loop and I/O from ``cfg``)."""
     m = machine()
-    return (f"throughput: {cfg.describe()}\n"
+    text = (f"{scenario}: {cfg.describe()}\n"
             f"machine: {m['nproc']} CPU(s), Python {m['python']}, pyzmq {m['pyzmq']}, "
-            f"libzmq {m['libzmq']}; baseline relay: {cfg.relay_mode} loop, {cfg.relay_io} I/O")
+            f"libzmq {m['libzmq']}")
+    if relay:
+        text += f"; baseline relay: {cfg.relay_mode} loop, {cfg.relay_io} I/O"
+    return text
+
+
+def header(cfg: LoadConfig) -> str:
+    return scenario_header("throughput", cfg)
 
 
 _COLS = ("round", "system", "msg/s", "elapsed", "server CPU", "server us/msg",

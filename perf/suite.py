@@ -154,12 +154,14 @@ def step_queues_throughput(ctx: Context) -> list[Figure]:
                    "msg/s", z.msg_per_s, b.msg_per_s, ok=z.ok and b.ok)]
 
 
-def _latency(ctx: Context, cfg: latency.LatencyConfig, systems: tuple[str, ...]
-             ) -> dict[str, latency.LatencyResult]:
-    ctx.echo(latency.header(cfg))
-    res = {s: latency.run(s, cfg, ctx.tmp) for s in systems}
-    ctx.echo(latency.table(res))
-    ctx.lines(latency.json_lines(cfg, res))
+def _compare(ctx: Context, scenario: Any, cfg: Any, systems: tuple[str, ...] = ()
+             ) -> dict[str, Any]:
+    """A scenario module's run for each of ``systems`` (default: all of its SYSTEMS),
+    with its header, table and JSON lines."""
+    ctx.echo(scenario.header(cfg))
+    res = {s: scenario.run(s, cfg, ctx.tmp) for s in systems or scenario.SYSTEMS}
+    ctx.echo(scenario.table(res))
+    ctx.lines(scenario.json_lines(cfg, res))
     return res
 
 
@@ -169,7 +171,7 @@ def _p99_ms(r: latency.LatencyResult | None) -> float | None:
 
 def step_latency_memory(ctx: Context) -> list[Figure]:
     cfg = latency.LatencyConfig(rate=1000, duration=ctx.sizes.latency_s)
-    res = _latency(ctx, cfg, ("zq", "baseline"))
+    res = _compare(ctx, latency, cfg)
     ctx.memo["latency_1000_baseline"] = res["baseline"]
     z = _p99_ms(res["zq"])
     assert z is not None
@@ -180,7 +182,7 @@ def step_latency_memory(ctx: Context) -> list[Figure]:
 
 def step_latency_durable(ctx: Context) -> list[Figure]:
     cfg = latency.LatencyConfig(rate=1000, duration=ctx.sizes.latency_s, storage="sqlite")
-    res = _latency(ctx, cfg, ("zq",))
+    res = _compare(ctx, latency, cfg, ("zq",))
     z = _p99_ms(res["zq"])
     assert z is not None
     return [Figure("latency-durable", "publish→deliver p99 at 1,000 msg/s, durable", "ms", z,
@@ -190,7 +192,7 @@ def step_latency_durable(ctx: Context) -> list[Figure]:
 
 def step_latency_10k(ctx: Context) -> list[Figure]:
     cfg = latency.LatencyConfig(rate=10_000, duration=ctx.sizes.latency_s, storage="sqlite")
-    res = _latency(ctx, cfg, ("zq", "baseline"))
+    res = _compare(ctx, latency, cfg)
     z = _p99_ms(res["zq"])
     assert z is not None
     return [Figure("latency-10k", "publish→deliver p99 at 10,000 msg/s, durable", "ms", z,
@@ -245,10 +247,7 @@ def step_fanin(ctx: Context) -> list[Figure]:
     s = ctx.sizes
     cfg = fanin.FaninConfig(clients=s.fanin_clients, processes=s.fanin_processes,
                             per_client=s.fanin_per_client)
-    ctx.echo(fanin.header(cfg))
-    res = {system: fanin.run(system, cfg, ctx.tmp) for system in fanin.SYSTEMS}
-    ctx.echo(fanin.table(res))
-    ctx.lines(fanin.json_lines(cfg, res))
+    res = _compare(ctx, fanin, cfg)
     z, b = res["zq"], res["baseline"]
     ok = z.ok and b.ok
     who = f"{cfg.clients:,} producers"
@@ -270,10 +269,7 @@ def step_queues(ctx: Context) -> list[Figure]:
     s = ctx.sizes
     cfg = queues.QueuesConfig(queues=s.queues, per_queue=s.per_queue,
                               consumers=s.queue_consumers, producers=s.queue_producers)
-    ctx.echo(queues.header(cfg))
-    res = {system: queues.run(system, cfg, ctx.tmp) for system in queues.SYSTEMS}
-    ctx.echo(queues.table(res))
-    ctx.lines(queues.json_lines(cfg, res))
+    res = _compare(ctx, queues, cfg)
     z, b = res["zq"], res["baseline"]
     ok = z.ok and b.ok
     q = f"{cfg.queues:,} queues"

@@ -160,7 +160,7 @@ async def _drain_one(spec: WorkerSpec, consumer: zq.Consumer, counts: Counts, st
     cpu0 = cpu_seconds()
     events.put(("ready", spec.role, me))
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(_close_when_told(consumer, stop))
+        tg.create_task(_close_when_told(stop, consumer))
         async for msg in consumer:
             i = unpack(msg.body)[0]
             if seen[i]:
@@ -203,7 +203,7 @@ async def _drain_many(spec: WorkerSpec, consumers: list[zq.Consumer], counts: Co
     cpu0 = cpu_seconds()
     events.put(("ready", spec.role, me))
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(_close_all_when_told(consumers, stop))
+        tg.create_task(_close_when_told(stop, *consumers))
         for c in consumers:
             tg.create_task(drain(c))
     cpu1 = cpu_seconds()
@@ -229,20 +229,15 @@ async def _drain_stamped(spec: WorkerSpec, client: zq.Client, consumers: list[zq
     cpu0 = cpu_seconds()
     events.put(("ready", spec.role, me))
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(_close_all_when_told(consumers, stop))
+        tg.create_task(_close_when_told(stop, *consumers))
         for c, q in zip(consumers, mine, strict=True):
             tg.create_task(drain(c, q))
     cpu1 = cpu_seconds()
     out.append(log.report(spec, cpu1 - cpu0, subscribe_s))
 
 
-async def _close_when_told(consumer: zq.Consumer, stop: Event) -> None:
-    """End the iteration once the harness sees every message received (or gives up)."""
-    await asyncio.to_thread(stop.wait)
-    await consumer.close()
-
-
-async def _close_all_when_told(consumers: list[zq.Consumer], stop: Event) -> None:
+async def _close_when_told(stop: Event, *consumers: zq.Consumer) -> None:
+    """End the iterations once the harness sees every message received (or gives up)."""
     await asyncio.to_thread(stop.wait)
     for c in consumers:
         await c.close()
