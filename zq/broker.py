@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import zmq
 
+from zq import admin
 from zq.config import BrokerConfig
 from zq.core import BrokerCore, Commit
 from zq.errors import StorageError, ZqError
@@ -75,6 +76,9 @@ class Broker:
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()
             self.core.recover(await self.store.open(cfg.window), time.monotonic())
+            for name, settings in cfg.queues.items():  # the config file's [queues.NAME]
+                admin.declare(self.core, {"queue": name, "settings": settings},
+                              time.monotonic())
             loop.add_reader(fd(sock), self._wake.set)
             try:
                 if on_ready is not None:
@@ -133,7 +137,7 @@ class Broker:
         if not self.store.durable:
             core.committed()  # nothing to store: published means stored
         if not core.stopping:
-            core.dispatch()
+            core.dispatch(now)
         if self._committing is None and (core.has_unstored() or core.wants_pages()
                                          or now >= self._next_maintain):
             self._committing = loop.create_task(self._commit(core.take_commit()))

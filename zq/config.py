@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zq import policies
+from zq.errors import ZqError
+from zq.settings import from_map
+
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 STORAGE_KINDS = ("sqlite", "memory")
 FSYNC_MODES = ("full", "normal")
-DISPATCH_POLICIES = ("round-robin", "least-loaded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,8 @@ class BrokerConfig:
     listen_backlog: int = 1024  # pending TCP connections (libzmq's default 100 drops bursts)
     drain_max: int = 2000  # frames read per loop pass before committing and dispatching
     shutdown_grace: float = 3.0  # seconds to finish in-flight frames on SIGTERM
+    # Queue settings from the config file's [queues.NAME] tables, applied at start.
+    queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "://" not in self.bind:
@@ -53,8 +58,12 @@ class BrokerConfig:
                 f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
         if self.fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
-        if self.dispatch not in DISPATCH_POLICIES:
-            raise ValueError(f"dispatch must be one of {', '.join(DISPATCH_POLICIES)}")
+        policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
+        for name, settings in self.queues.items():
+            try:
+                from_map(settings)
+            except ZqError as exc:
+                raise ValueError(f"[queues.{name}]: {exc.message}") from None
         if not 0.01 <= self.heartbeat <= 3600:
             raise ValueError("heartbeat must be between 0.01 and 3600 seconds")
         if not 1 <= self.liveness <= 100:
@@ -93,7 +102,12 @@ def broker_config(
     if file is not None:
         with open(file, "rb") as fh:
             doc = tomllib.load(fh)
-        section = doc.get("broker", doc)
+        section = doc.get("broker", {} if "queues" in doc else doc)
+        queues = doc.get("queues", {})
+        if not isinstance(queues, dict) or not all(isinstance(v, dict) for v in queues.values()):
+            raise ValueError(f"{file}: [queues.NAME] must be tables of queue settings")
+        if queues:
+            values["queues"] = queues
         for key, raw in section.items():
             name = key.replace("-", "_")
             if name not in fields:
@@ -101,6 +115,8 @@ def broker_config(
             values[name] = _coerce(fields[name], raw)
     source: Mapping[str, str] = os.environ if env is None else env
     for name, field in fields.items():
+        if name == "queues":
+            continue
         raw = source.get(f"ZQ_BROKER_{name.upper()}")
         if raw is not None:
             values[name] = _coerce(field, raw)

@@ -1,19 +1,27 @@
-"""The broker's decisions, with no I/O: sessions, queues, credit, acks, heartbeats.
+"""The broker's decisions, with no I/O: sessions, queues, credit, acks, leases, heartbeats.
 
 The asyncio shell in ``zq/broker.py`` feeds it received multipart messages with
 the current monotonic time, commits the :class:`WriteBatch` it builds, and
 sends what it appends to :attr:`BrokerCore.out`. One loop pass is::
 
-    receive(...) * n  ->  take_batch()  ->  store.commit()  ->  committed()
-    ->  dispatch(now)  ->  send out
+    receive(...) * n  ->  tick(now)  ->  take_commit()  ->  store.commit()
+    ->  committed()  ->  dispatch(now)  ->  send out
 
 Messages published in a pass enter their queue only after the commit, so a
 confirm and a delivery both mean "stored".
+
+A delivery is leased to its consumer for as long as the consumer's session
+lives (heartbeats), and optionally bounded by a time limit. Its attempt number
+is the fencing token: an ACK or NACK naming any other attempt is refused with
+STALE_DELIVERY and changes nothing. Every attempt that does not end in an ack
+is recorded in the message's ``zq-history`` header; after ``max_attempts`` of
+them, the message moves to its queue's dead-letter queue with that history.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -21,21 +29,26 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
+import msgpack
+
 from zq.config import BrokerConfig
 from zq.errors import (
     FrameTooLarge,
     InvalidCredit,
+    QueueFull,
+    SessionUnknown,
     ShuttingDown,
     StaleDelivery,
     UnknownDelivery,
     ZqError,
 )
-from zq.persistence.base import Recovered, StoredMessage, WriteBatch
+from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
 from zq.policies.dispatch import DispatchPolicy
 from zq.protocol import codec
 from zq.protocol import frames as f
-from zq.protocol.credit import CreditWindow
 from zq.protocol.session import State, next_state
+from zq.queues import Msg, Queue, Sub
+from zq.settings import from_map
 
 log = logging.getLogger("zq.broker")
 
@@ -44,10 +57,21 @@ _FATAL = frozenset(
     {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
 
 MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
+HISTORY = "zq-history"  # header: the failed attempts of a message
+ORIGIN = "zq-origin"  # header of a dead letter: the queue it died in
+REASON = "zq-reason"  # header of a dead letter: why it died
+DEAD_AT = "zq-dead-at"  # header of a dead letter: when (wall-clock seconds)
+MAX_HISTORY = 50  # attempts kept in the history header (the first and the latest)
 
 Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
-# A PUBLISH frame not committed yet: peer, queue, seq, first id, bodies, headers.
-Pending = tuple["Peer", "Queue", int, int, list[bytes], "list[f.Headers | None] | None"]
+# What new messages carry besides bodies: their options, due time and expiry (monotonic).
+Extra = tuple[f.Options, float, float]
+# A PUBLISH frame not committed yet: peer, queue, seq, first id, bodies, headers, extra.
+# A deduplicated publish has no bodies; ``first`` is then the original message's id.
+Pending = tuple["Peer", Queue, int, int, list[bytes], "list[f.Headers | None] | None",
+                "Extra | None"]
+
+_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 @dataclass(slots=True)
@@ -59,70 +83,9 @@ class Commit:
     deliveries: list[Outgoing]  # to send once stored (their attempt numbers are in it)
 
 
-class Msg:
-    __slots__ = ("attempts", "body", "headers", "hsize", "id", "q")
-
-    def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
-                 attempts: int = 0, hsize: int = 0) -> None:
-        self.id = id
-        self.q = q
-        self.body = body
-        self.headers = headers
-        self.attempts = attempts
-        self.hsize = hsize  # encoded size of headers, for sizing DELIVER batches
-
-
-class Sub:
-    """One consumer's subscription to one queue."""
-
-    __slots__ = ("active", "peer", "q", "window")
-
-    def __init__(self, peer: Peer, q: Queue, limit: int) -> None:
-        self.peer = peer
-        self.q = q
-        self.window = CreditWindow(limit)
-        self.active = True
-
-
-class Queue:
-    """A queue's messages: ``ready`` in memory, and (durable stores) ``disk`` more.
-
-    With a durable store, a queue keeps at most a window of ready messages in
-    memory. Past it, new messages stay only on disk, ``disk`` counts them, and
-    they are paged in, in id order, as the ones in memory drain. Every stored
-    message of the queue with an id up to ``cursor`` is in memory (ready, held
-    by a consumer, or delayed); every one above it is on disk only.
-    """
-
-    __slots__ = (
-        "acked",
-        "cursor",
-        "dead",
-        "delivered",
-        "disk",
-        "mem_bytes",
-        "nacked",
-        "name",
-        "name_b",
-        "published",
-        "ready",
-        "subs",
-    )
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.name_b = name.encode()
-        self.ready: deque[Msg] = deque()
-        self.subs: list[Sub] = []
-        self.disk = 0
-        self.cursor = 0
-        self.mem_bytes = 0  # bodies of this queue's messages in memory, in any state
-        self.published = self.delivered = self.acked = self.nacked = self.dead = 0
-
-
 class Peer:
     __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "name", "state",
-                 "subs")
+                 "subs", "zombies")
 
     def __init__(self, identity: bytes, now: float) -> None:
         self.identity = identity
@@ -132,7 +95,31 @@ class Peer:
         self.liveness_s = 0.0
         self.subs: dict[str, Sub] = {}
         self.held: dict[int, Msg] = {}
+        # Deliveries whose time limit ran out while this consumer still had them:
+        # id -> (attempt, queue). Their credit comes back when the consumer settles them.
+        self.zombies: dict[int, tuple[int, str]] = {}
         self.confirms: list[list[int]] = []
+
+
+def pack_opts(m: Msg, wall_offset: float) -> bytes | None:
+    """The options a stored message keeps (priority, tenant, limits, expiry)."""
+    o = m.opts
+    d: dict[str, Any] = {}
+    if o is not None:
+        d = {k: v for k, v in (("priority", o.priority), ("tenant", o.tenant),
+                                ("max_attempts", o.max_attempts),
+                                ("time_limit_ms", o.time_limit_ms)) if v}
+    if m.exp:
+        d["expires_at"] = m.exp + wall_offset
+    return _packb(d) if d else None
+
+
+def unpack_opts(d: dict[str, Any] | None) -> f.Options | None:
+    if not d:
+        return None
+    o = f.Options(priority=d.get("priority"), tenant=d.get("tenant"),
+                  max_attempts=d.get("max_attempts"), time_limit_ms=d.get("time_limit_ms"))
+    return o if o.to_map() else None
 
 
 class BrokerCore:
@@ -150,41 +137,72 @@ class BrokerCore:
         self.peers: dict[bytes, Peer] = {}
         self.out: list[Outgoing] = []
         self.next_id = 1
+        self.now = 0.0  # the latest time the shell told us
         self.stopping = False
         self._batch = WriteBatch()
         self._pending: list[Pending] = []  # PUBLISH frames not committed yet
-        self.unstored_out: list[Outgoing] = []  # DELIVERs whose attempts are not stored yet
+        self.unstored_out: list[Outgoing] = []  # frames to send once the batch is stored
         self.staged = 0  # messages published into the current batch
         self._dirty: set[Queue] = set()
         self._spilled: set[Queue] = set()  # queues with messages on disk only
         self._delayed: list[tuple[float, int, Msg]] = []
+        self._limits: list[tuple[float, int, Msg, Peer]] = []  # attempts' time limits
+        self._tie = itertools.count()
+        self._dedup: dict[tuple[str, str], tuple[int, float]] = {}  # -> (id, forget at)
+        self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
         self._next_heartbeat = 0.0
+        self._next_second = 0.0
         self.counters = dict.fromkeys(
             ("frames_in", "frames_out", "published", "delivered", "deliver_frames", "acked",
-             "nacked", "released", "dead", "redelivered", "unroutable", "send_dropped",
-             "errors_sent", "peers_dropped"), 0)
+             "nacked", "released", "dead", "expired", "time_limited", "deduplicated",
+             "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped"), 0)
 
     # ----------------------------------------------------------------- recovery
 
     def recover(self, rec: Recovered, now: float) -> None:
         """Load what the store holds; messages that were in flight count that attempt."""
+        self.now = now
+        for name, state in rec.settings.items():
+            try:
+                q = self._queue(name)
+                q.configure(from_map(state.get("settings", {})))
+                q.paused = bool(state.get("paused", False))
+            except (ZqError, ValueError) as exc:
+                log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
         for name, n in rec.backlog.items():
             q = self._queue(name)
             q.disk = n
             self._spilled.add(q)
         self._admit(rec.messages, now)
         self.next_id = max(self.next_id, rec.next_id)
+        wall = now + self.wall_offset
+        for queue, key, mid, until in rec.dedups:
+            if until > wall:
+                self._remember(queue, key, mid, now + until - wall)
 
     def _admit(self, stored: list[StoredMessage], now: float) -> None:
         """Stored messages into memory: ready, or delayed until their due time."""
         wall = now + self.wall_offset
         for sm in stored:
             q = self._queue(sm.queue)
-            m = Msg(sm.id, q, sm.body, sm.headers, sm.attempts, codec.header_size(sm.headers))
+            m = Msg(sm.id, q, sm.body, sm.headers, sm.attempts, codec.header_size(sm.headers),
+                    now - (wall - sm.created) if sm.created else now)
+            o = sm.opts
+            if o:
+                m.opts = unpack_opts(o)
+                m.lane = q.lane_for(m.opts)
+                exp = o.get("expires_at")
+                if exp:
+                    m.exp = now + exp - wall
+                    q.ttl_seen = True
+                if m.opts is not None and m.opts.time_limit_ms:
+                    q.limited = True
+            elif q.settings.ttl and sm.created:
+                m.exp = m.t + q.settings.ttl
             if sm.ready_at > wall:
-                heapq.heappush(self._delayed, (now + sm.ready_at - wall, m.id, m))
+                self._delay(m, now + sm.ready_at - wall)
             else:
-                q.ready.append(m)
+                m.lane.msgs.append(m)
                 self._dirty.add(q)
             q.mem_bytes += len(sm.body)
             if sm.id > q.cursor:
@@ -195,6 +213,7 @@ class BrokerCore:
     def receive(self, identity: bytes, parts: list[bytes], now: float) -> None:
         """Handle one multipart message (the ROUTER envelope already split off)."""
         self.counters["frames_in"] += 1
+        self.now = now
         peer = self.peers.get(identity)
         cmd = parts[0] if parts else b""
         op = cmd[3] if len(cmd) == 4 and cmd[:2] == f.SIGNATURE else 0
@@ -203,6 +222,10 @@ class BrokerCore:
             state = peer.state if peer is not None else State.NEW
             new_state = next_state(state, op)
         except ZqError as exc:
+            if isinstance(exc, SessionUnknown) and op in (f.ACK, f.NACK, f.EXTEND):
+                # A consumer whose session was dropped settles what it held: those
+                # leases are gone, and the answer must say so, not only "say HELLO".
+                self._fence_unknown(identity, frame, op)  # type: ignore[arg-type]
             self._fail(identity, exc, op, self._ref(exc))
             if peer is not None and exc.name in _FATAL:
                 self.drop_peer(peer, f"protocol error: {exc.message}")
@@ -218,6 +241,16 @@ class BrokerCore:
         except ZqError as exc:
             self._fail(identity, exc, op, self._ref(exc))
 
+    def _fence_unknown(self, identity: bytes, frame: f.Ack | f.Nack | f.Extend, op: int) -> None:
+        stale = [i for i in frame.ids if i < self.next_id]
+        unknown = [i for i in frame.ids if i >= self.next_id]
+        if stale:
+            self._fail(identity, StaleDelivery(
+                f"{len(stale)} delivery(ies) belonged to a session that has ended"), op, stale)
+        if unknown:
+            self._fail(identity, UnknownDelivery(f"{len(unknown)} id(s) never delivered"),
+                       op, unknown)
+
     @staticmethod
     def _ref(exc: ZqError) -> Any:
         return exc.attrs.get("ref")
@@ -225,7 +258,7 @@ class BrokerCore:
     def _handle(self, peer: Peer, frame: f.Frame, now: float) -> None:
         match frame:
             case f.Publish():
-                self.on_publish(peer, frame)
+                self.on_publish(peer, frame, now)
             case f.Ack():
                 self.on_ack(peer, frame)
             case f.Credit():
@@ -236,6 +269,8 @@ class BrokerCore:
                 self.on_nack(peer, frame, now)
             case f.Release():
                 self.on_release(peer, frame)
+            case f.Extend():
+                self.on_extend(peer, frame, now)
             case f.Cancel():
                 self.on_cancel(peer, frame)
             case f.Hello():
@@ -244,6 +279,16 @@ class BrokerCore:
                 self.drop_peer(peer, f"BYE {frame.reason}".strip())
             case f.Stats():
                 self._send(peer.identity, codec.encode(f.StatsReply(frame.req, self.stats())))
+            case f.Manage():
+                from zq import admin  # admin builds on the core; imported late to avoid a cycle
+
+                try:
+                    result = admin.manage(self, frame, now)
+                except ZqError as exc:
+                    exc.attrs["ref"] = frame.req
+                    raise
+                self._after_commit(peer.identity,
+                                   codec.encode(f.ManageReply(frame.req, result)))
             case _:  # pragma: no cover - the session table admits nothing else
                 raise AssertionError(frame)
 
@@ -257,7 +302,7 @@ class BrokerCore:
             self.broker_id, int(cfg.heartbeat * 1000), cfg.liveness, cfg.max_batch,
             cfg.max_credit, cfg.max_frame)))
 
-    def on_publish(self, peer: Peer, frame: f.Publish) -> None:
+    def on_publish(self, peer: Peer, frame: f.Publish, now: float) -> None:
         if self.stopping:
             raise ShuttingDown("broker is shutting down; message not stored", ref=frame.seq)
         n = len(frame.bodies)
@@ -265,13 +310,55 @@ class BrokerCore:
             raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
                                 ref=frame.seq, limit=self.cfg.max_publish_batch)
         q = self._queue(frame.queue)
+        opts = frame.opts
+        extra: Extra | None = None
+        if opts is not None:
+            if opts.dedup_id is not None:
+                hit = self._dedup.get((q.name, opts.dedup_id))
+                if hit is not None and hit[1] > now:
+                    self.counters["deduplicated"] += 1
+                    self._pending.append((peer, q, frame.seq, hit[0], [], None, None))
+                    return
+            due = now + opts.delay_ms / 1000.0 if opts.delay_ms else 0.0
+            if opts.eta_ms:
+                due = max(due, opts.eta_ms / 1000.0 - self.wall_offset)  # wall -> monotonic
+            ttl = opts.ttl_ms / 1000.0 if opts.ttl_ms else q.settings.ttl
+            extra = (opts, due, now + ttl if ttl else 0.0)
+        s = q.settings
+        if s.max_length:
+            length = q.ready_count() + q.disk + q.delayed + q.staged
+            if length + n > s.max_length:
+                drop = q.overflow.on_full(length, s.max_length, n)
+                if drop < 0:
+                    raise QueueFull(f"queue {q.name!r} is at its maximum length of "
+                                    f"{s.max_length}", ref=frame.seq, queue=q.name,
+                                    limit=s.max_length)
+                q.to_drop += drop
         first = self.next_id
         self.next_id = first + n
         hdrs = frame.headers or None
-        self._pending.append((peer, q, frame.seq, first, frame.bodies, hdrs))
+        self._pending.append((peer, q, frame.seq, first, frame.bodies, hdrs, extra))
+        q.staged += n
+        if opts is not None and opts.dedup_id is not None and s.dedup_window:
+            self._remember(q.name, opts.dedup_id, first, now + s.dedup_window)
+            if self.durable:
+                self._batch.dedups.append((q.name, opts.dedup_id, first,
+                                           now + s.dedup_window + self.wall_offset))
         if self.durable:
             self.staged += n
             self._batch.inserts.append((first, q.name, hdrs, frame.bodies))
+            if extra is not None:
+                probe = Msg(first, q, b"", None)
+                probe.opts, probe.exp = opts, extra[2]
+                blob = pack_opts(probe, self.wall_offset)
+                if blob is not None or extra[1]:
+                    self._batch.placed.append((first, first + n - 1,
+                                               extra[1] + self.wall_offset if extra[1] else 0.0,
+                                               blob))
+
+    def _remember(self, queue: str, key: str, mid: int, until: float) -> None:
+        self._dedup[(queue, key)] = (mid, until)
+        self._dedup_order.append((until, (queue, key)))
 
     def on_credit(self, peer: Peer, frame: f.Credit) -> None:
         sub = peer.subs.get(frame.queue)
@@ -287,6 +374,8 @@ class BrokerCore:
             exc.attrs["ref"] = frame.queue
             raise
         sub.active = True
+        if self.queues.get(sub.q.name) is not sub.q:  # the queue was deleted meanwhile
+            sub.q = self._queue(sub.q.name)
         if sub not in sub.q.subs:
             sub.q.subs.append(sub)
         self._dirty.add(sub.q)
@@ -300,33 +389,47 @@ class BrokerCore:
         if sub in sub.q.subs:
             sub.q.subs.remove(sub)
 
-    def _settle(self, peer: Peer, frame: f.Ack | f.Nack, check: bool = True) -> list[Msg]:
-        """Take the named deliveries off ``peer``; report unknown and stale ones."""
+    def _settle(self, peer: Peer, frame: f.Ack | f.Nack | f.Extend, op: int,
+                take: bool = True) -> list[Msg]:
+        """The named deliveries ``peer`` holds (taken off it if ``take``); report the rest.
+
+        An id the consumer does not hold is STALE_DELIVERY if it was ever
+        delivered (its lease ended: acked, timed out, or its session dropped)
+        and UNKNOWN_DELIVERY if it never was.
+        """
         held = peer.held
         done: list[Msg] = []
         unknown: list[int] = []
         stale: list[int] = []
         for mid, att in zip(frame.ids, frame.attempts, strict=True):
             m = held.get(mid)
-            if m is None:
-                unknown.append(mid)
-            elif m.attempts != att:
-                stale.append(mid)
-            else:
-                del held[mid]
-                peer.subs[m.q.name].window.settle(1)
+            if m is not None and m.attempts == att:
+                if take:
+                    del held[mid]
+                    peer.subs[m.q.name].window.settle(1)
+                    m.lane.acct.in_flight -= 1
                 done.append(m)
-        op = f.ACK if isinstance(frame, f.Ack) else f.NACK
+            elif m is not None or (mid < self.next_id and att >= 1):
+                stale.append(mid)
+                z = peer.zombies.get(mid)
+                if z is not None and z[0] == att and take:
+                    del peer.zombies[mid]  # the consumer let go of it: its credit is back
+                    sub = peer.subs.get(z[1])
+                    if sub is not None:
+                        sub.window.settle(1)
+                        self._dirty.add(sub.q)
+            else:
+                unknown.append(mid)
         if unknown:
             self._fail(peer.identity, UnknownDelivery(
-                f"{len(unknown)} id(s) not held by this consumer"), op, unknown)
+                f"{len(unknown)} id(s) never delivered to this consumer"), op, unknown)
         if stale:
             self._fail(peer.identity, StaleDelivery(
-                f"{len(stale)} id(s) acked for an attempt that is not current"), op, stale)
+                f"{len(stale)} id(s) name an attempt that is no longer current"), op, stale)
         return done
 
     def on_ack(self, peer: Peer, frame: f.Ack) -> None:
-        done = self._settle(peer, frame)
+        done = self._settle(peer, frame, f.ACK)
         if not done:
             return
         self.counters["acked"] += len(done)
@@ -345,28 +448,28 @@ class BrokerCore:
         """Stage a message's new attempt count and due time (durable stores only)."""
         self._batch.updates.append(([m.id], [m.attempts], ready_at))
 
+    def _rewrite(self, m: Msg, ready_at: float = 0.0) -> None:
+        """Stage a message's whole state: queue, attempts, due time, headers, options."""
+        if self.durable:
+            self._batch.updates.append(Rewrite(m.id, m.q.name, m.attempts, ready_at, m.headers,
+                                               pack_opts(m, self.wall_offset)))
+
     def on_nack(self, peer: Peer, frame: f.Nack, now: float) -> None:
-        done = self._settle(peer, frame)
+        done = self._settle(peer, frame, f.NACK)
         if not done:
             return
         self.counters["nacked"] += len(done)
+        reason = frame.reason
+        delay = frame.delay_ms / 1000.0 if frame.delay_ms else None
+        back: list[Msg] = []
         for m in done:
             m.q.nacked += 1
-        if not frame.requeue:
-            self.counters["dead"] += len(done)
-            for m in done:
-                m.q.dead += 1
-                m.q.mem_bytes -= len(m.body)
-            if self.durable:
-                self._forget(done)
-        elif frame.delay_ms > 0:
-            due = now + frame.delay_ms / 1000.0
-            for m in done:
-                heapq.heappush(self._delayed, (due, m.id, m))
-                if self.durable:
-                    self._stage(m, due + self.wall_offset)
-        else:
-            self._requeue_front(done)
+            self._record(m, "nacked", reason, peer.name, now)
+            if not frame.requeue:
+                self._dead(m, reason or "nacked without requeue", now)
+            else:
+                self._retry(m, reason or "nacked", now, delay, back)
+        self._requeue_front(back)
 
     def on_release(self, peer: Peer, frame: f.Release) -> None:
         held = peer.held
@@ -378,7 +481,9 @@ class BrokerCore:
                 unknown.append(mid)
                 continue
             peer.subs[m.q.name].window.settle(1)
+            m.lane.acct.in_flight -= 1
             m.attempts -= 1  # a released delivery is not an attempt
+            m.deadline = 0.0
             if self.durable:
                 self._stage(m)
             back.append(m)
@@ -388,19 +493,127 @@ class BrokerCore:
         self.counters["released"] += len(back)
         self._requeue_front(back)
 
+    def on_extend(self, peer: Peer, frame: f.Extend, now: float) -> None:
+        """Move the time limit of these attempts to ``ms`` from now."""
+        for m in self._settle(peer, frame, f.EXTEND, take=False):
+            m.deadline = now + frame.ms / 1000.0
+            heapq.heappush(self._limits, (m.deadline, next(self._tie), m, peer))
+
+    # ------------------------------------------------------- failure handling
+
+    def _record(self, m: Msg, outcome: str, reason: str, consumer: str, now: float) -> None:
+        """Add an attempt that did not end in an ack to the message's history header."""
+        wall = self.wall_offset
+        entry: dict[str, Any] = {"attempt": m.attempts, "outcome": outcome,
+                                 "end": round(now + wall, 3)}
+        if m.start:
+            entry["start"] = round(m.start + wall, 3)
+        if consumer:
+            entry["consumer"] = consumer
+        if reason:
+            entry["reason"] = reason[:1000]
+        headers = dict(m.headers) if m.headers else {}
+        history = list(headers.get(HISTORY) or [])
+        history.append(entry)
+        if len(history) > MAX_HISTORY:
+            del history[1:len(history) - MAX_HISTORY + 1]
+        headers[HISTORY] = history
+        m.headers = headers
+        m.hsize = codec.header_size(headers)
+        m.start = 0.0
+        m.deadline = 0.0
+
+    def _max_attempts(self, m: Msg) -> int:
+        o = m.opts
+        return o.max_attempts if o is not None and o.max_attempts else \
+            m.q.settings.max_attempts
+
+    def _retry(self, m: Msg, reason: str, now: float, delay: float | None = None,
+               back: list[Msg] | None = None) -> None:
+        """A failed attempt (already recorded): try again, or dead-letter if that was the last.
+
+        A message to retry at once goes to ``back`` (the caller puts them all back
+        at the head of their queues in id order), or back at once without it.
+        """
+        q = m.q
+        if m.attempts >= self._max_attempts(m):
+            self._dead(m, f"{m.attempts} attempt(s) failed; last: {reason}", now)
+            return
+        if delay is None:
+            s = q.settings
+            delay = q.backoff.delay(m.attempts, s.retry_delay, s.retry_max_delay) \
+                if s.retry_delay else 0.0
+        if delay > 0:
+            self._rewrite(m, now + delay + self.wall_offset)
+            self._delay(m, now + delay)
+        else:
+            self._rewrite(m)
+            if back is None:
+                self._requeue_front([m])
+            else:
+                back.append(m)
+
+    def _dead(self, m: Msg, reason: str, now: float) -> None:
+        """Move a message (taken off every structure) to its dead-letter queue, or drop it."""
+        q = m.q
+        q.dead += 1
+        self.counters["dead"] += 1
+        q.mem_bytes -= len(m.body)
+        target = q.dlq
+        if target is None or target == q.name:
+            if self.durable:
+                self._batch.deletes.append(m.id)
+            return
+        d = self._queue(target)
+        headers = dict(m.headers) if m.headers else {}
+        headers[ORIGIN] = q.name
+        headers[REASON] = reason[:1000]
+        headers[DEAD_AT] = round(now + self.wall_offset, 3)
+        m.headers = headers
+        m.hsize = codec.header_size(headers)
+        m.attempts = 0
+        m.opts = None
+        m.exp = 0.0
+        m.deadline = 0.0
+        m.t = now
+        self.move(m, d)
+
+    def move(self, m: Msg, d: Queue) -> None:
+        """Put a message taken off its queue at the back of queue ``d`` and stage that."""
+        m.q = d
+        m.lane = d.default
+        self._rewrite(m)
+        if d.disk and m.id > d.cursor:
+            d.disk += 1  # behind a backlog on disk: it waits there, in id order
+            return
+        d.default.msgs.append(m)
+        d.mem_bytes += len(m.body)
+        self._dirty.add(d)
+
+    def _delay(self, m: Msg, due: float) -> None:
+        heapq.heappush(self._delayed, (due, m.id, m))
+        m.q.delayed += 1
+
     def _requeue_front(self, msgs: list[Msg]) -> None:
-        """Put messages back at the head of their queues, oldest first."""
+        """Put messages back at the head of their lanes, oldest first."""
         if not msgs:
             return
-        msgs.sort(key=lambda m: m.id, reverse=True)
+        if len(msgs) > 1:
+            msgs.sort(key=lambda m: m.id, reverse=True)
         for m in msgs:
-            m.q.ready.appendleft(m)
+            m.lane.msgs.appendleft(m)
             self._dirty.add(m.q)
+
+    def _expire(self, m: Msg, now: float) -> None:
+        self.counters["expired"] += 1
+        self._record(m, "expired", "", "", now)
+        self._dead(m, "expired", now)
 
     # ------------------------------------------------------------ commit cycle
 
     def take_batch(self) -> WriteBatch:
         batch, self._batch = self._batch, WriteBatch()
+        batch.created = self.now + self.wall_offset
         self.staged = 0
         return batch
 
@@ -410,8 +623,12 @@ class BrokerCore:
         self._pending, self.unstored_out = [], []
         return c
 
+    def _after_commit(self, identity: bytes, parts: list[bytes]) -> None:
+        """Send a reply once what came before it is stored."""
+        (self.unstored_out if self.durable else self.out).append((identity, parts, None))
+
     def release(self, deliveries: list[Outgoing]) -> None:
-        """Send DELIVER frames whose commit returned, unless their session ended meanwhile.
+        """Send frames whose commit returned, unless their session ended meanwhile.
 
         A session dropped while the commit ran has had its messages requeued, and
         a new session of the same client must not get the old session's frames.
@@ -420,7 +637,7 @@ class BrokerCore:
         for d in deliveries:
             peer = peers.get(d[0])
             msgs = d[2]
-            if peer is not None and msgs and peer.held.get(msgs[0].id) is msgs[0]:
+            if peer is not None and (msgs is None or peer.held.get(msgs[0].id) is msgs[0]):
                 self.out.append(d)
 
     def has_unstored(self) -> bool:
@@ -428,10 +645,12 @@ class BrokerCore:
         return bool(self._batch or self._pending or self.unstored_out)
 
     def restage(self, batch: WriteBatch) -> None:
-        """Updates and deletes that failed to commit go into the next batch."""
+        """What failed to commit, except new messages, goes into the next batch."""
         b = self._batch
         b.updates[:0] = batch.updates  # older than anything staged since
         b.deletes.extend(batch.deletes)
+        b.settings[:0] = batch.settings
+        b.purges[:0] = batch.purges
 
     def committed(self, pending: list[Pending] | None = None) -> None:
         """A batch is stored: queue its messages, confirm its publishes.
@@ -444,23 +663,36 @@ class BrokerCore:
         touched: list[Peer] = []
         window, window_bytes = self.cfg.window, self.cfg.window_bytes
         durable = self.durable
-        for peer, q, seq, first, bodies, hdrs in pending:
+        now = self.now
+        trim: list[Queue] = []
+        for peer, q, seq, first, bodies, hdrs, extra in pending:
             n = len(bodies)
-            if durable and (q.disk or len(q.ready) >= window or q.mem_bytes >= window_bytes):
+            if not n:  # a deduplicated publish: confirmed with the original's id
+                if not peer.confirms:
+                    touched.append(peer)
+                peer.confirms.append([seq, first, 1])
+                continue
+            q.staged -= n
+            if durable and (q.disk or q.ready_count() >= window or q.mem_bytes >= window_bytes):
                 if not q.disk:
                     q.cursor = first - 1
                     self._spilled.add(q)
                 q.disk += n  # stored; paged in when the queue drains
-            else:
+            elif extra is None and not q.ttl_seen:
+                ready = q.default.msgs
                 if hdrs:
                     hsize = codec.header_size
-                    q.ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]))
-                                    for i, b in enumerate(bodies)])
+                    ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]), now)
+                                  for i, b in enumerate(bodies)])
                 else:
-                    q.ready.extend(map(Msg, range(first, first + n), repeat(q), bodies,
-                                       repeat(None)))
+                    ready.extend(map(Msg, range(first, first + n), repeat(q), bodies,
+                                     repeat(None), repeat(0), repeat(0), repeat(now)))
                 q.mem_bytes += sum(map(len, bodies))
                 self._dirty.add(q)
+            else:
+                self._place_new(q, first, bodies, hdrs, extra, now)
+            if q.to_drop:
+                trim.append(q)
             q.published += n
             if not peer.confirms:
                 touched.append(peer)
@@ -470,12 +702,55 @@ class BrokerCore:
             confirms, peer.confirms = peer.confirms, []
             if peer.state is State.READY:
                 self._send(peer.identity, codec.encode_confirm(confirms))
+        for q in trim:
+            self._drop_oldest(q, now)
+
+    def _place_new(self, q: Queue, first: int, bodies: list[bytes],
+                   hdrs: list[f.Headers | None] | None, extra: Extra | None, now: float) -> None:
+        """New messages with options (or a queue TTL): their lane, due time, expiry."""
+        opts, due, exp = extra if extra is not None else (None, 0.0, 0.0)
+        if not exp and q.settings.ttl:
+            exp = now + q.settings.ttl
+        lane = q.lane_for(opts)
+        hsize = codec.header_size
+        for i, body in enumerate(bodies):
+            h = hdrs[i] if hdrs else None
+            m = Msg(first + i, q, body, h, 0, hsize(h) if h is not None else 0, now)
+            m.opts, m.lane, m.exp = opts, lane, exp
+            if due > now:
+                self._delay(m, due)
+            else:
+                lane.msgs.append(m)
+            q.mem_bytes += len(body)
+        if exp:
+            q.ttl_seen = True
+        if opts is not None and opts.time_limit_ms:
+            q.limited = True
+        self._dirty.add(q)
+
+    def _drop_oldest(self, q: Queue, now: float) -> None:
+        """Overflow rule drop-oldest: dead-letter the oldest ready messages."""
+        k, q.to_drop = q.to_drop, 0
+        while k > 0:
+            heads = [ln for ln in q.order if ln.msgs]
+            if not heads:
+                break
+            lane = min(heads, key=lambda ln: ln.msgs[0].id)
+            m = lane.msgs.popleft()
+            self._record(m, "dropped", "queue full", "", now)
+            self._dead(m, "overflow: the queue was at its maximum length", now)
+            k -= 1
 
     def commit_failed(self, exc: ZqError, pending: list[Pending] | None = None) -> None:
         """A batch was not stored: refuse its publishes, store nothing."""
         if pending is None:
             pending, self._pending = self._pending, []
-        for peer, _q, seq, *_ in pending:
+        for peer, q, seq, first, bodies, _h, extra in pending:
+            q.staged -= len(bodies)
+            if extra is not None and extra[0].dedup_id is not None:
+                key = (q.name, extra[0].dedup_id)
+                if self._dedup.get(key, (0, 0.0))[0] == first:
+                    del self._dedup[key]
             self._fail(peer.identity, exc, f.PUBLISH, seq)
 
     # ---------------------------------------------------------------- paging
@@ -485,9 +760,10 @@ class BrokerCore:
         cfg = self.cfg
         out: list[tuple[str, int, int]] = []
         for q in self._spilled:
-            if (len(q.ready) < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
+            ready = q.ready_count()
+            if (ready < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
                     and any(s.window.available for s in q.subs)):
-                out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - len(q.ready)))))
+                out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - ready))))
         return out
 
     def wants_pages(self) -> bool:
@@ -508,10 +784,12 @@ class BrokerCore:
 
     # ---------------------------------------------------------------- dispatch
 
-    def dispatch(self) -> None:
+    def dispatch(self, now: float | None = None) -> None:
         """Deliver ready messages to consumers with credit, in batches."""
         if not self._dirty:
             return
+        if now is None:
+            now = self.now
         dirty, self._dirty = self._dirty, set()
         max_batch = self.cfg.max_batch
         max_frame = self.cfg.max_frame
@@ -521,14 +799,17 @@ class BrokerCore:
         durable = self.durable
         updates = self._batch.updates
         for q in dirty:
-            ready = q.ready
+            if q.paused or not q.subs:
+                continue
             base = codec.ENVELOPE + len(q.name_b)
-            while ready:
+            expired: list[Msg] = []
+            multi = len(q.order) > 1
+            while True:
                 cands = [s for s in q.subs if s.window.available > 0]
                 if not cands:
                     break
                 sub = cands[self.policy.pick(q.name, cands)] if len(cands) > 1 else cands[0]
-                want = min(len(ready), max_batch, sub.window.available)
+                want = min(max_batch, sub.window.available)
                 held = sub.peer.held
                 msgs: list[Msg] = []
                 ids: list[int] = []
@@ -539,28 +820,55 @@ class BrokerCore:
                 fbytes = base
                 hbytes = codec.ENVELOPE
                 redelivered = 0
-                while len(msgs) < want:
-                    m = ready[0]
-                    h = per_msg + m.hsize
-                    fbytes += h + len(m.body)
-                    hbytes += h
-                    if msgs and (fbytes > max_frame or hbytes > max_header):
-                        break  # the batch is full by bytes; the rest waits for the next frame
-                    ready.popleft()
-                    m.attempts += 1
-                    held[m.id] = m
-                    msgs.append(m)
-                    ids.append(m.id)
-                    attempts.append(m.attempts)
-                    bodies.append(m.body)
-                    headers.append(m.headers)
-                    if m.headers is not None:
-                        any_headers = True
-                    if m.attempts > 1:
-                        redelivered += 1
+                full = False
+                while len(msgs) < want and not full:
+                    lane, quota = q.next_lane()
+                    if lane is None:
+                        break
+                    ready = lane.msgs
+                    take = min(want - len(msgs), quota)
+                    acct = lane.acct
+                    if acct.cap:
+                        take = min(take, acct.cap - acct.in_flight)
+                    got = 0
+                    while got < take and ready:
+                        m = ready[0]
+                        if m.exp and m.exp <= now:
+                            ready.popleft()
+                            expired.append(m)
+                            continue
+                        h = per_msg + m.hsize
+                        fbytes += h + len(m.body)
+                        hbytes += h
+                        if msgs and (fbytes > max_frame or hbytes > max_header):
+                            full = True  # the frame is full by bytes; the rest waits
+                            break
+                        ready.popleft()
+                        m.attempts += 1
+                        m.start = now
+                        held[m.id] = m
+                        msgs.append(m)
+                        ids.append(m.id)
+                        attempts.append(m.attempts)
+                        bodies.append(m.body)
+                        headers.append(m.headers)
+                        if m.headers is not None:
+                            any_headers = True
+                        if m.attempts > 1:
+                            redelivered += 1
+                        got += 1
+                    acct.in_flight += got
+                    if multi:
+                        q.selector.took(lane.tenant, got)
+                        if not ready:
+                            q.selector.idle(lane.tenant)
+                if not msgs:
+                    break
                 k = sub.window.take(len(msgs))  # == len(msgs): want was within the window
                 if durable:
                     updates.append((ids, attempts, 0.0))  # stored before the frame is sent
+                if q.limited:
+                    self._arm_limits(q, msgs, sub.peer, now)
                 q.delivered += k
                 counters["redelivered"] += redelivered
                 counters["delivered"] += k
@@ -569,11 +877,24 @@ class BrokerCore:
                 (self.unstored_out if durable else self.out).append((
                     sub.peer.identity, codec.encode_deliver(
                         q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
+            for m in expired:
+                self._expire(m, now)
+
+    def _arm_limits(self, q: Queue, msgs: list[Msg], peer: Peer, now: float) -> None:
+        default = q.settings.time_limit
+        limits = self._limits
+        for m in msgs:
+            o = m.opts
+            limit = o.time_limit_ms / 1000.0 if o is not None and o.time_limit_ms else default
+            if limit:
+                m.deadline = now + limit
+                heapq.heappush(limits, (m.deadline, next(self._tie), m, peer))
 
     # ------------------------------------------------------------------- timers
 
     def tick(self, now: float) -> None:
-        """Heartbeats out, dead peers dropped, due delayed messages made ready."""
+        """Heartbeats, dead peers, due delayed messages, time limits, expiry, rates."""
+        self.now = now
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.cfg.heartbeat
             beat = codec.encode(f.Heartbeat())
@@ -585,18 +906,67 @@ class BrokerCore:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             _, _, m = heapq.heappop(delayed)
-            m.q.ready.append(m)
-            self._dirty.add(m.q)
+            q = m.q
+            q.delayed -= 1
+            if self.queues.get(q.name) is not q:
+                continue  # its queue was deleted
+            m.lane.msgs.append(m)
+            self._dirty.add(q)
+        limits = self._limits
+        while limits and limits[0][0] <= now:
+            deadline, _, m, peer = heapq.heappop(limits)
+            if m.deadline != deadline or peer.held.get(m.id) is not m:
+                continue  # settled, extended, or lost meanwhile
+            self._time_limited(m, peer, now)
+        if now >= self._next_second:
+            self._every_second(now)
+
+    def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
+        del peer.held[m.id]
+        peer.zombies[m.id] = (m.attempts, m.q.name)
+        m.lane.acct.in_flight -= 1
+        self.counters["time_limited"] += 1
+        limit = m.deadline - m.start
+        self._record(m, "time limit", f"ran past its time limit of {limit:.3f}s", peer.name,
+                     now)
+        self._retry(m, "time limit", now)
+
+    def _every_second(self, now: float) -> None:
+        """Rates, expired messages at lane heads, forgotten dedup ids."""
+        elapsed = now - (self._next_second - 1.0)
+        self._next_second = now + 1.0
+        alpha = min(1.0, elapsed / 5.0)  # about a 5 s moving average
+        for q in self.queues.values():
+            r = q.rates
+            for key, total in (("publish", q.published), ("deliver", q.delivered),
+                               ("ack", q.acked)):
+                last = r.get("_" + key, float(total))
+                rate = (total - last) / elapsed if elapsed > 0 else 0.0
+                r[key] += alpha * (rate - r[key])
+                r["_" + key] = float(total)
+            if q.ttl_seen:
+                for lane in q.order:
+                    while lane.msgs and lane.msgs[0].exp and lane.msgs[0].exp <= now:
+                        self._expire(lane.msgs.popleft(), now)
+        order = self._dedup_order
+        while order and order[0][0] <= now:
+            _, dkey = order.popleft()
+            hit = self._dedup.get(dkey)
+            if hit is not None and hit[1] <= now:
+                del self._dedup[dkey]
 
     def next_deadline(self) -> float:
-        if self._delayed and self._delayed[0][0] < self._next_heartbeat:
-            return self._delayed[0][0]
-        return self._next_heartbeat
+        t = min(self._next_heartbeat, self._next_second)
+        if self._delayed and self._delayed[0][0] < t:
+            t = self._delayed[0][0]
+        if self._limits and self._limits[0][0] < t:
+            t = self._limits[0][0]
+        return t
 
     # ---------------------------------------------------------------- peers
 
     def drop_peer(self, peer: Peer, reason: str) -> None:
-        """Forget a session; every message it held goes back to its queue at once."""
+        """Forget a session; every message it held has lost its lease and is retried."""
         if self.peers.get(peer.identity) is not peer:
             return
         del self.peers[peer.identity]
@@ -605,10 +975,16 @@ class BrokerCore:
         for sub in peer.subs.values():
             if sub in sub.q.subs:
                 sub.q.subs.remove(sub)
-        held = list(peer.held.values())
+        held = sorted(peer.held.values(), key=lambda m: m.id)
         peer.held.clear()
-        self._requeue_front(held)
-        log.info("peer %s (%s) dropped: %s; %d message(s) requeued",
+        now = self.now
+        back: list[Msg] = []
+        for m in held:
+            m.lane.acct.in_flight -= 1
+            self._record(m, "consumer lost", reason, peer.name, now)
+            self._retry(m, "consumer lost", now, 0.0, back)
+        self._requeue_front(back)
+        log.info("peer %s (%s) dropped: %s; %d message(s) back to their queues",
                  peer.identity.hex(), peer.name or "?", reason, len(held))
 
     def send_failed(self, identity: bytes, msgs: list[Msg] | None, unroutable: bool) -> None:
@@ -625,7 +1001,9 @@ class BrokerCore:
                     sub.window.settle(1)
                     if sub.active:
                         sub.window.available += 1  # the consumer never saw it: its credit stands
+                    m.lane.acct.in_flight -= 1
                     m.attempts -= 1  # never reached the consumer
+                    m.deadline = 0.0
                     if self.durable:
                         self._stage(m)
                     back.append(m)
@@ -647,6 +1025,11 @@ class BrokerCore:
             q = self.queues[name] = Queue(name)
         return q
 
+    def stage_settings(self, q: Queue) -> None:
+        if self.durable:
+            self._batch.settings.append((q.name, _packb(
+                {"settings": q.settings.to_map(), "paused": q.paused})))
+
     def _send(self, identity: bytes, parts: list[bytes]) -> None:
         self.out.append((identity, parts, None))
 
@@ -654,33 +1037,41 @@ class BrokerCore:
         self.counters["errors_sent"] += 1
         self._send(identity, codec.encode(f.Error(exc.code, exc.name, exc.message, op, ref)))
 
+    def queue_stats(self, q: Queue, in_flight: int, now: float) -> dict[str, Any]:
+        oldest = q.oldest()
+        return {
+            "ready": q.ready_count() + q.disk,
+            "on_disk": q.disk,
+            "delayed": q.delayed,
+            "in_flight": in_flight,
+            "consumers": len(q.subs),
+            "published": q.published,
+            "delivered": q.delivered,
+            "acked": q.acked,
+            "nacked": q.nacked,
+            "dead": q.dead,
+            "paused": q.paused,
+            "oldest_age": round(now - oldest, 3) if oldest else 0.0,
+            "rates": {k: round(v, 1) for k, v in q.rates.items() if not k.startswith("_")},
+            "tenants": {t.name: {"in_flight": t.in_flight, "weight": t.weight, "cap": t.cap}
+                        for t in q.tenants.values() if t.name},
+        }
+
+    def in_flight(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.peers.values():  # cancelled subscriptions may still hold messages
+            for name, s in p.subs.items():
+                counts[name] = counts.get(name, 0) + s.window.in_flight
+        return counts
+
     def stats(self) -> dict[str, Any]:
         c: dict[str, Any] = dict(self.counters)
         frames = c["deliver_frames"]
         c["avg_deliver_batch"] = c["delivered"] / frames if frames else 0.0
-        in_flight: dict[str, int] = {}
-        for p in self.peers.values():  # cancelled subscriptions may still hold messages
-            for name, s in p.subs.items():
-                in_flight[name] = in_flight.get(name, 0) + s.window.in_flight
-        queues = {
-            q.name: {
-                "ready": len(q.ready) + q.disk,
-                "on_disk": q.disk,
-                "in_flight": in_flight.get(q.name, 0),
-                "consumers": len(q.subs),
-                "published": q.published,
-                "delivered": q.delivered,
-                "acked": q.acked,
-                "nacked": q.nacked,
-                "dead": q.dead,
-            }
-            for q in self.queues.values()
-        }
-        delayed: dict[str, int] = {}
-        for _, _, m in self._delayed:
-            delayed[m.q.name] = delayed.get(m.q.name, 0) + 1
-        for name, n in delayed.items():
-            queues[name]["delayed"] = n
+        in_flight = self.in_flight()
+        now = self.now
+        queues = {q.name: self.queue_stats(q, in_flight.get(q.name, 0), now)
+                  for q in self.queues.values()}
         peers = {
             p.identity.hex(): {
                 "name": p.name,

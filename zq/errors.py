@@ -106,6 +106,31 @@ class InvalidQueueName(ZqError):
     name = "INVALID_QUEUE_NAME"
 
 
+class QueueFull(ZqError):
+    """The queue is at its maximum length and its overflow rule is ``reject``.
+
+    Nothing of the refused PUBLISH was stored; retry once consumers catch up.
+    """
+
+    code = 14
+    name = "QUEUE_FULL"
+    retriable = True
+
+
+class UnknownQueue(ZqError):
+    """A queue operation named a queue the broker does not have."""
+
+    code = 15
+    name = "UNKNOWN_QUEUE"
+
+
+class InvalidArgument(ZqError):
+    """A queue setting, a publish option or an operation argument is out of range."""
+
+    code = 16
+    name = "INVALID_ARGUMENT"
+
+
 class ShuttingDown(ZqError):
     """The broker is stopping and takes no new work; try another broker or later."""
 

@@ -22,6 +22,8 @@ class StoredMessage:
     headers: dict[str, Any] | None
     attempts: int  # deliveries so far
     ready_at: float  # wall-clock seconds; 0 = ready now
+    created: float = 0.0  # wall-clock seconds it was published (0: unknown)
+    opts: dict[str, Any] | None = None  # its publish options (see ``zq.core.pack_opts``)
 
 
 # One PUBLISH frame's messages: first id (the rest follow), queue, headers (None
@@ -29,6 +31,25 @@ class StoredMessage:
 Insert = tuple[int, str, "list[dict[str, Any] | None] | None", "list[bytes]"]
 # Ids and their new attempt counts, and the due time (wall clock, 0 = now) they share.
 Update = tuple["list[int]", "list[int]", float]
+
+
+@dataclass(slots=True)
+class Rewrite:
+    """One message's whole state, for the rarer changes: a failure recorded in its
+    headers, a move to another queue (dead letters, redrive). Ordered among updates."""
+
+    id: int
+    queue: str
+    attempts: int
+    ready_at: float
+    headers: dict[str, Any] | None
+    opts: bytes | None
+
+
+# A run of new messages' options: first id, last id, due time (wall), packed options.
+Placed = tuple[int, int, float, "bytes | None"]
+# A remembered dedup id: queue, dedup id, message id, forget after (wall clock).
+Dedup = tuple[str, str, int, float]
 
 
 @dataclass(slots=True)
@@ -41,15 +62,22 @@ class WriteBatch:
     """
 
     inserts: list[Insert] = field(default_factory=list)  # new messages, attempts 0
-    updates: list[Update] = field(default_factory=list)  # attempts / due time changed
+    placed: list[Placed] = field(default_factory=list)  # options of new messages that have any
+    updates: list[Update | Rewrite] = field(default_factory=list)  # applied in order
     deletes: list[int] = field(default_factory=list)  # acked or dead
+    settings: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: queue deleted
+    purges: list[tuple[str, int]] = field(default_factory=list)  # (queue, above id): delete
+    dedups: list[Dedup] = field(default_factory=list)
+    created: float = 0.0  # wall-clock time of this batch's new messages
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.deletes or self.updates)
+        return bool(self.inserts or self.deletes or self.updates or self.settings
+                    or self.purges or self.dedups)
 
     def without_inserts(self) -> WriteBatch:
         """The same batch minus its new messages (what may still commit on a full disk)."""
-        return WriteBatch(updates=self.updates, deletes=self.deletes)
+        return WriteBatch(updates=self.updates, deletes=self.deletes, settings=self.settings,
+                          purges=self.purges)
 
 
 @dataclass(slots=True)
@@ -64,6 +92,8 @@ class Recovered:
     messages: list[StoredMessage]
     next_id: int
     backlog: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # queue -> its state
+    dedups: list[Dedup] = field(default_factory=list)
 
 
 class Store(Protocol):

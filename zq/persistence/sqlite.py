@@ -6,11 +6,17 @@ of change and a COMMIT, so a loop pass costs two to four thread hops however
 many messages it carries. Python's sqlite3 opens the transaction implicitly
 with the first statement, so there is no separate BEGIN.
 
-Layout (``PRAGMA user_version`` 1)::
+Layout (``PRAGMA user_version`` 2; a version 1 database is upgraded in place)::
 
-    queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE)
-    messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body)
+    queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
+    messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
+             created, opts)
     index messages(qid)      -- rows of one queue in id order, for paging a backlog in
+    dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
+
+``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
+message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
+for a plain message.
 
 AUTOINCREMENT keeps the highest id ever used in ``sqlite_sequence``, so ids are
 never reused after a restart even when every message was acked.
@@ -33,18 +39,19 @@ import aiosqlite
 import msgpack
 
 from zq.errors import StorageError, StorageFull
-from zq.persistence.base import Insert, Recovered, StoredMessage, Update, WriteBatch
+from zq.persistence.base import Insert, Recovered, Rewrite, StoredMessage, Update, WriteBatch
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "zq.db"
 LOCK_NAME = "zq.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
     qid INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
+    name TEXT NOT NULL UNIQUE,
+    settings BLOB
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,17 +59,38 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL,
     ready_at REAL NOT NULL,
     headers BLOB,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    created REAL NOT NULL DEFAULT 0,
+    opts BLOB
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
+CREATE TABLE IF NOT EXISTS dedup (
+    qid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (qid, key)
+) WITHOUT ROWID;
+"""
+_UPGRADE_1_TO_2 = """
+ALTER TABLE queues ADD COLUMN settings BLOB;
+ALTER TABLE messages ADD COLUMN created REAL NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN opts BLOB;
 """
 
-_INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body) "
-           "VALUES (?, ?, 0, 0.0, ?, ?)")
+_INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created) "
+           "VALUES (?, ?, 0, 0.0, ?, ?, ?)")
+_PLACE = "UPDATE messages SET ready_at = ?, opts = ? WHERE id BETWEEN ? AND ?"
+_REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ? "
+            "WHERE id = ?")
+_SETTINGS = ("INSERT INTO queues (qid, name, settings) VALUES (?, ?, ?) "
+             "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings")
+_PURGE = "DELETE FROM messages WHERE qid = ? AND id > ?"
+_DEDUP = "INSERT OR REPLACE INTO dedup (qid, key, id, expires_at) VALUES (?, ?, ?, ?)"
 _UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id BETWEEN ? AND ?"
 _DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 _NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
-_PAGE = ("SELECT id, attempts, ready_at, headers, body FROM messages "
+_PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts FROM messages "
          "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -82,6 +110,48 @@ def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
     if hi >= 0:
         runs.append((lo, hi))
     return runs
+
+
+def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[tuple[str, Iterable[Any]]]:
+    """The batch as (SQL, rows) pairs in the order they must run: one transaction."""
+    if batch.inserts:
+        yield _INSERT, insert_rows(batch.inserts, qids, batch.created)
+    if batch.placed:
+        yield _PLACE, [(ready_at, opts, lo, hi) for lo, hi, ready_at, opts in batch.placed]
+    # Updates run in the order staged: runs of attempt updates, then whole rewrites.
+    run: list[Any] = []
+    kind: type | None = None
+    for u in batch.updates:
+        k = type(u)
+        if k is not kind and run:
+            yield _statement(kind, run, qids)
+            run = []
+        kind = k
+        run.append(u)
+    if run:
+        yield _statement(kind, run, qids)
+    if batch.settings:
+        yield _SETTINGS, [(qids[name], name, blob) for name, blob in batch.settings
+                          if blob is not None]
+    if batch.purges:
+        yield _PURGE, [(qids[name], after) for name, after in batch.purges]
+    if batch.deletes:
+        yield _DELETE, id_runs(batch.deletes)
+    if batch.dedups:
+        yield _DEDUP, [(qids[q], key, mid, until) for q, key, mid, until in batch.dedups]
+    gone = [(qids[name],) for name, blob in batch.settings if blob is None]
+    if gone:
+        yield "DELETE FROM dedup WHERE qid = ?", gone
+        yield "UPDATE queues SET settings = NULL WHERE qid = ?", gone
+
+
+def _statement(kind: type | None, run: list[Any], qids: dict[str, int]
+               ) -> tuple[str, Iterable[Any]]:
+    if kind is Rewrite:
+        return _REWRITE, [(qids[r.queue], r.attempts, r.ready_at,
+                           None if r.headers is None else _packb(r.headers), r.opts, r.id)
+                          for r in run]
+    return _UPDATE, update_runs(run)
 
 
 def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int]]:
@@ -110,12 +180,8 @@ def _write(db: aiosqlite.Connection, new_queues: list[tuple[int, str]], batch: W
     try:
         if new_queues:
             conn.executemany(_NEW_QUEUE, new_queues)
-        if batch.inserts:
-            conn.executemany(_INSERT, insert_rows(batch.inserts, qids))
-        if batch.updates:
-            conn.executemany(_UPDATE, update_runs(batch.updates))
-        if batch.deletes:
-            conn.executemany(_DELETE, id_runs(batch.deletes))
+        for sql, rows in statements(batch, qids):
+            conn.executemany(sql, rows)
         conn.commit()
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -123,17 +189,17 @@ def _write(db: aiosqlite.Connection, new_queues: list[tuple[int, str]], batch: W
         raise
 
 
-def insert_rows(inserts: Iterable[Insert], qids: dict[str, int]
-                ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+def insert_rows(inserts: Iterable[Insert], qids: dict[str, int], created: float = 0.0
+                ) -> Iterator[tuple[int, int, bytes | None, bytes, float]]:
     """Rows for ``_INSERT``, one per message, expanded from per-frame entries."""
     for first, queue, headers, bodies in inserts:
         qid = qids[queue]
         ids = range(first, first + len(bodies))
         if headers is None:
-            yield from zip(ids, repeat(qid), repeat(None), bodies)
+            yield from zip(ids, repeat(qid), repeat(None), bodies, repeat(created))
         else:
             packed = [None if h is None else _packb(h) for h in headers]
-            yield from zip(ids, repeat(qid), packed, bodies)
+            yield from zip(ids, repeat(qid), packed, bodies, repeat(created))
 
 
 def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | StorageFull:
@@ -203,19 +269,28 @@ class SqliteStore:
         await db.execute(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
         await db.execute("PRAGMA wal_autocheckpoint = 1000")
         version = await self._pragma("user_version")
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise StorageError(f"{self.path} has schema version {version}; this zq knows "
                                f"version {SCHEMA_VERSION}")
+        if version == 1:
+            log.info("upgrading %s from schema version 1 to %d", self.path, SCHEMA_VERSION)
+            await db.executescript(_UPGRADE_1_TO_2)
         await db.executescript(_SCHEMA)
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await db.commit()
         if self.max_bytes:
             page_size = int(await self._pragma("page_size"))
             await db.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page_size)}")
-        rows = await db.execute_fetchall("SELECT qid, name FROM queues")
-        for qid, name in rows:
+        rows = await db.execute_fetchall("SELECT qid, name, settings FROM queues")
+        settings: dict[str, dict[str, Any]] = {}
+        for qid, name, blob in rows:
             self._qids[name] = qid
             self._names[qid] = name
+            if blob is not None:
+                settings[name] = msgpack.unpackb(blob)
+        dedups = [(self._names[qid], key, mid, until) for qid, key, mid, until in
+                  await db.execute_fetchall("SELECT qid, key, id, expires_at FROM dedup "
+                                            "WHERE expires_at > ?", (time.time(),))]
         self._next_qid = max(self._names, default=0) + 1
         seq = list(await db.execute_fetchall(
             "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"))
@@ -232,7 +307,8 @@ class SqliteStore:
                 backlog[name] = count - len(page)
         log.info("opened %s: %d message(s) in %d queue(s), %d loaded", self.path,
                  sum(c for _, c in counts), len(counts), len(messages))
-        return Recovered(messages=messages, next_id=next_id, backlog=backlog)
+        return Recovered(messages=messages, next_id=next_id, backlog=backlog,
+                         settings=settings, dedups=dedups)
 
     def stats(self) -> dict[str, Any]:
         return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
@@ -256,7 +332,7 @@ class SqliteStore:
     async def commit(self, batch: WriteBatch) -> None:
         """One transaction for the whole batch; on failure nothing of it is stored."""
         db = self.db
-        new_queues = self._assign_qids(batch.inserts)
+        new_queues = self._assign_qids(batch)
         try:
             if self.one_hop:
                 # The whole transaction in one call on aiosqlite's thread: one thread
@@ -284,19 +360,19 @@ class SqliteStore:
                                     batch: WriteBatch) -> None:
         if new_queues:
             await db.executemany(_NEW_QUEUE, new_queues)
-        if batch.inserts:
-            await db.executemany(_INSERT, insert_rows(batch.inserts, self._qids))
-        if batch.updates:
-            await db.executemany(_UPDATE, update_runs(batch.updates))
-        if batch.deletes:
-            await db.executemany(_DELETE, id_runs(batch.deletes))
+        for sql, rows in statements(batch, self._qids):
+            await db.executemany(sql, rows)
         await db.commit()
 
-    def _assign_qids(self, inserts: Iterable[Insert]) -> list[tuple[int, str]]:
+    def _assign_qids(self, batch: WriteBatch) -> list[tuple[int, str]]:
         """Number the queues this batch creates (rows for the ``queues`` table)."""
         new: list[tuple[int, str]] = []
         qids = self._qids
-        for _, q, _, _ in inserts:
+        names = [e[1] for e in batch.inserts]
+        names += [u.queue for u in batch.updates if type(u) is Rewrite]
+        names += [name for name, _ in batch.settings] + [e[0] for e in batch.purges]
+        names += [e[0] for e in batch.dedups]
+        for q in names:
             if q not in qids:
                 qids[q] = self._next_qid
                 self._names[self._next_qid] = q
@@ -322,8 +398,8 @@ class SqliteStore:
         rows = await self.db.execute_fetchall(_PAGE, (qid, after_id, limit))
         self.pages_read += 1
         return [StoredMessage(mid, name, body, None if h is None else unpack(h), attempts,
-                              ready_at)
-                for mid, attempts, ready_at, h, body in rows]
+                              ready_at, created, None if o is None else unpack(o))
+                for mid, attempts, ready_at, h, body, created, o in rows]
 
     # ------------------------------------------------------------ maintenance
 
@@ -341,6 +417,8 @@ class SqliteStore:
         self._last_checkpoint = now
         self._dirty_since_checkpoint = False
         try:
+            await self.db.execute("DELETE FROM dedup WHERE expires_at < ?", (time.time(),))
+            await self.db.commit()
             await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("checkpoint failed: %s", exc)

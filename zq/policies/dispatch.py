@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from zq.protocol.credit import CreditWindow
 
@@ -16,7 +16,8 @@ class Candidate(Protocol):
 
 
 class DispatchPolicy(Protocol):
-    name: str
+    kind: ClassVar[str]
+    name: ClassVar[str]
 
     def pick(self, queue: str, candidates: Sequence[Candidate]) -> int:
         """Index into ``candidates`` (all have credit, never empty) of the one to serve."""
@@ -26,7 +27,8 @@ class DispatchPolicy(Protocol):
 class RoundRobin:
     """Serve consumers in turn, one batch each, so a backlog is shared evenly."""
 
-    name = "round-robin"
+    kind: ClassVar[str] = "dispatch"
+    name: ClassVar[str] = "round-robin"
 
     def __init__(self) -> None:
         self._turn: dict[str, int] = {}
@@ -43,7 +45,8 @@ class RoundRobin:
 class LeastLoaded:
     """Serve the consumer with the fewest unacked messages (ties: the first)."""
 
-    name = "least-loaded"
+    kind: ClassVar[str] = "dispatch"
+    name: ClassVar[str] = "least-loaded"
 
     def pick(self, queue: str, candidates: Sequence[Candidate]) -> int:
         best, best_load = 0, candidates[0].window.in_flight
@@ -61,9 +64,8 @@ DISPATCH_POLICIES: dict[str, Callable[[], DispatchPolicy]] = {
 
 
 def make_dispatch(name: str) -> DispatchPolicy:
-    try:
-        return DISPATCH_POLICIES[name]()
-    except KeyError:
-        raise ValueError(
-            f"unknown dispatch policy {name!r}; choose from {', '.join(DISPATCH_POLICIES)}"
-        ) from None
+    """A new dispatch policy by name: a built-in or a plugin (see ``zq.policies.load``)."""
+    from zq.policies import load
+
+    policy: DispatchPolicy = load("dispatch", name)
+    return policy

@@ -13,7 +13,13 @@ from typing import Any
 
 import msgpack
 
-from zq.errors import FrameTooLarge, MalformedFrame, UnknownOpcode, UnsupportedVersion
+from zq.errors import (
+    FrameTooLarge,
+    InvalidArgument,
+    MalformedFrame,
+    UnknownOpcode,
+    UnsupportedVersion,
+)
 from zq.protocol import frames as f
 
 MAX_QUEUE_NAME = 255
@@ -235,7 +241,9 @@ def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
     op = f.PUBLISH
     if len(parts) < 4:
         raise _bad(op, "needs command, queue, header and at least one body")
-    h = _array(_unpack(parts[2], limits, op), 2, op)
+    h = _unpack(parts[2], limits, op)
+    if type(h) is not list or len(h) not in (2, 3):
+        raise _bad(op, "header must be an array of 2 or 3")
     seq = _int(h[0], op, "seq")
     queue = _queue_name(parts[1], op)
     bodies = list(parts[3:])
@@ -246,6 +254,7 @@ def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
         raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch}", op=op,
                             limit=limits.max_batch, ref=seq)
     headers = _headers(h[1], len(bodies), op)
+    opts = _options(h[2], len(bodies), seq) if len(h) == 3 and h[2] is not None else None
     if total + ENVELOPE + PER_MESSAGE > limits.max_frame or (
             len(parts[2]) + ENVELOPE + PER_MESSAGE > limits.max_header):
         # Near the limits: every message must also fit a DELIVER of its own.
@@ -257,7 +266,54 @@ def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
                     f"message {i} ({len(body)} + {hsize} header bytes) would not fit a "
                     f"frame of {limits.max_frame} bytes", op=op, limit=limits.max_frame,
                     ref=seq)
-    return f.Publish(queue, seq, bodies, headers)
+    return f.Publish(queue, seq, bodies, headers, opts)
+
+
+MAX_PRIORITY = 9
+MAX_KEY = 255  # bytes in a tenant or dedup id
+_MS_MAX = 100 * 365 * 86_400_000  # a century: the bound on every duration
+
+
+def _options(v: Any, n: int, seq: int) -> f.Options:
+    """PUBLISH options: a map of known keys.
+
+    A bad option is INVALID_ARGUMENT naming the seq (the session goes on), not
+    MALFORMED_FRAME: the frame itself was well formed.
+    """
+    op = f.PUBLISH
+
+    def bad(what: str) -> InvalidArgument:
+        return InvalidArgument(f"PUBLISH: {what}", op=op, ref=seq)
+
+    if type(v) is not dict:
+        raise bad("options must be a map")
+    for key in v:
+        if key not in f.OPTION_KEYS:
+            raise bad(f"unknown option {key!r}")
+
+    def num(key: str, lo: int, hi: int) -> int | None:
+        x = v.get(key)
+        if x is None:
+            return None
+        if type(x) is not int or not lo <= x <= hi:
+            raise bad(f"{key} must be an integer in {lo}..{hi}")
+        return x
+
+    def text(key: str) -> str | None:
+        x = v.get(key)
+        if x is None:
+            return None
+        if type(x) is not str or not x or len(x.encode()) > MAX_KEY:
+            raise bad(f"{key} must be a string of 1..{MAX_KEY} bytes")
+        return x
+
+    dedup = text("dedup_id")
+    if dedup is not None and n != 1:
+        raise bad("dedup_id needs a frame of exactly one body")
+    return f.Options(num("priority", 0, MAX_PRIORITY), num("delay_ms", 0, _MS_MAX),
+                     num("eta_ms", 0, 1 << 62), num("ttl_ms", 1, _MS_MAX),
+                     num("time_limit_ms", 1, _MS_MAX), num("max_attempts", 1, 1_000_000),
+                     text("tenant"), dedup)
 
 
 def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:
@@ -339,6 +395,24 @@ def _d_release(h: Any, op: int, limits: Limits) -> f.Frame:
     return f.Release(_ids(_array(h, 1, op)[0], op, "ids", limits))
 
 
+def _d_extend(h: Any, op: int, limits: Limits) -> f.Frame:
+    h, ids, attempts = _pair(h, op, limits, 3)
+    return f.Extend(ids, attempts, _int(h[2], op, "ms", 1))
+
+
+def _d_manage(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = _array(h, 3, op)
+    op_name = _str(h[1], op, "op")
+    if not op_name:
+        raise _bad(op, "op must be a non-empty string")
+    return f.Manage(_int(h[0], op, "req"), op_name, _map(h[2], op))
+
+
+def _d_manage_reply(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = _array(h, 2, op)
+    return f.ManageReply(_int(h[0], op, "req"), _map(h[1], op))
+
+
 def _d_stats(h: Any, op: int, limits: Limits) -> f.Frame:
     return f.Stats(_int(_array(h, 1, op)[0], op, "req"))
 
@@ -370,6 +444,9 @@ _DECODERS = {
     f.ACK: _d_ack,
     f.NACK: _d_nack,
     f.RELEASE: _d_release,
+    f.EXTEND: _d_extend,
+    f.MANAGE: _d_manage,
+    f.MANAGE_REPLY: _d_manage_reply,
     f.STATS: _d_stats,
     f.STATS_REPLY: _d_stats_reply,
     f.ERROR: _d_error,
@@ -379,8 +456,9 @@ _DECODERS = {
 def encode(frame: f.Frame) -> list[bytes]:
     """Encode a frame into the parts of one multipart message."""
     match frame:
-        case f.Publish(queue, seq, bodies, headers):
-            return [_COMMANDS[f.PUBLISH], queue.encode(), _packb([seq, headers]), *bodies]
+        case f.Publish(queue, seq, bodies, headers, opts):
+            head = [seq, headers] if opts is None else [seq, headers, opts.to_map()]
+            return [_COMMANDS[f.PUBLISH], queue.encode(), _packb(head), *bodies]
         case f.Deliver(queue, ids, attempts, bodies, headers):
             return [_COMMANDS[f.DELIVER], queue.encode(), _packb([ids, attempts, headers]),
                     *bodies]
@@ -405,6 +483,12 @@ def encode(frame: f.Frame) -> list[bytes]:
             h = [ids, attempts, requeue, delay_ms, reason]
         case f.Release(ids):
             h = [ids]
+        case f.Extend(ids, attempts, ms):
+            h = [ids, attempts, ms]
+        case f.Manage(req, op_name, args):
+            h = [req, op_name, args]
+        case f.ManageReply(req, result):
+            h = [req, result]
         case f.Stats(req):
             h = [req]
         case f.StatsReply(req, stats):

@@ -33,8 +33,11 @@ DELIVER = 0x22
 ACK = 0x23
 NACK = 0x24
 RELEASE = 0x25
+EXTEND = 0x26
 STATS = 0x30
 STATS_REPLY = 0x31
+MANAGE = 0x40
+MANAGE_REPLY = 0x41
 ERROR = 0x7F
 
 Headers: TypeAlias = dict[str, Any]
@@ -73,6 +76,32 @@ class Bye:
 
 
 @dataclass(frozen=True, slots=True)
+class Options:
+    """Per-message options of a PUBLISH; they apply to every body of the frame.
+
+    Absent fields (None) take the queue's settings. ``eta_ms`` is wall-clock
+    milliseconds since the epoch; with ``delay_ms`` too, the later time wins.
+    ``dedup_id`` needs a frame of exactly one body.
+    """
+
+    priority: int | None = None  # 0..9, higher first
+    delay_ms: int | None = None
+    eta_ms: int | None = None
+    ttl_ms: int | None = None
+    time_limit_ms: int | None = None
+    max_attempts: int | None = None
+    tenant: str | None = None
+    dedup_id: str | None = None
+
+    def to_map(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
+
+
+OPTION_KEYS = ("priority", "delay_ms", "eta_ms", "ttl_ms", "time_limit_ms", "max_attempts",
+               "tenant", "dedup_id")
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """Client → broker: store these bodies on ``queue``; answer with CONFIRM ``seq``."""
 
@@ -80,6 +109,7 @@ class Publish:
     seq: int
     bodies: list[bytes]
     headers: list[Headers | None] = field(default_factory=list)  # [] or one per body
+    opts: Options | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +179,36 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Extend:
+    """Consumer → broker: these deliveries get ``ms`` more from now before their time limit."""
+
+    ids: list[int]
+    attempts: list[int]
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manage:
+    """Client → broker: a queue operation ``op`` (declare, pause, purge, ...); see PROTOCOL.md.
+
+    Answered by MANAGE_REPLY ``req`` once its effects are stored, or by ERROR
+    with ``ref`` = ``req``.
+    """
+
+    req: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ManageReply:
+    """Broker → client: the result of MANAGE ``req``."""
+
+    req: int
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Client → broker: ask for counters; answered by STATS_REPLY ``req``."""
 
@@ -191,6 +251,9 @@ Frame: TypeAlias = (
     | Ack
     | Nack
     | Release
+    | Extend
+    | Manage
+    | ManageReply
     | Stats
     | StatsReply
     | Error
@@ -209,9 +272,13 @@ OPCODES: dict[type[Any], int] = {
     Ack: ACK,
     Nack: NACK,
     Release: RELEASE,
+    Extend: EXTEND,
+    Manage: MANAGE,
+    ManageReply: MANAGE_REPLY,
     Stats: STATS,
     StatsReply: STATS_REPLY,
     Error: ERROR,
 }
 NAMES: dict[int, str] = {op: cls.__name__.upper() for cls, op in OPCODES.items()}
 NAMES[STATS_REPLY] = "STATS_REPLY"
+NAMES[MANAGE_REPLY] = "MANAGE_REPLY"

@@ -19,7 +19,8 @@ class State(enum.Enum):
     CLOSED = "closed"  # BYE received or peer dropped
 
 
-_READY_OPS = (f.HEARTBEAT, f.PUBLISH, f.CREDIT, f.CANCEL, f.ACK, f.NACK, f.RELEASE, f.STATS)
+_READY_OPS = (f.HEARTBEAT, f.PUBLISH, f.CREDIT, f.CANCEL, f.ACK, f.NACK, f.RELEASE, f.EXTEND,
+              f.STATS, f.MANAGE)
 
 # Frames a client may send to a broker, by state.
 TRANSITIONS: dict[tuple[State, int], State] = {

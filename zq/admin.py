@@ -1,0 +1,243 @@
+"""Queue operations (MANAGE frames): declare, pause, resume, purge, delete, redrive, peek.
+
+Each operation works on the broker core directly (no I/O), stages what must be
+stored, and returns the reply map. The core sends the reply once the batch
+holding those changes is committed, so a reply means "done and stored".
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from zq import policies
+from zq.core import DEAD_AT, ORIGIN, REASON
+from zq.errors import InvalidArgument, UnknownQueue
+from zq.protocol import codec
+from zq.settings import QueueSettings, from_map
+
+if TYPE_CHECKING:
+    from zq.core import BrokerCore
+    from zq.queues import Msg, Queue
+
+MAX_PEEK = 100
+
+
+def manage(core: BrokerCore, frame: Any, now: float) -> dict[str, Any]:
+    handler = OPERATIONS.get(frame.op)
+    if handler is None:
+        raise InvalidArgument(f"unknown operation {frame.op!r}; known: {', '.join(OPERATIONS)}")
+    return handler(core, frame.args, now)
+
+
+def _name(args: dict[str, Any], key: str = "queue") -> str:
+    name = args.get(key)
+    if not isinstance(name, str) or not name or len(name.encode()) > codec.MAX_QUEUE_NAME:
+        raise InvalidArgument(f"{key} must be a queue name of 1..{codec.MAX_QUEUE_NAME} bytes")
+    return name
+
+
+def _existing(core: BrokerCore, args: dict[str, Any]) -> Queue:
+    name = _name(args)
+    q = core.queues.get(name)
+    if q is None:
+        raise UnknownQueue(f"no queue named {name!r}", queue=name)
+    return q
+
+
+def check_policies(s: QueueSettings) -> None:
+    for kind, name in (("overflow", s.overflow), ("backoff", s.retry),
+                       ("selection", s.selection)):
+        try:
+            policies.check(kind, name)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+
+def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Create a queue or change the given settings of an existing one (others stay)."""
+    name = _name(args)
+    q = core.queues.get(name)
+    created = q is None
+    base = q.settings if q is not None else QueueSettings()
+    s = from_map(args.get("settings") or {}, base)
+    check_policies(s)
+    q = core._queue(name)
+    q.configure(s)
+    core.stage_settings(q)
+    core._dirty.add(q)
+    return {"queue": name, "created": created, "settings": s.to_map()}
+
+
+def info(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    q = _existing(core, args)
+    stats = core.queue_stats(q, core.in_flight().get(q.name, 0), now)
+    return {"queue": q.name, "settings": q.settings.to_map(), "stats": stats,
+            "dlq": q.dlq}
+
+
+def list_queues(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    in_flight = core.in_flight()
+    return {"queues": {q.name: core.queue_stats(q, in_flight.get(q.name, 0), now)
+                       for q in core.queues.values()}}
+
+
+def _pause(paused: bool) -> Callable[[BrokerCore, dict[str, Any], float], dict[str, Any]]:
+    def op(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+        q = _existing(core, args)
+        q.paused = paused
+        core.stage_settings(q)
+        core._dirty.add(q)
+        return {"queue": q.name, "paused": paused}
+
+    return op
+
+
+def _take_delayed(core: BrokerCore, q: Queue) -> list[Msg]:
+    """Remove ``q``'s delayed messages from the broker's timer heap."""
+    if not q.delayed:
+        return []
+    keep = [e for e in core._delayed if e[2].q is not q]
+    taken = [e[2] for e in core._delayed if e[2].q is q]
+    heapq.heapify(keep)
+    core._delayed = keep
+    q.delayed = 0
+    return taken
+
+
+def purge(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Delete every ready and delayed message (in flight ones stay with their consumers)."""
+    q = _existing(core, args)
+    return {"queue": q.name, "purged": _purge(core, q)}
+
+
+def _purge(core: BrokerCore, q: Queue) -> int:
+    msgs = q.ready_msgs() + _take_delayed(core, q)
+    for lane in q.order:
+        lane.msgs.clear()
+    n = len(msgs) + q.disk
+    q.mem_bytes -= sum(len(m.body) for m in msgs)
+    if core.durable:
+        core._batch.deletes.extend(m.id for m in msgs)
+        if q.disk:
+            core._batch.purges.append((q.name, q.cursor))
+    q.disk = 0
+    core._spilled.discard(q)
+    return n
+
+
+def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Remove a queue, its settings and all its messages, in flight ones included.
+
+    Acks for messages consumers held are answered STALE_DELIVERY. Consumers
+    keep their subscriptions and credit: the queue starts again, empty and with
+    default settings, as soon as it is used (at once if it has consumers).
+    """
+    q = _existing(core, args)
+    n = _purge(core, q)
+    for peer in core.peers.values():
+        for mid in [mid for mid, m in peer.held.items() if m.q is q]:
+            m = peer.held.pop(mid)
+            sub = peer.subs.get(q.name)
+            if sub is not None:
+                sub.window.settle(1)
+            m.lane.acct.in_flight -= 1
+            if core.durable:
+                core._batch.deletes.append(mid)
+            n += 1
+    del core.queues[q.name]
+    core._dirty.discard(q)
+    if q.subs:
+        fresh = core._queue(q.name)
+        fresh.subs = q.subs
+        for sub in fresh.subs:
+            sub.q = fresh
+    if core.durable:
+        core._batch.purges.append((q.name, 0))
+        core._batch.settings.append((q.name, None))
+    return {"queue": q.name, "deleted": n}
+
+
+def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Move dead letters back to the queue they died in (or ``to``), attempts reset.
+
+    Filters: ``match`` (text in the reason), ``since`` / ``until`` (wall-clock
+    seconds of death), ``limit``. Only messages in memory move; ``left_on_disk``
+    says how many of the queue's messages wait on disk (run it again to move them
+    once the queue has paged them in).
+    """
+    q = _existing(core, args)
+    to = args.get("to")
+    if to is not None:
+        to = _name(args, "to")
+    match = args.get("match")
+    if match is not None and not isinstance(match, str):
+        raise InvalidArgument("match must be a string")
+    since, until = args.get("since"), args.get("until")
+    for key, v in (("since", since), ("until", until)):
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
+            raise InvalidArgument(f"{key} must be wall-clock seconds")
+    limit = args.get("limit", 0)
+    if type(limit) is not int or limit < 0:
+        raise InvalidArgument("limit must be an integer >= 0")
+    moved = 0
+    for lane in list(q.order):
+        keep = []
+        for m in lane.msgs:
+            h = m.headers or {}
+            target = to or h.get(ORIGIN)
+            ok = (isinstance(target, str) and target and target != q.name
+                  and (not limit or moved < limit)
+                  and (match is None or match in str(h.get(REASON, "")))
+                  and (since is None or float(h.get(DEAD_AT, 0)) >= since)
+                  and (until is None or float(h.get(DEAD_AT, 0)) <= until))
+            if not ok:
+                keep.append(m)
+                continue
+            headers = {k: v for k, v in h.items() if k not in (ORIGIN, REASON, DEAD_AT)}
+            m.headers = headers or None
+            m.hsize = codec.header_size(m.headers)
+            m.attempts = 0
+            q.mem_bytes -= len(m.body)
+            core.move(m, core._queue(str(target)))
+            moved += 1
+        lane.msgs.clear()
+        lane.msgs.extend(keep)
+    return {"queue": q.name, "moved": moved, "left_on_disk": q.disk}
+
+
+def peek(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """The first ready messages of a queue, with headers (a dead letter's history)."""
+    q = _existing(core, args)
+    limit = args.get("limit", 10)
+    if type(limit) is not int or not 1 <= limit <= MAX_PEEK:
+        raise InvalidArgument(f"limit must be 1..{MAX_PEEK}")
+    budget = core.cfg.max_frame // 2
+    out: list[dict[str, Any]] = []
+    for m in q.ready_msgs()[:limit]:
+        budget -= len(m.body) + m.hsize + 64
+        if budget < 0:
+            break
+        out.append({"id": m.id, "attempts": m.attempts, "headers": m.headers or {},
+                    "body": m.body})
+    return {"queue": q.name, "messages": out, "ready": q.ready_count() + q.disk}
+
+
+def sync(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Nothing: answered once everything received before it is stored (a barrier)."""
+    return {}
+
+
+OPERATIONS: dict[str, Callable[[BrokerCore, dict[str, Any], float], dict[str, Any]]] = {
+    "declare": declare,
+    "info": info,
+    "list": list_queues,
+    "pause": _pause(True),
+    "resume": _pause(False),
+    "purge": purge,
+    "delete": delete,
+    "redrive": redrive,
+    "peek": peek,
+    "sync": sync,
+}

@@ -1,0 +1,198 @@
+"""The broker's in-memory structures: messages, lanes, queues, subscriptions. No I/O.
+
+A queue's ready messages sit in *lanes*, one per (priority, tenant) in use.
+Lanes of a higher priority always serve first; among the lanes of one
+priority, the queue's selection policy chooses (weighted fair share by
+default), skipping tenants at their in-flight cap. Within a lane, order is FIFO.
+A queue that uses neither priorities nor tenants has one lane, and the
+dispatcher's cost is what it was without lanes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from zq import policies
+from zq.protocol.credit import CreditWindow
+from zq.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from zq.protocol import frames as f
+
+
+class Msg:
+    __slots__ = ("attempts", "body", "deadline", "exp", "headers", "hsize", "id", "lane",
+                 "opts", "q", "start", "t")
+
+    def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
+                 attempts: int = 0, hsize: int = 0, t: float = 0.0) -> None:
+        self.id = id
+        self.q = q
+        self.body = body
+        self.headers = headers
+        self.attempts = attempts
+        self.hsize = hsize  # encoded size of headers, for sizing DELIVER batches
+        self.t = t  # when it was published (monotonic)
+        self.lane = q.default
+        self.opts: f.Options | None = None  # its own publish options, if any
+        self.exp = 0.0  # when it expires (monotonic); 0 = never
+        self.start = 0.0  # when its current attempt began
+        self.deadline = 0.0  # when its current attempt hits its time limit; 0 = none
+
+
+class Tenant:
+    """What lanes of one tenant share: weight, in-flight count and cap."""
+
+    __slots__ = ("cap", "in_flight", "name", "weight")
+
+    def __init__(self, name: str, weight: int = 1, cap: int = 0) -> None:
+        self.name = name
+        self.weight = weight
+        self.cap = cap  # 0 = no cap
+        self.in_flight = 0
+
+
+class Lane:
+    """Ready messages of one (priority, tenant), FIFO."""
+
+    __slots__ = ("acct", "msgs", "priority", "tenant")
+
+    def __init__(self, priority: int, acct: Tenant) -> None:
+        self.priority = priority
+        self.tenant = acct.name
+        self.acct = acct
+        self.msgs: deque[Msg] = deque()
+
+    @property
+    def weight(self) -> int:
+        return self.acct.weight
+
+    @property
+    def size(self) -> int:
+        return len(self.msgs)
+
+    def open(self) -> bool:
+        a = self.acct
+        return bool(self.msgs) and (not a.cap or a.in_flight < a.cap)
+
+
+class Sub:
+    """One consumer's subscription to one queue."""
+
+    __slots__ = ("active", "peer", "q", "window")
+
+    def __init__(self, peer: Any, q: Queue, limit: int) -> None:
+        self.peer = peer
+        self.q = q
+        self.window = CreditWindow(limit)
+        self.active = True
+
+
+class Queue:
+    """A queue's messages: ready ones in lanes in memory, and (durable stores) ``disk`` more.
+
+    With a durable store, a queue keeps at most a window of ready messages in
+    memory. Past it, new messages stay only on disk, ``disk`` counts them, and
+    they are paged in, in id order, as the ones in memory drain. Every stored
+    message of the queue with an id up to ``cursor`` is in memory (ready, held
+    by a consumer, or delayed); every one above it is on disk only.
+    """
+
+    __slots__ = (
+        "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
+        "lanes", "limited", "mem_bytes", "nacked", "name", "name_b", "order", "overflow",
+        "paused", "published", "rates", "selector", "settings", "staged", "subs", "tenants",
+        "to_drop", "ttl_seen",
+    )
+
+    def __init__(self, name: str, settings: QueueSettings | None = None) -> None:
+        self.name = name
+        self.name_b = name.encode()
+        self.subs: list[Sub] = []
+        self.disk = 0
+        self.cursor = 0
+        self.mem_bytes = 0  # bodies of this queue's messages in memory, in any state
+        self.published = self.delivered = self.acked = self.nacked = self.dead = 0
+        self.delayed = 0  # messages waiting for their due time
+        self.staged = 0  # published, not committed yet
+        self.to_drop = 0  # oldest messages to dead-letter once the pass commits (overflow)
+        self.paused = False
+        self.rates: dict[str, float] = {"publish": 0.0, "deliver": 0.0, "ack": 0.0}
+        self.tenants: dict[str, Tenant] = {}
+        self.lanes: dict[tuple[int, str], Lane] = {}
+        self.order: list[Lane] = []  # highest priority first, then tenant name
+        self.settings = QueueSettings()
+        self.default = self.lane(0, "")
+        self.configure(settings or QueueSettings())
+
+    def configure(self, s: QueueSettings) -> None:
+        """Apply settings (policy names were checked by the caller)."""
+        old = self.settings
+        self.settings = s
+        self.dlq = s.dead_letter_queue(self.name)
+        if not hasattr(self, "selector") or old.selection != s.selection:
+            self.selector = policies.load("selection", s.selection)
+        if not hasattr(self, "backoff") or old.retry != s.retry:
+            self.backoff = policies.load("backoff", s.retry)
+        if not hasattr(self, "overflow") or old.overflow != s.overflow:
+            self.overflow = policies.load("overflow", s.overflow)
+        for t in self.tenants.values():
+            t.weight = s.weights.get(t.name, 1)
+            t.cap = s.caps.get(t.name, 0)
+        self.limited = s.time_limit > 0
+        self.ttl_seen = s.ttl > 0
+
+    def lane(self, priority: int, tenant: str) -> Lane:
+        lane = self.lanes.get((priority, tenant))
+        if lane is None:
+            acct = self.tenants.get(tenant)
+            if acct is None:
+                s = self.settings
+                acct = self.tenants[tenant] = Tenant(tenant, s.weights.get(tenant, 1),
+                                                     s.caps.get(tenant, 0))
+            lane = self.lanes[(priority, tenant)] = Lane(priority, acct)
+            self.order.append(lane)
+            self.order.sort(key=lambda ln: (-ln.priority, ln.tenant))
+        return lane
+
+    def lane_for(self, opts: f.Options | None) -> Lane:
+        if opts is None or (not opts.priority and not opts.tenant):
+            return self.default
+        return self.lane(opts.priority or 0, opts.tenant or "")
+
+    def ready_count(self) -> int:
+        order = self.order
+        if len(order) == 1:
+            return len(order[0].msgs)
+        return sum(len(ln.msgs) for ln in order)
+
+    def next_lane(self) -> tuple[Lane | None, int]:
+        """The lane to serve next and how many it may serve before asking again."""
+        order = self.order
+        if len(order) == 1:
+            ln = order[0]
+            return (ln, len(ln.msgs)) if ln.open() else (None, 0)
+        i, n = 0, len(order)
+        while i < n:
+            prio = order[i].priority
+            eligible: list[Lane] = []
+            while i < n and order[i].priority == prio:
+                if order[i].open():
+                    eligible.append(order[i])
+                i += 1
+            if len(eligible) == 1:
+                return eligible[0], len(eligible[0].msgs)
+            if eligible:
+                k, quota = self.selector.pick(eligible)
+                return eligible[k], max(1, quota)
+        return None, 0
+
+    def ready_msgs(self) -> list[Msg]:
+        """Every ready message in memory, in serving order of lanes (for admin operations)."""
+        return [m for ln in self.order for m in ln.msgs]
+
+    def oldest(self) -> float:
+        """Publish time (monotonic) of the oldest ready message in memory; 0 if none."""
+        times = [ln.msgs[0].t for ln in self.order if ln.msgs and ln.msgs[0].t]
+        return min(times) if times else 0.0
