@@ -121,9 +121,10 @@ def _purge(core: BrokerCore, q: Queue) -> int:
     if core.durable:
         core._batch.deletes.extend(m.id for m in msgs)
         if q.disk:
-            core._batch.purges.append((q.name, q.cursor))
+            core._batch.purges.append((q.name, q.cursor, core.first_unstored(q) - 1))
     q.disk = 0
     core._spilled.discard(q)
+    core.draining.discard(q)
     return n
 
 
@@ -154,7 +155,7 @@ def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]
         for sub in fresh.subs:
             sub.q = fresh
     if core.durable:
-        core._batch.purges.append((q.name, 0))
+        core._batch.purges.append((q.name, 0, core.first_unstored(q) - 1))
         core._batch.settings.append((q.name, None))
     return {"queue": q.name, "deleted": n}
 
@@ -164,8 +165,9 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
 
     Filters: ``match`` (text in the reason), ``since`` / ``until`` (wall-clock
     seconds of death), ``limit``. Only messages in memory move; ``left_on_disk``
-    says how many of the queue's messages wait on disk (run it again to move them
-    once the queue has paged them in).
+    says how many of the queue's messages still wait on disk. Those are paged in
+    after the call (up to the queue's window at a time), so calling again moves
+    them; the SDK's ``redrive`` does that until none are left.
     """
     q = _existing(core, args)
     to = args.get("to")
@@ -204,6 +206,8 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
             moved += 1
         lane.msgs.clear()
         lane.msgs.extend(keep)
+    if q.disk:
+        core.draining.add(q)  # page the rest in, consumers or not, for the next call
     return {"queue": q.name, "moved": moved, "left_on_disk": q.disk}
 
 

@@ -155,6 +155,7 @@ class Broker:
         its deliveries go out anyway: consumers keep being served.
         """
         core = self.core
+        restaged = False
         try:
             if c.batch:
                 try:
@@ -163,9 +164,11 @@ class Broker:
                     self._storage_failed(exc)
                     core.commit_failed(exc, c.pending)  # refused, none confirmed
                     rest = c.batch.without_inserts()
+                    restaged = True
                     if rest and c.batch.inserts:
                         try:
                             await self._store_commit(rest)
+                            restaged = False
                         except ZqError:
                             core.restage(rest)
                     else:
@@ -177,6 +180,9 @@ class Broker:
                     core.committed(c.pending)
             else:
                 core.committed(c.pending)
+            if restaged:  # replies to queue operations wait until their changes are stored
+                core.unstored_out[:0] = [d for d in c.deliveries if d[2] is None]
+                c.deliveries = [d for d in c.deliveries if d[2] is not None]
             core.release(c.deliveries)
             # The store's connection is free now: page backlogs in and do upkeep.
             now = time.monotonic()

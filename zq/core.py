@@ -36,6 +36,7 @@ from zq.errors import (
     FrameTooLarge,
     InvalidCredit,
     QueueFull,
+    StorageError,
     SessionUnknown,
     ShuttingDown,
     StaleDelivery,
@@ -141,12 +142,15 @@ class BrokerCore:
         self.stopping = False
         self._batch = WriteBatch()
         self._pending: list[Pending] = []  # PUBLISH frames not committed yet
+        self._inflight: list[Pending] = []  # ... and those of the commit under way
         self.unstored_out: list[Outgoing] = []  # frames to send once the batch is stored
         self.staged = 0  # messages published into the current batch
         self._dirty: set[Queue] = set()
         self._spilled: set[Queue] = set()  # queues with messages on disk only
+        self.draining: set[Queue] = set()  # spilled queues to page in without consumers (redrive)
         self._delayed: list[tuple[float, int, Msg]] = []
         self._limits: list[tuple[float, int, Msg, Peer]] = []  # attempts' time limits
+        self._limits_compact_at = 10_000
         self._tie = itertools.count()
         self._dedup: dict[tuple[str, str], tuple[int, float]] = {}  # -> (id, forget at)
         self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
@@ -317,7 +321,7 @@ class BrokerCore:
                 hit = self._dedup.get((q.name, opts.dedup_id))
                 if hit is not None and hit[1] > now:
                     self.counters["deduplicated"] += 1
-                    self._pending.append((peer, q, frame.seq, hit[0], [], None, None))
+                    self._pending.append((peer, q, frame.seq, hit[0], [], None, (opts, 0.0, 0.0)))
                     return
             due = now + opts.delay_ms / 1000.0 if opts.delay_ms else 0.0
             if opts.eta_ms:
@@ -475,10 +479,19 @@ class BrokerCore:
         held = peer.held
         back: list[Msg] = []
         unknown: list[int] = []
+        stale: list[int] = []
         for mid in frame.ids:
             m = held.pop(mid, None)
             if m is None:
-                unknown.append(mid)
+                z = peer.zombies.pop(mid, None)
+                if z is None:
+                    unknown.append(mid)
+                    continue
+                stale.append(mid)  # its time ran out: it was retried; the credit comes back
+                sub = peer.subs.get(z[1])
+                if sub is not None:
+                    sub.window.settle(1)
+                    self._dirty.add(sub.q)
                 continue
             peer.subs[m.q.name].window.settle(1)
             m.lane.acct.in_flight -= 1
@@ -490,6 +503,10 @@ class BrokerCore:
         if unknown:
             self._fail(peer.identity, UnknownDelivery(
                 f"{len(unknown)} id(s) not held by this consumer"), f.RELEASE, unknown)
+        if stale:
+            self._fail(peer.identity, StaleDelivery(
+                f"{len(stale)} id(s) ran past their time limit and were retried"), f.RELEASE,
+                stale)
         self.counters["released"] += len(back)
         self._requeue_front(back)
 
@@ -620,12 +637,23 @@ class BrokerCore:
     def take_commit(self) -> Commit:
         """Everything that waits for the store: the batch, and what to do once it is stored."""
         c = Commit(self.take_batch(), self._pending, self.unstored_out)
+        self._inflight = self._pending
         self._pending, self.unstored_out = [], []
         return c
 
+    def first_unstored(self, q: Queue) -> int:
+        """The lowest id published to ``q`` whose commit has not completed (else next_id).
+
+        Purges and deletes must spare those rows: they enter the queue after the
+        operation, once their commit returns.
+        """
+        firsts = [p[3] for p in itertools.chain(self._inflight, self._pending)
+                  if p[1] is q and p[4]]
+        return min(firsts, default=self.next_id)
+
     def _after_commit(self, identity: bytes, parts: list[bytes]) -> None:
-        """Send a reply once what came before it is stored."""
-        (self.unstored_out if self.durable else self.out).append((identity, parts, None))
+        """Send a reply once what came before it is stored (and confirmed)."""
+        self.unstored_out.append((identity, parts, None))
 
     def release(self, deliveries: list[Outgoing]) -> None:
         """Send frames whose commit returned, unless their session ended meanwhile.
@@ -636,8 +664,14 @@ class BrokerCore:
         peers = self.peers
         for d in deliveries:
             peer = peers.get(d[0])
+            if peer is None:
+                continue
             msgs = d[2]
-            if peer is not None and (msgs is None or peer.held.get(msgs[0].id) is msgs[0]):
+            held = peer.held
+            # Usually the first tells (a new session holds none of them); a time limit
+            # that ran out during the commit may have taken some of a frame, not all.
+            if msgs is None or held.get(msgs[0].id) is msgs[0] or any(
+                    held.get(m.id) is m for m in msgs):
                 self.out.append(d)
 
     def has_unstored(self) -> bool:
@@ -660,6 +694,7 @@ class BrokerCore:
         """
         if pending is None:
             pending, self._pending = self._pending, []
+        self._inflight = []
         touched: list[Peer] = []
         window, window_bytes = self.cfg.window, self.cfg.window_bytes
         durable = self.durable
@@ -667,11 +702,20 @@ class BrokerCore:
         trim: list[Queue] = []
         for peer, q, seq, first, bodies, hdrs, extra in pending:
             n = len(bodies)
-            if not n:  # a deduplicated publish: confirmed with the original's id
+            if not n:  # a deduplicated publish: confirmed with the original's id ...
+                if extra is not None and extra[0].dedup_id is not None and \
+                        self._dedup.get((q.name, extra[0].dedup_id), (0, 0.0))[0] != first:
+                    # ... unless the original's commit failed (commits complete in order)
+                    self._fail(peer.identity, StorageError(
+                        "the first publish of this dedup_id was not stored; publish again"),
+                        f.PUBLISH, seq)
+                    continue
                 if not peer.confirms:
                     touched.append(peer)
                 peer.confirms.append([seq, first, 1])
                 continue
+            if self.queues.get(q.name) is not q:  # deleted while this publish was stored
+                q = self._queue(q.name)
             q.staged -= n
             if durable and (q.disk or q.ready_count() >= window or q.mem_bytes >= window_bytes):
                 if not q.disk:
@@ -704,6 +748,9 @@ class BrokerCore:
                 self._send(peer.identity, codec.encode_confirm(confirms))
         for q in trim:
             self._drop_oldest(q, now)
+        if not durable and self.unstored_out:  # replies, after the confirms before them
+            self.out.extend(self.unstored_out)
+            self.unstored_out = []
 
     def _place_new(self, q: Queue, first: int, bodies: list[bytes],
                    hdrs: list[f.Headers | None] | None, extra: Extra | None, now: float) -> None:
@@ -745,9 +792,10 @@ class BrokerCore:
         """A batch was not stored: refuse its publishes, store nothing."""
         if pending is None:
             pending, self._pending = self._pending, []
+        self._inflight = []
         for peer, q, seq, first, bodies, _h, extra in pending:
             q.staged -= len(bodies)
-            if extra is not None and extra[0].dedup_id is not None:
+            if bodies and extra is not None and extra[0].dedup_id is not None:
                 key = (q.name, extra[0].dedup_id)
                 if self._dedup.get(key, (0, 0.0))[0] == first:
                     del self._dedup[key]
@@ -762,7 +810,7 @@ class BrokerCore:
         for q in self._spilled:
             ready = q.ready_count()
             if (ready < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
-                    and any(s.window.available for s in q.subs)):
+                    and (q in self.draining or any(s.window.available for s in q.subs))):
                 out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - ready))))
         return out
 
@@ -781,6 +829,7 @@ class BrokerCore:
             q.disk = 0
         if not q.disk:
             self._spilled.discard(q)
+            self.draining.discard(q)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -889,6 +938,21 @@ class BrokerCore:
             if limit:
                 m.deadline = now + limit
                 heapq.heappush(limits, (m.deadline, next(self._tie), m, peer))
+        if len(limits) > self._limits_compact_at:
+            self._compact_limits()
+
+    def _compact_limits(self) -> None:
+        """Drop time-limit entries of attempts that ended (acked, nacked, lost) early.
+
+        Entries are removed lazily when they come due; with long limits and fast
+        acks the heap would otherwise hold one entry per delivery of the last
+        ``time_limit`` seconds. Rebuilt when it doubles, so the cost is amortized.
+        """
+        live = [e for e in self._limits
+                if e[2].deadline == e[0] and e[3].held.get(e[2].id) is e[2]]
+        heapq.heapify(live)
+        self._limits = live
+        self._limits_compact_at = max(10_000, 2 * len(live))
 
     # ------------------------------------------------------------------- timers
 
@@ -936,7 +1000,7 @@ class BrokerCore:
         elapsed = now - (self._next_second - 1.0)
         self._next_second = now + 1.0
         alpha = min(1.0, elapsed / 5.0)  # about a 5 s moving average
-        for q in self.queues.values():
+        for q in list(self.queues.values()):  # expiry may create dead-letter queues
             r = q.rates
             for key, total in (("publish", q.published), ("deliver", q.delivered),
                                ("ack", q.acked)):

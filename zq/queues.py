@@ -140,8 +140,9 @@ class Queue:
         for t in self.tenants.values():
             t.weight = s.weights.get(t.name, 1)
             t.cap = s.caps.get(t.name, 0)
-        self.limited = s.time_limit > 0
-        self.ttl_seen = s.ttl > 0
+        # Sticky: messages with their own time limits or TTLs may be queued already.
+        self.limited = s.time_limit > 0 or getattr(self, "limited", False)
+        self.ttl_seen = s.ttl > 0 or getattr(self, "ttl_seen", False)
 
     def lane(self, priority: int, tenant: str) -> Lane:
         lane = self.lanes.get((priority, tenant))

@@ -66,7 +66,11 @@ class QueueSettings:
             return None
         if self.dlq:
             return self.dlq
-        return None if queue.endswith(DLQ_SUFFIX) else queue + DLQ_SUFFIX
+        if queue.endswith(DLQ_SUFFIX):
+            return None
+        # Queue names are at most 255 bytes: shorten a long name to leave room.
+        room = 255 - len(DLQ_SUFFIX)
+        return queue.encode()[:room].decode("utf-8", "ignore") + DLQ_SUFFIX
 
     def to_map(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -73,9 +73,9 @@ async def test_purge_deletes_the_queue_rows_above_an_id(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path)
     await s.open(window=100)
     await s.commit(WriteBatch(inserts=[(1, "q", None, [b"x"] * 10), (11, "r", None, [b"y"])]))
-    await s.commit(WriteBatch(purges=[("q", 4)]))
+    await s.commit(WriteBatch(purges=[("q", 4, 9)]))
     s, rec = await reopen(tmp_path, s)
-    assert [m.id for m in rec.messages] == [1, 2, 3, 4, 11]  # type: ignore[attr-defined]
+    assert [m.id for m in rec.messages] == [1, 2, 3, 4, 10, 11]  # type: ignore[attr-defined]
     await s.close()
 
 

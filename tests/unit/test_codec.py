@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from zq.errors import (
     FrameTooLarge,
+    InvalidArgument,
     MalformedFrame,
     UnknownOpcode,
     UnsupportedVersion,
@@ -57,10 +58,29 @@ def per_message_headers(draw: st.DrawFn, n: int) -> list[f.Headers | None]:
     return draw(st.lists(st.none() | header_maps, min_size=n, max_size=n))
 
 
+MS_MAX = 100 * 365 * 86_400_000  # the largest duration an option may name
+
+
+@st.composite
+def options(draw: st.DrawFn, n: int) -> f.Options | None:
+    if draw(st.booleans()):
+        return None
+    key = st.text(min_size=1, max_size=60)  # at most 4 octets per char: <= 240 octets
+
+    def maybe(s: st.SearchStrategy[Any]) -> Any:
+        return draw(st.none() | s)
+
+    return f.Options(maybe(st.integers(0, 9)), maybe(st.integers(0, MS_MAX)),
+                     maybe(st.integers(0, 1 << 62)), maybe(st.integers(1, MS_MAX)),
+                     maybe(st.integers(1, MS_MAX)), maybe(st.integers(1, 1_000_000)),
+                     maybe(key), maybe(key) if n == 1 else None)
+
+
 @st.composite
 def publishes(draw: st.DrawFn) -> f.Publish:
     b = draw(bodies)
-    return f.Publish(draw(queues), draw(ids), b, draw(per_message_headers(len(b))))
+    return f.Publish(draw(queues), draw(ids), b, draw(per_message_headers(len(b))),
+                     draw(options(len(b))))
 
 
 @st.composite
@@ -91,6 +111,10 @@ def id_pairs(draw: st.DrawFn) -> tuple[list[int], list[int]]:
     f.Publish("q", 0, [b""]),
     f.Publish("q", 1, [b"a", b"b"], [{"a": 1}, None]),
     f.Publish("ünïcødé/queue", U63, [b"\x00" * 10], [{"nested": {"l": [1, "x", b"y"]}}]),
+    f.Publish("q", 2, [b"a"], [], f.Options(priority=9, delay_ms=0, eta_ms=1, ttl_ms=1,
+                                            time_limit_ms=1, max_attempts=1, tenant="t",
+                                            dedup_id="d")),
+    f.Publish("q", 3, [b"a", b"b"], [], f.Options(priority=0, tenant="ü" * 127)),
     f.Confirm([(1, 1, 1)]),
     f.Confirm([(1, 1, 5), (2, 6, 1), (3, 7, 10_000)]),
     f.Credit("q", 1),
@@ -103,6 +127,11 @@ def id_pairs(draw: st.DrawFn) -> tuple[list[int], list[int]]:
     f.Nack([1], [3], requeue=False, delay_ms=0, reason="poison"),
     f.Nack([1], [3], requeue=True, delay_ms=5000, reason=""),
     f.Release([1, 2, 3]),
+    f.Extend([1, 2], [1, 3], 30_000),
+    f.Manage(1, "declare", {"queue": "q", "settings": {"max_length": 10}}),
+    f.Manage(U63, "sync", {}),
+    f.ManageReply(1, {"queue": "q", "created": True}),
+    f.ManageReply(2, {}),
     f.Stats(0),
     f.StatsReply(1, {}),
     f.Error(2, "MALFORMED_FRAME", "bad"),
@@ -124,6 +153,59 @@ def test_publish_and_deliver_layout() -> None:
     assert parts[:2] == [b"ZQ\x01\x22", b"jobs"]
     assert msgpack.unpackb(parts[2]) == [[5], [2], []]
     assert parts[3:] == [b"x"]
+
+
+def test_publish_options_travel_as_a_third_header_element() -> None:
+    opts = f.Options(priority=3, tenant="acme")
+    parts = encode(f.Publish("jobs", 4, [b"x"], [], opts))
+    assert msgpack.unpackb(parts[2]) == [4, [], {"priority": 3, "tenant": "acme"}]
+    assert decode(parts) == f.Publish("jobs", 4, [b"x"], [], opts)
+    # without options the header keeps its two elements; a nil third element is no options
+    assert msgpack.unpackb(encode(f.Publish("jobs", 4, [b"x"]))[2]) == [4, []]
+    assert decode(_publish([4, [], None])) == f.Publish("q", 4, [b"b"])
+
+
+@pytest.mark.parametrize(("opts", "n_bodies"), [
+    ("not a map", 1),
+    ([1], 1),
+    ({"colour": "red"}, 1),  # unknown key
+    ({"priority": 10}, 1),
+    ({"priority": -1}, 1),
+    ({"priority": True}, 1),
+    ({"priority": 1.0}, 1),
+    ({"delay_ms": -1}, 1),
+    ({"delay_ms": 100 * 365 * 86_400_000 + 1}, 1),
+    ({"eta_ms": "soon"}, 1),
+    ({"ttl_ms": 0}, 1),
+    ({"time_limit_ms": 0}, 1),
+    ({"max_attempts": 0}, 1),
+    ({"max_attempts": 1_000_001}, 1),
+    ({"tenant": ""}, 1),
+    ({"tenant": 5}, 1),
+    ({"tenant": "x" * 256}, 1),
+    ({"dedup_id": b"bytes"}, 1),
+    ({"dedup_id": "d"}, 2),  # a dedup id names one message
+], ids=repr)
+def test_bad_publish_option_is_invalid_argument_naming_the_seq(opts: Any,
+                                                               n_bodies: int) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        decode(_publish([77, [], opts], n_bodies=n_bodies))
+    assert info.value.code == 16
+    assert info.value.attrs["op"] == f.PUBLISH
+    assert info.value.attrs["ref"] == 77
+
+
+@pytest.mark.parametrize(("opts", "expected"), [
+    ({"priority": 9, "max_attempts": 1_000_000}, f.Options(priority=9, max_attempts=1_000_000)),
+    ({"priority": 0, "delay_ms": 0, "eta_ms": 0}, f.Options(priority=0, delay_ms=0, eta_ms=0)),
+    ({"tenant": "x" * 255, "dedup_id": "é" * 127},
+     f.Options(tenant="x" * 255, dedup_id="é" * 127)),
+    ({"ttl_ms": None}, f.Options()),  # nil is absent
+], ids=repr)
+def test_publish_option_bounds_are_inclusive(opts: dict[str, Any], expected: f.Options) -> None:
+    frame = decode(_publish([1, [], opts]))
+    assert isinstance(frame, f.Publish)
+    assert frame.opts == expected
 
 
 def test_hot_path_encoders_match_encode() -> None:
@@ -199,7 +281,7 @@ def test_version_is_checked_before_opcode() -> None:
         decode([b"ZQ\x00\x55", pack(None)])
 
 
-@pytest.mark.parametrize("op", [0x00, 0x05, 0x12, 0x26, 0x32, 0x7E, 0x80, 0xFF])
+@pytest.mark.parametrize("op", [0x00, 0x05, 0x12, 0x27, 0x32, 0x42, 0x7E, 0x80, 0xFF])
 def test_unknown_opcode(op: int) -> None:
     with pytest.raises(UnknownOpcode) as info:
         decode([b"ZQ\x01" + bytes((op,)), pack(None)])
@@ -236,7 +318,7 @@ def _deliver(header: Any, n_bodies: int = 1) -> list[bytes]:
     # header shape
     _publish({"seq": 1}),
     _publish([1]),
-    _publish([1, [], "extra"]),
+    _publish([1, [], {}, "extra"]),  # options are the last element: four is too many
     [cmd(f.CREDIT), pack({"queue": "q", "n": 1})],
     [cmd(f.HELLO), pack(["name", 0])],
     [cmd(f.HEARTBEAT), pack({})],
@@ -280,6 +362,17 @@ def _deliver(header: Any, n_bodies: int = 1) -> list[bytes]:
     _deliver([[1], [1], [None, None]], n_bodies=1),
     [cmd(f.ACK), pack([[1, 2], [1]])],  # ids and attempts differ
     [cmd(f.NACK), pack([[1], [1, 2], True, 0, ""])],
+    [cmd(f.EXTEND), pack([[1, 2], [1], 1000])],
+    # EXTEND, MANAGE, MANAGE_REPLY
+    [cmd(f.EXTEND), pack([[1], [1]])],
+    [cmd(f.EXTEND), pack([[1], [1], 0])],  # ms must be >= 1
+    [cmd(f.EXTEND), pack([[1], [1], "1000"])],
+    [cmd(f.MANAGE), pack([1, "declare"])],
+    [cmd(f.MANAGE), pack([1, "", {}])],  # an op is named
+    [cmd(f.MANAGE), pack([1, 5, {}])],
+    [cmd(f.MANAGE), pack([1, "sync", None])],  # args is a map
+    [cmd(f.MANAGE), pack([-1, "sync", {}])],
+    [cmd(f.MANAGE_REPLY), pack([1, []])],
 ], ids=lambda p: repr(p)[:80])
 def test_malformed(parts: list[bytes]) -> None:
     op = parts[0][3]
@@ -416,7 +509,9 @@ def test_decode_raises_only_zq_errors(parts: list[bytes], limits: Limits) -> Non
         error = exc
     if error is not None:
         assert type(error) in (MalformedFrame, FrameTooLarge, UnknownOpcode,
-                               UnsupportedVersion)
+                               UnsupportedVersion, InvalidArgument)
+        if type(error) is InvalidArgument:  # only a PUBLISH option can be out of range
+            assert parts[0][3] == f.PUBLISH
         # the opcode is attached once the command part could be read
         assert error.attrs.get("op") is None or error.attrs["op"] == parts[0][3]
         return

@@ -88,13 +88,16 @@ def test_hello_gets_welcome_with_the_brokers_terms() -> None:
 
 
 def test_work_before_hello_is_session_unknown(h: Harness) -> None:
-    h.send(A, f.Ack([1], [1]))
+    h.send(A, f.Ack([1], [1]))  # id 1 was never assigned: UNKNOWN_DELIVERY first
     h.send(A, f.Publish("q", 9, [b"x"]))
+    h.send(A, f.Manage(3, "sync", {}))
     errs = errors_of(h.run())
     assert [(e.name, e.op, e.ref) for _, e in errs] == [
-        ("SESSION_UNKNOWN", f.ACK, None), ("SESSION_UNKNOWN", f.PUBLISH, None)]
+        ("UNKNOWN_DELIVERY", f.ACK, [1]), ("SESSION_UNKNOWN", f.ACK, None),
+        ("SESSION_UNKNOWN", f.PUBLISH, None), ("SESSION_UNKNOWN", f.MANAGE, None)]
     assert A not in h.core.peers
-    assert "q" not in h.core.queues or not h.core.queues["q"].ready
+    assert "q" not in h.core.queues or not h.core.queues["q"].ready_count()
+    assert h.core.next_id == 1
 
 
 def test_bye_from_a_stranger_is_ignored(h: Harness) -> None:
@@ -368,8 +371,10 @@ def test_ack_of_unknown_ids_is_unknown_delivery_with_ref(h: Harness) -> None:
     err = only(h.run(), f.Error)
     assert (err.name, err.code, err.op, err.ref) == ("UNKNOWN_DELIVERY", 11, f.ACK, [999, 1000])
     assert h.core.counters["acked"] == 1  # the known one was settled
-    h.send(A, f.Ack([d.ids[0]], [1]))  # twice: no longer held
-    assert only(h.run(), f.Error).ref == [d.ids[0]]
+    h.send(A, f.Ack([d.ids[0]], [1]))  # twice: no longer held, but it was delivered
+    err = only(h.run(), f.Error)
+    assert (err.name, err.ref) == ("STALE_DELIVERY", [d.ids[0]])
+    assert h.core.counters["acked"] == 1
     assert A in h.core.peers
 
 
@@ -431,7 +436,7 @@ def test_nack_delay_holds_the_message_back() -> None:
     h.core.dispatch()
     (_, d2), = delivers(h.take())
     assert (d2.ids, d2.attempts) == (d.ids, [2])
-    assert "delayed" not in h.core.stats()["queues"]["q"]
+    assert h.core.stats()["queues"]["q"]["delayed"] == 0
 
 
 def test_delayed_messages_join_the_tail(h: Harness) -> None:
@@ -523,7 +528,11 @@ def test_silent_peer_is_dropped_and_its_messages_go_to_another_consumer() -> Non
     assert (d2.ids, d2.attempts) == (d.ids, [2, 2, 2])
     assert h.core.counters["peers_dropped"] == 1
     h.send(A, f.Ack(d.ids, d.attempts), at=t0 + 4.0)  # the dropped peer comes back late
-    assert only(h.take(), f.Error).name == "SESSION_UNKNOWN"
+    errs = errors_of(h.take())  # its leases are gone: STALE for the ids, then "say HELLO"
+    assert [(e.name, e.op, e.ref) for _, e in errs] == [
+        ("STALE_DELIVERY", f.ACK, d.ids), ("SESSION_UNKNOWN", f.ACK, None)]
+    assert h.core.counters["acked"] == 0
+    assert h.core.stats()["peers"][B.hex()]["held"] == 3  # B's attempts are untouched
 
 
 def test_any_accepted_frame_counts_as_life() -> None:
@@ -706,9 +715,11 @@ def test_stats_counters() -> None:
     c = s["counters"]
     assert (c["published"], c["delivered"], c["deliver_frames"], c["acked"]) == (8, 8, 3, 3)
     assert c["avg_deliver_batch"] == pytest.approx(8 / 3)
-    assert s["queues"]["q"] == {"ready": 0, "on_disk": 0, "in_flight": 5, "consumers": 1,
-                                "published": 8,
-                                "delivered": 8, "acked": 3, "nacked": 0, "dead": 0}
+    assert s["queues"]["q"] == {"ready": 0, "on_disk": 0, "delayed": 0, "in_flight": 5,
+                                "consumers": 1, "published": 8, "delivered": 8, "acked": 3,
+                                "nacked": 0, "dead": 0, "paused": False, "oldest_age": 0.0,
+                                "rates": {"publish": 0.0, "deliver": 0.0, "ack": 0.0},
+                                "tenants": {}}
     assert s["peers"][A.hex()] == {
         "name": "consumer-a", "held": 5,
         "subs": {"q": {"in_flight": 5, "available": 0, "peak_in_flight": 8, "active": True}}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.unit.test_core import A, Harness, P, delivers
-from zq.persistence.base import Recovered, StoredMessage, WriteBatch
+from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
 from zq.protocol import frames as f
 
 
@@ -51,7 +51,11 @@ def test_delivery_stages_its_attempt_and_ack_replaces_it_with_a_delete() -> None
     h.core.dispatch()  # delivered again as attempt 2
     h.send(A, f.Ack([2], [1]))
     batch = h.core.take_batch()
-    assert batch.updates == [([1], [2], 0.0)]
+    # The failed attempt is stored with its history (a Rewrite), then the new attempt.
+    history = [{"attempt": 1, "outcome": "nacked", "start": 100.0, "end": 100.0,
+                "consumer": "consumer-a"}]
+    assert batch.updates == [Rewrite(1, "q", 1, 0.0, {"zq-history": history}, None),
+                             ([1], [2], 0.0)]
     assert batch.deletes == [2]
 
 
@@ -60,7 +64,11 @@ def test_nack_with_delay_stores_a_wall_clock_due_time() -> None:
     h.core.wall_offset = 1_000_000.0
     d = _deliver(h, 1)
     h.send(A, f.Nack(d.ids, d.attempts, True, 2500, "later"))
-    assert h.core.take_batch().updates == [([1], [1], h.now + 2.5 + 1_000_000.0)]
+    wall = h.now + 1_000_000.0
+    history = [{"attempt": 1, "outcome": "nacked", "start": wall, "end": wall,
+                "consumer": "consumer-a", "reason": "later"}]
+    assert h.core.take_batch().updates == [
+        Rewrite(1, "q", 1, wall + 2.5, {"zq-history": history}, None)]
 
 
 def test_release_and_dead_letters_are_stored() -> None:
@@ -69,8 +77,14 @@ def test_release_and_dead_letters_are_stored() -> None:
     h.send(A, f.Release([d.ids[0]]))
     h.send(A, f.Nack([d.ids[1]], [1], False, 0, "poison"))
     batch = h.core.take_batch()
-    assert batch.updates == [([1], [0], 0.0)]  # a released delivery is not an attempt
-    assert batch.deletes == [2]
+    history = [{"attempt": 1, "outcome": "nacked", "start": 100.0, "end": 100.0,
+                "consumer": "consumer-a", "reason": "poison"}]
+    assert batch.updates == [
+        ([1], [0], 0.0),  # a released delivery is not an attempt
+        # a dead letter moves to the DLQ, attempts reset, with its history and why
+        Rewrite(2, "q.dlq", 0, 0.0, {"zq-history": history, "zq-origin": "q",
+                                     "zq-reason": "poison", "zq-dead-at": 100.0}, None)]
+    assert batch.deletes == []  # kept, in the DLQ
 
 
 def test_backlog_beyond_the_window_stays_on_disk_and_pages_in() -> None:
@@ -80,7 +94,7 @@ def test_backlog_beyond_the_window_stays_on_disk_and_pages_in() -> None:
     h.publish(2)  # now 6 >= 4: on disk only, and so is everything after
     h.publish(1)
     q = h.core.queues["q"]
-    assert (len(q.ready), q.disk, q.cursor) == (6, 3, 6)
+    assert (q.ready_count(), q.disk, q.cursor) == (6, 3, 6)
     assert h.core.stats()["queues"]["q"]["ready"] == 9
     assert h.core.wanted_pages() == []  # nobody to deliver to
     h.send(A, f.Credit("q", 10))

@@ -9,16 +9,23 @@ from typing import Any
 import msgpack
 import pytest
 
-from zq import errors
+from zq import admin, core, errors
+from zq.config import BrokerConfig
 from zq.core import _FATAL
-from zq.errors import ProtocolViolation, ZqError
+from zq.errors import InvalidArgument, ProtocolViolation, SessionUnknown, ZqError
+from zq.policies.dispatch import make_dispatch
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.session import State, next_state
+from zq.settings import FIELDS, QueueSettings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 FRAME_HEADER = "| Frame | Opcode | Direction | Header (msgpack) | Bodies |"
 ERROR_HEADER = "| Code | Name | Retriable | Meaning |"
+SESSION_HEADER = "| State | Frame received | Result |"
+OPTION_HEADER = "| Option | Type | Range | Meaning |"
+SETTING_HEADER = "| Setting | Default | Meaning |"
+OPERATION_HEADER = "| Operation | Arguments | Result |"
 
 # One representative instance of every frame, by the spec's name.
 SAMPLES: dict[str, f.Frame] = {
@@ -26,7 +33,8 @@ SAMPLES: dict[str, f.Frame] = {
     "WELCOME": f.Welcome("b-1", 1000, 3, 1000, 100_000, 64 * 1024 * 1024),
     "HEARTBEAT": f.Heartbeat(),
     "BYE": f.Bye("done"),
-    "PUBLISH": f.Publish("jobs", 7, [b"a", b"", b"c"], [{"k": "v"}, None, {"n": 1}]),
+    "PUBLISH": f.Publish("jobs", 7, [b"a", b"", b"c"], [{"k": "v"}, None, {"n": 1}],
+                         f.Options(priority=2, tenant="acme")),
     "CONFIRM": f.Confirm([(7, 1, 3), (8, 4, 1)]),
     "CREDIT": f.Credit("jobs", 10),
     "CANCEL": f.Cancel("jobs"),
@@ -34,9 +42,16 @@ SAMPLES: dict[str, f.Frame] = {
     "ACK": f.Ack([1, 2], [1, 1]),
     "NACK": f.Nack([3], [2], False, 250, "bad input"),
     "RELEASE": f.Release([4, 5]),
+    "EXTEND": f.Extend([4, 5], [1, 2], 30_000),
     "STATS": f.Stats(42),
     "STATS_REPLY": f.StatsReply(42, {"broker": "b-1", "counters": {"published": 3}}),
+    "MANAGE": f.Manage(43, "declare", {"queue": "jobs", "settings": {"max_length": 10}}),
+    "MANAGE_REPLY": f.ManageReply(43, {"queue": "jobs", "created": True}),
     "ERROR": f.Error(11, "UNKNOWN_DELIVERY", "not held", f.ACK, [9, 10]),
+}
+# Frames whose OPTIONAL trailing header elements may be left out: the shorter form.
+SHORT_SAMPLES: dict[str, f.Frame] = {
+    "PUBLISH": f.Publish("jobs", 8, [b"a"]),
 }
 
 
@@ -128,14 +143,22 @@ def _doc_shape(cell: str) -> tuple[str, Any]:
     if cell.startswith("array of [") and cell.endswith("]"):
         return ("array of arrays", len(_split_top(cell[len("array of ["):-1])))
     if cell.startswith("[") and cell.endswith("]"):
-        return ("array", len(_split_top(cell[1:-1])))
+        items = _split_top(cell[1:-1])
+        names = [item.split(":")[0].strip() for item in items]
+        optional = [n.endswith("?") for n in names]
+        first = optional.index(True) if any(optional) else len(items)
+        assert all(optional[first:]), f"only trailing elements may be optional: {cell!r}"
+        return ("array", (first, len(items)))
     raise AssertionError(f"cannot read header layout {cell!r}")
 
 
 def test_header_column_matches_what_the_codec_encodes(
         frame_rows: dict[str, list[str]]) -> None:
-    for name, row in frame_rows.items():
-        parts = codec.encode(SAMPLES[name])
+    samples = [(name, SAMPLES[name]) for name in frame_rows]
+    samples += list(SHORT_SAMPLES.items())
+    for name, sample in samples:
+        row = frame_rows[name]
+        parts = codec.encode(sample)
         header_part = parts[2] if name in ("PUBLISH", "DELIVER") else parts[1]
         header = msgpack.unpackb(header_part, raw=False)
         kind, detail = _doc_shape(row[3])
@@ -150,7 +173,9 @@ def test_header_column_matches_what_the_codec_encodes(
             assert all(isinstance(e, list) and len(e) == detail for e in header), name
         else:
             assert isinstance(header, list), name
-            assert len(header) == detail, name
+            least, most = detail
+            full = sample is SAMPLES[name]
+            assert len(header) == (most if full else least), name
 
 
 def test_bodies_column_matches_part_layout(frame_rows: dict[str, list[str]]) -> None:
@@ -180,3 +205,137 @@ def test_fatal_errors_named_in_the_doc_are_the_brokers() -> None:
     para = next(p for p in text.split("\n\n") if p.startswith("**Fatal errors.**"))
     named = set(re.findall(r"\b[A-Z]+(?:_[A-Z]+)+\b", para))
     assert named == set(_FATAL)
+
+
+def test_optional_publish_options_are_documented_and_decoded(
+        frame_rows: dict[str, list[str]]) -> None:
+    assert _doc_shape(frame_rows["PUBLISH"][3]) == ("array", (2, 3))
+    for sample in (SAMPLES["PUBLISH"], SHORT_SAMPLES["PUBLISH"]):
+        assert codec.decode(codec.encode(sample)) == sample
+
+
+# ------------------------------------------------------------------ session table
+
+
+def _frames_in(cell: str) -> list[str]:
+    return [name.strip() for name in cell.split(",")]
+
+
+def test_session_table_matches_the_session_code() -> None:
+    rows = table(SESSION_HEADER)
+    by_name = {name: op for op, name in f.NAMES.items()}
+    seen: dict[str, list[str]] = {"NEW": [], "READY": []}
+    for state_name, frames, result in rows:
+        state = State[state_name]
+        for name in _frames_in(frames):
+            seen[state_name].append(name)
+            try:
+                after = next_state(state, by_name[name])
+            except SessionUnknown:
+                assert "SESSION_UNKNOWN" in result, (state_name, name, result)
+                assert result.startswith("ERROR"), (state_name, name, result)
+            except ProtocolViolation:
+                assert result.startswith("ERROR PROTOCOL_VIOLATION"), (state_name, name)
+            else:
+                assert result.startswith(after.name), (state_name, name, result)
+    for state_name, names in seen.items():
+        assert sorted(names) == sorted(f.NAMES.values()), state_name  # each frame once
+
+
+def test_session_table_says_which_frames_are_fenced_without_a_session() -> None:
+    """ACK, NACK and EXTEND without a session get STALE/UNKNOWN for their ids first."""
+    fenced = [_frames_in(r[1]) for r in table(SESSION_HEADER)
+              if r[0] == "NEW" and "STALE_DELIVERY" in r[2]]
+    assert fenced == [["ACK", "NACK", "EXTEND"]]
+
+
+# ------------------------------------------------------------------ options
+
+
+def _bound(text: str) -> int:
+    text = text.replace(",", "")
+    if text == "C":
+        return codec._MS_MAX
+    if "^" in text:
+        base, exp = text.split("^")
+        return int(int(base) ** int(exp))
+    return int(text)
+
+
+def test_option_table_matches_the_codec() -> None:
+    rows = table(OPTION_HEADER)
+    assert [r[0] for r in rows] == list(f.OPTION_KEYS)
+    text = DOC.read_text(encoding="utf-8")
+    assert "`C` is 3,153,600,000,000" in text
+    assert codec._MS_MAX == 3_153_600_000_000
+
+    def decode(key: str, value: Any) -> f.Options | None:
+        frame = codec.decode([codec.command(f.PUBLISH), b"q",
+                              msgpack.packb([1, [], {key: value}]), b"b"])
+        assert isinstance(frame, f.Publish)
+        return frame.opts
+
+    for key, kind, bounds, meaning in rows:
+        assert meaning, key
+        lo_text, hi_text = bounds.split(" ")[0].split("..")
+        lo, hi = _bound(lo_text), _bound(hi_text)
+        if kind == "uint":
+            for ok in (lo, hi):
+                assert getattr(decode(key, ok), key) == ok, (key, ok)
+            for bad in (lo - 1, hi + 1, str(lo)):
+                with pytest.raises(InvalidArgument):
+                    decode(key, bad)
+        else:
+            assert kind == "str", key
+            assert bounds.endswith("octets"), key
+            for text_ok in ("x" * lo, "x" * hi):
+                assert getattr(decode(key, text_ok), key) == text_ok, key
+            for bad in ("x" * (hi + 1), "", 5):
+                with pytest.raises(InvalidArgument):
+                    decode(key, bad)
+
+
+# ------------------------------------------------------------------ queues
+
+
+def _default(cell: str) -> Any:
+    if cell.startswith('"') and cell.endswith('"'):
+        return cell[1:-1]
+    if cell == "{}":
+        return {}
+    return float(cell)
+
+
+def test_setting_table_matches_queue_settings() -> None:
+    rows = table(SETTING_HEADER)
+    assert [r[0] for r in rows] == list(FIELDS)
+    defaults = QueueSettings().to_map()
+    for name, default, meaning in rows:
+        assert meaning, name
+        assert _default(default) == defaults[name], name
+
+
+def test_operation_table_matches_admin() -> None:
+    """Every operation is documented, with the keys of the result it really returns."""
+    rows = table(OPERATION_HEADER)
+    assert [r[0] for r in rows] == list(admin.OPERATIONS)
+    broker = core.BrokerCore(BrokerConfig(), make_dispatch("round-robin"), "b")
+    for op, args, result in rows:
+        admin.declare(broker, {"queue": "q"}, 0.0)  # again after delete
+        kind, keys = _doc_shape(result)
+        assert kind == "map", op
+        call = {} if args == "none" else {"queue": "q"}
+        if args != "none":
+            assert args.startswith("queue"), op
+        got = admin.manage(broker, f.Manage(1, op, call), 0.0)
+        assert set(got) == (keys - {""}), op
+
+
+def test_broker_headers_are_the_documented_ones() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for header in (core.HISTORY, core.ORIGIN, core.REASON, core.DEAD_AT):
+        assert f"`{header}`" in text, header
+    assert "At most 50 entries" in text
+    assert core.MAX_HISTORY == 50
+    for outcome in ("nacked", "consumer lost", "time limit", "expired", "dropped"):
+        assert f"`{outcome}`" in text, outcome

@@ -66,7 +66,8 @@ class WriteBatch:
     updates: list[Update | Rewrite] = field(default_factory=list)  # applied in order
     deletes: list[int] = field(default_factory=list)  # acked or dead
     settings: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: queue deleted
-    purges: list[tuple[str, int]] = field(default_factory=list)  # (queue, above id): delete
+    # (queue, above id, up to id): delete that queue's rows in the range
+    purges: list[tuple[str, int, int]] = field(default_factory=list)
     dedups: list[Dedup] = field(default_factory=list)
     created: float = 0.0  # wall-clock time of this batch's new messages
 

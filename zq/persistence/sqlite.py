@@ -85,7 +85,7 @@ _REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = 
             "WHERE id = ?")
 _SETTINGS = ("INSERT INTO queues (qid, name, settings) VALUES (?, ?, ?) "
              "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings")
-_PURGE = "DELETE FROM messages WHERE qid = ? AND id > ?"
+_PURGE = "DELETE FROM messages WHERE qid = ? AND id > ? AND id <= ?"
 _DEDUP = "INSERT OR REPLACE INTO dedup (qid, key, id, expires_at) VALUES (?, ?, ?, ?)"
 _UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id BETWEEN ? AND ?"
 _DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
@@ -134,7 +134,7 @@ def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[tuple[str, I
         yield _SETTINGS, [(qids[name], name, blob) for name, blob in batch.settings
                           if blob is not None]
     if batch.purges:
-        yield _PURGE, [(qids[name], after) for name, after in batch.purges]
+        yield _PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges]
     if batch.deletes:
         yield _DELETE, id_runs(batch.deletes)
     if batch.dedups:
