@@ -1,4 +1,4 @@
-"""The ``zq`` command line: broker, publish, consume, stats."""
+"""The ``zq`` command line: broker, publish, consume, stats, queue and dlq operations."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -18,7 +19,6 @@ from zq.broker import run_loop, serve
 from zq.client import Client
 from zq.config import (
     DEFAULT_ENDPOINT,
-    DISPATCH_POLICIES,
     FSYNC_MODES,
     STORAGE_KINDS,
     broker_config,
@@ -71,6 +71,8 @@ def main(log_level: str) -> None:
       zq broker &
       zq publish jobs "hello" "world"
       zq consume jobs --count 2
+      zq queue declare jobs --max-attempts 3 --time-limit 60
+      zq dlq ls jobs.dlq
     """
     _setup_logging(log_level)
 
@@ -101,7 +103,7 @@ def main(log_level: str) -> None:
               help="Most messages in one DELIVER frame. [default: 1000]")
 @click.option("--max-credit", type=int, default=None,
               help="Largest credit window per consumer and queue. [default: 100000]")
-@click.option("--dispatch", type=click.Choice(list(DISPATCH_POLICIES)), default=None,
+@click.option("--dispatch", default=None, metavar="POLICY",
               help="How consumers of one queue share it. [default: round-robin]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="TOML file with a [broker] table; flags override it.")
@@ -145,18 +147,40 @@ def _stdin_lines(chunk: int) -> Iterator[list[bytes]]:
 @click.option("--header", "-H", "headers", multiple=True, metavar="KEY=VALUE",
               help="Add a header to every message (repeatable).")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the message ids.")
+@click.option("--priority", type=click.IntRange(0, 9), default=None,
+              help="0..9, higher is delivered first. [default: 0]")
+@click.option("--delay", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Deliver no sooner than this many seconds from now.")
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Expire to the dead-letter queue if not delivered within this many "
+                   "seconds. [default: the queue's]")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Seconds one attempt may run before it is retried. [default: the queue's]")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None,
+              help="Failed attempts before the message is dead. [default: the queue's]")
+@click.option("--tenant", default=None, help="The tenant (fair-share group) of the messages.")
+@click.option("--dedup-id", default=None,
+              help="Deduplication id: a repeat within the queue's dedup window stores "
+                   "nothing and prints the first message's id. Needs exactly one message.")
 @endpoint_option
 def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet: bool,
-            endpoint: str) -> None:
+            priority: int | None, delay: float | None, ttl: float | None,
+            time_limit: float | None, max_attempts: int | None, tenant: str | None,
+            dedup_id: str | None, endpoint: str) -> None:
     """Publish BODIES to QUEUE, or one message per line of stdin when none are given.
 
-    Prints each stored message's id (after the broker's confirm).
+    Prints each stored message's id (after the broker's confirm). The options
+    apply to every message.
 
     \b
     Examples:
       zq publish jobs "resize img-1.png"
       seq 1 1000 | zq publish numbers -q
       zq publish mail -H to=ops@example.com "disk almost full"
+      zq publish jobs --priority 9 --time-limit 30 "urgent"
+      zq publish invoices --dedup-id inv-2024-17 "send invoice 17"
     """
     hdr: dict[str, str] = {}
     for item in headers:
@@ -164,15 +188,33 @@ def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--header")
         hdr[key] = value
+    if dedup_id is not None and len(bodies) > 1:
+        raise click.BadParameter("a dedup id needs exactly one message", param_hint="--dedup-id")
+    opts: dict[str, Any] = {k: v for k, v in (
+        ("priority", priority), ("delay", delay), ("ttl", ttl), ("time_limit", time_limit),
+        ("max_attempts", max_attempts), ("tenant", tenant)) if v is not None}
+    single: list[bytes] = []
+    if dedup_id is not None:
+        single = [b.encode() for b in bodies] if bodies else \
+            [line for chunk in _stdin_lines(1000) for line in chunk]
+        if len(single) != 1:
+            raise click.BadParameter(f"a dedup id needs exactly one message, got "
+                                     f"{len(single)}", param_hint="--dedup-id")
 
     async def run() -> int:
         total = 0
         async with Client(endpoint, name="zq-publish") as client:
+            if dedup_id is not None:
+                mid = await client.publish(queue, single[0], headers=hdr or None,
+                                           dedup_id=dedup_id, **opts)
+                if not quiet:
+                    click.echo(mid)
+                return 1
             chunks: Iterator[list[bytes]] = (
                 iter([[b.encode() for b in bodies]]) if bodies else _stdin_lines(1000))
             for chunk in chunks:
                 ids = await client.publish_many(
-                    queue, chunk, headers=[hdr] * len(chunk) if hdr else None)
+                    queue, chunk, headers=[hdr] * len(chunk) if hdr else None, **opts)
                 total += len(ids)
                 if not quiet:
                     sys.stdout.write("".join(f"{i}\n" for i in ids))
@@ -264,6 +306,392 @@ def stats(as_json: bool, endpoint: str) -> None:
     for name, q in sorted(s["queues"].items()):
         click.echo(f"{name:<32} {q['ready']:>10} {q.get('on_disk', 0):>10} "
                    f"{q['in_flight']:>10} {q['consumers']:>9} {q['acked']:>12}")
+
+
+# ---------------------------------------------------------------- queue and dlq
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print the broker's raw reply as JSON. Bytes (bodies, binary headers) are shown "
+         "as UTF-8 text, invalid bytes replaced with U+FFFD.")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v).decode("utf-8", "replace")
+    return repr(v)
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
+
+
+def _text(body: bytes, limit: int = 200) -> str:
+    t = body.decode("utf-8", "replace")
+    return t if len(t) <= limit else t[:limit] + f"... ({len(body)} bytes)"
+
+
+def _when(epoch: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(epoch)).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if not sep or not key or n < 1:
+            raise click.BadParameter(f"expected TENANT=N with N >= 1, got {item!r}",
+                                     param_hint=option)
+        out[key] = n
+    return out
+
+
+def _epoch(value: str | None, option: str) -> float | None:
+    """Epoch seconds, or an ISO 8601 date and time (local time unless it has an offset)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"expected epoch seconds or an ISO date, got {value!r}",
+                                 param_hint=option) from None
+
+
+def _print_settings(settings: dict[str, Any]) -> None:
+    for key in sorted(settings):
+        v = settings[key]
+        if isinstance(v, dict):
+            v = ", ".join(f"{k}={n}" for k, n in sorted(v.items())) or "-"
+        elif v == "":
+            v = '""'
+        click.echo(f"  {key:<16} {v}")
+
+
+@main.group()
+def queue() -> None:
+    """Declare, inspect, pause, purge and delete queues.
+
+    \b
+    Examples:
+      zq queue declare jobs --max-attempts 3 --time-limit 60 --retry exponential
+      zq queue ls
+      zq queue info jobs
+      zq queue peek jobs --limit 5
+    """
+
+
+@queue.command("declare")
+@click.argument("name")
+@click.option("--max-length", type=click.IntRange(min=0), default=None,
+              help="Most ready and delayed messages; 0 = unbounded.")
+@click.option("--overflow", default=None, metavar="reject|drop-oldest|PLUGIN",
+              help="What a publish to a full queue does: be refused (QUEUE_FULL) or "
+                   "dead-letter the oldest messages.")
+@click.option("--ttl", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Seconds a message may wait before it expires to the DLQ; 0 = never.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=None,
+              help="Failed attempts before a message goes to the DLQ.")
+@click.option("--dlq", default=None, metavar="NAME",
+              help="Dead-letter queue ('' = NAME.dlq, '-' = drop dead messages).")
+@click.option("--dedup-window", type=click.FloatRange(min=0), default=None,
+              metavar="SECONDS", help="Seconds a dedup id is remembered.")
+@click.option("--time-limit", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Seconds one attempt may run before it is retried; 0 = no limit.")
+@click.option("--retry", default=None, metavar="fixed|exponential|PLUGIN",
+              help="Backoff for retries after a nack without a delay or a time limit.")
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=None,
+              metavar="SECONDS", help="The backoff's base delay.")
+@click.option("--retry-max-delay", type=click.FloatRange(min=0), default=None,
+              metavar="SECONDS", help="The backoff's longest delay.")
+@click.option("--selection", default=None, metavar="weighted-fair|strict|PLUGIN",
+              help="Which tenant is served next among those of one priority.")
+@click.option("--weight", "weights", multiple=True, metavar="TENANT=W",
+              help="A tenant's weight in the fair share (repeatable; default 1).")
+@click.option("--cap", "caps", multiple=True, metavar="TENANT=N",
+              help="Most messages of a tenant in flight at once (repeatable).")
+@json_option
+@endpoint_option
+def queue_declare(name: str, weights: tuple[str, ...], caps: tuple[str, ...], as_json: bool,
+                  endpoint: str, **options: Any) -> None:
+    """Create queue NAME, or change the given settings of it (the others stay).
+
+    Prints the queue's settings afterwards. Durations are in seconds.
+
+    \b
+    Examples:
+      zq queue declare jobs --max-attempts 3 --time-limit 60
+      zq queue declare jobs --retry exponential --retry-delay 1 --retry-max-delay 300
+      zq queue declare uploads --max-length 10000 --overflow drop-oldest --ttl 3600
+      zq queue declare work --weight acme=3 --weight globex=1 --cap acme=10
+    """
+    settings = {k: v for k, v in options.items() if v is not None}
+    if weights:
+        settings["weights"] = _pairs(weights, "--weight")
+    if caps:
+        settings["caps"] = _pairs(caps, "--cap")
+
+    async def run() -> dict[str, Any]:
+        async with Client(endpoint, name="zq-queue") as client:
+            return await client.declare_queue(name, **settings)
+
+    result = _run_client(run)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"queue {name}:")
+    _print_settings(result)
+
+
+@queue.command("info")
+@click.argument("name")
+@json_option
+@endpoint_option
+def queue_info(name: str, as_json: bool, endpoint: str) -> None:
+    """Show the settings and counters of queue NAME.
+
+    \b
+    Examples:
+      zq queue info jobs
+      zq queue info jobs --json | jq .stats.ready
+    """
+
+    async def run() -> dict[str, Any]:
+        async with Client(endpoint, name="zq-queue") as client:
+            return await client.queue_info(name)
+
+    info = _run_client(run)
+    if as_json:
+        _echo_json(info)
+        return
+    st = info.get("stats", {})
+    click.echo(f"queue {info.get('queue', name)}{' (paused)' if st.get('paused') else ''}, "
+               f"dead letters to {info.get('dlq') or '(dropped)'}")
+    click.echo(f"  ready {st.get('ready', 0)} (on disk {st.get('on_disk', 0)}), "
+               f"delayed {st.get('delayed', 0)}, in flight {st.get('in_flight', 0)}, "
+               f"consumers {st.get('consumers', 0)}, oldest {st.get('oldest_age', 0):.1f}s")
+    click.echo(f"  published {st.get('published', 0)}, delivered {st.get('delivered', 0)}, "
+               f"acked {st.get('acked', 0)}, nacked {st.get('nacked', 0)}, "
+               f"dead {st.get('dead', 0)}")
+    rates = st.get("rates", {})
+    if rates:
+        click.echo("  rates " + ", ".join(f"{k} {v}/s" for k, v in sorted(rates.items())))
+    for t, ts in sorted(st.get("tenants", {}).items()):
+        click.echo(f"  tenant {t}: in flight {ts.get('in_flight', 0)}, weight "
+                   f"{ts.get('weight', 1)}, cap {ts.get('cap') or '-'}")
+    click.echo("settings:")
+    _print_settings(info.get("settings", {}))
+
+
+@queue.command("ls")
+@json_option
+@endpoint_option
+def queue_ls(as_json: bool, endpoint: str) -> None:
+    """List every queue with its counters.
+
+    \b
+    Examples:
+      zq queue ls
+      zq queue ls --json | jq 'keys'
+    """
+
+    async def run() -> dict[str, Any]:
+        async with Client(endpoint, name="zq-queue") as client:
+            return await client.queues()
+
+    queues = _run_client(run)
+    if as_json:
+        _echo_json(queues)
+        return
+    click.echo(f"{'queue':<32} {'ready':>10} {'delayed':>8} {'in-flight':>10} "
+               f"{'consumers':>9} {'dead':>8}  state")
+    for qname, st in sorted(queues.items()):
+        click.echo(f"{qname:<32} {st.get('ready', 0):>10} {st.get('delayed', 0):>8} "
+                   f"{st.get('in_flight', 0):>10} {st.get('consumers', 0):>9} "
+                   f"{st.get('dead', 0):>8}  {'paused' if st.get('paused') else 'active'}")
+
+
+def _simple_op(verb: str, doc: str, call: Callable[[Client, str], Awaitable[Any]],
+               done: Callable[[str, Any], str]) -> None:
+    @queue.command(verb, help=doc)
+    @click.argument("name")
+    @endpoint_option
+    def command(name: str, endpoint: str) -> None:
+        async def run() -> Any:
+            async with Client(endpoint, name="zq-queue") as client:
+                return await call(client, name)
+
+        click.echo(done(name, _run_client(run)))
+
+
+_simple_op("pause", """Stop delivering from queue NAME; publishes are still stored.
+
+    \b
+    Examples:
+      zq queue pause jobs
+    """, Client.pause_queue, lambda n, _: f"paused {n}")
+_simple_op("resume", """Deliver from queue NAME again after a pause.
+
+    \b
+    Examples:
+      zq queue resume jobs
+    """, Client.resume_queue, lambda n, _: f"resumed {n}")
+_simple_op("purge", """Delete the ready and delayed messages of queue NAME.
+
+    Messages in flight stay with their consumers.
+
+    \b
+    Examples:
+      zq queue purge jobs
+    """, Client.purge_queue, lambda n, k: f"purged {k} message(s) from {n}")
+_simple_op("delete", """Remove queue NAME, its settings and all its messages.
+
+    Messages in flight are dropped too; their acks are refused.
+
+    \b
+    Examples:
+      zq queue delete old-jobs
+    """, Client.delete_queue, lambda n, k: f"deleted queue {n} and {k} message(s)")
+
+
+def _peek(name: str, limit: int, endpoint: str) -> list[dict[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
+        async with Client(endpoint, name="zq-queue") as client:
+            return await client.peek(name, limit)
+
+    return _run_client(run)
+
+
+@queue.command("peek")
+@click.argument("name")
+@click.option("--limit", "-n", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Most messages to show.")
+@json_option
+@endpoint_option
+def queue_peek(name: str, limit: int, as_json: bool, endpoint: str) -> None:
+    """Show the first ready messages of queue NAME without taking them.
+
+    Bodies are shown as UTF-8 text (invalid bytes replaced), cut at 200 characters.
+
+    \b
+    Examples:
+      zq queue peek jobs
+      zq queue peek jobs --limit 50 --json
+    """
+    msgs = _peek(name, limit, endpoint)
+    if as_json:
+        _echo_json(msgs)
+        return
+    if not msgs:
+        click.echo(f"no ready messages in {name}")
+    for m in msgs:
+        headers = m.get("headers") or {}
+        click.echo(f"id {m['id']}  attempts {m.get('attempts', 0)}"
+                   + (f"  headers {json.dumps(headers, default=_jsonable)}" if headers else ""))
+        click.echo(f"  {_text(m.get('body', b''))}")
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect dead letters and move them back to work.
+
+    A message dies after its queue's max attempts, on a nack without requeue,
+    when its TTL runs out, or when an overflow rule drops it. It then waits in
+    the dead-letter queue (by default QUEUE.dlq) with its attempt history.
+
+    \b
+    Examples:
+      zq dlq ls jobs.dlq
+      zq dlq redrive jobs.dlq
+      zq dlq redrive jobs.dlq --match timeout --limit 100
+    """
+
+
+@dlq.command("ls")
+@click.argument("dlq_name", metavar="DLQ")
+@click.option("--limit", "-n", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Most dead letters to show.")
+@json_option
+@endpoint_option
+def dlq_ls(dlq_name: str, limit: int, as_json: bool, endpoint: str) -> None:
+    """Show the first dead letters of DLQ: origin, reason, attempt history, body.
+
+    \b
+    Examples:
+      zq dlq ls jobs.dlq
+      zq dlq ls jobs.dlq --limit 100 --json | jq '.[].headers["zq-reason"]'
+    """
+    msgs = _peek(dlq_name, limit, endpoint)
+    if as_json:
+        _echo_json(msgs)
+        return
+    if not msgs:
+        click.echo(f"no dead letters in {dlq_name}")
+    for m in msgs:
+        h = m.get("headers") or {}
+        click.echo(f"id {m['id']}  from {h.get('zq-origin', '?')}  died "
+                   f"{_when(h.get('zq-dead-at'))}  reason: {h.get('zq-reason', '?')}")
+        for e in h.get("zq-history") or []:
+            if not isinstance(e, dict):
+                continue
+            took = ""
+            if isinstance(e.get("start"), int | float) and isinstance(e.get("end"), int | float):
+                took = f" after {e['end'] - e['start']:.3f}s"
+            by = f" by {e['consumer']}" if e.get("consumer") else ""
+            why = f": {e['reason']}" if e.get("reason") else ""
+            click.echo(f"  attempt {e.get('attempt', '?')} {e.get('outcome', '?')}{by} at "
+                       f"{_when(e.get('end'))}{took}{why}")
+        click.echo(f"  body: {_text(m.get('body', b''))}")
+
+
+@dlq.command("redrive")
+@click.argument("dlq_name", metavar="DLQ")
+@click.option("--to", "to", default=None, metavar="QUEUE",
+              help="Move them here. [default: the queue each died in]")
+@click.option("--match", default=None, metavar="TEXT",
+              help="Only dead letters whose reason contains TEXT.")
+@click.option("--since", default=None, metavar="EPOCH",
+              help="Only those that died at or after this time (epoch seconds or ISO 8601).")
+@click.option("--until", default=None, metavar="EPOCH",
+              help="Only those that died at or before this time (epoch seconds or ISO 8601).")
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Most to move; 0 = all.")
+@endpoint_option
+def dlq_redrive(dlq_name: str, to: str | None, match: str | None, since: str | None,
+                until: str | None, limit: int, endpoint: str) -> None:
+    """Move dead letters from DLQ back to work; their attempts start over.
+
+    They keep their attempt history.
+
+    \b
+    Examples:
+      zq dlq redrive jobs.dlq
+      zq dlq redrive jobs.dlq --to jobs-retry --match "time limit"
+      zq dlq redrive jobs.dlq --since 2024-05-01T00:00 --limit 100
+    """
+    t0, t1 = _epoch(since, "--since"), _epoch(until, "--until")
+
+    async def run() -> tuple[int, int]:
+        async with Client(endpoint, name="zq-dlq") as client:
+            moved = await client.redrive(dlq_name, to=to, match=match, since=t0, until=t1,
+                                         limit=limit)
+            left = (await client.queue_info(dlq_name))["stats"].get("on_disk", 0)
+            return moved, int(left)
+
+    moved, left = _run_client(run)
+    click.echo(f"moved {moved} message(s) from {dlq_name}")
+    if left:
+        click.echo(f"{left} more wait on disk; run it again once they are paged in", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,10 +36,10 @@ from zq.errors import (
     FrameTooLarge,
     InvalidCredit,
     QueueFull,
-    StorageError,
     SessionUnknown,
     ShuttingDown,
     StaleDelivery,
+    StorageError,
     UnknownDelivery,
     ZqError,
 )

@@ -243,7 +243,7 @@ async def test_hostile_frame_gets_an_error_and_others_carry_on(
         err = await r.error()
         if not case.session and case.op in (f.ACK, f.NACK, f.EXTEND):
             # A stranger settling ids: the lease is gone (fencing), then "say HELLO".
-            assert err.name == "STALE_DELIVERY" and err.ref == [1], err
+            assert (err.name, err.ref) == ("STALE_DELIVERY", [1]), err
             err = await r.error()
         assert (err.name, err.code) == (case.error.name, case.error.code), err
         if case.op is not None:

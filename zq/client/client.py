@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from zq.client.connection import Connection
+from zq.client.connection import Connection, limits_with, options_size
 from zq.client.consumer import Consumer
 from zq.config import DEFAULT_ENDPOINT
-from zq.errors import FrameTooLarge, InvalidQueueName
+from zq.errors import FrameTooLarge, InvalidArgument, InvalidQueueName
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.settings import from_map
+
+MAX_PRIORITY = 9
+_MAX_KEY = 255  # UTF-8 bytes in a tenant or a dedup id
+_MS_MAX = 100 * 365 * 86_400_000  # a century: the broker's bound on every duration
+_ETA_MAX = 1 << 62
 
 
 def default_endpoint() -> str:
@@ -42,6 +50,77 @@ def _check_body(body: Any) -> bytes:
     if isinstance(body, bytearray | memoryview):
         return bytes(body)
     raise TypeError(f"message body must be bytes, got {type(body).__name__}")
+
+
+def _seconds(value: Any, what: str) -> float:
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not math.isfinite(value)):
+        raise InvalidArgument(f"{what} must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+def _ms(value: Any, what: str, lo: int) -> int:
+    """Seconds to whole milliseconds, rounded up (a delay or a limit is never short)."""
+    secs = _seconds(value, what)
+    if secs < 0:
+        raise InvalidArgument(f"{what} must be >= 0 seconds, got {value!r}")
+    ms = math.ceil(round(secs * 1000, 6))
+    if not lo <= ms <= _MS_MAX:
+        if ms < lo:
+            raise InvalidArgument(f"{what} must be > 0 seconds, got {value!r}")
+        raise InvalidArgument(f"{what} must be at most a century, got {value!r}")
+    return ms
+
+
+def _wall(value: Any, what: str) -> float:
+    """A datetime (aware, or naive in local time) or epoch seconds -> epoch seconds."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    secs = _seconds(value, what)
+    if secs < 0:
+        raise InvalidArgument(f"{what} must be epoch seconds >= 0, got {value!r}")
+    return secs
+
+
+def _key(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > _MAX_KEY:
+        raise InvalidArgument(f"{what} must be a str of 1..{_MAX_KEY} UTF-8 bytes, "
+                              f"got {value!r}")
+    return value
+
+
+def make_options(priority: int | None = None, delay: float | None = None,
+                 eta: datetime | float | None = None, ttl: float | None = None,
+                 time_limit: float | None = None, max_attempts: int | None = None,
+                 tenant: str | None = None, dedup_id: str | None = None) -> f.Options | None:
+    """Validate publish options and convert them to the wire's :class:`Options`.
+
+    Raises ``zq.InvalidArgument`` for a bad value. None when nothing is set.
+    """
+    if priority is not None and (type(priority) is not int
+                                 or not 0 <= priority <= MAX_PRIORITY):
+        raise InvalidArgument(f"priority must be an int 0..{MAX_PRIORITY}, got {priority!r}")
+    delay_ms = _ms(delay, "delay", 0) if delay is not None else None
+    eta_ms = None
+    if eta is not None:
+        eta_ms = math.ceil(round(_wall(eta, "eta") * 1000, 3))
+        if eta_ms > _ETA_MAX:
+            raise InvalidArgument(f"eta is too far away: {eta!r}")
+    ttl_ms = _ms(ttl, "ttl", 1) if ttl is not None else None
+    limit_ms = _ms(time_limit, "time_limit", 1) if time_limit is not None else None
+    if max_attempts is not None and (type(max_attempts) is not int
+                                     or not 1 <= max_attempts <= 1_000_000):
+        raise InvalidArgument(f"max_attempts must be an int 1..1000000, got {max_attempts!r}")
+    if tenant is not None:
+        _key(tenant, "tenant")
+    if dedup_id is not None:
+        _key(dedup_id, "dedup_id")
+    opts = f.Options(priority, delay_ms or None, eta_ms, ttl_ms, limit_ms, max_attempts,
+                     tenant, dedup_id)
+    return opts if opts != _NO_OPTIONS else None
+
+
+_NO_OPTIONS = f.Options()
 
 
 def _check_headers(headers: Any) -> f.Headers | None:
@@ -126,27 +205,71 @@ class Client:
         return w.max_batch if w is not None else 1000
 
     async def publish(self, queue: str, body: bytes, *,
-                      headers: dict[str, Any] | None = None) -> int:
+                      headers: dict[str, Any] | None = None, priority: int | None = None,
+                      delay: float | None = None, eta: datetime | float | None = None,
+                      ttl: float | None = None, time_limit: float | None = None,
+                      max_attempts: int | None = None, tenant: str | None = None,
+                      dedup_id: str | None = None) -> int:
         """Publish one message; return its id once the broker confirms it is stored.
 
         Calls made during the same event-loop turn travel as one frame, so many
-        concurrent ``publish`` calls cost about as much as one ``publish_many``.
+        concurrent ``publish`` calls cost about as much as one ``publish_many``
+        (calls with options share a frame only with calls of the same options).
+
+        Options (None: the queue's setting):
+
+        * ``priority``: 0..9, higher first (default 0).
+        * ``delay``: seconds before it may be delivered; ``eta``: not before this
+          ``datetime`` (aware, or naive in local time) or wall-clock epoch
+          seconds. With both, the later time wins.
+        * ``ttl``: seconds it may wait for delivery before it expires to the DLQ.
+        * ``time_limit``: seconds one attempt may run before it is retried.
+        * ``max_attempts``: failed attempts before it goes to the DLQ.
+        * ``tenant``: the fair-share group it belongs to.
+        * ``dedup_id``: a second publish with the same id to the same queue within
+          the queue's dedup window stores nothing and returns the first one's id.
+
+        Durations are rounded up to whole milliseconds. A bad value raises
+        ``zq.InvalidArgument`` before anything is sent.
         """
         _check_queue(queue)
         body = _check_body(body)
         headers = _check_headers(headers)
         conn = self.conn
-        _check_fits(queue, body, headers, conn.limits)
-        if conn.unconfirmed >= conn.publish_window:
-            await conn.wait_window(1)
-        fut = self.conn.publish(queue, body, headers)
+        if (priority is None and delay is None and eta is None and ttl is None
+                and time_limit is None and max_attempts is None and tenant is None
+                and dedup_id is None):
+            _check_fits(queue, body, headers, conn.limits)
+            if conn.unconfirmed >= conn.publish_window:
+                await conn.wait_window(1)
+            fut = self.conn.publish(queue, body, headers)
+        else:
+            opts = make_options(priority, delay, eta, ttl, time_limit, max_attempts, tenant,
+                                dedup_id)
+            if opts is None:
+                return await self.publish(queue, body, headers=headers)
+            _check_fits(queue, body, headers, limits_with(conn.limits, options_size(opts)))
+            if conn.unconfirmed >= conn.publish_window:
+                await conn.wait_window(1)
+            fut = self.conn.publish_opts(queue, body, headers, opts)
         result: int = await fut
         return result
 
     async def publish_many(self, queue: str, bodies: Iterable[bytes], *,
-                           headers: Iterable[dict[str, Any] | None] | None = None) -> list[int]:
-        """Publish many messages in as few frames as the broker allows; return their ids."""
+                           headers: Iterable[dict[str, Any] | None] | None = None,
+                           priority: int | None = None, delay: float | None = None,
+                           eta: datetime | float | None = None, ttl: float | None = None,
+                           time_limit: float | None = None, max_attempts: int | None = None,
+                           tenant: str | None = None) -> list[int]:
+        """Publish many messages in as few frames as the broker allows; return their ids.
+
+        The options, as for :meth:`publish`, apply to every message.
+        """
         _check_queue(queue)
+        opts = None
+        if (priority is not None or delay is not None or eta is not None or ttl is not None
+                or time_limit is not None or max_attempts is not None or tenant is not None):
+            opts = make_options(priority, delay, eta, ttl, time_limit, max_attempts, tenant)
         items = [_check_body(b) for b in bodies]
         hdrs = [_check_headers(h) for h in headers] if headers is not None else []
         if hdrs and len(hdrs) != len(items):
@@ -154,7 +277,7 @@ class Client:
         if not any(h is not None for h in hdrs):
             hdrs = []
         conn = self.conn
-        limits = conn.limits
+        limits = conn.limits if opts is None else limits_with(conn.limits, options_size(opts))
         qlen = len(queue.encode())
         lens = list(map(len, items))
         hsizes = [codec.header_size(h) for h in hdrs] if hdrs else None
@@ -167,7 +290,8 @@ class Client:
         for end in ends:
             chunk = items[start:end]
             await conn.wait_window(len(chunk))
-            futs.append(conn.publish_frame(queue, chunk, hdrs[start:end] if hdrs else []))
+            futs.append(conn.publish_frame(queue, chunk, hdrs[start:end] if hdrs else [],
+                                           opts))
             start = end
         ids: list[int] = []
         for chunk_ids in await asyncio.gather(*futs):
@@ -184,3 +308,132 @@ class Client:
     async def stats(self) -> dict[str, Any]:
         """The broker's counters: totals, per queue, per connected peer."""
         return await self.conn.stats()
+
+    # ------------------------------------------------------------ queue operations
+    #
+    # Each is one MANAGE request; the reply comes once its effects are stored.
+    # A refusal raises the broker's error (zq.UnknownQueue, zq.InvalidArgument,
+    # ...); a broker that goes away before answering raises zq.ConnectionLost.
+
+    async def declare_queue(self, name: str, **settings: Any) -> dict[str, Any]:
+        """Create queue ``name`` or change the given settings of it; others stay.
+
+        Setting names are those of ``zq.settings.QueueSettings``: ``max_length``,
+        ``overflow``, ``ttl``, ``max_attempts``, ``dlq``, ``dedup_window``,
+        ``time_limit``, ``retry``, ``retry_delay``, ``retry_max_delay``,
+        ``selection``, ``weights``, ``caps`` (durations in seconds). Returns the
+        queue's effective settings.
+        """
+        _check_queue(name)
+        changes = {k.replace("-", "_"): v for k, v in settings.items()}
+        from_map(changes)  # a bad name or value fails here, before anything is sent
+        result = await self.conn.manage("declare", {"queue": name, "settings": changes})
+        out: dict[str, Any] = result["settings"]
+        return out
+
+    async def queue_info(self, name: str) -> dict[str, Any]:
+        """``{"queue", "settings", "stats", "dlq"}`` of queue ``name``."""
+        _check_queue(name)
+        return await self.conn.manage("info", {"queue": name})
+
+    async def queues(self) -> dict[str, Any]:
+        """Every queue's stats, by name."""
+        result = await self.conn.manage("list", {})
+        out: dict[str, Any] = result["queues"]
+        return out
+
+    async def pause_queue(self, name: str) -> None:
+        """Stop delivering from ``name`` (publishes are still stored)."""
+        _check_queue(name)
+        await self.conn.manage("pause", {"queue": name})
+
+    async def resume_queue(self, name: str) -> None:
+        """Deliver from ``name`` again."""
+        _check_queue(name)
+        await self.conn.manage("resume", {"queue": name})
+
+    async def purge_queue(self, name: str) -> int:
+        """Delete the ready and delayed messages of ``name``; return how many."""
+        _check_queue(name)
+        result = await self.conn.manage("purge", {"queue": name})
+        return int(result["purged"])
+
+    async def delete_queue(self, name: str) -> int:
+        """Remove ``name`` with its settings and all its messages; return how many."""
+        _check_queue(name)
+        result = await self.conn.manage("delete", {"queue": name})
+        return int(result["deleted"])
+
+    async def redrive(self, dlq: str, *, to: str | None = None, match: str | None = None,
+                      since: datetime | float | None = None,
+                      until: datetime | float | None = None, limit: int = 0) -> int:
+        """Move dead letters from ``dlq`` back to the queue each died in (or ``to``).
+
+        Their attempts start over. Filters: ``match`` (text in the reason),
+        ``since`` / ``until`` (when they died: a datetime or epoch seconds),
+        ``limit`` (most to move, 0 = all). Returns how many moved. A dead-letter
+        queue larger than the broker's in-memory window is moved page by page.
+        """
+        _check_queue(dlq)
+        args: dict[str, Any] = {"queue": dlq}
+        if to is not None:
+            _check_queue(to)
+            args["to"] = to
+        if match is not None:
+            if not isinstance(match, str):
+                raise InvalidArgument(f"match must be a str, got {match!r}")
+            args["match"] = match
+        if since is not None:
+            args["since"] = _wall(since, "since")
+        if until is not None:
+            args["until"] = _wall(until, "until")
+        if type(limit) is not int or limit < 0:
+            raise InvalidArgument(f"limit must be an int >= 0, got {limit!r}")
+        if limit:
+            args["limit"] = limit
+        moved = 0
+        stuck_since: float | None = None
+        left = -1
+        loop = asyncio.get_running_loop()
+        while True:
+            result = await self.conn.manage("redrive", args)
+            moved += int(result["moved"])
+            if limit and moved >= limit:
+                return moved
+            if limit:
+                args["limit"] = limit - moved
+            # A dead-letter queue bigger than the broker's window keeps the rest on
+            # disk; the broker pages it in after each call. Go on while that helps.
+            now_left = int(result.get("left_on_disk", 0))
+            if not now_left:
+                return moved
+            if result["moved"] or now_left != left:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = loop.time()
+            elif loop.time() - stuck_since > 5.0:
+                return moved  # what is left does not come in (or does not match)
+            left = now_left
+            if not result["moved"]:
+                await asyncio.sleep(0.05)
+
+    async def peek(self, queue: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The first ``limit`` (1..100) ready messages of ``queue``, left in place.
+
+        Each is ``{"id", "attempts", "headers", "body"}``; a dead letter's headers
+        hold its ``zq-history``, ``zq-origin``, ``zq-reason`` and ``zq-dead-at``.
+        """
+        _check_queue(queue)
+        if type(limit) is not int or not 1 <= limit <= 100:
+            raise InvalidArgument(f"limit must be an int 1..100, got {limit!r}")
+        result = await self.conn.manage("peek", {"queue": queue, "limit": limit})
+        out: list[dict[str, Any]] = result["messages"]
+        return out
+
+    async def sync(self) -> None:
+        """Return once the broker has handled and stored everything sent before.
+
+        Errors for frames sent earlier (refused acks, for instance) have arrived
+        by the time it returns.
+        """
+        await self.conn.manage("sync", {})

@@ -61,30 +61,87 @@ def _term(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
             ctx.destroy()
 
 
+# MANAGE operations sent again on a new session when the old one refused them with
+# SESSION_UNKNOWN (reading or idempotent); the others fail with SESSION_UNKNOWN.
+_RESENDABLE = frozenset({"sync", "info", "list", "peek", "declare", "pause", "resume"})
+
+
+def options_size(opts: f.Options) -> int:
+    """Bytes a PUBLISH header spends on ``opts`` (besides what codec's sizing counts)."""
+    return len(codec.packb(opts.to_map())) + 1
+
+
+def limits_with(limits: codec.Limits, extra: int) -> codec.Limits:
+    """``limits`` with ``extra`` header bytes (publish options) taken off the frame."""
+    if not extra:
+        return limits
+    return codec.Limits(max_frame=max(1024, limits.max_frame - extra),
+                        max_header=max(256, limits.max_header - extra),
+                        max_batch=limits.max_batch)
+
+
 class _Sent:
     """A PUBLISH frame waiting for its CONFIRM (kept for resending after a broker restart)."""
 
-    __slots__ = ("bodies", "futs", "headers", "many", "queue")
+    __slots__ = ("bodies", "futs", "headers", "many", "opts", "queue")
 
     def __init__(self, queue: str, bodies: list[bytes], headers: list[f.Headers | None],
-                 futs: list[asyncio.Future[Any]], many: bool) -> None:
+                 futs: list[asyncio.Future[Any]], many: bool,
+                 opts: f.Options | None = None) -> None:
         self.queue = queue
         self.bodies = bodies
         self.headers = headers
         self.futs = futs  # one per body, or one for the whole frame when ``many``
         self.many = many
+        self.opts = opts
+
+    def header(self, seq: int) -> bytes:
+        opts = self.opts
+        head: bytes = codec.packb([seq, self.headers] if opts is None
+                                  else [seq, self.headers, opts.to_map()])
+        return head
 
 
 class _Batch:
-    """Publishes to one queue requested during this loop turn."""
+    """Publishes to one queue (with the same options) requested during this loop turn."""
 
-    __slots__ = ("bodies", "futs", "has_headers", "headers")
+    __slots__ = ("bodies", "futs", "has_headers", "headers", "opts", "queue")
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str, opts: f.Options | None = None) -> None:
+        self.queue = queue
+        self.opts = opts
         self.bodies: list[bytes] = []
         self.headers: list[f.Headers | None] = []
         self.futs: list[asyncio.Future[Any]] = []
         self.has_headers = False
+
+
+class _Request:
+    """A STATS (``op`` None) or MANAGE request waiting for its reply."""
+
+    __slots__ = ("args", "epoch", "fut", "op", "resend")
+
+    def __init__(self, op: str | None, args: dict[str, Any],
+                 fut: asyncio.Future[dict[str, Any]], epoch: int) -> None:
+        self.op = op
+        self.args = args
+        self.fut = fut
+        self.epoch = epoch  # the HELLO it was sent after
+        self.resend = False  # refused with SESSION_UNKNOWN: send again on the new session
+
+    def encode(self, req: int) -> list[bytes]:
+        if self.op is None:
+            return codec.encode(f.Stats(req))
+        return codec.encode(f.Manage(req, self.op, self.args))
+
+
+class _Wait:
+    """A settlement whose caller waits for the broker's verdict (``ack(wait=True)``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: ZqError | None = None
 
 
 class Connection:
@@ -106,7 +163,10 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._sock: zmq.Socket[bytes] | None = None
         self._out: list[list[bytes]] = []
-        self._batches: dict[str, _Batch] = {}
+        # Keyed by queue name for publishes without options (the hot path), by
+        # (queue, options) with options, and by (queue, options, n) with a dedup_id.
+        self._batches: dict[Any, _Batch] = {}
+        self._solo = 0
         self._acks: tuple[list[int], list[int]] = ([], [])
         self._nacks: dict[tuple[bool, int, str], tuple[list[int], list[int]]] = {}
         self._releases: list[int] = []
@@ -115,7 +175,9 @@ class Connection:
         self._flush_scheduled = False
         self._seq = 0
         self._sent: dict[int, _Sent] = {}
-        self._stats: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._requests: dict[int, _Request] = {}  # STATS and MANAGE awaiting a reply
+        self._waits: dict[int, list[_Wait]] = {}  # message id -> settlements waited on
+        self._epoch = 0  # HELLOs sent so far
         self._welcome_fut: asyncio.Future[f.Welcome] | None = None
         self._window_waiters: deque[asyncio.Future[None]] = deque()
         self._last_recv = 0.0
@@ -151,6 +213,7 @@ class Connection:
 
     async def _handshake(self) -> None:
         self._welcome_fut = self._loop.create_future()
+        self._epoch += 1
         self._send_now(codec.encode(f.Hello(self.name)))
         try:
             welcome = await asyncio.wait_for(asyncio.shield(self._welcome_fut),
@@ -203,7 +266,32 @@ class Connection:
     def publish(self, queue: str, body: bytes, headers: f.Headers | None) -> asyncio.Future[Any]:
         batch = self._batches.get(queue)
         if batch is None:
-            batch = self._batches[queue] = _Batch()
+            batch = self._batches[queue] = _Batch(queue)
+        fut = self._loop.create_future()
+        batch.bodies.append(body)
+        batch.headers.append(headers)
+        batch.futs.append(fut)
+        if headers is not None:
+            batch.has_headers = True
+        self.unconfirmed += 1
+        self._schedule_flush()
+        return fut
+
+    def publish_opts(self, queue: str, body: bytes, headers: f.Headers | None,
+                     opts: f.Options) -> asyncio.Future[Any]:
+        """Like :meth:`publish`, coalesced only with publishes of the same options.
+
+        A message with a ``dedup_id`` travels alone in its frame.
+        """
+        key: tuple[Any, ...]
+        if opts.dedup_id is not None:
+            self._solo += 1
+            key = (queue, opts, self._solo)
+        else:
+            key = (queue, opts)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch(queue, opts)
         fut = self._loop.create_future()
         batch.bodies.append(body)
         batch.headers.append(headers)
@@ -215,11 +303,12 @@ class Connection:
         return fut
 
     def publish_frame(self, queue: str, bodies: list[bytes],
-                      headers: list[f.Headers | None]) -> asyncio.Future[Any]:
+                      headers: list[f.Headers | None],
+                      opts: f.Options | None = None) -> asyncio.Future[Any]:
         """One PUBLISH frame for ``bodies``; the future gets the list of ids."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         self.unconfirmed += len(bodies)
-        self._emit_publish(queue, bodies, headers, [fut], many=True)
+        self._emit_publish(queue, bodies, headers, [fut], many=True, opts=opts)
         self._schedule_flush()
         return fut
 
@@ -234,12 +323,14 @@ class Connection:
             await fut
 
     def _emit_publish(self, queue: str, bodies: list[bytes], headers: list[f.Headers | None],
-                      futs: list[asyncio.Future[Any]], many: bool) -> None:
+                      futs: list[asyncio.Future[Any]], many: bool,
+                      opts: f.Options | None = None) -> None:
         self._seq += 1
         seq = self._seq
-        self._sent[seq] = _Sent(queue, bodies, headers, futs, many)
+        sent = self._sent[seq] = _Sent(queue, bodies, headers, futs, many, opts)
         self._out.append([codec.command(f.PUBLISH), queue.encode(),
-                          codec.packb([seq, headers]), *bodies])
+                          codec.packb([seq, headers]) if opts is None else sent.header(seq),
+                          *bodies])
 
     def _on_confirm(self, frame: f.Confirm) -> None:
         for seq, first, count in frame.entries:
@@ -292,12 +383,74 @@ class Connection:
         self._releases.extend(ids)
         self._schedule_flush()
 
+    def extend(self, mid: int, attempt: int, ms: int) -> None:
+        self._direct(codec.encode(f.Extend([mid], [attempt], ms)))
+
     async def stats(self) -> dict[str, Any]:
+        return await self._request(None, {})
+
+    async def manage(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Send MANAGE ``op``; return the reply's result or raise the broker's error.
+
+        Raises ConnectionLost if the broker goes away before it answers, and
+        SessionUnknown if the broker dropped the session before it answered an
+        operation that changes something (whether it took effect is unknown).
+        """
+        return await self._request(op, args)
+
+    def _request(self, op: str | None, args: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        self.check()
+        if self.broken is not None:
+            raise self.broken
         self._seq += 1
-        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._stats[self._seq] = fut
-        self._direct(codec.encode(f.Stats(self._seq)))
-        return await fut
+        req = self._seq
+        r = self._requests[req] = _Request(op, args, self._loop.create_future(), self._epoch)
+        self._direct(r.encode(req))
+        return r.fut
+
+    async def settled(self, mid: int) -> None:
+        """Wait for the broker's verdict on the settlement of ``mid`` queued just before.
+
+        A ``sync`` MANAGE follows the settlement; its reply comes after every
+        error for frames sent before it. Raises the broker's STALE_DELIVERY or
+        UNKNOWN_DELIVERY for ``mid``, or ConnectionLost if the broker goes away
+        (it may then have taken the settlement or not).
+
+        If the broker was thought lost, the settlement goes out anyway: a broker
+        that is still there answers it (STALE_DELIVERY: the session that held the
+        delivery is gone) and a new session opens, on which the sync goes. The
+        wait for that is bounded by the broker's liveness; then ConnectionLost.
+        """
+        w = _Wait()
+        self._waits.setdefault(mid, []).append(w)
+        try:
+            if self.broken is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._liveness_s()):
+                        await self.session.wait()
+                self.check()
+                if w.error is None and self.broken is not None:
+                    raise self.broken
+            if w.error is None:
+                try:
+                    await self._request("sync", {})
+                except ZqError:
+                    if w.error is None:
+                        raise
+        finally:
+            waits = self._waits.get(mid)
+            if waits is not None:
+                with contextlib.suppress(ValueError):
+                    waits.remove(w)
+                if not waits:
+                    del self._waits[mid]
+        if w.error is not None:
+            raise w.error
+
+    def _liveness_s(self) -> float:
+        """How long the broker may stay silent before it counts as gone (plus a beat)."""
+        w = self.welcome
+        return w.heartbeat_ms / 1000.0 * (w.liveness + 1) if w is not None else 5.0
 
     # ------------------------------------------------------------ sending
 
@@ -337,15 +490,18 @@ class Connection:
         max_batch = self.welcome.max_batch if self.welcome else 1000
         if self._batches:
             batches, self._batches = self._batches, {}
-            for queue, b in batches.items():
+            for b in batches.values():
+                queue, opts = b.queue, b.opts
                 headers = b.headers if b.has_headers else []
                 hsizes = [codec.header_size(h) for h in headers] if headers else None
+                limits = self.limits if opts is None else \
+                    limits_with(self.limits, options_size(opts))
                 start = 0
                 for end in codec.split(len(queue.encode()), list(map(len, b.bodies)), hsizes,
-                                       max_batch, self.limits):
+                                       max_batch, limits):
                     self._emit_publish(queue, b.bodies[start:end],
                                        headers[start:end] if headers else [],
-                                       b.futs[start:end], many=False)
+                                       b.futs[start:end], many=False, opts=opts)
                     start = end
         ids, attempts = self._acks
         if ids:
@@ -403,6 +559,13 @@ class Connection:
             self._on_frame(frame)
         if got:
             self._last_recv = self._loop.time()
+            if self.broken is not None and not self._resuming and (
+                    self._welcome_fut is None or self._welcome_fut.done()):
+                # We gave the broker up, but it still talks to us: it kept our session,
+                # which we have already failed. End that session and open a new one.
+                log.info("broker at %s answers again; starting a new session", self.endpoint)
+                self._send_now(codec.encode(f.Bye("client lost the broker")))
+                self._resume()
         if self._out or self._batches or self._acks[0] or self._credit or self.owing:
             self._flush()
 
@@ -427,19 +590,25 @@ class Connection:
                 else:
                     self._on_rewelcome(frame)
             case f.StatsReply():
-                fut = self._stats.pop(frame.req, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(frame.stats)
+                self._reply(frame.req, frame.stats)
+            case f.ManageReply():
+                self._reply(frame.req, frame.result)
             case f.Bye():
                 self._lost(ConnectionLost(f"broker said BYE: {frame.reason}",
                                           endpoint=self.endpoint))
             case _:
                 log.warning("unexpected frame from broker: %r", frame)
 
+    def _reply(self, req: int, result: dict[str, Any]) -> None:
+        r = self._requests.pop(req, None)
+        if r is not None and not r.fut.done():
+            r.fut.set_result(result)
+
     def _on_error(self, frame: f.Error) -> None:
         exc = error_from_code(frame.code, frame.text, op=frame.op, ref=frame.ref)
         if isinstance(exc, SessionUnknown):
             self._resume()
+            self._void_requests(exc)
             return
         if frame.op == f.PUBLISH and isinstance(frame.ref, int):
             sent = self._sent.pop(frame.ref, None)
@@ -450,11 +619,16 @@ class Connection:
                         fut.set_exception(exc)
                 self._release_window()
                 return
-        if frame.op == f.STATS and isinstance(frame.ref, int):
-            waiter = self._stats.pop(frame.ref, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
+        if frame.op in (f.STATS, f.MANAGE) and isinstance(frame.ref, int):
+            r = self._requests.pop(frame.ref, None)
+            if r is not None:
+                if not r.fut.done():
+                    r.fut.set_exception(exc)
                 return
+        if (self._waits and frame.op in (f.ACK, f.NACK) and isinstance(frame.ref, list)
+                and self._claim(frame.ref, exc)):
+            log.debug("broker refused a settlement waited on: %s", exc)
+            return
         if frame.op == f.CREDIT and isinstance(frame.ref, str):
             consumer = self.consumers.get(frame.ref)
             if consumer is not None:
@@ -478,6 +652,13 @@ class Connection:
         if self._sock is None or w is None:
             return
         interval = w.heartbeat_ms / 1000.0
+        if readable(self._sock):
+            # Read what waits first: after this process was stalled (SIGSTOP, a long
+            # GC, a blocked loop) the timer runs before queued frames are read, and
+            # the silence would be ours, not the broker's.
+            self._on_readable()
+            if self._sock is None:
+                return
         now = self._loop.time()
         if self.broken is None and now - self._last_recv > interval * w.liveness:
             self._lost(ConnectionLost(
@@ -499,13 +680,42 @@ class Connection:
         for consumer in list(self.consumers.values()):
             consumer._fail(exc)
 
+    def _claim(self, ids: list[Any], exc: ZqError) -> bool:
+        """Give a refused settlement's error to those waiting on it; whether all were."""
+        claimed = True
+        for mid in ids:
+            waits = self._waits.get(mid) if isinstance(mid, int) else None
+            w = next((w for w in waits if w.error is None), None) if waits else None
+            if w is None:
+                claimed = False
+            else:
+                w.error = exc  # the oldest wait on this id: errors come in sending order
+        return claimed
+
+    def _void_requests(self, exc: ZqError) -> None:
+        """SESSION_UNKNOWN: requests sent before our latest HELLO were refused or lost.
+
+        Reading and idempotent ones go out again once the new session is open;
+        the others fail (they may or may not have taken effect).
+        """
+        for req, r in list(self._requests.items()):
+            if r.epoch >= self._epoch or r.resend:
+                continue
+            if r.fut.done():
+                del self._requests[req]
+            elif r.op is None or r.op in _RESENDABLE:
+                r.resend = True
+            else:
+                del self._requests[req]
+                r.fut.set_exception(exc)
+
     def _fail_pending(self, exc: ZqError) -> None:
         sent, self._sent = self._sent, {}
         batches, self._batches = self._batches, {}
         futs = [fut for s in sent.values() for fut in s.futs]
         futs += [fut for b in batches.values() for fut in b.futs]
-        futs += list(self._stats.values())
-        self._stats.clear()
+        futs += [r.fut for r in self._requests.values()]
+        self._requests.clear()
         for fut in futs:
             if not fut.done():
                 fut.set_exception(exc)
@@ -519,6 +729,8 @@ class Connection:
             return  # a HELLO is already on its way
         log.info("broker lost our session; saying HELLO again")
         self._resuming = True
+        self.session.clear()  # until the new WELCOME
+        self._epoch += 1
         self._send_now(codec.encode(f.Hello(self.name)))
 
     def _on_rewelcome(self, w: f.Welcome) -> None:
@@ -529,9 +741,14 @@ class Connection:
         self._resuming = False
         self._on_welcome(w)
         for seq, s in self._sent.items():
-            self._out.append([codec.command(f.PUBLISH), s.queue.encode(),
-                              codec.packb([seq, s.headers]), *s.bodies])
+            self._out.append([codec.command(f.PUBLISH), s.queue.encode(), s.header(seq),
+                              *s.bodies])
         for consumer in self.consumers.values():
             consumer._reset()
+        for req, r in self._requests.items():
+            if r.resend:
+                r.resend = False
+                r.epoch = self._epoch
+                self._out.append(r.encode(req))
         self._flush()
 

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from zq.errors import AlreadySettled, ZqError
+from zq.errors import AlreadySettled, InvalidArgument, ZqError
 from zq.protocol import frames as f
 
 if TYPE_CHECKING:
     from zq.client.connection import Connection
 
 
+HISTORY = "zq-history"  # header: the attempts of this message that did not end in an ack
+REASON = "zq-reason"  # header of a dead letter: why it died
+
+
 class Message:
-    """A delivered message. Settle it exactly once: ``ack()``, ``nack()`` or ``release()``."""
+    """A delivered message. Settle it exactly once: ``ack()``, ``nack()`` or ``release()``.
+
+    ``ack`` and ``nack`` are fire and forget by default: the settlement is sent
+    at the end of the loop turn, and a refusal by the broker (the attempt is no
+    longer current, for instance because its time limit ran out and it went to
+    another consumer) is only logged and kept in the connection's ``errors``.
+    With ``wait=True`` they return once the broker has handled the settlement,
+    and raise ``zq.StaleDelivery`` or ``zq.UnknownDelivery`` if it refused it,
+    or ``zq.ConnectionLost`` if the broker went away first.
+    """
 
     __slots__ = ("_consumer", "_settled", "attempt", "body", "headers", "id", "queue")
 
@@ -40,17 +54,68 @@ class Message:
         self._settled = True
         return self._consumer._settled_one()
 
-    async def ack(self) -> None:
-        """Done with this message: the broker forgets it. Sent at the end of this loop turn."""
-        self._settle().ack(self.id, self.attempt)
-        self._consumer._recorded()
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Earlier attempts that did not end in an ack (``zq-history``), oldest first.
 
-    async def nack(self, requeue: bool = True, delay: float = 0.0, reason: str = "") -> None:
-        """Failed: back to the queue (after ``delay`` seconds), or dead if not ``requeue``."""
+        Each entry has ``attempt``, ``outcome`` (nacked, time limit, consumer
+        lost, expired, ...), ``end`` and, when known, ``start``, ``consumer`` and
+        ``reason``; times are wall-clock seconds.
+        """
+        h = self.headers.get(HISTORY)
+        return list(h) if isinstance(h, list) else []
+
+    @property
+    def dead_reason(self) -> str | None:
+        """Why a dead letter died (``zq-reason``); None for a live message."""
+        r = self.headers.get(REASON)
+        return None if r is None else str(r)
+
+    async def ack(self, wait: bool = False) -> None:
+        """Done with this message: the broker forgets it. Sent at the end of this loop turn.
+
+        With ``wait``, return once the broker has taken it; raise
+        ``zq.StaleDelivery`` if this attempt is no longer current.
+        """
+        conn = self._settle()
+        conn.ack(self.id, self.attempt)
+        self._consumer._recorded()
+        if wait:
+            await conn.settled(self.id)
+
+    async def nack(self, requeue: bool = True, delay: float = 0.0, reason: str = "",
+                   wait: bool = False) -> None:
+        """Failed: back to the queue (after ``delay`` seconds), or dead if not ``requeue``.
+
+        Without a ``delay`` the queue's retry policy decides when it comes back.
+        ``wait`` as for :meth:`ack`.
+        """
         if delay < 0:
             raise ValueError("delay must be >= 0")
-        self._settle().nack(self.id, self.attempt, requeue, round(delay * 1000), reason)
+        conn = self._settle()
+        conn.nack(self.id, self.attempt, requeue, round(delay * 1000), reason)
         self._consumer._recorded()
+        if wait:
+            await conn.settled(self.id)
+
+    async def extend(self, seconds: float) -> None:
+        """Move this attempt's time limit to ``seconds`` from now (sent at once).
+
+        A refusal (the attempt is no longer current) is logged and kept in the
+        connection's ``errors``, like a refused ack.
+        """
+        if self._settled:
+            raise AlreadySettled(f"message {self.id} was already acked, nacked or released",
+                                 id=self.id)
+        if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
+                or not math.isfinite(seconds) or seconds <= 0):
+            raise InvalidArgument(f"extend needs seconds > 0, got {seconds!r}")
+        ms = math.ceil(round(seconds * 1000, 6))
+        if ms >= 1 << 62:
+            raise InvalidArgument(f"extend: {seconds!r} seconds is too long")
+        conn = self._consumer._conn
+        conn.check()
+        conn.extend(self.id, self.attempt, ms)
 
     async def release(self) -> None:
         """Give the message back unprocessed; this delivery does not count as an attempt."""
