@@ -383,6 +383,24 @@ async def test_ack_wait_while_thought_lost_goes_out_on_a_new_session(
             await again.ack(wait=True)
 
 
+async def test_a_client_that_gave_up_a_live_broker_starts_a_new_session(
+        inproc_broker: Broker) -> None:
+    async with zq.Client(inproc_broker.endpoint, name="doubter") as c:
+        await c.publish("doubt", b"x")
+        async with c.consume("doubt", prefetch=1) as consumer:
+            m = await consumer.get(timeout=5)
+            # The client decides the broker is gone (as after its own stall), but the
+            # broker kept the session and goes on sending heartbeats.
+            c.conn._lost(zq.ConnectionLost("silent for too long"))
+            assert not c.connected
+        await c.wait_connected(timeout=5)  # it said BYE to the old session and HELLO again
+        async with c.consume("doubt", prefetch=1) as consumer:
+            again = await consumer.get(timeout=5)
+            assert (again.id, again.attempt) == (m.id, 2)
+            assert [h["outcome"] for h in again.history] == ["consumer lost"]
+            await again.ack(wait=True)
+
+
 async def test_operations_refused_by_a_dropped_session(inproc_broker: Broker) -> None:
     async with zq.Client(inproc_broker.endpoint, name="forgotten") as c:
         await c.publish_many("ds", [b"1", b"2"])

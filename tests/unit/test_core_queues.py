@@ -663,3 +663,22 @@ def test_manage_reply_follows_earlier_confirms_without_a_durable_store(h: Harnes
     h.send(P, f.Publish("q", 1, [b"m"]))
     h.send(P, f.Manage(2, "sync", {}))
     assert [type(fr) for _, fr in h.run()] == [f.Confirm, f.ManageReply]
+
+
+def test_time_limit_entries_of_settled_attempts_do_not_pile_up(h: Harness) -> None:
+    """Each time-limited delivery leaves an entry in the timer heap until its
+    deadline; acked early, they would pile up for ``time_limit`` seconds. The heap is
+    compacted when it outgrows the live attempts, so it stays bounded."""
+    declare(h, time_limit=100.0)
+    for _ in range(300):
+        pub(h, *[b"m"] * 100)
+        h.send(A, f.Credit("q", 100))
+        for _, d in delivers(h.run()):
+            h.send(A, f.Ack(d.ids, d.attempts))
+    assert h.core.counters["acked"] == 30_000
+    assert len(h.core._limits) <= 10_100  # without compaction: 30,000
+    pub(h, b"last")
+    h.send(A, f.Credit("q", 1))
+    [(_, d)] = delivers(h.run())
+    at(h, h.now + 101.0)
+    assert h.core.counters["time_limited"] == 1  # the live attempt's entry survived
