@@ -267,6 +267,10 @@ class Connection:
         batch = self._batches.get(queue)
         if batch is None:
             batch = self._batches[queue] = _Batch(queue)
+        return self._enqueue(batch, body, headers)
+
+    def _enqueue(self, batch: _Batch, body: bytes, headers: f.Headers | None
+                 ) -> asyncio.Future[Any]:
         fut = self._loop.create_future()
         batch.bodies.append(body)
         batch.headers.append(headers)
@@ -292,15 +296,7 @@ class Connection:
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = _Batch(queue, opts)
-        fut = self._loop.create_future()
-        batch.bodies.append(body)
-        batch.headers.append(headers)
-        batch.futs.append(fut)
-        if headers is not None:
-            batch.has_headers = True
-        self.unconfirmed += 1
-        self._schedule_flush()
-        return fut
+        return self._enqueue(batch, body, headers)
 
     def publish_frame(self, queue: str, bodies: list[bytes],
                       headers: list[f.Headers | None],
