@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -189,3 +190,20 @@ def test_runs() -> None:
     assert id_runs([0, 1]) == [(0, 1)]
     assert update_runs([([1, 2, 3, 5], [1, 1, 2, 2], 0.0), ([7], [3], 9.5)]) == [
         (1, 0.0, 1, 2), (2, 0.0, 3, 3), (2, 0.0, 5, 5), (3, 9.5, 7, 7)]
+
+
+async def test_commits_after_a_checkpoint_succeed(tmp_path: Path) -> None:
+    """The timed checkpoint must leave no statement active: the broker raises the
+    GC thresholds, so an unread cursor is not collected before the next COMMIT,
+    which then fails with "SQL statements in progress"."""
+    s = SqliteStore(tmp_path, checkpoint_interval=0.001)
+    await s.open(window=10)
+    gc.disable()
+    try:
+        for i in range(5):
+            await s.commit(inserts(i * 10 + 1, 10))
+            await s.maintain()
+        await s.commit(WriteBatch(deletes=list(range(1, 51))))
+    finally:
+        gc.enable()
+    await s.close()

@@ -262,12 +262,12 @@ class SqliteStore:
         if str(mode).lower() != "wal":
             raise StorageError(f"{self.path}: the database is not in WAL mode (journal_mode "
                                f"is {mode!r}); zq needs WAL for crash safety")
-        await db.execute(f"PRAGMA synchronous = {self.fsync.upper()}")
+        await db.execute_fetchall(f"PRAGMA synchronous = {self.fsync.upper()}")
         sync = await self._pragma("synchronous")
         if sync != (2 if self.fsync == "full" else 1):
             raise StorageError(f"{self.path}: synchronous is {sync}, asked for {self.fsync}")
-        await db.execute(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
-        await db.execute("PRAGMA wal_autocheckpoint = 1000")
+        await db.execute_fetchall(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
+        await db.execute_fetchall("PRAGMA wal_autocheckpoint = 1000")
         version = await self._pragma("user_version")
         if version not in (0, 1, SCHEMA_VERSION):
             raise StorageError(f"{self.path} has schema version {version}; this zq knows "
@@ -276,11 +276,12 @@ class SqliteStore:
             log.info("upgrading %s from schema version 1 to %d", self.path, SCHEMA_VERSION)
             await db.executescript(_UPGRADE_1_TO_2)
         await db.executescript(_SCHEMA)
-        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        await db.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await db.commit()
         if self.max_bytes:
             page_size = int(await self._pragma("page_size"))
-            await db.execute(f"PRAGMA max_page_count = {max(1, self.max_bytes // page_size)}")
+            pages = max(1, self.max_bytes // page_size)
+            await db.execute_fetchall(f"PRAGMA max_page_count = {pages}")
         rows = await db.execute_fetchall("SELECT qid, name, settings FROM queues")
         settings: dict[str, dict[str, Any]] = {}
         for qid, name, blob in rows:
@@ -320,7 +321,7 @@ class SqliteStore:
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(sqlite3.Error, ValueError):
-                await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.close()
         if self._lock_fd is not None:
@@ -416,10 +417,14 @@ class SqliteStore:
             return
         self._last_checkpoint = now
         self._dirty_since_checkpoint = False
+        # Each statement is run to completion (execute_fetchall): a cursor left with a
+        # row unread keeps its statement active, and the next COMMIT fails with
+        # "SQL statements in progress".
         try:
-            await self.db.execute("DELETE FROM dedup WHERE expires_at < ?", (time.time(),))
+            await self.db.execute_fetchall("DELETE FROM dedup WHERE expires_at < ?",
+                                           (time.time(),))
             await self.db.commit()
-            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("checkpoint failed: %s", exc)
 
