@@ -11,11 +11,10 @@ import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zq import policies
-from zq.core import DEAD_AT, ORIGIN, REASON
+from zq.core import DEAD_AT, HISTORY, ORIGIN, REASON
 from zq.errors import InvalidArgument, UnknownQueue
 from zq.protocol import codec
-from zq.settings import QueueSettings, from_map
+from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
     from zq.core import BrokerCore
@@ -46,15 +45,6 @@ def _existing(core: BrokerCore, args: dict[str, Any]) -> Queue:
     return q
 
 
-def check_policies(s: QueueSettings) -> None:
-    for kind, name in (("overflow", s.overflow), ("backoff", s.retry),
-                       ("selection", s.selection)):
-        try:
-            policies.check(kind, name)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-
-
 def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
     """Create a queue or change the given settings of an existing one (others stay)."""
     name = _name(args)
@@ -63,6 +53,9 @@ def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     base = q.settings if q is not None else QueueSettings()
     s = from_map(args.get("settings") or {}, base)
     check_policies(s)
+    if s.dlq == name:
+        raise InvalidArgument(f"queue {name!r} cannot be its own dead-letter queue; "
+                              f"dlq='-' drops dead messages instead")
     q = core._queue(name)
     q.configure(s)
     core.stage_settings(q)
@@ -181,24 +174,34 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
         if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
             raise InvalidArgument(f"{key} must be wall-clock seconds")
     limit = args.get("limit", 0)
-    if type(limit) is not int or limit < 0:
-        raise InvalidArgument("limit must be an integer >= 0")
+    if type(limit) is not int or not 0 <= limit <= MAX_COUNT:
+        raise InvalidArgument(f"limit must be an integer 0..{MAX_COUNT}")
     moved = 0
+    full: set[str] = set()
+    wall = round(now + core.wall_offset, 3)
     for lane in list(q.order):
         keep = []
         for m in lane.msgs:
             h = m.headers or {}
             target = to or h.get(ORIGIN)
             ok = (isinstance(target, str) and target and target != q.name
+                  and target not in full
                   and (not limit or moved < limit)
                   and (match is None or match in str(h.get(REASON, "")))
                   and (since is None or float(h.get(DEAD_AT, 0)) >= since)
                   and (until is None or float(h.get(DEAD_AT, 0)) <= until))
+            if ok and _full(core, str(target)):
+                full.add(str(target))  # its max_length holds for redrives too
+                ok = False
             if not ok:
                 keep.append(m)
                 continue
             headers = {k: v for k, v in h.items() if k not in (ORIGIN, REASON, DEAD_AT)}
-            m.headers = headers or None
+            history = list(headers.get(HISTORY) or [])
+            history.append({"attempt": 0, "outcome": "redriven", "end": wall,
+                            "reason": f"from {q.name}"})
+            headers[HISTORY] = history
+            m.headers = headers
             m.hsize = codec.header_size(m.headers)
             m.attempts = 0
             q.mem_bytes -= len(m.body)
@@ -208,7 +211,14 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
         lane.msgs.extend(keep)
     if q.disk:
         core.draining.add(q)  # page the rest in, consumers or not, for the next call
-    return {"queue": q.name, "moved": moved, "left_on_disk": q.disk}
+    return {"queue": q.name, "moved": moved, "left_on_disk": q.disk, "full": sorted(full)}
+
+
+def _full(core: BrokerCore, name: str) -> bool:
+    t = core.queues.get(name)
+    if t is None or not t.settings.max_length:
+        return False
+    return t.ready_count() + t.disk + t.delayed + t.staged >= t.settings.max_length
 
 
 def peek(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,7 +24,8 @@ from zq.config import (
     STORAGE_KINDS,
     broker_config,
 )
-from zq.errors import ZqError
+from zq.errors import UnknownQueue, ZqError
+from zq.settings import MAX_COUNT
 
 T = TypeVar("T")
 
@@ -35,6 +37,12 @@ endpoint_option = click.option(
 def _setup_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _finite(v: float | None, param: click.Parameter) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise click.BadParameter(f"{v} is not a number of seconds", param=param)
+    return v
 
 
 def _run_client(fn: Callable[[], Awaitable[T]]) -> T:
@@ -106,7 +114,9 @@ def main(log_level: str) -> None:
 @click.option("--dispatch", default=None, metavar="POLICY",
               help="How consumers of one queue share it. [default: round-robin]")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML file with a [broker] table; flags override it.")
+              default=None, help="TOML file with a [broker] table of these settings and "
+                                 "[queues.NAME] tables of queue settings (as in `zq queue "
+                                 "declare`); flags override it.")
 def broker(config_file: str | None, **flags: Any) -> None:
     """Run a broker until SIGTERM or Ctrl-C.
 
@@ -231,7 +241,8 @@ def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet
               help="Exit after this many messages. [default: run until Ctrl-C]")
 @click.option("--prefetch", "-p", type=click.IntRange(min=1), default=100, show_default=True,
               help="Credit: most unacked messages held at once.")
-@click.option("--timeout", "-t", type=float, default=None,
+@click.option("--timeout", "-t", type=click.FloatRange(0, 1e9), default=None,
+              callback=lambda ctx, param, v: _finite(v, param),
               help="Exit when no message arrives for this many seconds.")
 @click.option("--headers", "show_headers", is_flag=True,
               help="Print id, attempt and headers as JSON before each body.")
@@ -373,6 +384,8 @@ def _print_settings(settings: dict[str, Any]) -> None:
         v = settings[key]
         if isinstance(v, dict):
             v = ", ".join(f"{k}={n}" for k, n in sorted(v.items())) or "-"
+        elif key == "dlq" and v in ("", "-"):
+            v = "(default: NAME.dlq; none for a queue named *.dlq)" if v == "" else "- (drop)"
         elif v == "":
             v = '""'
         click.echo(f"  {key:<16} {v}")
@@ -403,7 +416,8 @@ def queue() -> None:
 @click.option("--max-attempts", type=click.IntRange(min=1), default=None,
               help="Failed attempts before a message goes to the DLQ.")
 @click.option("--dlq", default=None, metavar="NAME",
-              help="Dead-letter queue ('' = NAME.dlq, '-' = drop dead messages).")
+              help="Dead-letter queue. Default: NAME.dlq (a queue whose name ends in .dlq "
+                   "has none); '-' drops dead messages.")
 @click.option("--dedup-window", type=click.FloatRange(min=0), default=None,
               metavar="SECONDS", help="Seconds a dedup id is remembered.")
 @click.option("--time-limit", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
@@ -564,10 +578,16 @@ _simple_op("delete", """Remove queue NAME, its settings and all its messages.
     """, Client.delete_queue, lambda n, k: f"deleted queue {n} and {k} message(s)")
 
 
-def _peek(name: str, limit: int, endpoint: str) -> list[dict[str, Any]]:
+def _peek(name: str, limit: int, endpoint: str, missing_ok: bool = False
+          ) -> list[dict[str, Any]]:
     async def run() -> list[dict[str, Any]]:
         async with Client(endpoint, name="zq-queue") as client:
-            return await client.peek(name, limit)
+            try:
+                return await client.peek(name, limit)
+            except UnknownQueue:
+                if missing_ok:  # a dead-letter queue exists once something has died
+                    return []
+                raise
 
     return _run_client(run)
 
@@ -613,7 +633,7 @@ def dlq() -> None:
     Examples:
       zq dlq ls jobs.dlq
       zq dlq redrive jobs.dlq
-      zq dlq redrive jobs.dlq --match timeout --limit 100
+      zq dlq redrive jobs.dlq --match "time limit" --limit 100
     """
 
 
@@ -631,7 +651,7 @@ def dlq_ls(dlq_name: str, limit: int, as_json: bool, endpoint: str) -> None:
       zq dlq ls jobs.dlq
       zq dlq ls jobs.dlq --limit 100 --json | jq '.[].headers["zq-reason"]'
     """
-    msgs = _peek(dlq_name, limit, endpoint)
+    msgs = _peek(dlq_name, limit, endpoint, missing_ok=True)
     if as_json:
         _echo_json(msgs)
         return
@@ -660,11 +680,11 @@ def dlq_ls(dlq_name: str, limit: int, as_json: bool, endpoint: str) -> None:
               help="Move them here. [default: the queue each died in]")
 @click.option("--match", default=None, metavar="TEXT",
               help="Only dead letters whose reason contains TEXT.")
-@click.option("--since", default=None, metavar="EPOCH",
+@click.option("--since", default=None, metavar="TIME",
               help="Only those that died at or after this time (epoch seconds or ISO 8601).")
-@click.option("--until", default=None, metavar="EPOCH",
+@click.option("--until", default=None, metavar="TIME",
               help="Only those that died at or before this time (epoch seconds or ISO 8601).")
-@click.option("--limit", "-n", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--limit", "-n", type=click.IntRange(0, MAX_COUNT), default=0, show_default=True,
               help="Most to move; 0 = all.")
 @endpoint_option
 def dlq_redrive(dlq_name: str, to: str | None, match: str | None, since: str | None,
@@ -690,8 +710,12 @@ def dlq_redrive(dlq_name: str, to: str | None, match: str | None, since: str | N
 
     moved, left = _run_client(run)
     click.echo(f"moved {moved} message(s) from {dlq_name}")
+    if not moved:
+        click.echo("nothing matched: only dead letters (with a zq-origin header) move "
+                   "back by themselves; give --to for other messages", err=True)
     if left:
-        click.echo(f"{left} more wait on disk; run it again once they are paged in", err=True)
+        click.echo(f"{left} more wait on disk (they did not page in or did not match); "
+                   "run it again to retry", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ from typing import Any
 
 from zq import policies
 from zq.errors import ZqError
-from zq.settings import from_map
+from zq.settings import check_policies, from_map
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 STORAGE_KINDS = ("sqlite", "memory")
@@ -61,7 +61,7 @@ class BrokerConfig:
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
         for name, settings in self.queues.items():
             try:
-                from_map(settings)
+                check_policies(from_map(settings))
             except ZqError as exc:
                 raise ValueError(f"[queues.{name}]: {exc.message}") from None
         if not 0.01 <= self.heartbeat <= 3600:

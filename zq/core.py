@@ -334,8 +334,10 @@ class BrokerCore:
             if length + n > s.max_length:
                 drop = q.overflow.on_full(length, s.max_length, n)
                 if drop < 0:
-                    raise QueueFull(f"queue {q.name!r} is at its maximum length of "
-                                    f"{s.max_length}", ref=frame.seq, queue=q.name,
+                    what = (f"holds {length} of its maximum length of {s.max_length}"
+                            if n == 1 or length >= s.max_length else
+                            f"holds {length} of {s.max_length}: no room for {n} more")
+                    raise QueueFull(f"queue {q.name!r} {what}", ref=frame.seq, queue=q.name,
                                     limit=s.max_length)
                 q.to_drop += drop
         first = self.next_id
@@ -776,17 +778,29 @@ class BrokerCore:
         self._dirty.add(q)
 
     def _drop_oldest(self, q: Queue, now: float) -> None:
-        """Overflow rule drop-oldest: dead-letter the oldest ready messages."""
+        """Overflow rule drop-oldest: dead-letter the oldest ready or delayed messages."""
         k, q.to_drop = q.to_drop, 0
+        delayed = sorted((e for e in self._delayed if e[2].q is q), key=lambda e: e[1]) \
+            if q.delayed else []
+        taken_delayed = False
         while k > 0:
             heads = [ln for ln in q.order if ln.msgs]
-            if not heads:
+            lane = min(heads, key=lambda ln: ln.msgs[0].id) if heads else None
+            if delayed and (lane is None or delayed[0][1] < lane.msgs[0].id):
+                entry = delayed.pop(0)
+                self._delayed.remove(entry)
+                m = entry[2]
+                q.delayed -= 1
+                taken_delayed = True
+            elif lane is not None:
+                m = lane.msgs.popleft()
+            else:
                 break
-            lane = min(heads, key=lambda ln: ln.msgs[0].id)
-            m = lane.msgs.popleft()
             self._record(m, "dropped", "queue full", "", now)
             self._dead(m, "overflow: the queue was at its maximum length", now)
             k -= 1
+        if taken_delayed:
+            heapq.heapify(self._delayed)
 
     def commit_failed(self, exc: ZqError, pending: list[Pending] | None = None) -> None:
         """A batch was not stored: refuse its publishes, store nothing."""

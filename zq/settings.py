@@ -16,6 +16,7 @@ from zq.errors import InvalidArgument
 DLQ_SUFFIX = ".dlq"
 NO_DLQ = "-"  # the ``dlq`` value for "dead messages are dropped"
 OVERFLOW_RULES = ("reject", "drop-oldest")
+MAX_COUNT = 10**12  # the largest max_length, redrive limit and the like
 _DAY = 86_400.0
 
 
@@ -40,7 +41,8 @@ class QueueSettings:
             if not ok:
                 raise InvalidArgument(f"queue setting {what}")
 
-        need(type(self.max_length) is int and self.max_length >= 0, "max_length must be >= 0")
+        need(type(self.max_length) is int and 0 <= self.max_length <= MAX_COUNT,
+             f"max_length must be 0..{MAX_COUNT}")
         need(type(self.max_attempts) is int and 1 <= self.max_attempts <= 1_000_000,
              "max_attempts must be 1..1000000")
         for name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay"):
@@ -81,6 +83,18 @@ class QueueSettings:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(QueueSettings))
+
+
+def check_policies(s: QueueSettings) -> None:
+    """INVALID_ARGUMENT unless every policy the settings name can be loaded."""
+    from zq import policies  # the registry may import plugins: only when asked
+
+    for kind, name in (("overflow", s.overflow), ("backoff", s.retry),
+                       ("selection", s.selection)):
+        try:
+            policies.check(kind, name)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
 
 
 def from_map(m: Any, base: QueueSettings | None = None) -> QueueSettings:

@@ -253,7 +253,7 @@ async def test_poison_message_dies_and_is_redriven(inproc_broker: Broker) -> Non
         async with c.consume("poison", prefetch=1) as consumer:
             m = await consumer.get(timeout=5)
             assert (m.id, m.attempt, m.body, m.dead_reason) == (mid, 1, b"boom", None)
-            assert len(m.history) == 2  # the history stays with the message
+            assert [e["outcome"] for e in m.history] == ["nacked", "nacked", "redriven"]
             await m.ack(wait=True)
 
 
@@ -482,3 +482,21 @@ async def test_cli_queue_and_dlq_commands(inproc_broker: Broker) -> None:
     assert rc == 1
     assert "INVALID_ARGUMENT" in err
     assert "Traceback" not in err
+
+
+async def test_cli_bad_numbers_and_missing_dlqs_get_one_line_answers(
+        inproc_broker: Broker) -> None:
+    ep = inproc_broker.endpoint
+    for args in (("queue", "declare", "x", "--max-length", "99999999999999999999999"),
+                 ("dlq", "redrive", "x.dlq", "--limit", "99999999999999999999999"),
+                 ("consume", "x", "--timeout", "nan"),
+                 ("consume", "x", "--timeout", "-1"),
+                 ("queue", "declare", "loop", "--dlq", "loop")):
+        rc, out, err = await cli(ep, *args)
+        assert rc != 0, (args, out)
+        assert "Traceback" not in err, (args, err)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert lines[-1].startswith("Error:") and len(lines) <= 3, (args, err)
+    rc, out, err = await cli(ep, "dlq", "ls", "nothing-died-yet.dlq")
+    assert (rc, out.strip()) == (0, "no dead letters in nothing-died-yet.dlq"), err
+    assert "x" not in inproc_broker.core.queues and "loop" not in inproc_broker.core.queues

@@ -317,7 +317,9 @@ async def test_poison_message_is_dead_lettered_after_max_attempts_and_redriven(
             m = await consumer.get(timeout=5)
             assert (m.id, m.body, m.attempt) == (mid, b"bad pill", 1)
             # A fresh start that keeps its past: the history, not the dead-letter headers.
-            assert [e["reason"] for e in m.history] == ["boom 1", "boom 2", "boom 3"]
+            assert [(e["outcome"], e["reason"]) for e in m.history] == [
+                ("nacked", "boom 1"), ("nacked", "boom 2"), ("nacked", "boom 3"),
+                ("redriven", "from poison.dlq")]
             assert not {"zq-origin", "zq-reason", "zq-dead-at"} & set(m.headers), m.headers
             await m.ack(wait=True)
         await wait_until(lambda: _settled(c, "poison"), what="poison to be empty")

@@ -484,8 +484,38 @@ def test_drop_oldest_moves_the_oldest_to_the_dlq(h: Harness) -> None:
         hdr = m["headers"]
         assert hdr[REASON] == "overflow: the queue was at its maximum length"
         assert [(e["outcome"], e["reason"]) for e in hdr[HISTORY]] == [("dropped", "queue full")]
-    seq = pub(h, b"a", b"b", b"c", b"d")  # more than max_length: nothing could make room
-    assert only(h.take(), f.Error).ref == seq
+    pub(h, b"a", b"b", b"c", b"d")  # more than max_length: a ring buffer keeps the newest
+    assert isinstance(only(h.take(), f.Confirm), f.Confirm)
+    assert [m["body"] for m in peek(h, "q")] == [b"b", b"c", b"d"]
+    assert [m["body"] for m in peek(h, "q.dlq")] == [b"1", b"2", b"3", b"4", b"5", b"a"]
+
+
+def test_drop_oldest_counts_delayed_messages_as_the_oldest(h: Harness) -> None:
+    declare(h, max_length=2, overflow="drop-oldest")
+    pub(h, b"later-1", delay_ms=60_000)
+    pub(h, b"later-2", delay_ms=60_000)
+    pub(h, b"now")
+    assert [m["body"] for m in peek(h, "q.dlq")] == [b"later-1"]
+    assert [m["body"] for m in peek(h, "q")] == [b"now"]
+    assert h.core.stats()["queues"]["q"]["delayed"] == 1
+    at(h, h.now + 61.0)
+    assert sorted(m["body"] for m in peek(h, "q")) == [b"later-2", b"now"]
+
+
+def test_redrive_stops_at_the_target_max_length(h: Harness) -> None:
+    declare(h, max_attempts=1)
+    pub(h, b"1", b"2", b"3")
+    for _ in range(3):
+        d = one(h)
+        assert d is not None
+        h.send(A, f.Nack(d.ids, d.attempts))
+    assert len(peek(h, "q.dlq")) == 3
+    declare(h, max_length=2)
+    result = manage(h, "redrive", queue="q.dlq")
+    assert (result["moved"], result["full"]) == (2, ["q"])
+    assert len(peek(h, "q.dlq")) == 1
+    [entry] = [e for e in peek(h, "q")[0]["headers"][HISTORY] if e["outcome"] == "redriven"]
+    assert entry["reason"] == "from q.dlq"
 
 
 # ------------------------------------------------------------------ MANAGE operations
@@ -586,9 +616,9 @@ def test_redrive_moves_dead_letters_back_to_their_origin(h: Harness) -> None:
     h.run()
     assert len(peek(h, "q.dlq")) == 3
     result = manage(h, "redrive", queue="q.dlq", match="json", limit=1)
-    assert result == {"queue": "q.dlq", "moved": 1, "left_on_disk": 0}
+    assert result == {"queue": "q.dlq", "moved": 1, "left_on_disk": 0, "full": []}
     assert manage(h, "redrive", queue="q.dlq", match="json") == {
-        "queue": "q.dlq", "moved": 1, "left_on_disk": 0}
+        "queue": "q.dlq", "moved": 1, "left_on_disk": 0, "full": []}
     assert [m["body"] for m in peek(h, "q.dlq")] == [b"timeout"]
     back = peek(h, "q")
     assert [m["body"] for m in back] == [b"bad json", b"bad json"]
@@ -682,3 +712,14 @@ def test_time_limit_entries_of_settled_attempts_do_not_pile_up(h: Harness) -> No
     [(_, d)] = delivers(h.run())
     at(h, h.now + 101.0)
     assert h.core.counters["time_limited"] == 1  # the live attempt's entry survived
+
+
+def test_a_queue_cannot_be_its_own_dlq_and_counts_are_bounded(h: Harness) -> None:
+    with pytest.raises(InvalidArgument, match="own dead-letter queue"):
+        declare(h, "loop", dlq="loop")
+    with pytest.raises(InvalidArgument, match="max_length"):
+        declare(h, max_length=2**70)
+    declare(h)
+    with pytest.raises(InvalidArgument, match="limit"):
+        manage(h, "redrive", queue="q", limit=2**70)
+    assert "loop" not in h.core.queues

@@ -16,7 +16,7 @@ from zq.config import DEFAULT_ENDPOINT
 from zq.errors import FrameTooLarge, InvalidArgument, InvalidQueueName
 from zq.protocol import codec
 from zq.protocol import frames as f
-from zq.settings import from_map
+from zq.settings import MAX_COUNT, from_map
 
 MAX_PRIORITY = 9
 _MAX_KEY = 255  # UTF-8 bytes in a tenant or a dedup id
@@ -387,8 +387,8 @@ class Client:
             args["since"] = _wall(since, "since")
         if until is not None:
             args["until"] = _wall(until, "until")
-        if type(limit) is not int or limit < 0:
-            raise InvalidArgument(f"limit must be an int >= 0, got {limit!r}")
+        if type(limit) is not int or not 0 <= limit <= MAX_COUNT:
+            raise InvalidArgument(f"limit must be an int 0..{MAX_COUNT}, got {limit!r}")
         if limit:
             args["limit"] = limit
         moved = 0

@@ -14,7 +14,8 @@ class OverflowPolicy(Protocol):
         """Called when ``length + incoming > limit``.
 
         Returns -1 to refuse the incoming messages (the broker answers QUEUE_FULL), or the
-        number of oldest ready messages to move to the dead-letter queue.
+        number of oldest ready or delayed messages (the incoming ones included) to move
+        to the dead-letter queue once the incoming ones are stored.
         """
         ...
 
@@ -30,17 +31,16 @@ class Reject:
 
 
 class DropOldest:
-    """Dead-letter just enough of the oldest messages to make room.
+    """Dead-letter just enough of the oldest messages to make room: a ring buffer.
 
-    Refuses a batch larger than the limit itself, which no amount of dropping would fit.
+    A batch larger than the limit is taken too; its own oldest messages then go
+    to the dead-letter queue with the rest, so the queue keeps the newest ``limit``.
     """
 
     kind: ClassVar[str] = "overflow"
     name: ClassVar[str] = "drop-oldest"
 
     def on_full(self, length: int, limit: int, incoming: int) -> int:
-        if incoming > limit:
-            return -1
         return length + incoming - limit
 
 
