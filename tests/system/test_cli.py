@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
 import zq
-from tests.procs import ROOT, Proc
+from tests.procs import ROOT, Proc, start_broker
 
 
 async def cli(*args: str, stdin: bytes | None = None, endpoint: str | None = None,
@@ -119,3 +120,28 @@ async def test_every_command_has_help_with_examples(command: str) -> None:
 async def test_version() -> None:
     rc, out, _ = await cli("--version")
     assert (rc, out.strip()) == (0, f"zq, version {zq.__version__}")
+
+
+async def test_config_file_declares_queues_and_refuses_unknown_policies(
+        tmp_path: Path) -> None:
+    tmp = tmp_path
+    good = tmp / "good.toml"
+    good.write_text('[broker]\nheartbeat = 0.5\n\n[queues.mail]\nmax-attempts = 2\n'
+                    'retry = "exponential"\nretry-delay = 0.5\nweights = { big = 3 }\n')
+    broker = await start_broker(tmp, "--config", str(good))
+    try:
+        async with zq.Client(broker.endpoint) as c:
+            info = await c.queue_info("mail")
+            s = info["settings"]
+            assert (s["max_attempts"], s["retry"], s["retry_delay"], s["weights"]) == (
+                2, "exponential", 0.5, {"big": 3})
+    finally:
+        await broker.terminate_and_expect_exit(0)
+    bad = tmp / "bad.toml"
+    bad.write_text('[queues.mail]\nselection = "no-such-policy"\n')
+    rc, out, err = await cli("broker", "--bind", "tcp://127.0.0.1:*", "--data",
+                             str(tmp / "data2"), "--config", str(bad))
+    assert rc != 0
+    assert "Traceback" not in err, err
+    assert "queues.mail" in err, err
+    assert "no-such-policy" in err, err
