@@ -1,5 +1,6 @@
 """``python -m perf``: throughput and latency (zq and the baseline), baseline alone,
-backlog (a deep sqlite store: memory, drain, restart), the relay."""
+backlog (a deep sqlite store: memory, drain, restart), lanes (priorities and tenants on
+the hot path), delays (delay accuracy under load), the relay."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import click
 
 from perf import (
     backlog,
+    delays,
     fanin,
     harness,
     idle,
+    lanes,
     latency,
     plot,
     queues,
@@ -464,6 +467,106 @@ def queues_cmd(per_queue: int | None, quick: bool, systems: tuple[str, ...], as_
     _finish(failed, all(r.ok for r in results.values()))
 
 
+@main.command("lanes")
+@load_options
+@click.option("--tiny", is_flag=True,
+              help=f"{lanes.TINY_MESSAGES:,} messages (CI: checks that it runs).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the priority run's random priorities.")
+@click.option("--system", "systems", type=click.Choice(lanes.SYSTEMS), multiple=True,
+              help="Run only this one (repeatable). [default: plain, priority, tenant and "
+                   "baseline]")
+def lanes_cmd(messages: int | None, quick: bool, tiny: bool, repeat: int, as_json: bool,
+              systems: tuple[str, ...], **fields: Any) -> None:
+    """The same traffic plain, with priorities, with tenants, and through the baseline.
+
+    Four throughput runs, each on a fresh broker and checked for exactly-once
+    delivery: zq with no publish options; zq with a random priority 0-9 on every
+    publish_many batch; zq with 4 tenants weighted 1, 2, 3, 4 (the producers declare
+    the queue with the weights), batch j from tenant j % 4; the bare relay. Prints
+    msg/s, each zq run's ratio to the plain run and each run's ratio to the baseline
+    of the same round: what lanes cost on the hot path.
+    """
+    if repeat < 1:
+        raise click.BadParameter("--repeat must be >= 1")
+    if quick and tiny:
+        raise click.BadParameter("--quick and --tiny exclude each other")
+    n = messages if messages is not None else (
+        lanes.TINY_MESSAGES if tiny else QUICK_MESSAGES if quick else DEFAULT_MESSAGES)
+    cfg = _config(LoadConfig, messages=n, **fields)
+    click.echo(lanes.header(cfg))
+    rounds: list[dict[str, harness.Result]] = []
+    failed = ""
+    with tempfile.TemporaryDirectory(prefix="zq-lanes-") as tmp, BAR.scope("lanes"):
+        for r in range(repeat):
+            res: dict[str, harness.Result] = {}
+            for system in systems or lanes.SYSTEMS:
+                try:
+                    with BAR.scope(f"round {r + 1}/{repeat} {system}"):
+                        res[system] = lanes.run(system, cfg, Path(tmp))
+                except (harness.RunFailed, ServerError) as exc:
+                    failed = f"{system}: {exc}"
+                    break
+            if res:
+                rounds.append(res)
+            if failed:
+                break
+    if rounds:
+        click.echo(lanes.table(rounds))
+    if as_json:
+        for line in lanes.json_lines(cfg, rounds):
+            click.echo(line)
+    _finish(failed, all(r.ok for res in rounds for r in res.values()))
+
+
+@main.command("delays")
+@_messages(f"Messages, each with its own delay. [default: {delays.DEFAULT_MESSAGES:,}; "
+           f"{delays.QUICK_MESSAGES:,} with --quick; {delays.TINY_MESSAGES:,} with --tiny]")
+@click.option("--max-delay", "-D", type=float, default=None,
+              help=f"Seconds: each delay is uniform in [0, D). [default: "
+                   f"{delays.DEFAULT_MAX_DELAY:g}; {delays.TINY_MAX_DELAY:g} with --tiny]")
+@click.option("--rate", type=float, default=delays.DEFAULT_RATE, show_default=True,
+              help="Messages published per second, on a fixed schedule.")
+@_size("Bytes per body (at least 16: index and due time).")
+@_prefetch("The consumer's credit.", delays.DEFAULT_PREFETCH)
+@_storage(STORAGE_HELP)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the delays.")
+@_quick(f"{delays.QUICK_MESSAGES:,} messages.")
+@click.option("--tiny", is_flag=True,
+              help=f"{delays.TINY_MESSAGES:,} messages, delays under "
+                   f"{delays.TINY_MAX_DELAY:g} s (CI: checks that it runs).")
+@_timeout(60.0, "Seconds past the last due time before the run counts as failed.")
+@_json("Also print the result as a JSON line.")
+def delays_cmd(messages: int | None, max_delay: float | None, quick: bool, tiny: bool,
+               as_json: bool, **fields: Any) -> None:
+    """Delay accuracy under load: lateness of delayed messages, and early arrivals.
+
+    One producer publishes N messages at a steady rate, one publish(delay=d) each,
+    d uniform in [0, D); the due time is time.monotonic() just before the publish
+    call plus d, carried in the body. One consumer (separate process; CLOCK_MONOTONIC
+    is one clock for the machine) acks each and records lateness = arrival - due.
+    Prints p50, p90, p99, p99.9, max and the count of early arrivals; an early
+    arrival, or a message lost or duplicated, makes the exit code 1. Target: p99
+    lateness <= 50 ms and no early arrival. No baseline: the relay has no delays.
+    """
+    if quick and tiny:
+        raise click.BadParameter("--quick and --tiny exclude each other")
+    n = messages if messages is not None else (
+        delays.TINY_MESSAGES if tiny else delays.QUICK_MESSAGES if quick
+        else delays.DEFAULT_MESSAGES)
+    d = max_delay if max_delay is not None else (
+        delays.TINY_MAX_DELAY if tiny else delays.DEFAULT_MAX_DELAY)
+    cfg = _config(delays.DelaysConfig, messages=n, max_delay=d, **fields)
+    click.echo(delays.header(cfg))
+    results, failed = _each_system(delays, cfg, (), "zq-delays-")
+    if results:
+        click.echo(delays.table(results))
+    if as_json:
+        for line in delays.json_lines(cfg, results):
+            click.echo(line)
+    _finish(failed, all(r.ok for r in results.values()), " (see the delivery line)")
+
+
 @main.command("suite")
 @_quick("Small runs: under a minute on 2 cores.")
 @click.option("--tiny", is_flag=True,
@@ -481,7 +584,9 @@ def suite_cmd(quick: bool, tiny: bool, only: tuple[str, ...], skip: tuple[str, .
     \b
     Steps: throughput in memory (batches of 100, prefetch 1,000), durable (sqlite
     FULL), one-message API, 10 queues; latency p99 at 1,000 msg/s in memory and
-    durable and at 10,000 msg/s durable; backlog; recovery; fanin; queues; idle.
+    durable and at 10,000 msg/s durable; backlog; recovery; fanin; queues; lanes
+    (plain, priority, tenant, baseline; memory); delay lateness in memory and
+    durable; idle.
     Full size takes a few minutes on 2 cores (under 10), --quick under one.
     Each scenario's own table is printed as it finishes; the summary shows zq's
     figure, the baseline's where there is one, the ratio, and the target and

@@ -139,6 +139,8 @@ class WorkerSpec:
     subscribe: tuple[int, ...] = ()  # consumers: the queue numbers to consume (empty: all)
     stamp: bool = False  # bodies carry their send time (perf.hist.HEAD); consumers record
     # publish->deliver and each queue's first delivery
+    lanes: str = "plain"  # zq producers: plain, priority or tenant (perf.config.LANES)
+    seed: int = 1  # lanes == "priority": seeds the batches' random priorities
 
 
 @dataclass(slots=True)

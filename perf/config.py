@@ -11,6 +11,10 @@ ONE_MESSAGE_TASKS = 500  # concurrent publish() tasks per producer when batch ==
 RELAY_MODES = ("poll", "asyncio")
 RELAY_IO = ("multipart", "parts")
 STORAGES = ("memory", "sqlite", "sqlite-normal")  # sqlite: synchronous=FULL
+# How zq producers tag their batches (perf.lanes): no options; a random priority 0-9 per
+# batch; or batches round robin over these tenants, on queues declared with these weights.
+LANES = ("plain", "priority", "tenant")
+TENANT_WEIGHTS = {"t1": 1, "t2": 2, "t3": 3, "t4": 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,8 @@ class LoadConfig:
     queues: int = 1  # batch j goes to queue j % queues (see perf.common.queue_of)
     partition: bool = False  # consumer c takes queues c, c + consumers, ... (else all)
     stamp: bool = False  # bodies carry their send time: publish->deliver, first delivery
+    lanes: str = "plain"  # zq producers: plain, priority or tenant (see LANES)
+    seed: int = 1  # lanes == "priority": the random priorities' seed
 
     def __post_init__(self) -> None:
         for name in ("messages", "producers", "consumers", "batch", "prefetch", "window",
@@ -54,6 +60,8 @@ class LoadConfig:
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}")
         if self.relay_io not in RELAY_IO:
             raise ValueError(f"relay_io must be one of {', '.join(RELAY_IO)}")
+        if self.lanes not in LANES:
+            raise ValueError(f"lanes must be one of {', '.join(LANES)}")
 
     @property
     def publish_tasks(self) -> int:
@@ -84,6 +92,12 @@ class LoadConfig:
                 who = "every consumer consumes every queue"
             qs = (f"{self.queues:,} queues (batch j to queue j % {self.queues:,}; {who}; "
                   f"prefetch per queue); ")
+        if self.lanes == "priority":
+            qs += "zq: each batch a random priority 0-9; "
+        elif self.lanes == "tenant":
+            weights = ", ".join(f"{t} {w}" for t, w in TENANT_WEIGHTS.items())
+            qs += (f"zq: batches round robin over {len(TENANT_WEIGHTS)} tenants (weights "
+                   f"{weights}); ")
         return (f"{self.messages:,} messages of {self.size} B, zq storage {self.storage}; {qs}"
                 f"{self.producers} producer(s), "
                 f"{self.consumers} consumer(s); batch {self.batch}, prefetch {self.prefetch:,}, "

@@ -169,7 +169,7 @@ def _drive(system: str, cfg: LoadConfig, endpoint: str,
                 if role == "consumer" and cfg.partition else ())
         return WorkerSpec(role, i, endpoint, cfg.messages, lo, hi, cfg.batch, cfg.prefetch,
                           cfg.size, cfg.window, cfg.publish_tasks, cfg.window_batches,
-                          cfg.timeout, cfg.queues, mine, cfg.stamp)
+                          cfg.timeout, cfg.queues, mine, cfg.stamp, cfg.lanes, cfg.seed)
 
     with Workers(srv) as w:
         counts: Any = w.ctx.RawArray("q", cfg.consumers)

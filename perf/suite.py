@@ -25,7 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf import backlog, fanin, harness, idle, latency, queues, recovery, report
+from perf import (
+    backlog,
+    delays,
+    fanin,
+    harness,
+    idle,
+    lanes,
+    latency,
+    queues,
+    recovery,
+    report,
+)
 from perf.config import LoadConfig
 from perf.progress import BAR
 from perf.server import ServerError
@@ -35,7 +46,7 @@ MB = 1e6 / 2**20  # MiB per MB: targets in MB, RSS read in MiB
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    throughput: int  # messages per throughput run
+    throughput: int  # messages per throughput run (and per lanes run)
     latency_s: float  # seconds of traffic per latency run
     backlog: int  # messages (of 1 KiB)
     recovery: int  # messages (of 100 B)
@@ -49,21 +60,26 @@ class Sizes:
     queue_producers: int
     idle_repeat: int
     idle_settle: float
+    delays: int  # delayed messages per delays run
+    max_delay: float  # seconds; delays uniform in [0, max_delay)
 
 
 SIZES = {
     "full": Sizes(throughput=200_000, latency_s=10.0, backlog=1_000_000, recovery=100_000,
                   recovery_rounds=3, fanin_clients=1000, fanin_processes=4,
                   fanin_per_client=100, queues=10_000, per_queue=10, queue_consumers=4,
-                  queue_producers=2, idle_repeat=5, idle_settle=1.0),
+                  queue_producers=2, idle_repeat=5, idle_settle=1.0,
+                  delays=delays.DEFAULT_MESSAGES, max_delay=delays.DEFAULT_MAX_DELAY),
     "quick": Sizes(throughput=20_000, latency_s=2.0, backlog=20_000, recovery=10_000,
                    recovery_rounds=1, fanin_clients=1000, fanin_processes=4,
                    fanin_per_client=10, queues=10_000, per_queue=2, queue_consumers=4,
-                   queue_producers=2, idle_repeat=2, idle_settle=0.3),
+                   queue_producers=2, idle_repeat=2, idle_settle=0.3,
+                   delays=delays.QUICK_MESSAGES, max_delay=delays.DEFAULT_MAX_DELAY),
     "tiny": Sizes(throughput=2_000, latency_s=0.3, backlog=2_000, recovery=2_000,
                   recovery_rounds=1, fanin_clients=40, fanin_processes=2, fanin_per_client=5,
                   queues=200, per_queue=2, queue_consumers=2, queue_producers=1,
-                  idle_repeat=1, idle_settle=0.1),
+                  idle_repeat=1, idle_settle=0.1, delays=delays.TINY_MESSAGES,
+                  max_delay=delays.TINY_MAX_DELAY),
 }
 
 
@@ -287,6 +303,49 @@ def step_queues(ctx: Context) -> list[Figure]:
     ]
 
 
+def step_lanes(ctx: Context) -> list[Figure]:
+    cfg = LoadConfig(messages=ctx.sizes.throughput)
+    ctx.echo(lanes.header(cfg))
+    res: dict[str, harness.Result] = {}
+    with BAR.scope("lanes"):
+        for system in lanes.SYSTEMS:
+            res[system] = lanes.run(system, cfg, ctx.tmp)
+    ctx.echo(lanes.table([res]))
+    ctx.lines(lanes.json_lines(cfg, [res]))
+    ok = all(r.ok for r in res.values())
+    rat = lanes.ratios(res)
+    out = []
+    for system, what in (("plain", "lanes: no publish options, memory, batches of 100"),
+                         ("priority", "lanes: a random priority 0-9 per batch"),
+                         ("tenant", "lanes: 4 tenants weighted 1-4, batches round robin")):
+        to_plain = rat[system]["to_plain"]
+        note = f"{to_plain:.1%} of plain" if system != "plain" and to_plain is not None else ""
+        out.append(Figure("lanes", what, "msg/s", res[system].msg_per_s,
+                          res["baseline"].msg_per_s, ok=ok, note=note))
+    return out
+
+
+def _delays(ctx: Context, step: str, storage: str) -> list[Figure]:
+    s = ctx.sizes
+    cfg = delays.DelaysConfig(messages=s.delays, max_delay=s.max_delay, storage=storage)
+    r = _compare(ctx, delays, cfg)["zq"]
+    store = "memory" if storage == "memory" else "durable"
+    late = r.lateness
+    return [Figure(step, f"delay lateness p99, {cfg.messages:,} delays in [0, "
+                   f"{cfg.max_delay:g}) s at {cfg.rate:,.0f} msg/s, {store}", "ms", r.p99_ms,
+                   target=f"≤ {delays.TARGET_P99_MS:g} ms and 0 early", met=r.met, ok=r.ok,
+                   note=f"{r.early} early; p50 {late['p50'] / 1000:.3f} ms, max "
+                        f"{late['max'] / 1000:.3f} ms")]
+
+
+def step_delays_memory(ctx: Context) -> list[Figure]:
+    return _delays(ctx, "delays-memory", "memory")
+
+
+def step_delays_durable(ctx: Context) -> list[Figure]:
+    return _delays(ctx, "delays-durable", "sqlite")
+
+
 def step_idle(ctx: Context) -> list[Figure]:
     s = ctx.sizes
     cfg = idle.IdleConfig(repeat=s.idle_repeat, settle=s.idle_settle)
@@ -320,6 +379,9 @@ STEPS: dict[str, Callable[[Context], list[Figure]]] = {
     "recovery": step_recovery,
     "fanin": step_fanin,
     "queues": step_queues,
+    "lanes": step_lanes,
+    "delays-memory": step_delays_memory,
+    "delays-durable": step_delays_durable,
     "idle": step_idle,
 }
 

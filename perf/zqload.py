@@ -13,12 +13,19 @@ each from its own task. Before it reports ready it asks the broker for its stats
 the broker handles a session's frames in order, so the answer means every CREDIT
 (subscription) was processed. With ``stamp`` bodies are made when published and
 carry that time (:mod:`perf.stamps`).
+
+With ``lanes`` (:mod:`perf.lanes`) every batch carries publish options:
+``priority`` draws each batch's priority (0-9) at random, ``tenant`` sends batch
+``j`` as tenant ``t(j % 4 + 1)`` after declaring every queue with the tenants'
+weights (:data:`perf.config.TENANT_WEIGHTS`). The options are chosen before the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -35,6 +42,7 @@ from perf.common import (
     queue_of,
     run_worker,
 )
+from perf.config import TENANT_WEIGHTS
 from perf.hist import HEAD
 from perf.stamps import StampLog
 from zq.broker import run_loop
@@ -64,14 +72,15 @@ async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
     b = spec.batch
     names = queue_names(spec.queues)
     firsts = range(spec.lo, spec.hi, b)
-    # (queue, first index, bodies or None when stamped at publish time)
+    # (queue, first index, bodies or None when stamped at publish time, publish options)
+    opts = lane_options(spec)
     if spec.stamp:
-        work_items: list[tuple[str, int, list[bytes] | None]] = [
-            (names[queue_of(lo, b, spec.queues)], lo, None) for lo in firsts]
+        work_items: list[tuple[str, int, list[bytes] | None, dict[str, Any]]] = [
+            (names[queue_of(lo, b, spec.queues)], lo, None, opts(lo)) for lo in firsts]
     else:
         bodies = make_bodies(spec.lo, spec.hi, spec.size)
         work_items = [(names[queue_of(lo, b, spec.queues)], lo,
-                       bodies[lo - spec.lo:lo - spec.lo + b]) for lo in firsts]
+                       bodies[lo - spec.lo:lo - spec.lo + b], opts(lo)) for lo in firsts]
         del bodies
     pad = b"x" * (spec.size - HEAD.size)
     pack = HEAD.pack
@@ -80,6 +89,9 @@ async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
     confirmed = 0
     async with zq.Client(spec.endpoint, name=f"perf-producer-{spec.index}",
                          publish_window=spec.window) as client:
+        if spec.lanes == "tenant":
+            for name in names:
+                await client.declare_queue(name, weights=dict(TENANT_WEIGHTS))
         events.put(("ready", spec.role, spec.index))
         if not await asyncio.to_thread(start.wait, spec.timeout):
             raise TimeoutError("no start signal")
@@ -93,26 +105,26 @@ async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
 
         async def one_by_one(it: Any) -> None:
             nonlocal confirmed
-            for queue, i, chunk in it:
+            for queue, i, chunk, kw in it:
                 body = chunk[0] if chunk is not None else pack(i, now()) + pad
-                await client.publish(queue, body)
+                await client.publish(queue, body, **kw)
                 confirmed += 1
 
         async def in_batches(it: Any) -> None:
             nonlocal confirmed
-            for queue, lo, chunk in it:
+            for queue, lo, chunk, kw in it:
                 if chunk is None:
                     t = now()
                     chunk = [pack(i, t) + pad for i in range(lo, min(lo + b, hi))]
-                ids = await client.publish_many(queue, chunk)  # not inline: += reads first
+                ids = await client.publish_many(queue, chunk, **kw)  # not inline (+= reads first)
                 confirmed += len(ids)
 
         cpu0 = cpu_seconds()
         t0 = time.monotonic()
         if b > 1:
             work, it = in_batches, iter(work_items)
-        elif spec.queues == 1 and not spec.stamp:
-            work, it = plain, iter([chunk[0] for _, _, chunk in work_items if chunk])
+        elif spec.queues == 1 and not spec.stamp and spec.lanes == "plain":
+            work, it = plain, iter([chunk[0] for _, _, chunk, _ in work_items if chunk])
         else:
             work, it = one_by_one, iter(work_items)
         async with asyncio.TaskGroup() as tg:
@@ -122,6 +134,20 @@ async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
         cpu1 = cpu_seconds()
     out.append(WorkerReport(spec.role, spec.index, count=confirmed, t_first=t0, t_last=t1,
                             cpu_s=cpu1 - cpu0))
+
+
+def lane_options(spec: WorkerSpec) -> Callable[[int], dict[str, Any]]:
+    """A function from a batch's first index to the keyword options it is published with."""
+    if spec.lanes == "plain":
+        none: dict[str, Any] = {}
+        return lambda lo: none
+    if spec.lanes == "priority":
+        rng = random.Random(spec.seed * 1_000_003 + spec.index)
+        return lambda lo: {"priority": rng.randint(0, 9)}
+    if spec.lanes == "tenant":
+        tenants = [{"tenant": t} for t in TENANT_WEIGHTS]
+        return lambda lo: tenants[(lo // spec.batch) % len(tenants)]
+    raise ValueError(f"unknown lanes {spec.lanes!r}")
 
 
 async def _consume(spec: WorkerSpec, counts: Counts, stop: Event,

@@ -123,6 +123,7 @@ class Broker:
         # delay measured on it can end up to 1 ms before it was asked to.
         now = time.monotonic()
         n = 0
+        monotonic = time.monotonic
         limit = self.cfg.drain_max
         commit_max = self.cfg.commit_max
         while n < limit and core.staged < commit_max:
@@ -131,7 +132,10 @@ class Broker:
             except zmq.Again:
                 break
             n += 1
-            core.receive(msg[0], msg[1:], now)
+            # Each frame gets the time it was read, not the pass's start: a delayed
+            # publish read late in a long drain must not count its delay from before
+            # it was sent (perf delays caught messages delivered early that way).
+            core.receive(msg[0], msg[1:], monotonic())
         if now >= core.next_deadline():
             core.tick(now)
         if not self.store.durable:

@@ -139,7 +139,7 @@ async def test_config_file_declares_queues_and_refuses_unknown_policies(
         await broker.terminate_and_expect_exit(0)
     bad = tmp / "bad.toml"
     bad.write_text('[queues.mail]\nselection = "no-such-policy"\n')
-    rc, out, err = await cli("broker", "--bind", "tcp://127.0.0.1:*", "--data",
+    rc, _out, err = await cli("broker", "--bind", "tcp://127.0.0.1:*", "--data",
                              str(tmp / "data2"), "--config", str(bad))
     assert rc != 0
     assert "Traceback" not in err, err

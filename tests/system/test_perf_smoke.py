@@ -1,9 +1,11 @@
 """Every `python -m perf` scenario runs end to end at a tiny size: a real broker, real
 worker processes (throughput, with one queue and with several; latency; backlog;
-recovery; fanin; queues; idle; and the suite at its CI size).
+recovery; fanin; queues; lanes; delays; idle; and the suite at its CI size).
 
 No speed assertions: only that both systems ran, delivered every message exactly
-once, and that the output shows zq's figures, the baseline's and the ratio.
+once, and that the output shows zq's figures, the baseline's and the ratio. The
+delays scenario's one correctness check, no message delivered before its due time,
+is asserted too.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from typing import Any
 from tests.procs import ROOT
 
 
-def _perf(*args: str, timeout: float = 60) -> str:
+def _run_perf(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "perf", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "\r" not in proc.stderr  # no progress line when stderr is not a terminal
+    return proc
+
+
+def _perf(*args: str, timeout: float = 60) -> str:
+    proc = _run_perf(*args, timeout=timeout)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout
 
 
@@ -171,6 +178,48 @@ def test_perf_queues_tiny_first_delivery_on_every_queue() -> None:
     assert results["zq"]["server_stats"]["queues"] == 60
 
 
+def test_perf_lanes_tiny_plain_priority_tenant_and_baseline() -> None:
+    out = _perf("lanes", "--tiny", "--storage", "sqlite", "--json")
+    for label in ("zq plain", "zq priority", "zq tenant", "baseline"):
+        assert re.search(rf"^1\s+{label}\s+[\d,]+\s", out, re.M), out
+    assert re.search(r"^1\s+zq tenant\s.*\s[\d.]+%\s+[\d.]+%\s+exactly once$", out, re.M), out
+    results = {r["lanes"]: r for r in _json_lines(out)}
+    assert set(results) == {"plain", "priority", "tenant", "baseline"}
+    for mode, r in results.items():
+        assert r["scenario"] == "lanes"
+        assert r["ok"], r["problems"]
+        assert r["messages"] == r["received"] == r["confirmed"] == 2000
+        assert r["missing"] == r["duplicates"] == 0
+        assert r["server_exit"] == 0
+        if mode != "baseline":
+            assert r["storage"] == "sqlite"
+            assert r["server_stats"]["published"] == r["server_stats"]["acked"] == 2000
+            assert r["ratio_to_baseline"] > 0
+            assert r["ratio_to_plain"] > 0
+    assert results["plain"]["ratio_to_plain"] == 1.0
+
+
+def test_perf_delays_tiny_reports_lateness_and_no_early_arrival() -> None:
+    proc = _run_perf("delays", "--tiny", "--json")
+    [r] = _json_lines(proc.stdout)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    out = proc.stdout
+    assert re.search(r"^memory\s+500(\s+[\d.,]+){5}\s+0\s+[\d.]+$", out, re.M), out
+    assert "target p99 lateness <= 50 ms and 0 early" in out
+    assert r["scenario"] == "delays"
+    assert r["ok"], r["problems"]
+    assert r["early"] == 0
+    assert r["min_lateness_us"] >= 0
+    assert r["messages"] == r["received"] == r["confirmed"] == 500
+    assert r["missing"] == r["duplicates"] == 0
+    assert r["server_exit"] == 0
+    assert r["max_delay"] == 0.5
+    s = r["lateness"]
+    assert s["count"] == 500
+    assert 0 < s["p50"] <= s["p90"] <= s["p99"] <= s["p99.9"] <= s["max"]
+    assert r["server_stats"]["published"] == r["server_stats"]["acked"] == 500
+
+
 def test_perf_idle_reports_rss_and_start_time() -> None:
     out = _perf("idle", "--repeat", "1", "--settle", "0.1", "--json")
     results = {r["storage"]: r for r in _json_lines(out)}
@@ -184,16 +233,18 @@ def test_perf_idle_reports_rss_and_start_time() -> None:
 
 
 def test_perf_suite_tiny_runs_every_step_and_summarizes() -> None:
-    out = _perf("suite", "--tiny", "--json", timeout=120)
+    proc = _run_perf("suite", "--tiny", "--json", timeout=150)
+    out = proc.stdout
     lines = _json_lines(out)
     figures = [r for r in lines if r["scenario"] == "suite" and "figure" in r]
+    assert proc.returncode == 0, f"stdout:\n{out}\nstderr:\n{proc.stderr}"
     [end] = [r for r in lines if r["scenario"] == "suite" and "wall_s" in r]
     assert end["ok"]
     assert end["figures"] == len(figures)
     steps = {f["step"] for f in figures}
     assert steps == {"memory", "durable", "one-message", "throughput-q10", "latency-memory",
                      "latency-durable", "latency-10k", "backlog", "recovery", "fanin",
-                     "queues", "idle"}
+                     "queues", "lanes", "delays-memory", "delays-durable", "idle"}
     for f in figures:
         assert f["ok"], f
         assert f["zq"] is not None, f
@@ -202,7 +253,13 @@ def test_perf_suite_tiny_runs_every_step_and_summarizes() -> None:
     assert len(with_target) >= 11  # the issue's targets and the backlog's
     assert all(isinstance(f["met"], bool) for f in with_target)
     assert {r["scenario"] for r in lines} >= {"throughput", "latency", "backlog", "recovery",
-                                               "fanin", "queues", "idle", "suite"}
+                                               "fanin", "queues", "lanes", "delays", "idle",
+                                               "suite"}
+    assert [r["early"] for r in lines if r["scenario"] == "delays"] == [0, 0]
+    assert re.search(r"^lanes: 4 tenants weighted 1-4, batches round robin\s+[\d,]+ msg/s\s+"
+                     r"[\d,]+ msg/s\s+[\d.]+%.*\s[\d.]+% of plain$", out, re.M), out
+    assert re.search(r"^delay lateness p99, 500 delays .* durable\s+[\d.]+ ms\s+-\s+"
+                     r"≤ 50 ms and 0 early\s+(met|NOT MET)\s+0 early", out, re.M), out
     assert re.search(r"^summary \(tiny; wall time [\d.]+ s\)$", out, re.M), out
     assert re.search(r"^in-memory throughput, batches of 100, prefetch 1,000\s+[\d,]+ msg/s",
                      out, re.M), out
