@@ -154,7 +154,16 @@ async def test_delayed_messages_never_arrive_early_and_p99_lateness_is_small(
             task = asyncio.create_task(consume(consumer))
             try:
                 async with asyncio.timeout(MAX_DELAY_MS / 1000 + 10):
-                    await asyncio.gather(*(publish(i) for i in range(N_DELAY)))
+                    # Ten publishes per loop turn, each turn its own frame: a due time
+                    # read before a publish is then not far ahead of the frame leaving
+                    # (1,000 publishes in one turn put the last ones' frame ~10 ms
+                    # after their clock reads, which would count as lateness).
+                    sent = []
+                    for k in range(0, N_DELAY, 10):
+                        sent += [asyncio.ensure_future(publish(i))
+                                 for i in range(k, min(k + 10, N_DELAY))]
+                        await asyncio.sleep(0)  # end the turn: the SDK sends the frame
+                    await asyncio.gather(*sent)
                     await task
             finally:
                 task.cancel()
