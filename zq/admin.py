@@ -17,17 +17,28 @@ from zq.protocol import codec
 from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
-    from zq.core import BrokerCore
+    from zq.core import BrokerCore, Peer
     from zq.queues import Msg, Queue
 
 MAX_PEEK = 100
 
 
-def manage(core: BrokerCore, frame: Any, now: float) -> dict[str, Any]:
+def manage(core: BrokerCore, frame: Any, now: float, peer: Peer | None = None
+           ) -> dict[str, Any] | None:
+    """Run one MANAGE operation; its reply, or None when it is answered later (wait)."""
+    from zq import tasks_admin  # tasks build on queues; imported here to avoid a cycle
+
     handler = OPERATIONS.get(frame.op)
-    if handler is None:
-        raise InvalidArgument(f"unknown operation {frame.op!r}; known: {', '.join(OPERATIONS)}")
-    return handler(core, frame.args, now)
+    if handler is not None:
+        return handler(core, frame.args, now)
+    if peer is not None:
+        if frame.op == "wait":
+            return tasks_admin.wait(core, frame.args, now, peer, frame.req)
+        peer_handler = tasks_admin.PEER_OPERATIONS.get(frame.op)
+        if peer_handler is not None:
+            return peer_handler(core, frame.args, now, peer)
+    known = [*OPERATIONS, *tasks_admin.PEER_OPERATIONS, "wait"]
+    raise InvalidArgument(f"unknown operation {frame.op!r}; known: {', '.join(known)}")
 
 
 def _name(args: dict[str, Any], key: str = "queue") -> str:

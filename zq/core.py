@@ -49,6 +49,8 @@ from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.session import State, next_state
 from zq.queues import Msg, Queue, Sub
+from zq.results import Outcome, Results
+from zq.schedules import Schedule
 from zq.settings import from_map
 
 log = logging.getLogger("zq.broker")
@@ -69,7 +71,7 @@ Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
 Extra = tuple[f.Options, float, float]
 # A PUBLISH frame not committed yet: peer, queue, seq, first id, bodies, headers, extra.
 # A deduplicated publish has no bodies; ``first`` is then the original message's id.
-Pending = tuple["Peer", Queue, int, int, list[bytes], "list[f.Headers | None] | None",
+Pending = tuple["Peer | None", Queue, int, int, list[bytes], "list[f.Headers | None] | None",
                 "Extra | None"]
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -156,9 +158,13 @@ class BrokerCore:
         self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
         self._next_heartbeat = 0.0
         self._next_second = 0.0
+        self.results = Results()
+        self.schedules: dict[str, Schedule] = {}
+        self._fired_due: dict[int, tuple[str, float]] = {}  # message id -> (schedule, due)
         self.counters = dict.fromkeys(
             ("frames_in", "frames_out", "published", "delivered", "deliver_frames", "acked",
              "nacked", "released", "dead", "expired", "time_limited", "deduplicated",
+             "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped"), 0)
 
     # ----------------------------------------------------------------- recovery
@@ -183,6 +189,13 @@ class BrokerCore:
         for queue, key, mid, until in rec.dedups:
             if until > wall:
                 self._remember(queue, key, mid, now + until - wall)
+        for mid, queue, outcome, data, until in rec.results:
+            if until > wall:
+                self.results.put(mid, Outcome(outcome, queue, data, now + until - wall))
+        for sched in rec.schedules:
+            if sched.next_due <= wall and sched.misfire == "skip":
+                sched.next_due = sched.after(wall)  # missed while down: go on from now
+            self.schedules[sched.name] = sched
 
     def _admit(self, stored: list[StoredMessage], now: float) -> None:
         """Stored messages into memory: ready, or delayed until their due time."""
@@ -287,12 +300,13 @@ class BrokerCore:
                 from zq import admin  # admin builds on the core; imported late to avoid a cycle
 
                 try:
-                    result = admin.manage(self, frame, now)
+                    result = admin.manage(self, frame, now, peer)
                 except ZqError as exc:
                     exc.attrs["ref"] = frame.req
                     raise
-                self._after_commit(peer.identity,
-                                   codec.encode(f.ManageReply(frame.req, result)))
+                if result is not None:  # None: answered later (a ``wait``)
+                    self._after_commit(peer.identity,
+                                       codec.encode(f.ManageReply(frame.req, result)))
             case _:  # pragma: no cover - the session table admits nothing else
                 raise AssertionError(frame)
 
@@ -417,13 +431,8 @@ class BrokerCore:
                 done.append(m)
             elif m is not None or (mid < self.next_id and att >= 1):
                 stale.append(mid)
-                z = peer.zombies.get(mid)
-                if z is not None and z[0] == att and take:
-                    del peer.zombies[mid]  # the consumer let go of it: its credit is back
-                    sub = peer.subs.get(z[1])
-                    if sub is not None:
-                        sub.window.settle(1)
-                        self._dirty.add(sub.q)
+                if take:
+                    self.stale_settled(peer, mid, att)
             else:
                 unknown.append(mid)
         if unknown:
@@ -434,7 +443,18 @@ class BrokerCore:
                 f"{len(stale)} id(s) name an attempt that is no longer current"), op, stale)
         return done
 
-    def on_ack(self, peer: Peer, frame: f.Ack) -> None:
+    def stale_settled(self, peer: Peer, mid: int, attempt: int) -> None:
+        """A consumer settled a delivery whose time limit ran out: its credit is back."""
+        z = peer.zombies.get(mid)
+        if z is not None and z[0] == attempt:
+            del peer.zombies[mid]
+            sub = peer.subs.get(z[1])
+            if sub is not None:
+                sub.window.settle(1)
+                self._dirty.add(sub.q)
+
+    def on_ack(self, peer: Peer, frame: f.Ack, data: dict[str, Any] | None = None) -> None:
+        """``data``: the outcome to keep for a single acked message (``complete``)."""
         done = self._settle(peer, frame, f.ACK)
         if not done:
             return
@@ -443,6 +463,9 @@ class BrokerCore:
             q = m.q
             q.acked += 1
             q.mem_bytes -= len(m.body)
+            if q.settings.result_ttl:
+                self.outcome(m, "succeeded", data or {"result": None, "attempt": m.attempts,
+                                                      "worker": peer.name}, self.now)
         if self.durable:
             self._forget(done)
 
@@ -575,6 +598,12 @@ class BrokerCore:
     def _dead(self, m: Msg, reason: str, now: float) -> None:
         """Move a message (taken off every structure) to its dead-letter queue, or drop it."""
         q = m.q
+        if q.settings.result_ttl:
+            last = self.results.get(m.id, now)
+            error = last.data.get("error") if last is not None else None
+            self.outcome(m, "dead", {"error": error or {"type": "Dead", "message": reason,
+                                                        "traceback": ""},
+                                     "attempt": m.attempts, "reason": reason}, now)
         q.dead += 1
         self.counters["dead"] += 1
         q.mem_bytes -= len(m.body)
@@ -596,6 +625,21 @@ class BrokerCore:
         m.deadline = 0.0
         m.t = now
         self.move(m, d)
+
+    def outcome(self, m: Msg, state: str, data: dict[str, Any], now: float) -> None:
+        """Keep what became of ``m`` for its queue's result_ttl; answer those waiting."""
+        q = m.q
+        ttl = q.settings.result_ttl
+        self.results.put(m.id, Outcome(state, q.name, data, now + ttl))
+        if self.durable:
+            self._batch.results.append((m.id, q.name, state, _packb(data),
+                                        now + ttl + self.wall_offset))
+        if state in ("succeeded", "dead") and m.id in self.results.waiters:
+            from zq import tasks_admin  # builds on the core; imported late to avoid a cycle
+
+            for w in self.results.take_waiters(m.id):
+                self._after_commit(w.identity, codec.encode(f.ManageReply(
+                    w.req, tasks_admin.status_of(self, w.queue, m.id, now))))
 
     def move(self, m: Msg, d: Queue) -> None:
         """Put a message taken off its queue at the back of queue ``d`` and stage that."""
@@ -687,6 +731,11 @@ class BrokerCore:
         b.deletes.extend(batch.deletes)
         b.settings[:0] = batch.settings
         b.purges[:0] = batch.purges
+        b.results[:0] = batch.results
+        for name in dict.fromkeys(n for n, _ in batch.schedules):
+            # their state now (a schedule whose message failed has been wound back)
+            sched = self.schedules.get(name)
+            b.schedules.append((name, None if sched is None else _packb(sched.to_map())))
 
     def committed(self, pending: list[Pending] | None = None) -> None:
         """A batch is stored: queue its messages, confirm its publishes.
@@ -704,7 +753,7 @@ class BrokerCore:
         trim: list[Queue] = []
         for peer, q, seq, first, bodies, hdrs, extra in pending:
             n = len(bodies)
-            if not n:  # a deduplicated publish: confirmed with the original's id ...
+            if not n and peer is not None:  # a deduplicated publish: the original's id ...
                 if extra is not None and extra[0].dedup_id is not None and \
                         self._dedup.get((q.name, extra[0].dedup_id), (0, 0.0))[0] != first:
                     # ... unless the original's commit failed (commits complete in order)
@@ -740,10 +789,13 @@ class BrokerCore:
             if q.to_drop:
                 trim.append(q)
             q.published += n
+            self.counters["published"] += n
+            if peer is None:  # fired by a schedule: nobody to confirm to
+                self._fired_due.pop(first, None)
+                continue
             if not peer.confirms:
                 touched.append(peer)
             peer.confirms.append([seq, first, n])
-            self.counters["published"] += n
         for peer in touched:
             confirms, peer.confirms = peer.confirms, []
             if peer.state is State.READY:
@@ -813,6 +865,9 @@ class BrokerCore:
                 key = (q.name, extra[0].dedup_id)
                 if self._dedup.get(key, (0, 0.0))[0] == first:
                     del self._dedup[key]
+            if peer is None:  # a schedule's message: that due time fires again
+                self._unfire(first)
+                continue
             self._fail(peer.identity, exc, f.PUBLISH, seq)
 
     # ---------------------------------------------------------------- paging
@@ -996,8 +1051,65 @@ class BrokerCore:
             if m.deadline != deadline or peer.held.get(m.id) is not m:
                 continue  # settled, extended, or lost meanwhile
             self._time_limited(m, peer, now)
+        if self.results._timeouts and self.results.next_timeout() <= now:
+            from zq import tasks_admin
+
+            for mid, w in self.results.timed_out(now):
+                if w.identity in self.peers:
+                    self._after_commit(w.identity, codec.encode(f.ManageReply(
+                        w.req, tasks_admin.status_of(self, w.queue, mid, now))))
+        if self.schedules:
+            self._fire_schedules(now)
         if now >= self._next_second:
             self._every_second(now)
+
+    def _fire_schedules(self, now: float) -> None:
+        """Publish a message for each schedule that is due, and store its next due time."""
+        wall = now + self.wall_offset
+        for s in list(self.schedules.values()):
+            if s.next_due > wall or self.stopping:
+                continue
+            due = s.next_due
+            q = self._queue(s.queue)
+            headers = dict(s.headers or {})
+            headers["zq-schedule"] = s.name
+            headers["zq-due"] = round(due, 3)
+            opts = f.Options(**s.options) if s.options else None
+            mid = self.next_id
+            self.next_id += 1
+            extra: Extra | None = None
+            if opts is not None:
+                ttl = opts.ttl_ms / 1000.0 if opts.ttl_ms else q.settings.ttl
+                extra = (opts, 0.0, now + ttl if ttl else 0.0)
+            self._pending.append((None, q, 0, mid, [s.body], [headers], extra))
+            self._fired_due[mid] = (s.name, due)  # until stored: a failed commit undoes it
+            q.staged += 1
+            s.fired += 1
+            s.last_fired = wall
+            nxt = s.after(due)
+            s.next_due = nxt if nxt > wall else s.after(wall)  # late: no second message
+            if self.durable:
+                self.staged += 1
+                self._batch.inserts.append((mid, q.name, [headers], [s.body]))
+                if extra is not None:
+                    probe = Msg(mid, q, b"", None)
+                    probe.opts, probe.exp = opts, extra[2]
+                    self._batch.placed.append((mid, mid, 0.0, pack_opts(probe,
+                                                                        self.wall_offset)))
+                self.stage_schedule(s)
+            self.counters["scheduled"] += 1
+
+    def _unfire(self, mid: int) -> None:
+        """A schedule's message was not stored: its due time comes round again."""
+        name, due = self._fired_due.pop(mid, ("", 0.0))
+        s = self.schedules.get(name)
+        if s is not None:
+            s.next_due = min(s.next_due, due)
+            s.fired -= 1
+
+    def stage_schedule(self, s: Schedule) -> None:
+        if self.durable:
+            self._batch.schedules.append((s.name, _packb(s.to_map())))
 
     def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
         del peer.held[m.id]
@@ -1026,6 +1138,7 @@ class BrokerCore:
                 for lane in q.order:
                     while lane.msgs and lane.msgs[0].exp and lane.msgs[0].exp <= now:
                         self._expire(lane.msgs.popleft(), now)
+        self.results.expire(now)
         order = self._dedup_order
         while order and order[0][0] <= now:
             _, dkey = order.popleft()
@@ -1039,6 +1152,10 @@ class BrokerCore:
             t = self._delayed[0][0]
         if self._limits and self._limits[0][0] < t:
             t = self._limits[0][0]
+        if self.results._timeouts:
+            t = min(t, self.results.next_timeout())
+        if self.schedules:
+            t = min(t, min(s.next_due for s in self.schedules.values()) - self.wall_offset)
         return t
 
     # ---------------------------------------------------------------- peers
@@ -1049,6 +1166,8 @@ class BrokerCore:
             return
         del self.peers[peer.identity]
         peer.state = State.CLOSED
+        if self.results.waiters:
+            self.results.drop_peer(peer.identity)
         self.counters["peers_dropped"] += 1
         for sub in peer.subs.values():
             if sub in sub.q.subs:

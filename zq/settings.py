@@ -35,6 +35,7 @@ class QueueSettings:
     selection: str = "weighted-fair"  # which tenant serves next: weighted-fair | strict
     weights: dict[str, int] = field(default_factory=dict)  # tenant -> weight (default 1)
     caps: dict[str, int] = field(default_factory=dict)  # tenant -> max messages in flight
+    result_ttl: float = 0.0  # seconds each message's outcome (result, error) is kept; 0 = not
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -45,7 +46,8 @@ class QueueSettings:
              f"max_length must be 0..{MAX_COUNT}")
         need(type(self.max_attempts) is int and 1 <= self.max_attempts <= 1_000_000,
              "max_attempts must be 1..1000000")
-        for name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay"):
+        for name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay",
+                     "result_ttl"):
             v = getattr(self, name)
             need(isinstance(v, int | float) and not isinstance(v, bool)
                  and 0 <= v <= 36_500 * _DAY, f"{name} must be 0..{36_500 * _DAY:.0f} seconds")
@@ -106,8 +108,8 @@ def from_map(m: Any, base: QueueSettings | None = None) -> QueueSettings:
         name = str(key).replace("-", "_")
         if name not in FIELDS:
             raise InvalidArgument(f"unknown queue setting {key!r}; known: {', '.join(FIELDS)}")
-        if name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay") \
-                and type(v) is int:
+        if name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay",
+                    "result_ttl") and type(v) is int:
             v = float(v)
         values[name] = v
     try:

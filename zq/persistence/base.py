@@ -9,7 +9,10 @@ batch counts as stored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from zq.schedules import Schedule
 
 
 @dataclass(slots=True)
@@ -69,16 +72,19 @@ class WriteBatch:
     # (queue, above id, up to id): delete that queue's rows in the range
     purges: list[tuple[str, int, int]] = field(default_factory=list)
     dedups: list[Dedup] = field(default_factory=list)
+    # (id, queue, state, packed data, forget after (wall)): what became of messages
+    results: list[tuple[int, str, str, bytes, float]] = field(default_factory=list)
+    schedules: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: removed
     created: float = 0.0  # wall-clock time of this batch's new messages
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.deletes or self.updates or self.settings
-                    or self.purges or self.dedups)
+                    or self.purges or self.dedups or self.results or self.schedules)
 
     def without_inserts(self) -> WriteBatch:
         """The same batch minus its new messages (what may still commit on a full disk)."""
         return WriteBatch(updates=self.updates, deletes=self.deletes, settings=self.settings,
-                          purges=self.purges)
+                          purges=self.purges, results=self.results)
 
 
 @dataclass(slots=True)
@@ -95,6 +101,8 @@ class Recovered:
     backlog: dict[str, int] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # queue -> its state
     dedups: list[Dedup] = field(default_factory=list)
+    results: list[tuple[int, str, str, dict[str, Any], float]] = field(default_factory=list)
+    schedules: list[Schedule] = field(default_factory=list)
 
 
 class Store(Protocol):

@@ -13,6 +13,8 @@ Layout (``PRAGMA user_version`` 2; a version 1 database is upgraded in place)::
              created, opts)
     index messages(qid)      -- rows of one queue in id order, for paging a backlog in
     dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
+    results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
+    schedules(name, spec)             -- durable schedules and their next due times
 
 ``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
 message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
@@ -40,6 +42,7 @@ import msgpack
 
 from zq.errors import StorageError, StorageFull
 from zq.persistence.base import Insert, Recovered, Rewrite, StoredMessage, Update, WriteBatch
+from zq.schedules import from_map as schedule_from_map
 
 log = logging.getLogger("zq.store")
 
@@ -71,6 +74,17 @@ CREATE TABLE IF NOT EXISTS dedup (
     expires_at REAL NOT NULL,
     PRIMARY KEY (qid, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    qid INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    data BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec BLOB NOT NULL
+);
 """
 _UPGRADE_1_TO_2 = """
 ALTER TABLE queues ADD COLUMN settings BLOB;
@@ -87,6 +101,9 @@ _SETTINGS = ("INSERT INTO queues (qid, name, settings) VALUES (?, ?, ?) "
              "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings")
 _PURGE = "DELETE FROM messages WHERE qid = ? AND id > ? AND id <= ?"
 _DEDUP = "INSERT OR REPLACE INTO dedup (qid, key, id, expires_at) VALUES (?, ?, ?, ?)"
+_RESULT = ("INSERT OR REPLACE INTO results (id, qid, state, data, expires_at) "
+           "VALUES (?, ?, ?, ?, ?)")
+_SCHEDULE = "INSERT OR REPLACE INTO schedules (name, spec) VALUES (?, ?)"
 _UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id BETWEEN ? AND ?"
 _DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 _NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
@@ -139,6 +156,14 @@ def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[tuple[str, I
         yield _DELETE, id_runs(batch.deletes)
     if batch.dedups:
         yield _DEDUP, [(qids[q], key, mid, until) for q, key, mid, until in batch.dedups]
+    if batch.results:
+        yield _RESULT, [(mid, qids[q], state, data, until)
+                        for mid, q, state, data, until in batch.results]
+    if batch.schedules:
+        yield _SCHEDULE, [(name, spec) for name, spec in batch.schedules if spec is not None]
+        gone_s = [(name,) for name, spec in batch.schedules if spec is None]
+        if gone_s:
+            yield "DELETE FROM schedules WHERE name = ?", gone_s
     gone = [(qids[name],) for name, blob in batch.settings if blob is None]
     if gone:
         yield "DELETE FROM dedup WHERE qid = ?", gone
@@ -308,8 +333,16 @@ class SqliteStore:
                 backlog[name] = count - len(page)
         log.info("opened %s: %d message(s) in %d queue(s), %d loaded", self.path,
                  sum(c for _, c in counts), len(counts), len(messages))
+        now = time.time()
+        results = [(mid, self._names[qid], state, msgpack.unpackb(data), until)
+                   for mid, qid, state, data, until in await db.execute_fetchall(
+                       "SELECT id, qid, state, data, expires_at FROM results "
+                       "WHERE expires_at > ?", (now,))]
+        schedules = [schedule_from_map(msgpack.unpackb(spec)) for (spec,) in
+                     await db.execute_fetchall("SELECT spec FROM schedules ORDER BY name")]
         return Recovered(messages=messages, next_id=next_id, backlog=backlog,
-                         settings=settings, dedups=dedups)
+                         settings=settings, dedups=dedups, results=results,
+                         schedules=schedules)
 
     def stats(self) -> dict[str, Any]:
         return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
@@ -372,7 +405,7 @@ class SqliteStore:
         names = [e[1] for e in batch.inserts]
         names += [u.queue for u in batch.updates if type(u) is Rewrite]
         names += [name for name, _ in batch.settings] + [e[0] for e in batch.purges]
-        names += [e[0] for e in batch.dedups]
+        names += [e[0] for e in batch.dedups] + [e[1] for e in batch.results]
         for q in names:
             if q not in qids:
                 qids[q] = self._next_qid
@@ -422,6 +455,8 @@ class SqliteStore:
         # "SQL statements in progress".
         try:
             await self.db.execute_fetchall("DELETE FROM dedup WHERE expires_at < ?",
+                                           (time.time(),))
+            await self.db.execute_fetchall("DELETE FROM results WHERE expires_at < ?",
                                            (time.time(),))
             await self.db.commit()
             await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")

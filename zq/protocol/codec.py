@@ -254,7 +254,7 @@ def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
         raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch}", op=op,
                             limit=limits.max_batch, ref=seq)
     headers = _headers(h[1], len(bodies), op)
-    opts = _options(h[2], len(bodies), seq) if len(h) == 3 and h[2] is not None else None
+    opts = publish_options(h[2], len(bodies), seq) if len(h) == 3 and h[2] is not None else None
     if total + ENVELOPE + PER_MESSAGE > limits.max_frame or (
             len(parts[2]) + ENVELOPE + PER_MESSAGE > limits.max_header):
         # Near the limits: every message must also fit a DELIVER of its own.
@@ -274,7 +274,7 @@ MAX_KEY = 255  # bytes in a tenant or dedup id
 _MS_MAX = 100 * 365 * 86_400_000  # a century: the bound on every duration
 
 
-def _options(v: Any, n: int, seq: int) -> f.Options:
+def publish_options(v: Any, n: int, seq: int) -> f.Options:
     """PUBLISH options: a map of known keys.
 
     A bad option is INVALID_ARGUMENT naming the seq (the session goes on), not

@@ -1,0 +1,215 @@
+"""MANAGE operations for tasks and schedules: complete, status, wait, schedule_*.
+
+Like the queue operations in ``zq/admin.py`` they act on the core with no I/O;
+their replies are sent once what they changed is stored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from zq.core import HISTORY, ORIGIN, REASON
+from zq.errors import InvalidArgument, StaleDelivery, UnknownDelivery
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.results import FINAL, Waiter
+from zq.schedules import MAX_NAME, Schedule
+
+if TYPE_CHECKING:
+    from zq.core import BrokerCore, Peer
+    from zq.queues import Msg
+
+MAX_WAIT_MS = 60_000
+MAX_ERROR_TEXT = 64 * 1024  # bytes of an error's message or traceback kept
+
+
+def _uint(args: dict[str, Any], key: str, default: int | None = None) -> int:
+    v = args.get(key, default)
+    if type(v) is not int or not 0 <= v < 1 << 63:
+        raise InvalidArgument(f"{key} must be an unsigned integer")
+    return v
+
+
+def _queue(args: dict[str, Any]) -> str:
+    name = args.get("queue")
+    if not isinstance(name, str) or not name or len(name.encode()) > codec.MAX_QUEUE_NAME:
+        raise InvalidArgument(f"queue must be a queue name of 1..{codec.MAX_QUEUE_NAME} bytes")
+    return name
+
+
+def _error(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise InvalidArgument("error must be a map of type, message and traceback")
+    out: dict[str, str] = {}
+    for key in ("type", "message", "traceback"):
+        text = v.get(key, "")
+        if not isinstance(text, str):
+            raise InvalidArgument(f"error {key} must be a string")
+        out[key] = text[:MAX_ERROR_TEXT]
+    return out
+
+
+# ------------------------------------------------------------------ complete
+
+
+def complete(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
+             ) -> dict[str, Any]:
+    """Settle one delivery with its outcome: ACK (ok) or NACK (not ok), same fencing."""
+    queue, mid, attempt = _queue(args), _uint(args, "id"), _uint(args, "attempt")
+    ok = args.get("ok")
+    if type(ok) is not bool:
+        raise InvalidArgument("ok must be a boolean")
+    m = peer.held.get(mid)
+    if m is None or m.attempts != attempt or m.q.name != queue:
+        if m is None and mid < core.next_id and attempt >= 1:
+            core.stale_settled(peer, mid, attempt)
+        if m is not None or (mid < core.next_id and attempt >= 1):
+            raise StaleDelivery(f"message {mid} attempt {attempt} is no longer current",
+                                id=mid)
+        raise UnknownDelivery(f"message {mid} was never delivered", id=mid)
+    keeps = m.q.settings.result_ttl > 0
+    if ok:
+        data = {"result": args.get("result"), "attempt": attempt, "worker": peer.name}
+        core.on_ack(peer, f.Ack([mid], [attempt]), data)
+        return {"state": "succeeded"}
+    error = _error(args.get("error", {}))
+    retry = args.get("retry", True)
+    if type(retry) is not bool:
+        raise InvalidArgument("retry must be a boolean")
+    delay_ms = _uint(args, "delay_ms", 0)
+    if keeps:
+        core.outcome(m, "failed", {"error": error, "attempt": attempt, "worker": peer.name}, now)
+    dead_before = core.counters["dead"]
+    reason = f"{error['type']}: {error['message']}" if error["type"] else error["message"]
+    core.on_nack(peer, f.Nack([mid], [attempt], retry, delay_ms, reason[:1000]), now)
+    return {"state": "dead" if core.counters["dead"] > dead_before else "failed"}
+
+
+# ------------------------------------------------------------------ status, wait
+
+
+def _history(m: Msg) -> list[Any]:
+    return list((m.headers or {}).get(HISTORY) or [])
+
+
+def status_of(core: BrokerCore, queue: str, mid: int, now: float) -> dict[str, Any]:
+    """What is known of message ``mid`` published to ``queue``."""
+    base: dict[str, Any] = {"id": mid, "queue": queue}
+    for p in core.peers.values():
+        m = p.held.get(mid)
+        if m is not None and m.q.name == queue:
+            return {**base, "state": "running", "attempt": m.attempts, "worker": p.name,
+                    "history": _history(m)}
+    o = core.results.get(mid, now)
+    if o is not None and o.state in FINAL:
+        return {**base, "state": o.state, **o.data}
+    failed = o is not None and o.state == "failed"
+    extra = o.data if failed and o is not None else {}
+    q = core.queues.get(queue)
+    if q is not None:
+        for lane in q.order:
+            for m in lane.msgs:
+                if m.id == mid:
+                    return {**base, **extra, "state": "failed" if failed else "ready",
+                            "attempt": m.attempts, "history": _history(m)}
+        for e in core._delayed:
+            m = e[2]
+            if m.id == mid and m.q is q:
+                return {**base, **extra, "state": "failed" if failed else "delayed",
+                        "attempt": m.attempts, "history": _history(m), "due": round(
+                            e[0] + core.wall_offset, 3)}
+        if q.disk and mid > q.cursor:
+            return {**base, "state": "ready", "attempt": 0, "history": [], "on_disk": True}
+        dlq = core.queues.get(q.dlq) if q.dlq else None
+        if dlq is not None:
+            for m in dlq.ready_msgs():
+                if m.id == mid and (m.headers or {}).get(ORIGIN) == queue:
+                    return {**base, "state": "dead", "reason": (m.headers or {}).get(REASON),
+                            "history": _history(m), "attempt": len(_history(m))}
+    if o is not None:
+        return {**base, "state": o.state, **o.data}
+    return {**base, "state": "unknown"}
+
+
+def status(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
+           ) -> dict[str, Any]:
+    return status_of(core, _queue(args), _uint(args, "id"), now)
+
+
+def wait(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer,
+         req: int = 0) -> dict[str, Any] | None:
+    """The status once it is final (succeeded or dead) or ``timeout_ms`` has passed."""
+    queue, mid = _queue(args), _uint(args, "id")
+    timeout = _uint(args, "timeout_ms", 0)
+    if timeout > MAX_WAIT_MS:
+        raise InvalidArgument(f"timeout_ms must be at most {MAX_WAIT_MS}")
+    st = status_of(core, queue, mid, now)
+    if st["state"] in FINAL or st["state"] == "unknown" or not timeout:
+        return st
+    core.results.wait(mid, Waiter(peer.identity, req, queue, now + timeout / 1000.0))
+    return None  # answered later, by the core
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def schedule_add(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
+                 ) -> dict[str, Any]:
+    name = args.get("name")
+    if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME:
+        raise InvalidArgument(f"name must be a string of 1..{MAX_NAME} bytes")
+    body = args.get("body", b"")
+    if not isinstance(body, bytes) or len(body) > core.cfg.max_frame // 2:
+        raise InvalidArgument("body must be bytes within half of max_frame")
+    headers = args.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise InvalidArgument("headers must be a map")
+    options = args.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidArgument("options must be a map")
+    allowed = {"priority", "ttl_ms", "time_limit_ms", "max_attempts", "tenant"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise InvalidArgument(f"schedule options may be {', '.join(sorted(allowed))}; "
+                              f"got {', '.join(sorted(map(str, unknown)))}")
+    try:
+        opts = codec.publish_options(options, 1, 0).to_map() if options else {}
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.message.replace("PUBLISH: ", "schedule ")) from None
+    wall = now + core.wall_offset
+    every = args.get("every_ms") or 0
+    cron = args.get("cron") or ""
+    if not isinstance(cron, str):
+        raise InvalidArgument("cron must be a string")
+    s = Schedule(name, _queue(args), body, headers, every, cron,
+                 args.get("misfire", "once"), opts, anchor=wall)
+    s.next_due = s.after(wall)
+    core.schedules[name] = s
+    core.stage_schedule(s)
+    return {"name": name, "next_due": round(s.next_due, 3)}
+
+
+def schedule_ls(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
+                ) -> dict[str, Any]:
+    return {"schedules": [s.to_map() for s in sorted(core.schedules.values(),
+                                                     key=lambda s: s.name)]}
+
+
+def schedule_rm(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
+                ) -> dict[str, Any]:
+    name = args.get("name")
+    if not isinstance(name, str):
+        raise InvalidArgument("name must be a string")
+    removed = core.schedules.pop(name, None) is not None
+    if removed and core.durable:
+        core._batch.schedules.append((name, None))
+    return {"removed": removed}
+
+
+PEER_OPERATIONS = {
+    "complete": complete,
+    "status": status,
+    "schedule_add": schedule_add,
+    "schedule_ls": schedule_ls,
+    "schedule_rm": schedule_rm,
+}
