@@ -23,11 +23,14 @@ from zq.errors import (
     ZqError,
     error_from_code,
 )
+from zq.tasks import App, Retry, TaskFailed, TaskHandle
+from zq.worker import Worker, current_message
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadySettled",
+    "App",
     "Client",
     "ClientClosed",
     "ConnectionLost",
@@ -41,14 +44,19 @@ __all__ = [
     "OperationTimeout",
     "ProtocolViolation",
     "QueueFull",
+    "Retry",
     "SessionUnknown",
     "ShuttingDown",
     "StaleDelivery",
     "StorageError",
     "StorageFull",
+    "TaskFailed",
+    "TaskHandle",
     "UnknownDelivery",
     "UnknownQueue",
+    "Worker",
     "ZqError",
     "__version__",
+    "current_message",
     "error_from_code",
 ]

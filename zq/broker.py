@@ -32,8 +32,18 @@ log = logging.getLogger("zq.broker")
 
 
 class Broker:
-    def __init__(self, cfg: BrokerConfig) -> None:
+    """The broker's event loop around one ROUTER socket.
+
+    ``context``: the ZeroMQ context to open the socket in; by default one of its
+    own, terminated when :meth:`run` returns. Pass the clients' context (as
+    ``zq.testing`` does) to serve ``inproc://`` endpoints in one process; a
+    context given is left open.
+    """
+
+    def __init__(self, cfg: BrokerConfig, *,
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self.cfg = cfg
+        self._given_ctx = context
         self.store = make_store(cfg.storage, cfg.data, fsync=cfg.fsync,
                                 max_bytes=cfg.max_db_bytes,
                                 checkpoint_interval=cfg.checkpoint_interval)
@@ -60,7 +70,8 @@ class Broker:
         """Bind, recover the store, announce readiness, and serve until stopped."""
         loop = asyncio.get_running_loop()
         cfg = self.cfg
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        ctx: zmq.Context[zmq.Socket[bytes]] = (
+            zmq.Context() if self._given_ctx is None else self._given_ctx)
         sock = ctx.socket(zmq.ROUTER)
         self._ctx, self._sock = ctx, sock
         try:
@@ -97,7 +108,8 @@ class Broker:
                     await self._committing
             await self.store.close()
             sock.close(linger=0)
-            ctx.term()
+            if ctx is not self._given_ctx:
+                ctx.term()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
         self._wake.set()

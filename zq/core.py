@@ -463,9 +463,11 @@ class BrokerCore:
             q = m.q
             q.acked += 1
             q.mem_bytes -= len(m.body)
-            if q.settings.result_ttl:
-                self.outcome(m, "succeeded", data or {"result": None, "attempt": m.attempts,
-                                                      "worker": peer.name}, self.now)
+            if q.settings.result_ttl or (self.results.waiters and m.id in self.results.waiters):
+                self.outcome(m, "succeeded", {
+                    "result": None, "attempt": m.attempts, "worker": peer.name,
+                    "history": (m.headers or {}).get(HISTORY) or [], **(data or {})},
+                    self.now)
         if self.durable:
             self._forget(done)
 
@@ -598,12 +600,13 @@ class BrokerCore:
     def _dead(self, m: Msg, reason: str, now: float) -> None:
         """Move a message (taken off every structure) to its dead-letter queue, or drop it."""
         q = m.q
-        if q.settings.result_ttl:
+        if q.settings.result_ttl or m.id in self.results.waiters:
             last = self.results.get(m.id, now)
             error = last.data.get("error") if last is not None else None
             self.outcome(m, "dead", {"error": error or {"type": "Dead", "message": reason,
                                                         "traceback": ""},
-                                     "attempt": m.attempts, "reason": reason}, now)
+                                     "attempt": m.attempts, "reason": reason,
+                                     "history": (m.headers or {}).get(HISTORY) or []}, now)
         q.dead += 1
         self.counters["dead"] += 1
         q.mem_bytes -= len(m.body)
@@ -630,16 +633,16 @@ class BrokerCore:
         """Keep what became of ``m`` for its queue's result_ttl; answer those waiting."""
         q = m.q
         ttl = q.settings.result_ttl
-        self.results.put(m.id, Outcome(state, q.name, data, now + ttl))
-        if self.durable:
-            self._batch.results.append((m.id, q.name, state, _packb(data),
-                                        now + ttl + self.wall_offset))
+        if ttl:
+            self.results.put(m.id, Outcome(state, q.name, data, now + ttl))
+            if self.durable:
+                self._batch.results.append((m.id, q.name, state, _packb(data),
+                                            now + ttl + self.wall_offset))
         if state in ("succeeded", "dead") and m.id in self.results.waiters:
-            from zq import tasks_admin  # builds on the core; imported late to avoid a cycle
-
+            # Those waiting hear the final state even when the queue keeps no results.
             for w in self.results.take_waiters(m.id):
                 self._after_commit(w.identity, codec.encode(f.ManageReply(
-                    w.req, tasks_admin.status_of(self, w.queue, m.id, now))))
+                    w.req, {"id": m.id, "queue": q.name, "state": state, **data})))
 
     def move(self, m: Msg, d: Queue) -> None:
         """Put a message taken off its queue at the back of queue ``d`` and stage that."""

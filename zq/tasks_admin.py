@@ -162,8 +162,9 @@ def schedule_add(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
     if not isinstance(body, bytes) or len(body) > core.cfg.max_frame // 2:
         raise InvalidArgument("body must be bytes within half of max_frame")
     headers = args.get("headers")
-    if headers is not None and not isinstance(headers, dict):
-        raise InvalidArgument("headers must be a map")
+    if headers is not None and (not isinstance(headers, dict)
+                                or not all(isinstance(k, str) for k in headers)):
+        raise InvalidArgument("headers must be a map with string keys")
     options = args.get("options") or {}
     if not isinstance(options, dict):
         raise InvalidArgument("options must be a map")

@@ -11,7 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from zq.client.connection import Connection, limits_with, options_size
-from zq.client.consumer import Consumer
+from zq.client.consumer import Consumer, complete_args
+from zq.client.schedules import check_name, schedule_args
 from zq.config import DEFAULT_ENDPOINT
 from zq.errors import FrameTooLarge, InvalidArgument, InvalidQueueName
 from zq.protocol import codec
@@ -22,6 +23,7 @@ MAX_PRIORITY = 9
 _MAX_KEY = 255  # UTF-8 bytes in a tenant or a dedup id
 _MS_MAX = 100 * 365 * 86_400_000  # a century: the broker's bound on every duration
 _ETA_MAX = 1 << 62
+_WAIT_MAX = 60.0  # seconds: the broker's bound on one MANAGE wait
 
 
 def default_endpoint() -> str:
@@ -429,6 +431,89 @@ class Client:
         result = await self.conn.manage("peek", {"queue": queue, "limit": limit})
         out: list[dict[str, Any]] = result["messages"]
         return out
+
+    # ------------------------------------------------------------ schedules
+
+    async def add_schedule(self, name: str, queue: str, body: bytes, *,
+                           every: float | str | None = None, cron: str | None = None,
+                           misfire: str = "once", headers: dict[str, Any] | None = None,
+                           priority: int | None = None, ttl: float | None = None,
+                           time_limit: float | None = None, max_attempts: int | None = None,
+                           tenant: str | None = None) -> float:
+        """Have the broker publish ``body`` to ``queue`` at every due time; return
+        the first due time (wall-clock epoch seconds).
+
+        Give exactly one of ``every`` (seconds, or a text like ``"10s"``, ``"5m"``,
+        ``"1h"``, ``"500ms"``, ``"1h30m"``) or ``cron`` (five fields, UTC: minute
+        hour day-of-month month day-of-week, e.g. ``"*/5 * * * *"``). The schedule
+        lives in the broker's store and replaces one of the same name. Each due
+        time fires exactly once; after the broker was down, ``misfire="once"``
+        fires once at start for what was missed and ``"skip"`` waits for the next
+        due time. Fired messages carry the headers ``zq-schedule`` (the name) and
+        ``zq-due`` (the due time), besides ``headers``; the other options are those
+        of :meth:`publish`.
+        """
+        _check_queue(queue)
+        body = _check_body(body)
+        opts = make_options(priority, None, None, ttl, time_limit, max_attempts, tenant)
+        args = schedule_args(name, queue, body, _check_headers(headers), every, cron, misfire,
+                             opts.to_map() if opts is not None else None)
+        result = await self.conn.manage("schedule_add", args)
+        return float(result["next_due"])
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule: ``{"name", "queue", "every_ms", "cron", "misfire",
+        "next_due", "fired", "last_fired", "headers", "options"}``."""
+        result = await self.conn.manage("schedule_ls", {})
+        out: list[dict[str, Any]] = result["schedules"]
+        return out
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Remove schedule ``name``; whether there was one. Messages it already
+        published stay."""
+        result = await self.conn.manage("schedule_rm", {"name": check_name(name)})
+        return bool(result["removed"])
+
+    # ------------------------------------------------------------ task outcomes
+
+    async def complete(self, queue: str, id: int, attempt: int, ok: bool,
+                       result: Any = None, error: dict[str, str] | None = None,
+                       retry: bool = True, delay: float | None = None) -> str:
+        """Settle delivery ``id`` (attempt ``attempt``) of ``queue`` with a task outcome.
+
+        Prefer :meth:`Message.complete`, which also keeps the consumer's credit
+        window full. Returns ``"succeeded"``, ``"failed"`` or ``"dead"``.
+        """
+        _check_queue(queue)
+        args = complete_args(queue, id, attempt, ok, result, error, retry, delay)
+        reply = await self.conn.manage("complete", args)
+        return str(reply["state"])
+
+    async def task_status(self, queue: str, id: int) -> dict[str, Any]:
+        """What the broker knows of message ``id`` of ``queue``: ``{id, queue, state,
+        attempt, history}`` and, by state, ``worker``, ``result`` or ``error``.
+
+        ``state``: ready, delayed, running, succeeded, failed (will retry), dead or
+        unknown (never published there, or its outcome expired or was not kept).
+        """
+        _check_queue(queue)
+        return await self.conn.manage("status", {"queue": queue, "id": id})
+
+    async def wait_result(self, queue: str, id: int,
+                          timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
+        """Like :meth:`task_status`, returned once the state is final (succeeded, dead
+        or unknown) or ``timeout`` seconds have passed (None: no limit)."""
+        _check_queue(queue)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + _seconds(timeout, "timeout")
+        while True:
+            left = _WAIT_MAX if deadline is None else min(_WAIT_MAX, deadline - loop.time())
+            ms = max(0, math.ceil(left * 1000))
+            state = await self.conn.manage("wait", {"queue": queue, "id": id,
+                                                    "timeout_ms": ms})
+            if state.get("state") in ("succeeded", "dead", "unknown") or (
+                    deadline is not None and loop.time() >= deadline):
+                return state
 
     async def sync(self) -> None:
         """Return once the broker has handled and stored everything sent before.

@@ -63,7 +63,8 @@ def _term(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
 
 # MANAGE operations sent again on a new session when the old one refused them with
 # SESSION_UNKNOWN (reading or idempotent); the others fail with SESSION_UNKNOWN.
-_RESENDABLE = frozenset({"sync", "info", "list", "peek", "declare", "pause", "resume"})
+_RESENDABLE = frozenset({"sync", "info", "list", "peek", "declare", "pause", "resume",
+                         "schedule_ls", "schedule_add", "status", "wait"})
 
 
 def options_size(opts: f.Options) -> int:

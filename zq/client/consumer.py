@@ -8,7 +8,10 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from zq.errors import AlreadySettled, InvalidArgument, ZqError
+from zq.protocol import codec
 from zq.protocol import frames as f
 
 if TYPE_CHECKING:
@@ -17,6 +20,38 @@ if TYPE_CHECKING:
 
 HISTORY = "zq-history"  # header: the attempts of this message that did not end in an ack
 REASON = "zq-reason"  # header of a dead letter: why it died
+_MS_MAX = 100 * 365 * 86_400_000  # a century: the broker's bound on every duration
+
+
+def complete_args(queue: str, mid: int, attempt: int, ok: bool, result: Any = None,
+                  error: dict[str, str] | None = None, retry: bool = True,
+                  delay: float | None = None) -> dict[str, Any]:
+    """The MANAGE ``complete`` arguments (checked: InvalidArgument for a bad value)."""
+    args: dict[str, Any] = {"queue": queue, "id": mid, "attempt": attempt, "ok": bool(ok)}
+    if ok:
+        try:  # the broker decodes MANAGE strictly: a bad map key would end the session
+            msgpack.unpackb(codec.packb(result), raw=False, strict_map_key=True)
+        except Exception as exc:  # msgpack raises many types; all mean one thing here
+            raise InvalidArgument(f"result must be a msgpack value with str map keys: "
+                                  f"{exc}") from None
+        args["result"] = result
+        return args
+    err = error or {}
+    if not isinstance(err, dict) or not all(
+            isinstance(err.get(k, ""), str) for k in ("type", "message", "traceback")):
+        raise InvalidArgument("error must be a dict with str type, message and traceback")
+    args["error"] = {k: err.get(k, "") for k in ("type", "message", "traceback")}
+    args["retry"] = bool(retry)
+    if delay is not None:
+        if (not isinstance(delay, int | float) or isinstance(delay, bool)
+                or not math.isfinite(delay) or delay < 0):
+            raise InvalidArgument(f"delay must be seconds >= 0, got {delay!r}")
+        ms = math.ceil(round(delay * 1000, 6))
+        if ms > _MS_MAX:
+            raise InvalidArgument(f"delay must be at most a century, got {delay!r}")
+        if ms:
+            args["delay_ms"] = ms
+    return args
 
 
 class Message:
@@ -116,6 +151,31 @@ class Message:
         conn = self._consumer._conn
         conn.check()
         conn.extend(self.id, self.attempt, ms)
+
+    async def complete(self, ok: bool, result: Any = None,
+                       error: dict[str, str] | None = None, retry: bool = True,
+                       delay: float | None = None) -> str:
+        """Settle with a task outcome and return the broker's verdict.
+
+        ``ok``: like an ack, and the broker keeps ``result`` (a msgpack value) if
+        the queue keeps results. Not ``ok``: like a nack with ``error``
+        (``{type, message, traceback}``); ``retry=False`` makes it dead at once,
+        ``delay`` seconds before the retry (None: the queue's backoff). Returns
+        ``"succeeded"``, ``"failed"`` (will retry) or ``"dead"``; raises
+        ``zq.StaleDelivery`` if this attempt is no longer current.
+        """
+        args = complete_args(self.queue, self.id, self.attempt, ok, result, error, retry, delay)
+        if self._settled:
+            raise AlreadySettled(f"message {self.id} was already acked, nacked or released",
+                                 id=self.id)
+        conn = self._consumer._conn
+        conn.check()
+        # The MANAGE goes out first, then the credit this settlement earns.
+        fut = conn._request("complete", args)
+        self._settle()
+        self._consumer._recorded()
+        reply = await fut
+        return str(reply["state"])
 
     async def release(self) -> None:
         """Give the message back unprocessed; this delivery does not count as an attempt."""
@@ -248,6 +308,31 @@ class Consumer:
         if self._unflushed >= self._flush_every:
             self._unflushed = 0
             self._conn.flush()
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet handed out (given back on close)."""
+        return len(self._buf)
+
+    @property
+    def limits(self) -> codec.Limits:
+        """The session's frame limits (for sizing what a settlement may carry)."""
+        return self._conn.limits
+
+    @property
+    def max_credit(self) -> int:
+        """The broker's largest credit window per consumer and queue."""
+        w = self._conn.welcome
+        return w.max_credit if w is not None else 1 << 31
+
+    def grow(self, prefetch: int) -> None:
+        """Raise the credit window to ``prefetch`` (grants the difference; never lowers)."""
+        if prefetch <= self.prefetch or self._closed:
+            return
+        more, self.prefetch = prefetch - self.prefetch, prefetch
+        self._flush_every = max(1, prefetch // 4)
+        if self._started and self._conn.broken is None:
+            self._conn.credit(self.queue, more)
 
     def _fail(self, exc: ZqError) -> None:
         self._error = exc
