@@ -508,3 +508,26 @@ async def test_signals_during_shutdown_still_exit_0(broker: Proc, procs: list[Pr
         worker.signal(signal.SIGINT)
         rc = await worker.wait(10)
         assert rc == 0, f"gap {gap}: exit code {rc}; stderr:\n{worker.stderr()}"
+
+
+async def test_a_worker_carries_on_after_a_graceful_broker_restart(
+        procs: list[Proc], tmp_path: Path) -> None:
+    """SIGTERM is how brokers are usually restarted: the worker hears BYE, and must
+    take work again from the new broker on the same endpoint without a restart."""
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    broker = await start_broker(tmp_path, "--bind", ep, "--heartbeat", "0.25")
+    procs.append(broker)
+    worker = await start_worker(procs, tmp_path, f"{APPS}.split:app", endpoint=ep)
+    split.app.endpoint = ep
+    try:
+        first = await split.whoami.delay()
+        assert await first.result(timeout=10) == worker.pid
+        await broker.terminate_and_expect_exit(0)
+        broker = await start_broker(tmp_path, "--bind", ep, "--heartbeat", "0.25")
+        procs.append(broker)
+        await split.app.close()  # the producer starts afresh; the worker must not need to
+        second = await split.whoami.delay()
+        assert await second.result(timeout=15) == worker.pid
+    finally:
+        await split.app.close()
+    await stop_workers([worker])

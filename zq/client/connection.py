@@ -185,6 +185,8 @@ class Connection:
         self._last_send = 0.0
         self._hb: asyncio.TimerHandle | None = None
         self._resuming = False
+        self._resume_at = 0.0  # when the HELLO of a resume went out
+        self._said_bye = False  # the broker said BYE: it is going away, not coming back now
         self.session = asyncio.Event()  # set while the broker knows our session
 
     # ------------------------------------------------------------ lifecycle
@@ -556,7 +558,7 @@ class Connection:
             self._on_frame(frame)
         if got:
             self._last_recv = self._loop.time()
-            if self.broken is not None and not self._resuming and (
+            if self.broken is not None and not self._resuming and not self._said_bye and (
                     self._welcome_fut is None or self._welcome_fut.done()):
                 # We gave the broker up, but it still talks to us: it kept our session,
                 # which we have already failed. End that session and open a new one.
@@ -591,6 +593,7 @@ class Connection:
             case f.ManageReply():
                 self._reply(frame.req, frame.result)
             case f.Bye():
+                self._said_bye = True  # a restarted broker will answer SESSION_UNKNOWN
                 self._lost(ConnectionLost(f"broker said BYE: {frame.reason}",
                                           endpoint=self.endpoint))
             case _:
@@ -722,10 +725,15 @@ class Connection:
 
     def _resume(self) -> None:
         """The broker does not know us (it restarted): open a new session."""
-        if self._resuming or (self._welcome_fut is not None and not self._welcome_fut.done()):
-            return  # a HELLO is already on its way
+        w = self.welcome
+        patience = (w.heartbeat_ms / 1000.0 * w.liveness) if w is not None else 3.0
+        if self._welcome_fut is not None and not self._welcome_fut.done():
+            return  # the first HELLO is on its way
+        if self._resuming and self._loop.time() - self._resume_at < patience:
+            return  # a HELLO is already on its way (one that got no WELCOME is sent again)
         log.info("broker lost our session; saying HELLO again")
         self._resuming = True
+        self._resume_at = self._loop.time()
         self.session.clear()  # until the new WELCOME
         self._epoch += 1
         self._send_now(codec.encode(f.Hello(self.name)))
@@ -736,6 +744,7 @@ class Connection:
             log.warning("unexpected WELCOME from broker")
             return
         self._resuming = False
+        self._said_bye = False
         self._on_welcome(w)
         for seq, s in self._sent.items():
             self._out.append([codec.command(f.PUBLISH), s.queue.encode(), s.header(seq),
