@@ -35,7 +35,9 @@ def _field(text: str, name: str, lo: int, hi: int) -> frozenset[int]:
                     b = hi
         except ValueError:
             raise InvalidArgument(f"cron {name}: cannot read {part!r}") from None
-        if step < 1 or not lo <= a <= b <= hi:
+        if step < 1:
+            raise InvalidArgument(f"cron {name}: the step in {part!r} must be at least 1")
+        if not lo <= a <= b <= hi:
             raise InvalidArgument(f"cron {name}: {part!r} is outside {lo}-{hi}")
         out.update(range(a, b + 1, step))
     return frozenset(out)

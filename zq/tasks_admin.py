@@ -101,6 +101,8 @@ def status_of(core: BrokerCore, queue: str, mid: int, now: float) -> dict[str, A
             return {**base, "state": "running", "attempt": m.attempts, "worker": p.name,
                     "history": _history(m)}
     o = core.results.get(mid, now)
+    if o is not None and o.queue != queue:
+        o = None  # an outcome of another queue's message: not this one
     if o is not None and o.state in FINAL:
         return {**base, "state": o.state, **o.data}
     failed = o is not None and o.state == "failed"

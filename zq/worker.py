@@ -382,6 +382,15 @@ def load_app(spec: str) -> App:
         obj: Any = importlib.import_module(module)
     except ImportError as exc:
         raise ValueError(f"cannot import {module!r}: {exc}") from None
+    except Exception as exc:  # the user's module raised while importing: say where
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            if not tb.tb_frame.f_code.co_filename.startswith("<frozen"):
+                where = f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})"
+            tb = tb.tb_next
+        raise ValueError(f"cannot import {module!r}: {type(exc).__name__}: {exc}{where}"
+                         ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -422,6 +431,10 @@ def build_worker(cfg: WorkerConfig) -> Worker:
     app = load_app(cfg.app)
     if cfg.endpoint:
         app.endpoint = cfg.endpoint
+    unknown = [q for q in cfg.queues if q not in app.queues()]
+    if unknown:
+        raise ValueError(f"no task of {cfg.app} uses queue(s) {', '.join(unknown)}; its "
+                         f"queues are {', '.join(app.queues()) or 'none'}")
     return Worker(app, list(cfg.queues) or None, cfg.concurrency, cfg.prefetch,
                   cfg.drain_timeout)
 

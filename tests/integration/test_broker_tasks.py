@@ -130,3 +130,15 @@ async def test_bad_schedules_are_refused(inproc_broker: Broker) -> None:
                 await op(c, "schedule_add", **args)
         reply = await op(c, "schedule_add", name="c", queue="q", cron="*/5 * * * *")
         assert reply["next_due"] % 300 == 0
+
+
+async def test_status_of_an_id_in_another_queue_is_unknown(inproc_broker: Broker) -> None:
+    async with zq.Client(inproc_broker.endpoint, name="w3") as c:
+        await c.declare_queue("mine", result_ttl=60)
+        mid = await c.publish("mine", b"job")
+        async with c.consume("mine", prefetch=1) as consumer:
+            m = await consumer.get(timeout=5)
+            await op(c, "complete", queue="mine", id=m.id, attempt=1, ok=True, result=1)
+        assert (await op(c, "status", queue="mine", id=mid))["state"] == "succeeded"
+        assert (await op(c, "status", queue="other", id=mid))["state"] == "unknown"
+        assert (await op(c, "wait", queue="other", id=mid, timeout_ms=100))["state"] == "unknown"

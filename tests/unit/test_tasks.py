@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import random
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -22,7 +23,14 @@ from zq.tasks import (
     failure,
     type_name,
 )
-from zq.worker import MAX_PREFETCH, WorkerConfig, auto_prefetch, load_app, run_in_process
+from zq.worker import (
+    MAX_PREFETCH,
+    WorkerConfig,
+    auto_prefetch,
+    build_worker,
+    load_app,
+    run_in_process,
+)
 
 app = zq.App("tcp://127.0.0.1:1", name="unit")
 
@@ -285,3 +293,14 @@ def test_auto_prefetch_grows_for_short_tasks_up_to_a_cap() -> None:
         c = rng.randint(1, 64)
         h, r = rng.uniform(0, 1), rng.uniform(0, 1)
         assert c <= auto_prefetch(c, h, r) <= max(c, MAX_PREFETCH)
+
+
+def test_a_module_that_raises_on_import_and_unknown_queues_are_clear_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "zq_broken_mod.py").write_text("x = 1\nraise RuntimeError('broken import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"cannot import 'zq_broken_mod': RuntimeError: "
+                                         r"broken import \(.*zq_broken_mod\.py, line 2\)"):
+        load_app("zq_broken_mod:app")
+    with pytest.raises(ValueError, match=r"no task of .* uses queue"):
+        build_worker(WorkerConfig(f"{__name__}:app", queues=("nope",)))
