@@ -416,6 +416,16 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def handle(self, task: Task[Any, Any] | str, id: int) -> TaskHandle:
+        """A handle on a task call published earlier (for instance by a producer that
+        has restarted since): ``task`` is the Task or its queue's name, ``id`` the
+        message id that ``handle.id`` gave."""
+        queue = task.queue if isinstance(task, Task) else task
+        name = task.name if isinstance(task, Task) else ""
+        sent: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sent.set_result(id)
+        return TaskHandle(self, name, queue, sent)
+
     def queues(self) -> list[str]:
         """Every queue the app's tasks use, in registration order."""
         return list(dict.fromkeys(t.queue for t in self.tasks.values()))

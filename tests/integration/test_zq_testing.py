@@ -162,3 +162,18 @@ async def test_a_task_sees_its_message_in_async_and_thread_tasks() -> None:
         ha, hb = await a.delay(), await b.delay()
         await zq.testing.run_until_idle(app)
     assert sorted(seen) == [("async", ha.id, 1, "seen.a"), ("thread", hb.id, 1, "seen.b")]
+
+
+async def test_a_handle_from_a_stored_id_gets_the_result() -> None:
+    app = zq.App(name="later")
+
+    @app.task(name="later.square", queue="later")
+    async def square(x: int) -> int:
+        return x * x
+
+    async with zq.testing.Broker(app):
+        mid = (await square.delay(7)).id  # a producer keeps only the id ...
+        await zq.testing.run_until_idle(app)
+        handle = app.handle(square, mid)  # ... and asks again after a restart
+        assert await handle.result(timeout=5) == 49
+        assert (await app.handle("later", mid).status())["state"] == "succeeded"
