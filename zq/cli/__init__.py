@@ -1,0 +1,47 @@
+"""The ``zq`` command line: broker, publish, consume, stats, queue and dlq operations.
+
+The commands live in :mod:`zq.cli.messages` (broker, publish, consume, stats),
+:mod:`zq.cli.queues` (the queue and dlq groups) and :mod:`zq.cli.tasks` (worker
+and the schedule group); :mod:`zq.cli.common` holds what they share.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from zq import __version__
+from zq.cli.messages import broker, consume, publish, stats
+from zq.cli.queues import dlq, queue
+from zq.cli.tasks import schedule, worker
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="zq")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level (logs go to stderr).")
+def main(log_level: str) -> None:
+    """zq: a lightweight durable message and task broker on ZeroMQ.
+
+    \b
+    Start a broker, publish, consume:
+      zq broker &
+      zq publish jobs "hello" "world"
+      zq consume jobs --count 2
+      zq queue declare jobs --max-attempts 3 --time-limit 60
+      zq dlq ls jobs.dlq
+      zq schedule add nightly --cron "0 3 * * *" --queue jobs --body cleanup
+    """
+    _setup_logging(log_level)
+
+
+for _command in (broker, worker, publish, consume, stats, queue, dlq, schedule):
+    main.add_command(_command)

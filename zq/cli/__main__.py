@@ -1,0 +1,3 @@
+from zq.cli import main
+
+main()
