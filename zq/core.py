@@ -34,6 +34,7 @@ import msgpack
 from zq.config import BrokerConfig
 from zq.errors import (
     FrameTooLarge,
+    InternalError,
     InvalidCredit,
     QueueFull,
     SessionUnknown,
@@ -257,6 +258,10 @@ class BrokerCore:
             self._handle(peer, frame, now)
         except ZqError as exc:
             self._fail(identity, exc, op, self._ref(exc))
+        except Exception as exc:  # a bug: answer it, and keep serving everybody else
+            log.exception("handling %s from %s", f.NAMES.get(op, hex(op)), identity.hex())
+            self._fail(identity, InternalError(f"the broker failed: {exc!r}"), op,
+                       getattr(frame, "seq", getattr(frame, "req", None)))
 
     def _fence_unknown(self, identity: bytes, frame: f.Ack | f.Nack | f.Extend, op: int) -> None:
         stale = [i for i in frame.ids if i < self.next_id]
