@@ -464,11 +464,12 @@ class BrokerCore:
         if not done:
             return
         self.counters["acked"] += len(done)
+        waiters = self.results.waiters
         for m in done:
             q = m.q
             q.acked += 1
             q.mem_bytes -= len(m.body)
-            if q.settings.result_ttl or (self.results.waiters and m.id in self.results.waiters):
+            if q.keeps or (waiters and m.id in waiters):
                 self.outcome(m, "succeeded", {
                     "result": None, "attempt": m.attempts, "worker": peer.name,
                     "history": (m.headers or {}).get(HISTORY) or [], **(data or {})},
@@ -528,7 +529,8 @@ class BrokerCore:
             peer.subs[m.q.name].window.settle(1)
             m.lane.acct.in_flight -= 1
             m.attempts -= 1  # a released delivery is not an attempt
-            m.deadline = 0.0
+            if m.deadline:
+                m.deadline = 0.0
             if self.durable:
                 self._stage(m)
             back.append(m)
@@ -555,8 +557,9 @@ class BrokerCore:
         wall = self.wall_offset
         entry: dict[str, Any] = {"attempt": m.attempts, "outcome": outcome,
                                  "end": round(now + wall, 3)}
-        if m.start:
-            entry["start"] = round(m.start + wall, 3)
+        start = getattr(m, "start", 0.0)  # unset if it was never delivered
+        if start:
+            entry["start"] = round(start + wall, 3)
         if consumer:
             entry["consumer"] = consumer
         if reason:
@@ -570,7 +573,8 @@ class BrokerCore:
         m.headers = headers
         m.hsize = codec.header_size(headers)
         m.start = 0.0
-        m.deadline = 0.0
+        if m.deadline:
+            m.deadline = 0.0
 
     def _max_attempts(self, m: Msg) -> int:
         o = m.opts
@@ -630,7 +634,8 @@ class BrokerCore:
         m.attempts = 0
         m.opts = None
         m.exp = 0.0
-        m.deadline = 0.0
+        if m.deadline:
+            m.deadline = 0.0
         m.t = now
         self.move(m, d)
 
@@ -930,6 +935,7 @@ class BrokerCore:
             base = codec.ENVELOPE + len(q.name_b)
             expired: list[Msg] = []
             multi = len(q.order) > 1
+            check_exp = q.ttl_seen
             while True:
                 cands = [s for s in q.subs if s.window.available > 0]
                 if not cands:
@@ -956,33 +962,38 @@ class BrokerCore:
                     acct = lane.acct
                     if acct.cap:
                         take = min(take, acct.cap - acct.in_flight)
-                    got = 0
-                    while got < take and ready:
-                        m = ready[0]
-                        if m.exp and m.exp <= now:
-                            ready.popleft()
+                    before = len(msgs)
+                    stop = before + take
+                    popleft = ready.popleft
+                    while len(msgs) < stop and ready:
+                        m = popleft()
+                        if check_exp and m.exp and m.exp <= now:
                             expired.append(m)
                             continue
                         h = per_msg + m.hsize
-                        fbytes += h + len(m.body)
+                        body = m.body
+                        fbytes += h + len(body)
                         hbytes += h
                         if msgs and (fbytes > max_frame or hbytes > max_header):
+                            ready.appendleft(m)
                             full = True  # the frame is full by bytes; the rest waits
                             break
-                        ready.popleft()
-                        m.attempts += 1
+                        a = m.attempts + 1
+                        m.attempts = a
                         m.start = now
-                        held[m.id] = m
+                        mid = m.id
+                        held[mid] = m
                         msgs.append(m)
-                        ids.append(m.id)
-                        attempts.append(m.attempts)
-                        bodies.append(m.body)
-                        headers.append(m.headers)
-                        if m.headers is not None:
+                        ids.append(mid)
+                        attempts.append(a)
+                        bodies.append(body)
+                        hd = m.headers
+                        headers.append(hd)
+                        if hd is not None:
                             any_headers = True
-                        if m.attempts > 1:
+                        if a > 1:
                             redelivered += 1
-                        got += 1
+                    got = len(msgs) - before
                     acct.in_flight += got
                     if multi:
                         q.selector.took(lane.tenant, got)
@@ -1208,7 +1219,8 @@ class BrokerCore:
                         sub.window.available += 1  # the consumer never saw it: its credit stands
                     m.lane.acct.in_flight -= 1
                     m.attempts -= 1  # never reached the consumer
-                    m.deadline = 0.0
+                    if m.deadline:
+                        m.deadline = 0.0
                     if self.durable:
                         self._stage(m)
                     back.append(m)

@@ -22,8 +22,18 @@ if TYPE_CHECKING:
 
 
 class Msg:
-    __slots__ = ("attempts", "body", "deadline", "exp", "headers", "hsize", "id", "lane",
-                 "opts", "q", "start", "t")
+    """A message in memory. Built once per message on the hot path, so ``__init__``
+    sets only what every message needs; the options, expiry and time limit that
+    few messages have are class defaults, overridden per instance (in its
+    ``__dict__``) only on the messages that have them."""
+
+    __slots__ = ("__dict__", "attempts", "body", "headers", "hsize", "id", "lane", "q",
+                 "start", "t")
+
+    start: float  # when its current attempt began: set when it is delivered
+    opts: f.Options | None = None  # its own publish options, if any
+    exp: float = 0.0  # when it expires (monotonic); 0 = never
+    deadline: float = 0.0  # when its current attempt hits its time limit; 0 = none
 
     def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
                  attempts: int = 0, hsize: int = 0, t: float = 0.0) -> None:
@@ -35,10 +45,6 @@ class Msg:
         self.hsize = hsize  # encoded size of headers, for sizing DELIVER batches
         self.t = t  # when it was published (monotonic)
         self.lane = q.default
-        self.opts: f.Options | None = None  # its own publish options, if any
-        self.exp = 0.0  # when it expires (monotonic); 0 = never
-        self.start = 0.0  # when its current attempt began
-        self.deadline = 0.0  # when its current attempt hits its time limit; 0 = none
 
 
 class Tenant:
@@ -101,7 +107,7 @@ class Queue:
 
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
-        "lanes", "limited", "mem_bytes", "nacked", "name", "name_b", "order", "overflow",
+        "keeps", "lanes", "limited", "mem_bytes", "nacked", "name", "name_b", "order", "overflow",
         "paused", "published", "rates", "selector", "settings", "staged", "subs", "tenants",
         "to_drop", "ttl_seen",
     )
@@ -131,6 +137,7 @@ class Queue:
         old = self.settings
         self.settings = s
         self.dlq = s.dead_letter_queue(self.name)
+        self.keeps = s.result_ttl > 0  # it keeps each message's outcome
         if not hasattr(self, "selector") or old.selection != s.selection:
             self.selector = policies.load("selection", s.selection)
         if not hasattr(self, "backoff") or old.retry != s.retry:
