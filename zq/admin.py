@@ -68,7 +68,7 @@ def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
         raise InvalidArgument(f"queue {name!r} cannot be its own dead-letter queue; "
                               f"dlq='-' drops dead messages instead")
     q = core._queue(name)
-    q.configure(s)
+    core.configure(q, s)
     core.stage_settings(q)
     core._dirty.add(q)
     return {"queue": name, "created": created, "settings": s.to_map()}
@@ -147,7 +147,7 @@ def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]
             sub = peer.subs.get(q.name)
             if sub is not None:
                 sub.window.settle(1)
-            m.lane.acct.in_flight -= 1
+            core.untrack(m)
             if core.durable:
                 core._batch.deletes.append(mid)
             n += 1

@@ -52,7 +52,7 @@ from zq.protocol.session import State, next_state
 from zq.queues import Msg, Queue, Sub
 from zq.results import Outcome, Results
 from zq.schedules import Schedule
-from zq.settings import from_map
+from zq.settings import QueueSettings, from_map
 
 log = logging.getLogger("zq.broker")
 
@@ -160,6 +160,7 @@ class BrokerCore:
         self._next_heartbeat = 0.0
         self._next_second = 0.0
         self.results = Results()
+        self.track_tenants = False  # per-tenant in-flight counts (see configure)
         self.schedules: dict[str, Schedule] = {}
         self._fired_due: dict[int, tuple[str, float]] = {}  # message id -> (schedule, due)
         self.counters = dict.fromkeys(
@@ -176,7 +177,7 @@ class BrokerCore:
         for name, state in rec.settings.items():
             try:
                 q = self._queue(name)
-                q.configure(from_map(state.get("settings", {})))
+                self.configure(q, from_map(state.get("settings", {})))
                 q.paused = bool(state.get("paused", False))
             except (ZqError, ValueError) as exc:
                 log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
@@ -423,6 +424,7 @@ class BrokerCore:
         and UNKNOWN_DELIVERY if it never was.
         """
         held = peer.held
+        track = self.track_tenants
         done: list[Msg] = []
         unknown: list[int] = []
         stale: list[int] = []
@@ -432,7 +434,8 @@ class BrokerCore:
                 if take:
                     del held[mid]
                     peer.subs[m.q.name].window.settle(1)
-                    m.lane.acct.in_flight -= 1
+                    if track:
+                        m.lane.acct.in_flight -= 1
                 done.append(m)
             elif m is not None or (mid < self.next_id and att >= 1):
                 stale.append(mid)
@@ -527,7 +530,7 @@ class BrokerCore:
                     self._dirty.add(sub.q)
                 continue
             peer.subs[m.q.name].window.settle(1)
-            m.lane.acct.in_flight -= 1
+            self.untrack(m)
             m.attempts -= 1  # a released delivery is not an attempt
             if m.deadline:
                 m.deadline = 0.0
@@ -936,6 +939,7 @@ class BrokerCore:
             expired: list[Msg] = []
             multi = len(q.order) > 1
             check_exp = q.ttl_seen
+            track = self.track_tenants
             while True:
                 cands = [s for s in q.subs if s.window.available > 0]
                 if not cands:
@@ -994,7 +998,8 @@ class BrokerCore:
                         if a > 1:
                             redelivered += 1
                     got = len(msgs) - before
-                    acct.in_flight += got
+                    if track:
+                        acct.in_flight += got
                     if multi:
                         q.selector.took(lane.tenant, got)
                         if not ready:
@@ -1133,7 +1138,7 @@ class BrokerCore:
     def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
         del peer.held[m.id]
         peer.zombies[m.id] = (m.attempts, m.q.name)
-        m.lane.acct.in_flight -= 1
+        self.untrack(m)
         self.counters["time_limited"] += 1
         limit = m.deadline - m.start
         self._record(m, "time limit", f"ran past its time limit of {limit:.3f}s", peer.name,
@@ -1196,7 +1201,7 @@ class BrokerCore:
         now = self.now
         back: list[Msg] = []
         for m in held:
-            m.lane.acct.in_flight -= 1
+            self.untrack(m)
             self._record(m, "consumer lost", reason, peer.name, now)
             self._retry(m, "consumer lost", now, 0.0, back)
         self._requeue_front(back)
@@ -1217,7 +1222,7 @@ class BrokerCore:
                     sub.window.settle(1)
                     if sub.active:
                         sub.window.available += 1  # the consumer never saw it: its credit stands
-                    m.lane.acct.in_flight -= 1
+                    self.untrack(m)
                     m.attempts -= 1  # never reached the consumer
                     if m.deadline:
                         m.deadline = 0.0
@@ -1235,6 +1240,34 @@ class BrokerCore:
             self._send(peer.identity, bye)
 
     # ---------------------------------------------------------------- helpers
+
+    def untrack(self, m: Msg) -> None:
+        """``m`` is no longer in flight (its tenant's count, kept only when caps exist)."""
+        if self.track_tenants:
+            m.lane.acct.in_flight -= 1
+
+    def configure(self, q: Queue, s: QueueSettings) -> None:
+        """Apply settings to a queue. Per-tenant in-flight counts cost a little on every
+        ack, so they are kept only once some queue caps a tenant (counted afresh then)."""
+        q.configure(s)
+        if s.caps and not self.track_tenants:
+            self.track_tenants = True
+            for queue in self.queues.values():
+                for t in queue.tenants.values():
+                    t.in_flight = 0
+            for p in self.peers.values():
+                for m in p.held.values():
+                    m.lane.acct.in_flight += 1
+
+    def tenant_in_flight(self, q: Queue) -> dict[str, int]:
+        if self.track_tenants:
+            return {t.name: t.in_flight for t in q.tenants.values()}
+        counts = dict.fromkeys(q.tenants, 0)
+        for p in self.peers.values():
+            for m in p.held.values():
+                if m.q is q:
+                    counts[m.lane.tenant] = counts.get(m.lane.tenant, 0) + 1
+        return counts
 
     def _queue(self, name: str) -> Queue:
         q = self.queues.get(name)
@@ -1256,6 +1289,7 @@ class BrokerCore:
 
     def queue_stats(self, q: Queue, in_flight: int, now: float) -> dict[str, Any]:
         oldest = q.oldest()
+        counts = self.tenant_in_flight(q)
         return {
             "ready": q.ready_count() + q.disk,
             "on_disk": q.disk,
@@ -1270,7 +1304,8 @@ class BrokerCore:
             "paused": q.paused,
             "oldest_age": round(now - oldest, 3) if oldest else 0.0,
             "rates": {k: round(v, 1) for k, v in q.rates.items() if not k.startswith("_")},
-            "tenants": {t.name: {"in_flight": t.in_flight, "weight": t.weight, "cap": t.cap}
+            "tenants": {t.name: {"in_flight": counts.get(t.name, 0), "weight": t.weight,
+                                 "cap": t.cap}
                         for t in q.tenants.values() if t.name},
         }
 

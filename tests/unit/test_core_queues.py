@@ -723,3 +723,20 @@ def test_a_queue_cannot_be_its_own_dlq_and_counts_are_bounded(h: Harness) -> Non
     with pytest.raises(InvalidArgument, match="limit"):
         manage(h, "redrive", queue="q", limit=2**70)
     assert "loop" not in h.core.queues
+
+
+def test_tenant_counts_start_when_a_cap_is_declared_with_messages_in_flight(
+        h: Harness) -> None:
+    """Per-tenant in-flight counts are kept only once a queue caps a tenant; a cap
+    declared while messages are in flight counts them afresh, and holds."""
+    pub(h, *[b"a"] * 3, tenant="a")
+    pub(h, *[b"a"] * 3, tenant="a")
+    h.send(A, f.Credit("q", 2))
+    assert sum(len(d.ids) for _, d in delivers(h.run())) == 2
+    assert h.core.stats()["queues"]["q"]["tenants"]["a"]["in_flight"] == 2  # by scan
+    declare(h, caps={"a": 3})
+    assert h.core.track_tenants
+    assert h.core.stats()["queues"]["q"]["tenants"]["a"]["in_flight"] == 2
+    h.send(A, f.Credit("q", 5))
+    assert sum(len(d.ids) for _, d in delivers(h.run())) == 1  # up to the cap of 3
+    assert h.core.stats()["queues"]["q"]["tenants"]["a"]["in_flight"] == 3
