@@ -7,7 +7,6 @@ holding those changes is committed, so a reply means "done and stored".
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -99,15 +98,8 @@ def _pause(paused: bool) -> Callable[[BrokerCore, dict[str, Any], float], dict[s
 
 
 def _take_delayed(core: BrokerCore, q: Queue) -> list[Msg]:
-    """Remove ``q``'s delayed messages from the broker's timer heap."""
-    if not q.delayed:
-        return []
-    keep = [e for e in core._delayed if e[2].q is not q]
-    taken = [e[2] for e in core._delayed if e[2].q is q]
-    heapq.heapify(keep)
-    core._delayed = keep
-    q.delayed = 0
-    return taken
+    """Remove ``q``'s delayed messages from the broker's timer heaps."""
+    return core.remove_delayed(q) if q.delayed else []
 
 
 def purge(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:

@@ -66,6 +66,10 @@ ORIGIN = "zq-origin"  # header of a dead letter: the queue it died in
 REASON = "zq-reason"  # header of a dead letter: why it died
 DEAD_AT = "zq-dead-at"  # header of a dead letter: when (wall-clock seconds)
 MAX_HISTORY = 50  # attempts kept in the history header (the first and the latest)
+# A durable broker stores the next attempt number of a delayed message this long before
+# it is due, so that at the due time its DELIVER goes out without waiting for a commit
+# (an fsync that stalls then does not make it late).
+PRESTORE_LEAD = 0.1
 
 Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
 # What new messages carry besides bodies: their options, due time and expiry (monotonic).
@@ -152,6 +156,9 @@ class BrokerCore:
         self._spilled: set[Queue] = set()  # queues with messages on disk only
         self.draining: set[Queue] = set()  # spilled queues to page in without consumers (redrive)
         self._delayed: list[tuple[float, int, Msg]] = []
+        self._soon: list[tuple[float, int, Msg]] = []  # due within PRESTORE_LEAD: prestored
+        self._prestaged: list[Msg] = []  # next attempts staged in the current batch
+        self._prestaging: list[Msg] = []  # ... and in the commit under way
         self._limits: list[tuple[float, int, Msg, Peer]] = []  # attempts' time limits
         self._limits_compact_at = 10_000
         self._tie = itertools.count()
@@ -486,10 +493,14 @@ class BrokerCore:
 
     def _stage(self, m: Msg, ready_at: float = 0.0) -> None:
         """Stage a message's new attempt count and due time (durable stores only)."""
+        if m.pre or m.pre_pending:
+            m.pre = m.pre_pending = False
         self._batch.updates.append(([m.id], [m.attempts], ready_at))
 
     def _rewrite(self, m: Msg, ready_at: float = 0.0) -> None:
         """Stage a message's whole state: queue, attempts, due time, headers, options."""
+        if m.pre or m.pre_pending:
+            m.pre = m.pre_pending = False
         if self.durable:
             self._batch.updates.append(Rewrite(m.id, m.q.name, m.attempts, ready_at, m.headers,
                                                pack_opts(m, self.wall_offset)))
@@ -669,6 +680,20 @@ class BrokerCore:
         d.mem_bytes += len(m.body)
         self._dirty.add(d)
 
+    def delayed_entries(self) -> list[tuple[float, int, Msg]]:
+        """Every delayed message's (due, id, message), in no particular order."""
+        return self._delayed + self._soon
+
+    def remove_delayed(self, q: Queue) -> list[Msg]:
+        """Take ``q``'s delayed messages out of the timer heaps."""
+        taken = [e[2] for e in self.delayed_entries() if e[2].q is q]
+        self._delayed = [e for e in self._delayed if e[2].q is not q]
+        self._soon = [e for e in self._soon if e[2].q is not q]
+        heapq.heapify(self._delayed)
+        heapq.heapify(self._soon)
+        q.delayed = 0
+        return taken
+
     def _delay(self, m: Msg, due: float) -> None:
         heapq.heappush(self._delayed, (due, m.id, m))
         m.q.delayed += 1
@@ -700,6 +725,7 @@ class BrokerCore:
         """Everything that waits for the store: the batch, and what to do once it is stored."""
         c = Commit(self.take_batch(), self._pending, self.unstored_out)
         self._inflight = self._pending
+        self._prestaging, self._prestaged = self._prestaged, []
         self._pending, self.unstored_out = [], []
         return c
 
@@ -762,6 +788,12 @@ class BrokerCore:
         if pending is None:
             pending, self._pending = self._pending, []
         self._inflight = []
+        if self._prestaging:
+            for m in self._prestaging:
+                if m.pre_pending:  # not delivered or rewritten since it was staged
+                    m.pre = True
+                    m.pre_pending = False
+            self._prestaging = []
         touched: list[Peer] = []
         window, window_bytes = self.cfg.window, self.cfg.window_bytes
         durable = self.durable
@@ -848,15 +880,15 @@ class BrokerCore:
     def _drop_oldest(self, q: Queue, now: float) -> None:
         """Overflow rule drop-oldest: dead-letter the oldest ready or delayed messages."""
         k, q.to_drop = q.to_drop, 0
-        delayed = sorted((e for e in self._delayed if e[2].q is q), key=lambda e: e[1]) \
-            if q.delayed else []
+        delayed = sorted((e for e in self.delayed_entries() if e[2].q is q),
+                         key=lambda e: e[1]) if q.delayed else []
         taken_delayed = False
         while k > 0:
             heads = [ln for ln in q.order if ln.msgs]
             lane = min(heads, key=lambda ln: ln.msgs[0].id) if heads else None
             if delayed and (lane is None or delayed[0][1] < lane.msgs[0].id):
                 entry = delayed.pop(0)
-                self._delayed.remove(entry)
+                (self._delayed if entry in self._delayed else self._soon).remove(entry)
                 m = entry[2]
                 q.delayed -= 1
                 taken_delayed = True
@@ -869,12 +901,17 @@ class BrokerCore:
             k -= 1
         if taken_delayed:
             heapq.heapify(self._delayed)
+            heapq.heapify(self._soon)
 
     def commit_failed(self, exc: ZqError, pending: list[Pending] | None = None) -> None:
         """A batch was not stored: refuse its publishes, store nothing."""
         if pending is None:
             pending, self._pending = self._pending, []
         self._inflight = []
+        for m in self._prestaging:
+            if m.pre_pending:
+                m.pre_pending = False  # not stored: it goes the ordinary way
+        self._prestaging = []
         for peer, q, seq, first, bodies, _h, extra in pending:
             q.staged -= len(bodies)
             if bodies and extra is not None and extra[0].dedup_id is not None:
@@ -957,6 +994,7 @@ class BrokerCore:
                 hbytes = codec.ENVELOPE
                 redelivered = 0
                 full = False
+                prestored = durable
                 while len(msgs) < want and not full:
                     lane, quota = q.next_lane()
                     if lane is None:
@@ -985,6 +1023,10 @@ class BrokerCore:
                         a = m.attempts + 1
                         m.attempts = a
                         m.start = now
+                        if prestored and not m.pre:
+                            prestored = False
+                        if m.pre or m.pre_pending:
+                            m.pre = m.pre_pending = False
                         mid = m.id
                         held[mid] = m
                         msgs.append(m)
@@ -1007,7 +1049,7 @@ class BrokerCore:
                 if not msgs:
                     break
                 k = sub.window.take(len(msgs))  # == len(msgs): want was within the window
-                if durable:
+                if durable and not prestored:
                     updates.append((ids, attempts, 0.0))  # stored before the frame is sent
                 if q.limited:
                     self._arm_limits(q, msgs, sub.peer, now)
@@ -1015,8 +1057,9 @@ class BrokerCore:
                 counters["redelivered"] += redelivered
                 counters["delivered"] += k
                 counters["deliver_frames"] += 1
-                # With a durable store the frame waits for the commit of its attempts.
-                (self.unstored_out if durable else self.out).append((
+                # With a durable store the frame waits for the commit of its attempts,
+                # unless they were stored ahead (delayed messages that came due).
+                (self.unstored_out if durable and not prestored else self.out).append((
                     sub.peer.identity, codec.encode_deliver(
                         q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
             for m in expired:
@@ -1061,14 +1104,17 @@ class BrokerCore:
                 else:
                     self._send(peer.identity, beat)
         delayed = self._delayed
-        while delayed and delayed[0][0] <= now:
-            _, _, m = heapq.heappop(delayed)
-            q = m.q
-            q.delayed -= 1
-            if self.queues.get(q.name) is not q:
-                continue  # its queue was deleted
-            m.lane.msgs.append(m)
-            self._dirty.add(q)
+        if self.durable and delayed and delayed[0][0] <= now + PRESTORE_LEAD:
+            self._prestore(now)
+        for heap in (self._soon, delayed):
+            while heap and heap[0][0] <= now:
+                _, _, m = heapq.heappop(heap)
+                q = m.q
+                q.delayed -= 1
+                if self.queues.get(q.name) is not q:
+                    continue  # its queue was deleted
+                m.lane.msgs.append(m)
+                self._dirty.add(q)
         limits = self._limits
         while limits and limits[0][0] <= now:
             deadline, _, m, peer = heapq.heappop(limits)
@@ -1135,6 +1181,26 @@ class BrokerCore:
         if self.durable:
             self._batch.schedules.append((s.name, _packb(s.to_map())))
 
+    def _prestore(self, now: float) -> None:
+        """Stage the next attempt of delayed messages due soon, keeping their due times.
+
+        Once that is stored, their DELIVER goes out at the due time at once instead
+        of waiting then for a commit. A crash in between leaves the stored attempt
+        count one ahead, as a crash during a delivery's commit can.
+        """
+        delayed, soon = self._delayed, self._soon
+        horizon = now + PRESTORE_LEAD
+        updates = self._batch.updates
+        wall = self.wall_offset
+        while delayed and delayed[0][0] <= horizon:
+            e = heapq.heappop(delayed)
+            heapq.heappush(soon, e)
+            m = e[2]
+            if e[0] > now:
+                updates.append(([m.id], [m.attempts + 1], e[0] + wall))
+                m.pre_pending = True
+                self._prestaged.append(m)
+
     def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
         del peer.held[m.id]
         peer.zombies[m.id] = (m.attempts, m.q.name)
@@ -1172,8 +1238,12 @@ class BrokerCore:
 
     def next_deadline(self) -> float:
         t = min(self._next_heartbeat, self._next_second)
-        if self._delayed and self._delayed[0][0] < t:
-            t = self._delayed[0][0]
+        if self._delayed:
+            due = self._delayed[0][0] - (PRESTORE_LEAD if self.durable else 0.0)
+            if due < t:
+                t = due
+        if self._soon and self._soon[0][0] < t:
+            t = self._soon[0][0]
         if self._limits and self._limits[0][0] < t:
             t = self._limits[0][0]
         if self.results._timeouts:

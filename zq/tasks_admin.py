@@ -114,7 +114,7 @@ def status_of(core: BrokerCore, queue: str, mid: int, now: float) -> dict[str, A
                 if m.id == mid:
                     return {**base, **extra, "state": "failed" if failed else "ready",
                             "attempt": m.attempts, "history": _history(m)}
-        for e in core._delayed:
+        for e in core.delayed_entries():
             m = e[2]
             if m.id == mid and m.q is q:
                 return {**base, **extra, "state": "failed" if failed else "delayed",

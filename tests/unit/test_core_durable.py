@@ -182,3 +182,55 @@ def test_deliveries_of_a_session_that_ended_during_the_commit_are_not_sent() -> 
     h.core.dispatch()
     (_, d), = delivers(stored(h))
     assert (d.ids, d.attempts) == ([1, 2], [2, 2])  # requeued by the BYE, counted
+
+
+def test_a_delayed_message_has_its_attempt_stored_ahead_and_goes_out_when_due() -> None:
+    """The next attempt of a delayed message is stored shortly before it is due, with
+    its due time kept, so that at the due time the DELIVER does not wait for a commit
+    (an fsync stalling then would make it late)."""
+    from zq import core as zcore
+
+    h = durable()
+    h.core.wall_offset = 1000.0
+    h.send(A, f.Credit("q", 5))
+    t0 = h.now
+    h.send(P, f.Publish("q", 1, [b"later"], [], f.Options(delay_ms=1000)))
+    stored(h)  # the publish is stored; the message waits for its due time
+    due = t0 + 1.0
+    h.core.tick(due - zcore.PRESTORE_LEAD - 0.01)
+    assert not h.core.has_unstored()  # not yet
+    h.core.tick(due - zcore.PRESTORE_LEAD / 2)
+    c = h.core.take_commit()
+    assert c.batch.updates == [([1], [1], due + 1000.0)]  # attempt 1, still delayed on disk
+    h.core.committed(c.pending)
+    h.core.tick(due - 0.001)
+    h.core.dispatch(due - 0.001)
+    assert delivers(h.take()) == []  # never early
+    h.core.tick(due)
+    h.core.dispatch(due)
+    [(who, d)] = delivers(h.take())  # at once: no commit in between
+    assert (who, d.ids, d.attempts) == (A, [1], [1])
+    assert not h.core.take_batch().updates  # and no second write of that attempt
+
+
+def test_a_prestored_attempt_that_failed_to_commit_goes_the_ordinary_way() -> None:
+    from zq import core as zcore
+    from zq.errors import StorageError
+
+    h = durable()
+    h.send(A, f.Credit("q", 5))
+    t0 = h.now
+    h.send(P, f.Publish("q", 1, [b"later"], [], f.Options(delay_ms=1000)))
+    stored(h)
+    h.core.tick(t0 + 1.0 - zcore.PRESTORE_LEAD / 2)
+    c = h.core.take_commit()
+    h.core.commit_failed(StorageError("io"), c.pending)
+    h.core.restage(c.batch)
+    h.core.tick(t0 + 1.0)
+    h.core.dispatch(t0 + 1.0)
+    assert delivers(h.take()) == []  # waits for its attempt's commit, as any delivery
+    c = h.core.take_commit()
+    assert c.batch.updates[-1] == ([1], [1], 0.0)
+    h.core.committed(c.pending)
+    h.core.release(c.deliveries)
+    assert [d.ids for _, d in delivers(h.take())] == [[1]]
