@@ -12,7 +12,7 @@ import os
 import struct
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from typing import Any
@@ -170,3 +170,17 @@ def run_worker(spec: WorkerSpec, events: Events[Any], body: Callable[[], WorkerR
         events.put(("error", spec.role, spec.index, traceback.format_exc()))
         raise SystemExit(1) from None
     events.put(("report", report))
+
+
+def run_async_worker(spec: WorkerSpec, events: Events[Any],
+                     main: Callable[[list[WorkerReport]], Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutine ``main(out)`` on a fresh event loop and send the report it
+    leaves in ``out`` (or the traceback, as :func:`run_worker` does)."""
+    from zq.broker import run_loop  # the broker's loop choice (uvloop when installed)
+
+    def body() -> WorkerReport:
+        out: list[WorkerReport] = []
+        run_loop(main(out))
+        return out[0]
+
+    run_worker(spec, events, body)

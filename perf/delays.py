@@ -42,13 +42,12 @@ from typing import Any
 
 import zq
 from perf import harness, server
-from perf.common import QUEUE, Counts, Events, WorkerReport, cpu_seconds, run_worker
+from perf.common import QUEUE, Counts, Events, WorkerReport, cpu_seconds, run_async_worker
 from perf.config import STORAGES
 from perf.hist import HEAD, SUMMARY_KEYS, LatencyHistogram, OpenLoop, Pacer, Schedule
 from perf.progress import BAR
 from perf.report import machine, scenario_header
 from perf.zqload import _close_when_told
-from zq.broker import run_loop
 
 DEFAULT_MESSAGES = 20_000
 QUICK_MESSAGES = 5_000
@@ -158,21 +157,11 @@ def delays_of(seed: int, messages: int, max_delay: float) -> list[float]:
 
 
 def producer_main(spec: DelaysSpec, start: Event, events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_produce(spec, start, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)
+    run_async_worker(spec, events, lambda out: _produce(spec, start, events, out))
 
 
 def consumer_main(spec: DelaysSpec, counts: Counts, stop: Event, events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_consume(spec, counts, stop, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)
+    run_async_worker(spec, events, lambda out: _consume(spec, counts, stop, events, out))
 
 
 async def _produce(spec: DelaysSpec, start: Event, events: Events[Any],

@@ -53,12 +53,11 @@ from perf.common import (
     cpu_seconds,
     make_bodies,
     rss_kib,
-    run_worker,
+    run_async_worker,
 )
 from perf.config import RELAY_IO, RELAY_MODES, STORAGES, LoadConfig
 from perf.progress import BAR
 from perf.report import machine, scenario_header
-from zq.broker import run_loop
 
 SYSTEMS = ("zq", "baseline")
 DEFAULT_CLIENTS = 1000
@@ -161,12 +160,7 @@ class FaninResult:
 
 
 def producer_main(spec: FaninSpec, go: Event, start: Event, events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_produce(spec, go, start, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)  # type: ignore[arg-type]
+    run_async_worker(spec, events, lambda out: _produce(spec, go, start, events, out))  # type: ignore[arg-type]
 
 
 async def _produce(spec: FaninSpec, go: Event, start: Event, events: Events[Any],

@@ -32,7 +32,7 @@ from typing import Any
 
 import zq
 from perf import harness, server
-from perf.common import QUEUE, Counts, Events, WorkerReport, cpu_seconds, run_worker
+from perf.common import QUEUE, Counts, Events, WorkerReport, cpu_seconds, run_async_worker
 from perf.config import RELAY_IO, RELAY_MODES, STORAGES
 from perf.hist import (
     HEAD,
@@ -47,7 +47,6 @@ from perf.hist import (
 from perf.progress import BAR
 from perf.report import machine, scenario_header
 from perf.zqload import _close_when_told
-from zq.broker import run_loop
 
 DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
@@ -141,21 +140,11 @@ class LatencyResult:
 
 
 def producer_main(spec: LatencySpec, start: Event, events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_produce(spec, start, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)
+    run_async_worker(spec, events, lambda out: _produce(spec, start, events, out))
 
 
 def consumer_main(spec: LatencySpec, counts: Counts, stop: Event, events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_consume(spec, counts, stop, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)
+    run_async_worker(spec, events, lambda out: _consume(spec, counts, stop, events, out))
 
 
 def producer_report(spec: LatencySpec, rec: OpenLoop, cpu_s: float) -> WorkerReport:

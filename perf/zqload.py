@@ -40,31 +40,20 @@ from perf.common import (
     make_bodies,
     queue_names,
     queue_of,
-    run_worker,
+    run_async_worker,
 )
 from perf.config import TENANT_WEIGHTS
 from perf.hist import HEAD
 from perf.stamps import StampLog
-from zq.broker import run_loop
 
 
 def producer_main(spec: WorkerSpec, start: Event, events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_produce(spec, start, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)
+    run_async_worker(spec, events, lambda out: _produce(spec, start, events, out))
 
 
 def consumer_main(spec: WorkerSpec, counts: Counts, stop: Event,
                   events: Events[Any]) -> None:
-    def body() -> WorkerReport:
-        out: list[WorkerReport] = []
-        run_loop(_consume(spec, counts, stop, events, out))
-        return out[0]
-
-    run_worker(spec, events, body)
+    run_async_worker(spec, events, lambda out: _consume(spec, counts, stop, events, out))
 
 
 async def _produce(spec: WorkerSpec, start: Event, events: Events[Any],
