@@ -47,7 +47,7 @@ from perf.config import STORAGES
 from perf.hist import HEAD, SUMMARY_KEYS, LatencyHistogram, OpenLoop, Pacer, Schedule
 from perf.progress import BAR
 from perf.report import machine, scenario_header
-from perf.zqload import _close_when_told
+from perf.zqload import consume_timed
 
 DEFAULT_MESSAGES = 20_000
 QUICK_MESSAGES = 5_000
@@ -253,20 +253,8 @@ class LatenessLog:
 
 async def _consume(spec: DelaysSpec, counts: Counts, stop: Event, events: Events[Any],
                    out: list[WorkerReport]) -> None:
-    log = LatenessLog(spec.messages)
-    async with zq.Client(spec.endpoint, name="perf-delays-consumer") as client, \
-            client.consume(QUEUE, prefetch=spec.prefetch) as consumer:
-        await client.stats()  # a barrier: the broker has handled the CREDIT
-        cpu0 = cpu_seconds()
-        events.put(("ready", spec.role, spec.index))
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(_close_when_told(stop, consumer))
-            async for msg in consumer:
-                log.received(msg.body, time.monotonic())
-                await msg.ack()
-                counts[spec.index] = log.count
-        cpu1 = cpu_seconds()
-    out.append(log.report(spec, cpu1 - cpu0))
+    await consume_timed(spec, LatenessLog(spec.messages), "perf-delays-consumer", counts, stop,
+                        events, out, barrier=True)
 
 
 # --------------------------------------------------------------------- harness

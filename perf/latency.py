@@ -46,7 +46,7 @@ from perf.hist import (
 )
 from perf.progress import BAR
 from perf.report import machine, scenario_header
-from perf.zqload import _close_when_told
+from perf.zqload import consume_timed
 
 DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
@@ -228,19 +228,8 @@ class DeliveryLog:
 
 async def _consume(spec: LatencySpec, counts: Counts, stop: Event, events: Events[Any],
                    out: list[WorkerReport]) -> None:
-    log = DeliveryLog(spec.messages)
-    async with zq.Client(spec.endpoint, name="perf-latency-consumer") as client, \
-            client.consume(QUEUE, prefetch=spec.prefetch) as consumer:
-        cpu0 = cpu_seconds()
-        events.put(("ready", spec.role, spec.index))
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(_close_when_told(stop, consumer))
-            async for msg in consumer:
-                log.received(msg.body, time.monotonic())
-                await msg.ack()
-                counts[spec.index] = log.count
-        cpu1 = cpu_seconds()
-    out.append(log.report(spec, cpu1 - cpu0))
+    await consume_timed(spec, DeliveryLog(spec.messages), "perf-latency-consumer", counts, stop,
+                        events, out)
 
 
 # --------------------------------------------------------------------- harness

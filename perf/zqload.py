@@ -27,11 +27,12 @@ import random
 import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import Any, Protocol
 
 import zq
 from perf.common import (
     INDEX,
+    QUEUE,
     Counts,
     Events,
     WorkerReport,
@@ -256,3 +257,35 @@ async def _close_when_told(stop: Event, *consumers: zq.Consumer) -> None:
     await asyncio.to_thread(stop.wait)
     for c in consumers:
         await c.close()
+
+
+class ArrivalLog(Protocol):
+    """What a timed consumer records arrivals into (latency and delays logs)."""
+
+    count: int
+
+    def received(self, body: bytes, t: float) -> None: ...
+
+    def report(self, spec: Any, cpu_s: float) -> WorkerReport: ...
+
+
+async def consume_timed(spec: Any, log: ArrivalLog, name: str, counts: Counts, stop: Event,
+                        events: Events[Any], out: list[WorkerReport], *,
+                        barrier: bool = False) -> None:
+    """One consumer that stamps each arrival with ``time.monotonic()`` into ``log`` and
+    acks it, until told to stop; its report goes to ``out``. ``barrier``: wait until
+    the broker has taken the credit before saying ready."""
+    async with zq.Client(spec.endpoint, name=name) as client, \
+            client.consume(QUEUE, prefetch=spec.prefetch) as consumer:
+        if barrier:
+            await client.stats()
+        cpu0 = cpu_seconds()
+        events.put(("ready", spec.role, spec.index))
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_close_when_told(stop, consumer))
+            async for msg in consumer:
+                log.received(msg.body, time.monotonic())
+                await msg.ack()
+                counts[spec.index] = log.count
+        cpu1 = cpu_seconds()
+    out.append(log.report(spec, cpu1 - cpu0))
