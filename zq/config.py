@@ -8,6 +8,7 @@ merge happens in :func:`broker_config` and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -32,6 +33,9 @@ class BrokerConfig:
     fsync: str = "full"  # synchronous=FULL; "normal" may lose the last commits at power loss
     max_db_bytes: int = 0  # database file cap (0: none); past it publishes get STORAGE_FULL
     checkpoint_interval: float = 30.0  # seconds between WAL checkpoints while writing
+    # Disk space kept free in the data folder (a ballast file, given back when the disk
+    # fills so that acks still commit); at most 1/16 of the filesystem. 0: none.
+    reserve_bytes: int = 16 * 1024 * 1024
     window: int = 20_000  # ready messages per queue kept in memory; the rest stay on disk
     window_bytes: int = 64 * 1024 * 1024  # ... and at most this many body bytes per queue
     commit_max: int = 50_000  # messages published per transaction before the pass commits
@@ -50,6 +54,15 @@ class BrokerConfig:
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_numbers()
+        for name, settings in self.queues.items():
+            try:
+                check_policies(from_map(settings))
+            except ZqError as exc:
+                raise ValueError(f"[queues.{name}]: {exc.message}") from None
+
+    def _check_choices(self) -> None:
         if "://" not in self.bind:
             raise ValueError(
                 f"bind must be a ZeroMQ endpoint like {DEFAULT_ENDPOINT}, got {self.bind!r}")
@@ -59,11 +72,11 @@ class BrokerConfig:
         if self.fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
-        for name, settings in self.queues.items():
-            try:
-                check_policies(from_map(settings))
-            except ZqError as exc:
-                raise ValueError(f"[queues.{name}]: {exc.message}") from None
+
+    def _check_numbers(self) -> None:
+        for name in ("heartbeat", "checkpoint_interval", "shutdown_grace"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number of seconds")
         if not 0.01 <= self.heartbeat <= 3600:
             raise ValueError("heartbeat must be between 0.01 and 3600 seconds")
         if not 1 <= self.liveness <= 100:
@@ -79,6 +92,52 @@ class BrokerConfig:
             raise ValueError("shutdown_grace must be >= 0")
         if self.max_db_bytes < 0 or self.checkpoint_interval <= 0:
             raise ValueError("max_db_bytes must be >= 0 and checkpoint_interval > 0")
+        if self.reserve_bytes < 0:
+            raise ValueError("reserve_bytes must be >= 0")
+
+
+# One line of help per BrokerConfig field (but ``queues``), shown by ``zq broker --help``.
+# "{default}" stands for the field's default; text without it gets "[default: ...]"
+# appended. ``zq broker`` makes a flag of every field, so a new field needs only a line here.
+SETTING_HELP: dict[str, str] = {
+    "bind": "Endpoint to bind. [default: {default}; tcp://127.0.0.1:* picks a free port]",
+    "data": "Data folder for the store.",
+    "storage": "Where messages live. 'sqlite': a database in --data, in WAL mode; a confirm "
+               "means the message is on disk. 'memory': NO durability, a restart or crash "
+               "loses every message.",
+    "fsync": "sqlite only. 'full': every commit reaches the disk before its confirms "
+             "(synchronous=FULL). 'normal': faster, and a power loss (not a crash of the "
+             "broker) may lose the last commits.",
+    "max_db_bytes": "sqlite only: cap the database file; past it publishes get STORAGE_FULL "
+                    "until acks free space. [default: {default}, no cap]",
+    "checkpoint_interval": "sqlite only: seconds between WAL checkpoints while writing.",
+    "reserve_bytes": "sqlite only: disk space kept free in the data folder, given back when "
+                     "the disk fills so that acks still commit (at most 1/16 of the "
+                     "filesystem; 0: none).",
+    "window": "Ready messages per queue kept in memory; the rest stay on disk.",
+    "window_bytes": "Most body bytes per queue kept in memory; the rest stay on disk.",
+    "commit_max": "Messages published per transaction before the broker commits.",
+    "heartbeat": "Seconds between heartbeats, both ways.",
+    "liveness": "Heartbeats a peer may miss before it is dropped and its messages requeued.",
+    "max_batch": "Most messages in one DELIVER frame.",
+    "max_credit": "Largest credit window per consumer and queue.",
+    "max_frame": "Largest multipart message in bytes; larger frames are refused.",
+    "max_publish_batch": "Most bodies in one PUBLISH frame.",
+    "dispatch": "How consumers of one queue share it.",
+    "send_hwm": "Outgoing messages queued per peer before sends to it fail.",
+    "listen_backlog": "Pending TCP connections the listening socket accepts.",
+    "drain_max": "Frames read per loop pass before the broker commits and dispatches.",
+    "shutdown_grace": "Seconds to finish the frames already received on SIGTERM.",
+}
+
+
+def setting_help(name: str) -> str:
+    """The help line of BrokerConfig field ``name``, with its default."""
+    default = {f.name: f.default for f in dataclasses.fields(BrokerConfig)}[name]
+    text = SETTING_HELP.get(name, name.replace("_", " ").capitalize() + ".")
+    if "{default}" in text:
+        return text.replace("{default}", str(default))
+    return f"{text} [default: {default}]"
 
 
 def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
@@ -91,6 +150,22 @@ def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
         raise ValueError(f"{field.name}: cannot read {raw!r} as {kind.__name__}") from None
 
 
+def _from_file(file: str | Path, fields: dict[str, dataclasses.Field[Any]]) -> dict[str, Any]:
+    with open(file, "rb") as fh:
+        doc = tomllib.load(fh)
+    section = doc.get("broker", {} if "queues" in doc else doc)
+    queues = doc.get("queues", {})
+    if not isinstance(queues, dict) or not all(isinstance(v, dict) for v in queues.values()):
+        raise ValueError(f"{file}: [queues.NAME] must be tables of queue settings")
+    values: dict[str, Any] = {"queues": queues} if queues else {}
+    for key, raw in section.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise ValueError(f"{file}: unknown broker setting {key!r}")
+        values[name] = _coerce(fields[name], raw)
+    return values
+
+
 def broker_config(
     file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -98,26 +173,10 @@ def broker_config(
 ) -> BrokerConfig:
     """Merge defaults < file < environment < flags (flags that are None are unset)."""
     fields = {f.name: f for f in dataclasses.fields(BrokerConfig)}
-    values: dict[str, Any] = {}
-    if file is not None:
-        with open(file, "rb") as fh:
-            doc = tomllib.load(fh)
-        section = doc.get("broker", {} if "queues" in doc else doc)
-        queues = doc.get("queues", {})
-        if not isinstance(queues, dict) or not all(isinstance(v, dict) for v in queues.values()):
-            raise ValueError(f"{file}: [queues.NAME] must be tables of queue settings")
-        if queues:
-            values["queues"] = queues
-        for key, raw in section.items():
-            name = key.replace("-", "_")
-            if name not in fields:
-                raise ValueError(f"{file}: unknown broker setting {key!r}")
-            values[name] = _coerce(fields[name], raw)
+    values: dict[str, Any] = {} if file is None else _from_file(file, fields)
     source: Mapping[str, str] = os.environ if env is None else env
     for name, field in fields.items():
-        if name == "queues":
-            continue
-        raw = source.get(f"ZQ_BROKER_{name.upper()}")
+        raw = None if name == "queues" else source.get(f"ZQ_BROKER_{name.upper()}")
         if raw is not None:
             values[name] = _coerce(field, raw)
     for name, raw in flags.items():

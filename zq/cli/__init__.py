@@ -1,8 +1,9 @@
 """The ``zq`` command line: broker, publish, consume, stats, queue and dlq operations.
 
-The commands live in :mod:`zq.cli.messages` (broker, publish, consume, stats),
-:mod:`zq.cli.queues` (the queue and dlq groups) and :mod:`zq.cli.tasks` (worker
-and the schedule group); :mod:`zq.cli.common` holds what they share.
+The commands live in :mod:`zq.cli.broker` (broker, a flag per BrokerConfig field),
+:mod:`zq.cli.messages` (publish, consume, stats), :mod:`zq.cli.queues` (the queue
+group), :mod:`zq.cli.dlq` (the dlq group) and :mod:`zq.cli.tasks` (worker and the
+schedule group); :mod:`zq.cli.common` holds what they share.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import sys
 import click
 
 from zq import __version__
-from zq.cli.messages import broker, consume, publish, stats
-from zq.cli.queues import dlq, queue
+from zq.cli.broker import broker
+from zq.cli.dlq import dlq
+from zq.cli.messages import consume, publish, stats
+from zq.cli.queues import queue
 from zq.cli.tasks import schedule, worker
 
 

@@ -17,9 +17,13 @@ import click
 from zq.broker import run_loop
 from zq.client import Client
 from zq.config import DEFAULT_ENDPOINT
-from zq.errors import ZqError
+from zq.errors import UnknownQueue, ZqError
+from zq.tasks import TASK_HEADER, decode_body
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONNECT_TIMEOUT = 5.0  # seconds a client command waits for the broker's WELCOME
 
 endpoint_option = click.option(
     "--endpoint", "-e", envvar="ZQ_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
@@ -35,6 +39,18 @@ def _finite(v: float | None, param: click.Parameter) -> float | None:
     if v is not None and not math.isfinite(v):
         raise click.BadParameter(f"{v} is not a number of seconds", param=param)
     return v
+
+
+connect_timeout_option = click.option(
+    "--timeout", "connect_timeout", envvar="ZQ_TIMEOUT", show_envvar=True,
+    default=DEFAULT_CONNECT_TIMEOUT, show_default=True, metavar="SECONDS",
+    type=click.FloatRange(0, 1e9, min_open=True), callback=lambda ctx, param, v: _finite(v, param),
+    help="How long to wait for the broker to answer when connecting.")
+
+
+def client_options(fn: F) -> F:
+    """``--endpoint`` and ``--timeout``: where the broker is, how long to wait for it."""
+    return endpoint_option(connect_timeout_option(fn))
 
 
 def _run_client(fn: Callable[[], Awaitable[T]]) -> T:
@@ -58,11 +74,13 @@ def _run_client(fn: Callable[[], Awaitable[T]]) -> T:
     return result[0]
 
 
-def _with_client(endpoint: str, name: str, call: Callable[[Client], Awaitable[T]]) -> T:
-    """Connect to ENDPOINT as NAME and run CALL with the client, through ``_run_client``."""
+def _with_client(endpoint: str, name: str, call: Callable[[Client], Awaitable[T]], *,
+                 timeout: float) -> T:
+    """Connect to ENDPOINT as NAME (waiting up to TIMEOUT seconds for the broker's answer)
+    and run CALL with the client, through ``_run_client``."""
 
     async def run() -> T:
-        async with Client(endpoint, name=name) as client:
+        async with Client(endpoint, name=name, connect_timeout=timeout) as client:
             return await call(client)
 
     return _run_client(run)
@@ -89,9 +107,39 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
 
 
+def _cut(text: str, size: int, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({size} bytes)"
+
+
 def _text(body: bytes, limit: int = 200) -> str:
-    t = body.decode("utf-8", "replace")
-    return t if len(t) <= limit else t[:limit] + f"... ({len(body)} bytes)"
+    return _cut(body.decode("utf-8", "replace"), len(body), limit)
+
+
+def _body(msg: dict[str, Any]) -> str:
+    """A peeked message's body for people: a task call decoded, else UTF-8 text."""
+    body = bytes(msg.get("body", b""))
+    task = (msg.get("headers") or {}).get(TASK_HEADER)
+    if isinstance(task, str):
+        try:
+            args, kwargs = decode_body(body)
+        except ValueError:
+            pass  # a zq-task header on a body that is no task call: show it as text
+        else:
+            return _cut(f"task {task}(args={args!r}, kwargs={kwargs!r})", len(body))
+    return _text(body)
+
+
+def _peek(name: str, limit: int, endpoint: str, timeout: float, missing_ok: bool = False
+          ) -> list[dict[str, Any]]:
+    async def peek(client: Client) -> list[dict[str, Any]]:
+        try:
+            return await client.peek(name, limit)
+        except UnknownQueue:
+            if missing_ok:  # a dead-letter queue exists once something has died
+                return []
+            raise
+
+    return _with_client(endpoint, "zq-queue", peek, timeout=timeout)
 
 
 def _when(epoch: Any) -> str:

@@ -1,4 +1,4 @@
-"""``zq broker``, ``zq publish``, ``zq consume`` and ``zq stats``."""
+"""``zq publish``, ``zq consume`` and ``zq stats``."""
 
 from __future__ import annotations
 
@@ -9,65 +9,16 @@ from typing import Any
 
 import click
 
-from zq.broker import serve
-from zq.cli.common import _finite, _headers, _with_client, endpoint_option
+from zq.cli.common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    _finite,
+    _headers,
+    _with_client,
+    client_options,
+    endpoint_option,
+)
 from zq.client import Client
-from zq.config import DEFAULT_ENDPOINT, FSYNC_MODES, STORAGE_KINDS, broker_config
-
-
-@click.command()
-@click.option("--bind", "-b", default=None,
-              help=f"Endpoint to bind. [default: {DEFAULT_ENDPOINT}; "
-                   "tcp://127.0.0.1:* picks a free port]")
-@click.option("--data", "-d", default=None, type=click.Path(file_okay=False),
-              help="Data folder for the store. [default: ./zq-data]")
-@click.option("--storage", type=click.Choice(STORAGE_KINDS), default=None,
-              help="Where messages live. 'sqlite': a database in --data, in WAL mode; a "
-                   "confirm means the message is on disk. 'memory': NO durability, a restart "
-                   "or crash loses every message. [default: sqlite]")
-@click.option("--fsync", type=click.Choice(FSYNC_MODES), default=None,
-              help="sqlite only. 'full': every commit reaches the disk before its confirms "
-                   "(synchronous=FULL). 'normal': faster, and a power loss (not a crash of "
-                   "the broker) may lose the last commits. [default: full]")
-@click.option("--max-db-bytes", type=int, default=None,
-              help="sqlite only: cap the database file; past it publishes get STORAGE_FULL "
-                   "until acks free space. [default: 0, no cap]")
-@click.option("--heartbeat", type=float, default=None,
-              help="Seconds between heartbeats, both ways. [default: 1.0]")
-@click.option("--liveness", type=int, default=None,
-              help="Heartbeats a peer may miss before it is dropped and its messages "
-                   "requeued. [default: 3]")
-@click.option("--max-batch", type=int, default=None,
-              help="Most messages in one DELIVER frame. [default: 1000]")
-@click.option("--max-credit", type=int, default=None,
-              help="Largest credit window per consumer and queue. [default: 100000]")
-@click.option("--dispatch", default=None, metavar="POLICY",
-              help="How consumers of one queue share it. [default: round-robin]")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML file with a [broker] table of these settings and "
-                                 "[queues.NAME] tables of queue settings (as in `zq queue "
-                                 "declare`); flags override it.")
-def broker(config_file: str | None, **flags: Any) -> None:
-    """Run a broker until SIGTERM or Ctrl-C.
-
-    Prints exactly one line to stdout once it is bound and ready,
-    `ZQ READY <endpoint>`, with the real port; logs go to stderr.
-    Settings come from --config, then ZQ_BROKER_<SETTING> environment
-    variables, then flags.
-
-    \b
-    Examples:
-      zq broker                              # sqlite in ./zq-data
-      zq broker --data /var/lib/zq --fsync normal
-      zq broker --storage memory             # no durability
-      zq broker --bind 'tcp://127.0.0.1:*' --heartbeat 0.5
-      ZQ_BROKER_MAX_BATCH=500 zq broker --config broker.toml
-    """
-    try:
-        cfg = broker_config(config_file, **flags)
-    except (ValueError, OSError) as exc:
-        raise click.BadParameter(str(exc)) from None
-    sys.exit(serve(cfg))
+from zq.errors import UnknownQueue
 
 
 def _stdin_lines(chunk: int) -> Iterator[list[bytes]]:
@@ -104,11 +55,11 @@ def _stdin_lines(chunk: int) -> Iterator[list[bytes]]:
 @click.option("--dedup-id", default=None,
               help="Deduplication id: a repeat within the queue's dedup window stores "
                    "nothing and prints the first message's id. Needs exactly one message.")
-@endpoint_option
+@client_options
 def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet: bool,
             priority: int | None, delay: float | None, ttl: float | None,
             time_limit: float | None, max_attempts: int | None, tenant: str | None,
-            dedup_id: str | None, endpoint: str) -> None:
+            dedup_id: str | None, endpoint: str, connect_timeout: float) -> None:
     """Publish BODIES to QUEUE, or one message per line of stdin when none are given.
 
     Prints each stored message's id (after the broker's confirm). The options
@@ -155,8 +106,21 @@ def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet
                 sys.stdout.flush()
         return total
 
-    n = _with_client(endpoint, "zq-publish", send)
+    n = _with_client(endpoint, "zq-publish", send, timeout=connect_timeout)
     click.echo(f"published {n} message(s) to {queue}", err=True)
+
+
+async def _look_up(client: Client, queue: str, no_create: bool) -> None:
+    """Say so when QUEUE does not exist yet; with --no-create, refuse it."""
+    try:
+        await client.queue_info(queue)
+    except UnknownQueue:
+        if no_create:
+            raise click.ClickException(
+                f"queue {queue!r} does not exist (--no-create: nothing was created; "
+                "`zq queue ls` lists the queues)") from None
+        click.echo(f"queue {queue!r} does not exist yet; waiting for messages on it "
+                   "(--no-create refuses unknown queues)", err=True)
 
 
 @click.command()
@@ -167,23 +131,33 @@ def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet
               help="Credit: most unacked messages held at once.")
 @click.option("--timeout", "-t", type=click.FloatRange(0, 1e9), default=None,
               callback=lambda ctx, param, v: _finite(v, param),
-              help="Exit when no message arrives for this many seconds.")
+              help="Exit when no message arrives for this many seconds; also how long to "
+                   "wait for the broker to answer when connecting (without it: "
+                   f"{DEFAULT_CONNECT_TIMEOUT:g}s).")
 @click.option("--headers", "show_headers", is_flag=True,
               help="Print id, attempt and headers as JSON before each body.")
+@click.option("--no-create", is_flag=True,
+              help="Refuse a queue that does not exist yet (exit 1) instead of waiting for "
+                   "its first message.")
 @endpoint_option
 def consume(queue: str, count: int | None, prefetch: int, timeout: float | None,
-            show_headers: bool, endpoint: str) -> None:
+            show_headers: bool, no_create: bool, endpoint: str) -> None:
     """Print message bodies from QUEUE, one per line, acking each after printing.
+
+    A queue that does not exist yet is waited on (with a note on stderr), as
+    consuming creates it; --no-create refuses it instead.
 
     \b
     Examples:
       zq consume jobs
       zq consume jobs --count 10 --prefetch 10
       zq consume jobs --timeout 2 > drained.txt
+      zq consume jobs --no-create
     """
     out = sys.stdout.buffer
 
     async def drain(client: Client) -> int:
+        await _look_up(client, queue, no_create)
         n = 0
         async with client.consume(queue, prefetch=prefetch) as consumer:
             while count is None or n < count:
@@ -200,22 +174,39 @@ def consume(queue: str, count: int | None, prefetch: int, timeout: float | None,
                 n += 1
         return n
 
-    n = _with_client(endpoint, "zq-consume", drain)
+    # --timeout 0 drains what is there now; connecting still takes a round trip.
+    n = _with_client(endpoint, "zq-consume", drain, timeout=timeout or DEFAULT_CONNECT_TIMEOUT)
     click.echo(f"consumed {n} message(s) from {queue}", err=True)
+
+
+def _print_peers(peers: dict[str, Any]) -> None:
+    """One line per connected peer, then one per subscription with its credit window."""
+    for ident, p in sorted(peers.items(), key=lambda kv: (str(kv[1].get("name")), kv[0])):
+        subs = p.get("subs") or {}
+        click.echo(f"peer {p.get('name') or '?'} ({ident}): holds {p.get('held', 0)}"
+                   + ("" if subs else ", no subscriptions"))
+        for qname, sub in sorted(subs.items()):
+            click.echo(f"  queue {qname}: in-flight {sub.get('in_flight', 0)}, available "
+                       f"{sub.get('available', 0)}, peak {sub.get('peak_in_flight', 0)}"
+                       + ("" if sub.get("active", True) else " (cancelled)"))
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw counters as JSON.")
-@endpoint_option
-def stats(as_json: bool, endpoint: str) -> None:
-    """Show the broker's counters, queues and connected peers.
+@client_options
+def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
+    """Show the broker's counters, queues and connected peers (consumers).
+
+    Each peer's line names it and how many messages it holds; below it, one
+    line per queue it consumes: messages in flight, credit still available
+    and the most it had in flight at once (peak).
 
     \b
     Examples:
       zq stats
       zq stats --json | jq .queues
     """
-    s = _with_client(endpoint, "zq-stats", Client.stats)
+    s = _with_client(endpoint, "zq-stats", Client.stats, timeout=connect_timeout)
     if as_json:
         click.echo(json.dumps(s, indent=2, sort_keys=True))
         return
@@ -235,5 +226,4 @@ def stats(as_json: bool, endpoint: str) -> None:
     for name, q in sorted(s["queues"].items()):
         click.echo(f"{name:<32} {q['ready']:>10} {q.get('on_disk', 0):>10} "
                    f"{q['in_flight']:>10} {q['consumers']:>9} {q['acked']:>12}")
-
-
+    _print_peers(s.get("peers") or {})

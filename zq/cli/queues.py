@@ -1,26 +1,24 @@
-"""``zq queue`` and ``zq dlq``: declare, inspect, pause, purge, delete, redrive."""
+"""``zq queue``: declare, inspect, pause, purge and delete queues (``zq dlq`` is in
+:mod:`zq.cli.dlq`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import click
 
 from zq.cli.common import (
+    _body,
     _echo_json,
     _jsonable,
-    _text,
-    _when,
+    _peek,
     _with_client,
-    endpoint_option,
+    client_options,
     json_option,
 )
 from zq.client import Client
-from zq.errors import UnknownQueue
-from zq.settings import MAX_COUNT
 
 
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, int]:
@@ -36,21 +34,6 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, int]:
                                      param_hint=option)
         out[key] = n
     return out
-
-
-def _epoch(value: str | None, option: str) -> float | None:
-    """Epoch seconds, or an ISO 8601 date and time (local time unless it has an offset)."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise click.BadParameter(f"expected epoch seconds or an ISO date, got {value!r}",
-                                 param_hint=option) from None
 
 
 def _print_settings(settings: dict[str, Any]) -> None:
@@ -109,9 +92,9 @@ def queue() -> None:
 @click.option("--cap", "caps", multiple=True, metavar="TENANT=N",
               help="Most messages of a tenant in flight at once (repeatable).")
 @json_option
-@endpoint_option
+@client_options
 def queue_declare(name: str, weights: tuple[str, ...], caps: tuple[str, ...], as_json: bool,
-                  endpoint: str, **options: Any) -> None:
+                  endpoint: str, connect_timeout: float, **options: Any) -> None:
     """Create queue NAME, or change the given settings of it (the others stay).
 
     Prints the queue's settings afterwards. Durations are in seconds.
@@ -129,7 +112,8 @@ def queue_declare(name: str, weights: tuple[str, ...], caps: tuple[str, ...], as
     if caps:
         settings["caps"] = _pairs(caps, "--cap")
 
-    result = _with_client(endpoint, "zq-queue", lambda c: c.declare_queue(name, **settings))
+    result = _with_client(endpoint, "zq-queue", lambda c: c.declare_queue(name, **settings),
+                          timeout=connect_timeout)
     if as_json:
         _echo_json(result)
         return
@@ -140,8 +124,8 @@ def queue_declare(name: str, weights: tuple[str, ...], caps: tuple[str, ...], as
 @queue.command("info")
 @click.argument("name")
 @json_option
-@endpoint_option
-def queue_info(name: str, as_json: bool, endpoint: str) -> None:
+@client_options
+def queue_info(name: str, as_json: bool, endpoint: str, connect_timeout: float) -> None:
     """Show the settings and counters of queue NAME.
 
     \b
@@ -149,7 +133,8 @@ def queue_info(name: str, as_json: bool, endpoint: str) -> None:
       zq queue info jobs
       zq queue info jobs --json | jq .stats.ready
     """
-    info = _with_client(endpoint, "zq-queue", lambda c: c.queue_info(name))
+    info = _with_client(endpoint, "zq-queue", lambda c: c.queue_info(name),
+                        timeout=connect_timeout)
     if as_json:
         _echo_json(info)
         return
@@ -174,8 +159,8 @@ def queue_info(name: str, as_json: bool, endpoint: str) -> None:
 
 @queue.command("ls")
 @json_option
-@endpoint_option
-def queue_ls(as_json: bool, endpoint: str) -> None:
+@client_options
+def queue_ls(as_json: bool, endpoint: str, connect_timeout: float) -> None:
     """List every queue with its counters.
 
     \b
@@ -183,7 +168,7 @@ def queue_ls(as_json: bool, endpoint: str) -> None:
       zq queue ls
       zq queue ls --json | jq 'keys'
     """
-    queues = _with_client(endpoint, "zq-queue", Client.queues)
+    queues = _with_client(endpoint, "zq-queue", Client.queues, timeout=connect_timeout)
     if as_json:
         _echo_json(queues)
         return
@@ -199,9 +184,10 @@ def _simple_op(verb: str, doc: str, call: Callable[[Client, str], Awaitable[Any]
                done: Callable[[str, Any], str]) -> None:
     @queue.command(verb, help=doc)
     @click.argument("name")
-    @endpoint_option
-    def command(name: str, endpoint: str) -> None:
-        click.echo(done(name, _with_client(endpoint, "zq-queue", lambda c: call(c, name))))
+    @client_options
+    def command(name: str, endpoint: str, connect_timeout: float) -> None:
+        click.echo(done(name, _with_client(endpoint, "zq-queue", lambda c: call(c, name),
+                                           timeout=connect_timeout)))
 
 
 _simple_op("pause", """Stop delivering from queue NAME; publishes are still stored.
@@ -234,36 +220,26 @@ _simple_op("delete", """Remove queue NAME, its settings and all its messages.
     """, Client.delete_queue, lambda n, k: f"deleted queue {n} and {k} message(s)")
 
 
-def _peek(name: str, limit: int, endpoint: str, missing_ok: bool = False
-          ) -> list[dict[str, Any]]:
-    async def peek(client: Client) -> list[dict[str, Any]]:
-        try:
-            return await client.peek(name, limit)
-        except UnknownQueue:
-            if missing_ok:  # a dead-letter queue exists once something has died
-                return []
-            raise
-
-    return _with_client(endpoint, "zq-queue", peek)
-
-
 @queue.command("peek")
 @click.argument("name")
 @click.option("--limit", "-n", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Most messages to show.")
 @json_option
-@endpoint_option
-def queue_peek(name: str, limit: int, as_json: bool, endpoint: str) -> None:
+@client_options
+def queue_peek(name: str, limit: int, as_json: bool, endpoint: str,
+               connect_timeout: float) -> None:
     """Show the first ready messages of queue NAME without taking them.
 
-    Bodies are shown as UTF-8 text (invalid bytes replaced), cut at 200 characters.
+    Bodies are shown as UTF-8 text (invalid bytes replaced), a task's call
+    (header zq-task) as its name and arguments; both cut at 200 characters.
+    --json shows every body as text.
 
     \b
     Examples:
       zq queue peek jobs
       zq queue peek jobs --limit 50 --json
     """
-    msgs = _peek(name, limit, endpoint)
+    msgs = _peek(name, limit, endpoint, connect_timeout)
     if as_json:
         _echo_json(msgs)
         return
@@ -273,102 +249,4 @@ def queue_peek(name: str, limit: int, as_json: bool, endpoint: str) -> None:
         headers = m.get("headers") or {}
         click.echo(f"id {m['id']}  attempts {m.get('attempts', 0)}"
                    + (f"  headers {json.dumps(headers, default=_jsonable)}" if headers else ""))
-        click.echo(f"  {_text(m.get('body', b''))}")
-
-
-@click.group()
-def dlq() -> None:
-    """Inspect dead letters and move them back to work.
-
-    A message dies after its queue's max attempts, on a nack without requeue,
-    when its TTL runs out, or when an overflow rule drops it. It then waits in
-    the dead-letter queue (by default QUEUE.dlq) with its attempt history.
-
-    \b
-    Examples:
-      zq dlq ls jobs.dlq
-      zq dlq redrive jobs.dlq
-      zq dlq redrive jobs.dlq --match "time limit" --limit 100
-    """
-
-
-@dlq.command("ls")
-@click.argument("dlq_name", metavar="DLQ")
-@click.option("--limit", "-n", type=click.IntRange(1, 100), default=10, show_default=True,
-              help="Most dead letters to show.")
-@json_option
-@endpoint_option
-def dlq_ls(dlq_name: str, limit: int, as_json: bool, endpoint: str) -> None:
-    """Show the first dead letters of DLQ: origin, reason, attempt history, body.
-
-    \b
-    Examples:
-      zq dlq ls jobs.dlq
-      zq dlq ls jobs.dlq --limit 100 --json | jq '.[].headers["zq-reason"]'
-    """
-    msgs = _peek(dlq_name, limit, endpoint, missing_ok=True)
-    if as_json:
-        _echo_json(msgs)
-        return
-    if not msgs:
-        click.echo(f"no dead letters in {dlq_name}")
-    for m in msgs:
-        h = m.get("headers") or {}
-        click.echo(f"id {m['id']}  from {h.get('zq-origin', '?')}  died "
-                   f"{_when(h.get('zq-dead-at'))}  reason: {h.get('zq-reason', '?')}")
-        for e in h.get("zq-history") or []:
-            if not isinstance(e, dict):
-                continue
-            took = ""
-            if isinstance(e.get("start"), int | float) and isinstance(e.get("end"), int | float):
-                took = f" after {e['end'] - e['start']:.3f}s"
-            by = f" by {e['consumer']}" if e.get("consumer") else ""
-            why = f": {e['reason']}" if e.get("reason") else ""
-            click.echo(f"  attempt {e.get('attempt', '?')} {e.get('outcome', '?')}{by} at "
-                       f"{_when(e.get('end'))}{took}{why}")
-        click.echo(f"  body: {_text(m.get('body', b''))}")
-
-
-@dlq.command("redrive")
-@click.argument("dlq_name", metavar="DLQ")
-@click.option("--to", "to", default=None, metavar="QUEUE",
-              help="Move them here. [default: the queue each died in]")
-@click.option("--match", default=None, metavar="TEXT",
-              help="Only dead letters whose reason contains TEXT.")
-@click.option("--since", default=None, metavar="TIME",
-              help="Only those that died at or after this time (epoch seconds or ISO 8601).")
-@click.option("--until", default=None, metavar="TIME",
-              help="Only those that died at or before this time (epoch seconds or ISO 8601).")
-@click.option("--limit", "-n", type=click.IntRange(0, MAX_COUNT), default=0, show_default=True,
-              help="Most to move; 0 = all.")
-@endpoint_option
-def dlq_redrive(dlq_name: str, to: str | None, match: str | None, since: str | None,
-                until: str | None, limit: int, endpoint: str) -> None:
-    """Move dead letters from DLQ back to work; their attempts start over.
-
-    They keep their attempt history.
-
-    \b
-    Examples:
-      zq dlq redrive jobs.dlq
-      zq dlq redrive jobs.dlq --to jobs-retry --match "time limit"
-      zq dlq redrive jobs.dlq --since 2024-05-01T00:00 --limit 100
-    """
-    t0, t1 = _epoch(since, "--since"), _epoch(until, "--until")
-
-    async def redrive(client: Client) -> tuple[int, int]:
-        moved = await client.redrive(dlq_name, to=to, match=match, since=t0, until=t1,
-                                     limit=limit)
-        left = (await client.queue_info(dlq_name))["stats"].get("on_disk", 0)
-        return moved, int(left)
-
-    moved, left = _with_client(endpoint, "zq-dlq", redrive)
-    click.echo(f"moved {moved} message(s) from {dlq_name}")
-    if not moved:
-        click.echo("nothing matched: only dead letters (with a zq-origin header) move "
-                   "back by themselves; give --to for other messages", err=True)
-    if left:
-        click.echo(f"{left} more wait on disk (they did not page in or did not match); "
-                   "run it again to retry", err=True)
-
-
+        click.echo(f"  {_body(m)}")

@@ -16,7 +16,7 @@ from zq.cli.common import (
     _finite,
     _headers,
     _with_client,
-    endpoint_option,
+    client_options,
     json_option,
 )
 from zq.client import Client
@@ -160,10 +160,10 @@ def schedule() -> None:
 @click.option("--max-attempts", type=click.IntRange(min=1), default=None,
               help="Failed attempts before a fired message is dead.")
 @click.option("--tenant", default=None, help="The tenant (fair-share group) of the messages.")
-@endpoint_option
+@client_options
 def schedule_add(name: str, every: str | None, cron: str | None, queue_name: str,
                  body: str | None, body_file: Any, headers: tuple[str, ...], misfire: str,
-                 endpoint: str, **opts: Any) -> None:
+                 endpoint: str, connect_timeout: float, **opts: Any) -> None:
     """Create schedule NAME (or replace the one of that name).
 
     Give exactly one of --every and --cron. Prints the first due time.
@@ -195,15 +195,15 @@ def schedule_add(name: str, every: str | None, cron: str | None, queue_name: str
 
     next_due = _with_client(endpoint, "zq-schedule", lambda c: c.add_schedule(
         name, queue_name, data, every=every, cron=cron, misfire=misfire, headers=hdr or None,
-        **options))
+        **options), timeout=connect_timeout)
     how = f"every {every}" if every is not None else f"cron '{cron}' (UTC)"
     click.echo(f"schedule {name}: {how} to {queue_name}, next due {_local(next_due)}")
 
 
 @schedule.command("ls")
 @json_option
-@endpoint_option
-def schedule_ls(as_json: bool, endpoint: str) -> None:
+@client_options
+def schedule_ls(as_json: bool, endpoint: str, connect_timeout: float) -> None:
     """List every schedule with its next due time and how often it fired.
 
     \b
@@ -211,7 +211,7 @@ def schedule_ls(as_json: bool, endpoint: str) -> None:
       zq schedule ls
       zq schedule ls --json | jq '.[].name'
     """
-    items = _with_client(endpoint, "zq-schedule", Client.schedules)
+    items = _with_client(endpoint, "zq-schedule", Client.schedules, timeout=connect_timeout)
     if as_json:
         _echo_json(items)
         return
@@ -231,8 +231,8 @@ def schedule_ls(as_json: bool, endpoint: str) -> None:
 
 @schedule.command("rm")
 @click.argument("name")
-@endpoint_option
-def schedule_rm(name: str, endpoint: str) -> None:
+@client_options
+def schedule_rm(name: str, endpoint: str, connect_timeout: float) -> None:
     """Remove schedule NAME. Messages it already published stay.
 
     Exits 1 if there is no schedule NAME.
@@ -241,7 +241,8 @@ def schedule_rm(name: str, endpoint: str) -> None:
     Examples:
       zq schedule rm heartbeat
     """
-    if not _with_client(endpoint, "zq-schedule", lambda c: c.remove_schedule(name)):
+    if not _with_client(endpoint, "zq-schedule", lambda c: c.remove_schedule(name),
+                        timeout=connect_timeout):
         raise click.ClickException(f"no schedule named {name!r}")
     click.echo(f"removed schedule {name}")
 
