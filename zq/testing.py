@@ -11,19 +11,36 @@ messages go to others), so lost-lease paths take a fraction of a second.
 queues have nothing ready, delayed or in flight, then stops it. Retry delays are
 real time: give tasks short ``zq.Retry`` delays in tests.
 
-A pytest test (``pytest-asyncio`` in auto mode)::
+With plain pytest (no plugin, no setting), decorate an ``async def`` test with
+:func:`with_broker`: it runs the test in a fresh event loop with a
+:class:`Broker` for the app around it, and pytest still injects the test's
+fixtures::
 
-    import zq
     import zq.testing
 
     from myapp.tasks import app, send_welcome   # app = zq.App(...), any endpoint
 
-    async def test_welcome_mail_is_sent_despite_a_flaky_relay():
-        async with zq.testing.Broker(app):      # points app at the test broker
+    @zq.testing.with_broker(app)                # points app at the test broker
+    async def test_welcome_mail_is_sent_despite_a_flaky_relay(tmp_path):
+        handle = await send_welcome.delay("ann@example.com")
+        counts = await zq.testing.run_until_idle(app)
+        assert await handle.result(timeout=1) == "sent"
+        assert counts["failed"] == 2            # it took three attempts
+
+The decorated function is a plain function, so the same works in a
+``unittest.TestCase`` method or a script. It is made for tests that pytest
+calls as plain functions: do not mark it with ``pytest.mark.asyncio`` or
+``pytest.mark.anyio``, and keep async fixtures out of it (they would run in
+another event loop): set up async resources inside the test.
+
+Where a plugin already runs async tests (pytest-asyncio, anyio), use the
+broker directly in the test's own loop::
+
+    async def test_welcome_mail():             # e.g. @pytest.mark.asyncio
+        async with zq.testing.Broker(app):
             handle = await send_welcome.delay("ann@example.com")
-            counts = await zq.testing.run_until_idle(app)
+            await zq.testing.run_until_idle(app)
             assert await handle.result(timeout=1) == "sent"
-            assert counts["failed"] == 2        # it took three attempts
 
 Apps given to :class:`Broker` publish to it inside the block and get their
 endpoint back afterwards. The store forgets everything when the broker stops,
@@ -35,10 +52,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import itertools
 import os
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from zq import broker as _broker
 from zq.client import Client
@@ -47,7 +67,10 @@ from zq.config import BrokerConfig
 from zq.tasks import App
 from zq.worker import Worker
 
-__all__ = ["Broker", "run_until_idle"]
+__all__ = ["Broker", "run_until_idle", "with_broker"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _seq = itertools.count(1)
 _POLL = 0.01  # seconds between looks at the queues in run_until_idle
@@ -156,6 +179,54 @@ class Broker:
             self._app_endpoints.clear()
             b.request_stop()
             await task
+
+
+def with_broker(*apps: App, **settings: Any
+                ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, R]]:
+    """Run an ``async def`` test in a fresh event loop, with a :class:`Broker` around it.
+
+    ``@zq.testing.with_broker(app)`` on ``async def test_x(tmp_path): ...`` makes
+    a plain function of the same name and signature, so pytest (with no plugin)
+    collects it and injects the same fixtures. Each call starts a new event
+    loop, runs the function inside ``async with Broker(*apps, **settings)``,
+    stops the broker, closes the loop and returns the function's result.
+
+    The arguments are those of :class:`Broker`; they are checked here, when the
+    test module is imported, and each call gets a broker of its own.
+    """
+    if len(apps) == 1 and not isinstance(apps[0], App) and callable(apps[0]):
+        raise TypeError("use @zq.testing.with_broker(app), naming the apps to point at "
+                        "the test broker")
+    Broker(*apps, **settings)  # bad apps or settings fail at import, not in every test
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, R]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@zq.testing.with_broker needs an 'async def' function, got {fn!r}")
+
+        @functools.wraps(fn)  # __wrapped__ gives pytest the signature: fixtures still come
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            __tracebackhide__ = True  # pytest: show the test's frames, not these
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                raise RuntimeError(
+                    f"{fn.__qualname__} runs its own event loop (zq.testing.with_broker): "
+                    "call it from sync code; in an async test use "
+                    "'async with zq.testing.Broker(...)' instead")
+
+            async def main() -> R:
+                __tracebackhide__ = True
+                async with Broker(*apps, **settings):
+                    return await fn(*args, **kwargs)
+
+            with asyncio.Runner() as runner:
+                return runner.run(main())
+
+        return run
+
+    return decorate
 
 
 async def run_until_idle(app: App, *, timeout: float = 10.0,  # noqa: ASYNC109

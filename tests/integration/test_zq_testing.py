@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,89 @@ async def test_a_handle_from_a_stored_id_gets_the_result() -> None:
         handle = app.handle(square, mid)  # ... and asks again after a restart
         assert await handle.result(timeout=5) == 49
         assert (await app.handle("later", mid).status())["state"] == "succeeded"
+
+
+# ---------------------------------------------------------------- with_broker: plain pytest
+
+loops: list[asyncio.AbstractEventLoop] = []
+
+
+@pytest.fixture
+def recipient(tmp_path: Path) -> str:
+    return f"ann@{tmp_path.name}.example"
+
+
+@zq.testing.with_broker(app)
+async def test_with_broker_gives_fixtures_and_a_broker_in_a_fresh_loop(
+        recipient: str, tmp_path: Path) -> None:
+    # Collected as a plain function (this suite's asyncio_mode=auto leaves it alone,
+    # as strict mode or no plugin would), yet pytest still injected both fixtures.
+    assert recipient == f"ann@{tmp_path.name}.example"
+    assert app.endpoint is not None
+    assert app.endpoint.startswith("inproc://zq-testing-")
+    handle = await flaky.delay(recipient, 1)
+    counts = await zq.testing.run_until_idle(app)
+    assert await handle.result(timeout=1) == f"{recipient} done after 2"
+    assert counts["failed"] == 1
+    loops.append(asyncio.get_running_loop())
+
+
+def test_with_broker_runs_each_call_in_a_loop_of_its_own_and_returns_its_result() -> None:
+    endpoints: list[str] = []
+
+    @zq.testing.with_broker(app, queues={"work": {"max_attempts": 1}})
+    async def scenario(key: str, *, fail_times: int) -> tuple[str, int]:
+        """A scenario for a script or a unittest.TestCase: a plain call."""
+        assert app.endpoint is not None
+        endpoints.append(app.endpoint)
+        loops.append(asyncio.get_running_loop())
+        handle = await flaky.delay(key, fail_times)
+        counts = await zq.testing.run_until_idle(app)
+        try:
+            return await handle.result(timeout=1), counts["failed"]
+        except zq.TaskFailed as e:
+            return e.type.rsplit(".", 1)[-1], counts["failed"]
+
+    assert scenario.__name__ == "scenario"
+    assert scenario.__doc__ is not None
+    assert scenario("b", fail_times=0) == ("b done after 1", 0)
+    assert scenario("c", fail_times=1) == ("Flaky", 1)  # the queue setting: one attempt
+    assert endpoints[0] != endpoints[1]  # a broker of its own each time
+    assert app.endpoint == "tcp://127.0.0.1:1"  # given back
+    assert len(loops) >= 2
+    assert len(set(map(id, loops))) == len(loops)
+    assert all(loop.is_closed() for loop in loops)
+
+
+def test_with_broker_stops_the_broker_and_gives_the_endpoint_back_when_the_test_fails() -> None:
+    @zq.testing.with_broker(app)
+    async def failing() -> None:
+        await flaky.delay("d", 0)
+        raise AssertionError("the test failed")
+
+    with pytest.raises(AssertionError, match="the test failed"):
+        failing()
+    assert app.endpoint == "tcp://127.0.0.1:1"
+
+
+def test_with_broker_refuses_what_it_cannot_run() -> None:
+    async def test_x() -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"with_broker\(app\)"):
+        zq.testing.with_broker(test_x)  # type: ignore[arg-type]  # bare: no app named
+    with pytest.raises(TypeError, match="'async def' function"):
+        zq.testing.with_broker(app)(lambda: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(TypeError, match=r"each must be a zq\.App"):
+        zq.testing.with_broker("tcp://127.0.0.1:1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="in memory only"):
+        zq.testing.with_broker(app, storage="sqlite")  # at import, not in every test
+
+
+async def test_with_broker_says_what_to_use_inside_a_running_loop() -> None:
+    @zq.testing.with_broker(app)
+    async def nested() -> None:
+        raise AssertionError("not run")
+
+    with pytest.raises(RuntimeError, match=r"runs its own event loop.*async with zq\.testing"):
+        nested()
