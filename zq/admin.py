@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zq.core import DEAD_AT, HISTORY, ORIGIN, REASON
+from zq import history
+from zq.core import DEAD_AT, ORIGIN, REASON
 from zq.errors import InvalidArgument, UnknownQueue
 from zq.protocol import codec
+from zq.protocol.names import check_queue_name
 from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
@@ -47,6 +49,13 @@ def _name(args: dict[str, Any], key: str = "queue") -> str:
     return name
 
 
+def _new_name(core: BrokerCore, args: dict[str, Any], key: str = "queue") -> str:
+    """A queue name that may create a queue: it must follow the rule of zq.protocol.names
+    (queues that exist already, from an older store, are served as they are)."""
+    name = _name(args, key)
+    return name if name in core.queues else check_queue_name(name)
+
+
 def _existing(core: BrokerCore, args: dict[str, Any]) -> Queue:
     name = _name(args)
     q = core.queues.get(name)
@@ -57,7 +66,7 @@ def _existing(core: BrokerCore, args: dict[str, Any]) -> Queue:
 
 def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
     """Create a queue or change the given settings of an existing one (others stay)."""
-    name = _name(args)
+    name = _new_name(core, args)
     q = core.queues.get(name)
     created = q is None
     base = q.settings if q is not None else QueueSettings()
@@ -168,7 +177,7 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     q = _existing(core, args)
     to = args.get("to")
     if to is not None:
-        to = _name(args, "to")
+        to = _new_name(core, args, "to")
     match = args.get("match")
     if match is not None and not isinstance(match, str):
         raise InvalidArgument("match must be a string")
@@ -200,12 +209,9 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
                 keep.append(m)
                 continue
             headers = {k: v for k, v in h.items() if k not in (ORIGIN, REASON, DEAD_AT)}
-            history = list(headers.get(HISTORY) or [])
-            history.append({"attempt": 0, "outcome": "redriven", "end": wall,
-                            "reason": f"from {q.name}"})
-            headers[HISTORY] = history
-            m.headers = headers
-            m.hsize = codec.header_size(m.headers)
+            m.headers, m.hsize = history.append(
+                headers, {"attempt": 0, "outcome": "redriven", "end": wall,
+                          "reason": f"from {q.name}"}, core._budget(m))
             m.attempts = 0
             q.mem_bytes -= len(m.body)
             core.move(m, core._queue(str(target)))

@@ -23,7 +23,7 @@ import zmq
 from zq import admin
 from zq.config import BrokerConfig
 from zq.core import BrokerCore, Commit
-from zq.errors import StorageError, ZqError
+from zq.errors import StorageError, StorageFull, ZqError
 from zq.persistence import WriteBatch, make_store
 from zq.policies.dispatch import make_dispatch
 from zq.transport import fd, readable, recv_parts, send_parts
@@ -46,7 +46,8 @@ class Broker:
         self._given_ctx = context
         self.store = make_store(cfg.storage, cfg.data, fsync=cfg.fsync,
                                 max_bytes=cfg.max_db_bytes,
-                                checkpoint_interval=cfg.checkpoint_interval)
+                                checkpoint_interval=cfg.checkpoint_interval,
+                                reserve_bytes=cfg.reserve_bytes)
         self.core = BrokerCore(cfg, make_dispatch(cfg.dispatch), uuid.uuid4().hex[:12],
                                durable=self.store.durable)
         self.core.store_stats = self.store.stats
@@ -165,40 +166,28 @@ class Broker:
     async def _commit(self, c: Commit) -> None:
         """Store one batch (group commit), then confirm, queue and send what waited for it.
 
-        If the store fails, the batch's publishes are refused; its acks and
-        attempt numbers are tried again on their own (so that on a full disk
-        acks still free space) and otherwise carried into the next batch, and
-        its deliveries go out anyway: consumers keep being served.
+        If the batch cannot be stored, its publishes are refused and the rest is
+        tried on its own (see :meth:`_store_failed`); deliveries go out anyway, so
+        consumers keep being served.
         """
         core = self.core
-        restaged = False
         try:
-            if c.batch:
+            if not c.batch:
+                core.committed(c.pending)
+            elif c.batch.inserts and self.store.full:
+                # No room on the disk: refuse without trying, commit the settlements.
+                await self._store_failed(c, StorageFull(
+                    "the disk is full: publishes are refused until acks free space"))
+            else:
                 try:
                     await self._store_commit(c.batch)
                 except ZqError as exc:
-                    self._storage_failed(exc)
-                    core.commit_failed(exc, c.pending)  # refused, none confirmed
-                    rest = c.batch.without_inserts()
-                    restaged = True
-                    if rest and c.batch.inserts:
-                        try:
-                            await self._store_commit(rest)
-                            restaged = False
-                        except ZqError:
-                            core.restage(rest)
-                    else:
-                        core.restage(rest)
+                    await self._store_failed(c, exc)
                 else:
-                    if self._storage_error is not None:
+                    if self._storage_error is not None and not self.store.full:
                         log.warning("storage works again after: %s", self._storage_error)
                         self._storage_error = None
                     core.committed(c.pending)
-            else:
-                core.committed(c.pending)
-            if restaged:  # replies to queue operations wait until their changes are stored
-                core.unstored_out[:0] = [d for d in c.deliveries if d[2] is None]
-                c.deliveries = [d for d in c.deliveries if d[2] is not None]
             core.release(c.deliveries)
             # The store's connection is free now: page backlogs in and do upkeep.
             now = time.monotonic()
@@ -210,6 +199,28 @@ class Broker:
         finally:
             self._committing = None
             self._wake.set()
+
+    async def _store_failed(self, c: Commit, exc: ZqError) -> None:
+        """A batch was not stored: refuse its publishes; store the rest on its own.
+
+        The rest (acks, attempt numbers, history, queue changes) is what frees space
+        on a full disk, so it is tried at once. If that fails too it is carried into
+        the next batch, and the replies that waited for it are answered now with the
+        error (their changes stay in effect and are stored with a later commit), so
+        no request hangs on a store that cannot write.
+        """
+        core = self.core
+        self._storage_failed(exc)
+        core.commit_failed(exc, c.pending)  # refused, none confirmed
+        rest = core.settlements_of(c.batch)
+        if not rest:
+            return
+        try:
+            await self._store_commit(rest)
+        except ZqError as again:
+            self._storage_failed(again)
+            core.restage(rest)
+            c.deliveries = core.fail_replies(c.deliveries, again)
 
     async def _store_commit(self, batch: WriteBatch) -> None:
         """``store.commit``, with anything unexpected turned into STORAGE_ERROR, so that
@@ -288,8 +299,10 @@ class Broker:
                 await self._committing
             if core.counters["frames_in"] == before and not core.has_unstored():
                 break
-        core.goodbye("broker shutting down")
+        core.close_sessions("broker shutting down")
         self._flush(sock)
+        if core.has_unstored():  # what ending the sessions changed (attempts, history)
+            await self._commit(core.take_commit())
         log.info("stopped: %s", core.counters)
 
 

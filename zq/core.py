@@ -31,6 +31,7 @@ from typing import Any
 
 import msgpack
 
+from zq import history
 from zq.config import BrokerConfig
 from zq.errors import (
     FrameTooLarge,
@@ -44,10 +45,19 @@ from zq.errors import (
     UnknownDelivery,
     ZqError,
 )
-from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
+from zq.persistence.base import (
+    AHEAD,
+    DELIVERED,
+    WAITING,
+    Recovered,
+    Rewrite,
+    StoredMessage,
+    WriteBatch,
+)
 from zq.policies.dispatch import DispatchPolicy
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.protocol.names import DLQ_SUFFIX, check_publishable, check_queue_name
 from zq.protocol.session import State, next_state
 from zq.queues import Msg, Queue, Sub
 from zq.results import Outcome, Results
@@ -61,11 +71,11 @@ _FATAL = frozenset(
     {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
 
 MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
-HISTORY = "zq-history"  # header: the failed attempts of a message
+HISTORY = history.HISTORY  # header: the failed attempts of a message
 ORIGIN = "zq-origin"  # header of a dead letter: the queue it died in
-REASON = "zq-reason"  # header of a dead letter: why it died
+REASON = history.REASON  # header of a dead letter: why it died
 DEAD_AT = "zq-dead-at"  # header of a dead letter: when (wall-clock seconds)
-MAX_HISTORY = 50  # attempts kept in the history header (the first and the latest)
+RESTARTED = "the broker stopped while this attempt was in flight"
 # A durable broker stores the next attempt number of a delayed message this long before
 # it is due, so that at the due time its DELIVER goes out without waiting for a commit
 # (an fsync that stalls then does not make it late).
@@ -92,12 +102,13 @@ class Commit:
 
 
 class Peer:
-    __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "name", "state",
-                 "subs", "zombies")
+    __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "marks", "name",
+                 "state", "subs", "zombies")
 
     def __init__(self, identity: bytes, now: float) -> None:
         self.identity = identity
         self.name = ""
+        self.marks = False  # it sends START for the deliveries it begins to work on
         self.state = State.NEW
         self.last_seen = now
         self.liveness_s = 0.0
@@ -128,6 +139,37 @@ def unpack_opts(d: dict[str, Any] | None) -> f.Options | None:
     o = f.Options(priority=d.get("priority"), tenant=d.get("tenant"),
                   max_attempts=d.get("max_attempts"), time_limit_ms=d.get("time_limit_ms"))
     return o if o.to_map() else None
+
+
+def _with_ref(check: Callable[[str], str], name: str, ref: Any) -> str:
+    """``check(name)``, with ``ref`` (what the client's frame is known by) on its error."""
+    try:
+        return check(name)
+    except ZqError as exc:
+        exc.attrs["ref"] = ref
+        raise
+
+
+def charged(held: list[Msg], marks: bool, suspect: bool) -> set[Msg]:
+    """Which of a lost session's deliveries (in delivery order) were failed attempts.
+
+    A session that does not send START: all of them. One that does: those it
+    marked started; and if it vanished (``suspect``), on each queue where it holds
+    none marked, the one it received first, because its START may have been lost
+    with the process: a consumer works through a queue's deliveries in order, so
+    that is the message it was on. The others go back as if released, so a message
+    that kills its consumer does not take the ones queued behind it along.
+    """
+    if not marks:
+        return set(held)
+    failed = {m for m in held if m.started == m.attempts}
+    if suspect:
+        marked = {m.q for m in failed}
+        first: dict[Queue, Msg] = {}
+        for m in held:
+            first.setdefault(m.q, m)
+        failed.update(m for q, m in first.items() if q not in marked)
+    return failed
 
 
 class BrokerCore:
@@ -174,7 +216,8 @@ class BrokerCore:
             ("frames_in", "frames_out", "published", "delivered", "deliver_frames", "acked",
              "nacked", "released", "dead", "expired", "time_limited", "deduplicated",
              "scheduled",
-             "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped"), 0)
+             "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
+             "undeliverable"), 0)
 
     # ----------------------------------------------------------------- recovery
 
@@ -192,7 +235,7 @@ class BrokerCore:
             q = self._queue(name)
             q.disk = n
             self._spilled.add(q)
-        self._admit(rec.messages, now)
+        lost = self._admit(rec.messages, now)
         self.next_id = max(self.next_id, rec.next_id)
         wall = now + self.wall_offset
         for queue, key, mid, until in rec.dedups:
@@ -205,13 +248,21 @@ class BrokerCore:
             if sched.next_due <= wall and sched.misfire == "skip":
                 sched.next_due = sched.after(wall)  # missed while down: go on from now
             self.schedules[sched.name] = sched
+        self._lost_in_restart(lost, now)  # last: what it records must not be overwritten
 
-    def _admit(self, stored: list[StoredMessage], now: float) -> None:
-        """Stored messages into memory: ready, or delayed until their due time."""
+    def _admit(self, stored: list[StoredMessage], now: float) -> list[Msg]:
+        """Stored messages into memory: ready, or delayed until their due time.
+
+        Returns those that were in flight when the broker stopped, for
+        :meth:`_lost_in_restart`. A message whose next attempt number was stored
+        ahead of its due time (AHEAD) gets its real count back.
+        """
         wall = now + self.wall_offset
+        lost: list[Msg] = []
         for sm in stored:
             q = self._queue(sm.queue)
-            m = Msg(sm.id, q, sm.body, sm.headers, sm.attempts, codec.header_size(sm.headers),
+            attempts = sm.attempts - 1 if sm.state == AHEAD and sm.attempts else sm.attempts
+            m = Msg(sm.id, q, sm.body, sm.headers, attempts, codec.header_size(sm.headers),
                     now - (wall - sm.created) if sm.created else now)
             o = sm.opts
             if o:
@@ -225,14 +276,29 @@ class BrokerCore:
                     q.limited = True
             elif q.settings.ttl and sm.created:
                 m.exp = m.t + q.settings.ttl
-            if sm.ready_at > wall:
+            q.mem_bytes += len(sm.body)
+            if sm.id > q.cursor:
+                q.cursor = sm.id
+            if sm.state == DELIVERED:
+                lost.append(m)
+            elif sm.ready_at > wall:
                 self._delay(m, now + sm.ready_at - wall)
             else:
                 m.lane.msgs.append(m)
                 self._dirty.add(q)
-            q.mem_bytes += len(sm.body)
-            if sm.id > q.cursor:
-                q.cursor = sm.id
+        return lost
+
+    def _lost_in_restart(self, msgs: list[Msg], now: float) -> None:
+        """Deliveries in flight when the broker stopped: failed attempts (consumer lost),
+        recorded and retried at once, or dead if that was the last attempt."""
+        back: list[Msg] = []
+        for m in msgs:
+            self._record(m, "consumer lost", RESTARTED, "", now)
+            self._retry(m, "consumer lost", now, 0.0, back)
+        self._requeue_front(back)
+        if msgs:
+            log.info("%d delivery(ies) in flight at the last stop counted as failed attempts",
+                     len(msgs))
 
     # ------------------------------------------------------------------ inbound
 
@@ -301,12 +367,14 @@ class BrokerCore:
                 self.on_release(peer, frame)
             case f.Extend():
                 self.on_extend(peer, frame, now)
+            case f.Start():
+                self.on_start(peer, frame)
             case f.Cancel():
                 self.on_cancel(peer, frame)
             case f.Hello():
                 self.on_hello(peer, frame)
             case f.Bye():
-                self.drop_peer(peer, f"BYE {frame.reason}".strip())
+                self.drop_peer(peer, f"BYE {frame.reason}".strip(), suspect=False)
             case f.Stats():
                 self._send(peer.identity, codec.encode(f.StatsReply(frame.req, self.stats())))
             case f.Manage():
@@ -324,14 +392,16 @@ class BrokerCore:
                 raise AssertionError(frame)
 
     def on_hello(self, peer: Peer, frame: f.Hello) -> None:
-        peer.name = frame.name
+        # Capped where it enters: the name goes into every history entry of this consumer.
+        peer.name = history.cap(frame.name, history.MAX_NAME)
+        peer.marks = frame.starts
         # A client may ask for slower heartbeats than the broker's, within reason.
         beat = min(max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0), MAX_HEARTBEAT)
         peer.liveness_s = beat * self.cfg.liveness
         cfg = self.cfg
         self._send(peer.identity, codec.encode(f.Welcome(
             self.broker_id, int(cfg.heartbeat * 1000), cfg.liveness, cfg.max_batch,
-            cfg.max_credit, cfg.max_frame)))
+            cfg.max_credit, cfg.max_frame, starts=True)))
 
     def on_publish(self, peer: Peer, frame: f.Publish, now: float) -> None:
         if self.stopping:
@@ -340,7 +410,9 @@ class BrokerCore:
         if n > self.cfg.max_publish_batch:
             raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
                                 ref=frame.seq, limit=self.cfg.max_publish_batch)
-        q = self._queue(frame.queue)
+        if frame.queue.endswith(DLQ_SUFFIX):  # only the broker writes to dead-letter queues
+            _with_ref(check_publishable, frame.queue, frame.seq)
+        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.seq)
         opts = frame.opts
         extra: Extra | None = None
         if opts is not None:
@@ -397,9 +469,10 @@ class BrokerCore:
         sub = peer.subs.get(frame.queue)
         if sub is None:
             if frame.n <= 0 or frame.n > self.cfg.max_credit:
-                raise InvalidCredit(f"credit must be 1..{self.cfg.max_credit}, got {frame.n}",
+                raise InvalidCredit(f"credit must be 1..{self.cfg.max_credit} (broker setting "
+                                    f"max_credit), got {frame.n}",
                                     ref=frame.queue)
-            q = self._queue(frame.queue)
+            q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.queue)
             sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
         try:
             sub.window.grant(frame.n)  # a refused grant changes nothing, not even after CANCEL
@@ -491,11 +564,11 @@ class BrokerCore:
         """Stage the deletion of messages that are done (acked or dead)."""
         self._batch.deletes.extend([m.id for m in msgs])
 
-    def _stage(self, m: Msg, ready_at: float = 0.0) -> None:
-        """Stage a message's new attempt count and due time (durable stores only)."""
+    def _stage(self, m: Msg) -> None:
+        """Stage a message's attempt count after an undone delivery (durable stores only)."""
         if m.pre or m.pre_pending:
             m.pre = m.pre_pending = False
-        self._batch.updates.append(([m.id], [m.attempts], ready_at))
+        self._batch.updates.append(([m.id], [m.attempts], 0.0, WAITING))
 
     def _rewrite(self, m: Msg, ready_at: float = 0.0) -> None:
         """Stage a message's whole state: queue, attempts, due time, headers, options."""
@@ -542,11 +615,7 @@ class BrokerCore:
                 continue
             peer.subs[m.q.name].window.settle(1)
             self.untrack(m)
-            m.attempts -= 1  # a released delivery is not an attempt
-            if m.deadline:
-                m.deadline = 0.0
-            if self.durable:
-                self._stage(m)
+            self._undeliver(m)  # a released delivery is not an attempt
             back.append(m)
         if unknown:
             self._fail(peer.identity, UnknownDelivery(
@@ -558,6 +627,17 @@ class BrokerCore:
         self.counters["released"] += len(back)
         self._requeue_front(back)
 
+    def on_start(self, peer: Peer, frame: f.Start) -> None:
+        """Work on these deliveries began: if the session is lost, they count as attempts.
+
+        Advisory: ids that do not name a current delivery of the session are ignored.
+        """
+        held = peer.held
+        for mid, att in zip(frame.ids, frame.attempts, strict=True):
+            m = held.get(mid)
+            if m is not None and m.attempts == att:
+                m.started = att
+
     def on_extend(self, peer: Peer, frame: f.Extend, now: float) -> None:
         """Move the time limit of these attempts to ``ms`` from now."""
         for m in self._settle(peer, frame, f.EXTEND, take=False):
@@ -567,7 +647,11 @@ class BrokerCore:
     # ------------------------------------------------------- failure handling
 
     def _record(self, m: Msg, outcome: str, reason: str, consumer: str, now: float) -> None:
-        """Add an attempt that did not end in an ack to the message's history header."""
+        """Add an attempt that did not end in an ack to the message's history header.
+
+        The headers stay within what a DELIVER of the message can carry
+        (:mod:`zq.history` trims the history when they would not).
+        """
         wall = self.wall_offset
         entry: dict[str, Any] = {"attempt": m.attempts, "outcome": outcome,
                                  "end": round(now + wall, 3)}
@@ -577,18 +661,15 @@ class BrokerCore:
         if consumer:
             entry["consumer"] = consumer
         if reason:
-            entry["reason"] = reason[:1000]
-        headers = dict(m.headers) if m.headers else {}
-        history = list(headers.get(HISTORY) or [])
-        history.append(entry)
-        if len(history) > MAX_HISTORY:
-            del history[1:len(history) - MAX_HISTORY + 1]
-        headers[HISTORY] = history
-        m.headers = headers
-        m.hsize = codec.header_size(headers)
+            entry["reason"] = history.cap(reason, history.MAX_REASON)
+        m.headers, m.hsize = history.append(m.headers, entry, self._budget(m))
         m.start = 0.0
         if m.deadline:
             m.deadline = 0.0
+
+    def _budget(self, m: Msg) -> int:
+        """Header bytes ``m`` may carry and still be delivered alone from any queue."""
+        return codec.header_budget(len(m.body), self.limits)
 
     def _max_attempts(self, m: Msg) -> int:
         o = m.opts
@@ -641,10 +722,9 @@ class BrokerCore:
         d = self._queue(target)
         headers = dict(m.headers) if m.headers else {}
         headers[ORIGIN] = q.name
-        headers[REASON] = reason[:1000]
+        headers[REASON] = history.cap(reason, history.MAX_REASON)
         headers[DEAD_AT] = round(now + self.wall_offset, 3)
-        m.headers = headers
-        m.hsize = codec.header_size(headers)
+        m.headers, m.hsize = history.fit(headers, self._budget(m))
         m.attempts = 0
         m.opts = None
         m.exp = 0.0
@@ -767,17 +847,52 @@ class BrokerCore:
         return bool(self._batch or self._pending or self.unstored_out)
 
     def restage(self, batch: WriteBatch) -> None:
-        """What failed to commit, except new messages, goes into the next batch."""
+        """What failed to commit, except new messages, goes into the next batch
+        (compacted, so that a store failing for long does not grow it without end)."""
         b = self._batch
         b.updates[:0] = batch.updates  # older than anything staged since
         b.deletes.extend(batch.deletes)
         b.settings[:0] = batch.settings
         b.purges[:0] = batch.purges
         b.results[:0] = batch.results
-        for name in dict.fromkeys(n for n, _ in batch.schedules):
-            # their state now (a schedule whose message failed has been wound back)
+        b.schedules.extend(self._schedule_states(batch.schedules))
+        b.compact()
+
+    def settlements_of(self, batch: WriteBatch) -> WriteBatch:
+        """What of a batch that failed may be stored without its new messages:
+        settlements, attempt numbers, history, queue changes, results, and the
+        schedules it touched as they are now."""
+        rest = batch.without_inserts()
+        rest.schedules = self._schedule_states(batch.schedules)
+        return rest
+
+    def _schedule_states(self, staged: list[tuple[str, bytes | None]]
+                         ) -> list[tuple[str, bytes | None]]:
+        """Current state of the schedules named in ``staged`` (one whose message was
+        refused has been wound back, so what was staged for it is stale)."""
+        out: list[tuple[str, bytes | None]] = []
+        for name in dict.fromkeys(n for n, _ in staged):
             sched = self.schedules.get(name)
-            b.schedules.append((name, None if sched is None else _packb(sched.to_map())))
+            out.append((name, None if sched is None else _packb(sched.to_map())))
+        return out
+
+    def fail_replies(self, deliveries: list[Outgoing], exc: ZqError) -> list[Outgoing]:
+        """Answer the replies among ``deliveries`` (they waited for a commit that
+        failed) with ``exc`` now; return the DELIVER frames, which go out anyway."""
+        keep: list[Outgoing] = []
+        for d in deliveries:
+            if d[2] is not None:
+                keep.append(d)
+                continue
+            if d[0] not in self.peers:
+                continue
+            reply = codec.decode(d[1])
+            op = f.STATS if isinstance(reply, f.StatsReply) else f.MANAGE
+            self._fail(d[0], type(exc)(
+                f"not stored: {exc.message}; what the request changed stays in effect in "
+                f"the broker and is stored by a later commit", **exc.attrs), op,
+                getattr(reply, "req", None))
+        return keep
 
     def committed(self, pending: list[Pending] | None = None) -> None:
         """A batch is stored: queue its messages, confirm its publishes.
@@ -942,7 +1057,7 @@ class BrokerCore:
     def paged_in(self, queue: str, limit: int, stored: list[StoredMessage], now: float) -> None:
         """Messages read from disk for ``queue`` (after its cursor, in id order)."""
         q = self._queue(queue)
-        self._admit(stored, now)
+        lost = self._admit(stored, now)
         q.disk -= len(stored)
         if len(stored) < limit or q.disk < 0:
             if q.disk:
@@ -952,6 +1067,7 @@ class BrokerCore:
         if not q.disk:
             self._spilled.discard(q)
             self.draining.discard(q)
+        self._lost_in_restart(lost, now)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -1016,10 +1132,15 @@ class BrokerCore:
                         body = m.body
                         fbytes += h + len(body)
                         hbytes += h
-                        if msgs and (fbytes > max_frame or hbytes > max_header):
-                            ready.appendleft(m)
-                            full = True  # the frame is full by bytes; the rest waits
-                            break
+                        if fbytes > max_frame or hbytes > max_header:
+                            fbytes -= h + len(body)
+                            hbytes -= h
+                            if msgs:
+                                ready.appendleft(m)
+                                full = True  # the frame is full by bytes; the rest waits
+                                break
+                            self._too_large(m, now)  # alone: only if the limits shrank
+                            continue
                         a = m.attempts + 1
                         m.attempts = a
                         m.start = now
@@ -1049,8 +1170,10 @@ class BrokerCore:
                 if not msgs:
                     break
                 k = sub.window.take(len(msgs))  # == len(msgs): want was within the window
-                if durable and not prestored:
-                    updates.append((ids, attempts, 0.0))  # stored before the frame is sent
+                if durable:
+                    # Stored before the frame is sent; or, for attempts stored ahead, after
+                    # it: then it only marks them delivered (see _admit for a crash between).
+                    updates.append((ids, attempts, 0.0, DELIVERED))
                 if q.limited:
                     self._arm_limits(q, msgs, sub.peer, now)
                 q.delivered += k
@@ -1064,6 +1187,30 @@ class BrokerCore:
                         q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
             for m in expired:
                 self._expire(m, now)
+
+    def _too_large(self, m: Msg, now: float) -> None:
+        """A ready message that cannot travel alone in a DELIVER (it was stored under
+        larger limits): without its history if that is enough, else dead, and parked if
+        it cannot even be a dead letter (it stays stored; a restart with a larger
+        ``max_frame`` delivers it)."""
+        budget = self._budget(m)
+        if m.headers and m.hsize > budget:
+            headers, hsize = history.fit(dict(m.headers), budget)
+            if hsize <= budget:
+                m.headers, m.hsize = headers, hsize
+                self._rewrite(m)
+                m.lane.msgs.appendleft(m)
+                return
+        why = (f"too large to deliver: {len(m.body)} body + {m.hsize} header bytes do not fit "
+               f"max_frame = {self.cfg.max_frame} (raise the broker setting max_frame)")
+        q = m.q
+        if q.dlq is not None and q.dlq != q.name and budget > 0:
+            self._dead(m, why, now)
+            return
+        self.counters["undeliverable"] += 1
+        q.mem_bytes -= len(m.body)
+        log.error("queue %s: message %d is %s; it stays stored and is skipped until the "
+                  "broker restarts", q.name, m.id, why)
 
     def _arm_limits(self, q: Queue, msgs: list[Msg], peer: Peer, now: float) -> None:
         default = q.settings.time_limit
@@ -1197,7 +1344,7 @@ class BrokerCore:
             heapq.heappush(soon, e)
             m = e[2]
             if e[0] > now:
-                updates.append(([m.id], [m.attempts + 1], e[0] + wall))
+                updates.append(([m.id], [m.attempts + 1], e[0] + wall, AHEAD))
                 m.pre_pending = True
                 self._prestaged.append(m)
 
@@ -1254,8 +1401,14 @@ class BrokerCore:
 
     # ---------------------------------------------------------------- peers
 
-    def drop_peer(self, peer: Peer, reason: str) -> None:
-        """Forget a session; every message it held has lost its lease and is retried."""
+    def drop_peer(self, peer: Peer, reason: str, suspect: bool = True) -> None:
+        """Forget a session; every message it held has lost its lease.
+
+        Those it had started are failed attempts (``consumer lost``), retried or
+        dead; those it had not go back as if released (see :func:`charged`).
+        ``suspect``: the peer vanished without a word (silence, a fatal error,
+        unroutable), so its last START may not have reached the broker.
+        """
         if self.peers.get(peer.identity) is not peer:
             return
         del self.peers[peer.identity]
@@ -1266,17 +1419,41 @@ class BrokerCore:
         for sub in peer.subs.values():
             if sub in sub.q.subs:
                 sub.q.subs.remove(sub)
-        held = sorted(peer.held.values(), key=lambda m: m.id)
+        held = list(peer.held.values())  # in delivery order
         peer.held.clear()
+        failed = charged(held, peer.marks, suspect)
         now = self.now
         back: list[Msg] = []
-        for m in held:
+        for m in sorted(held, key=lambda m: m.id):
             self.untrack(m)
-            self._record(m, "consumer lost", reason, peer.name, now)
-            self._retry(m, "consumer lost", now, 0.0, back)
+            if m in failed:
+                self._record(m, "consumer lost", reason, peer.name, now)
+                self._retry(m, "consumer lost", now, 0.0, back)
+            else:
+                self._undeliver(m)
+                back.append(m)
         self._requeue_front(back)
-        log.info("peer %s (%s) dropped: %s; %d message(s) back to their queues",
-                 peer.identity.hex(), peer.name or "?", reason, len(held))
+        self.counters["released"] += len(held) - len(failed)
+        log.info("peer %s (%s) dropped: %s; %d message(s) back to their queues, %d of them "
+                 "as failed attempts", peer.identity.hex(), peer.name or "?", reason, len(held),
+                 len(failed))
+
+    def close_sessions(self, reason: str) -> None:
+        """Say BYE to every peer and end its session (a clean shutdown): what they had
+        started is a failed attempt, the rest goes back unattempted, all stored with the
+        next commit, so a restart counts exactly those attempts."""
+        bye = codec.encode(f.Bye(reason))
+        for peer in list(self.peers.values()):
+            self._send(peer.identity, bye)
+            self.drop_peer(peer, reason, suspect=False)
+
+    def _undeliver(self, m: Msg) -> None:
+        """A delivery that did not count: its attempt number goes back, stored so."""
+        m.attempts -= 1
+        if m.deadline:
+            m.deadline = 0.0
+        if self.durable:
+            self._stage(m)
 
     def send_failed(self, identity: bytes, msgs: list[Msg] | None, unroutable: bool) -> None:
         """The shell could not send to ``identity``; undo a delivery if it was one."""
@@ -1293,21 +1470,11 @@ class BrokerCore:
                     if sub.active:
                         sub.window.available += 1  # the consumer never saw it: its credit stands
                     self.untrack(m)
-                    m.attempts -= 1  # never reached the consumer
-                    if m.deadline:
-                        m.deadline = 0.0
-                    if self.durable:
-                        self._stage(m)
+                    self._undeliver(m)  # never reached the consumer
                     back.append(m)
             self._requeue_front(back)
         if unroutable:
             self.drop_peer(peer, "unroutable")
-
-    def goodbye(self, reason: str) -> None:
-        """Tell every peer the broker is going away."""
-        bye = codec.encode(f.Bye(reason))
-        for peer in self.peers.values():
-            self._send(peer.identity, bye)
 
     # ---------------------------------------------------------------- helpers
 
@@ -1338,6 +1505,11 @@ class BrokerCore:
                 if m.q is q:
                     counts[m.lane.tenant] = counts.get(m.lane.tenant, 0) + 1
         return counts
+
+    def _new_queue(self, name: str, ref: Any) -> Queue:
+        """Create the queue a client named, if the name follows the rule (else
+        INVALID_QUEUE_NAME with ``ref``, the frame's reference)."""
+        return self._queue(_with_ref(check_queue_name, name, ref))
 
     def _queue(self, name: str) -> Queue:
         q = self.queues.get(name)

@@ -36,6 +36,7 @@ class Msg:
     deadline: float = 0.0  # when its current attempt hits its time limit; 0 = none
     pre: bool = False  # the store already holds attempts + 1 (a delayed message due soon)
     pre_pending: bool = False  # ... once the commit under way returns
+    started: int = 0  # the attempt its consumer said it started (START); 0: none
 
     def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
                  attempts: int = 0, hsize: int = 0, t: float = 0.0) -> None:

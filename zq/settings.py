@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zq.errors import InvalidArgument
+from zq.protocol.names import RULE, name_problem
 
 DLQ_SUFFIX = ".dlq"
 NO_DLQ = "-"  # the ``dlq`` value for "dead messages are dropped"
@@ -54,8 +55,9 @@ class QueueSettings:
         for name in ("overflow", "retry", "selection"):
             v = getattr(self, name)
             need(isinstance(v, str) and 0 < len(v) <= 100, f"{name} must be a policy name")
-        need(isinstance(self.dlq, str) and len(self.dlq.encode()) <= 255,
-             "dlq must be a queue name")
+        need(isinstance(self.dlq, str) and (self.dlq in ("", NO_DLQ)
+                                            or name_problem(self.dlq) is None),
+             f"dlq must be '', '-' or a queue name ({RULE})")
         for name in ("weights", "caps"):
             m = getattr(self, name)
             need(isinstance(m, dict) and len(m) <= 10_000, f"{name} must be a map")

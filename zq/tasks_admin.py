@@ -12,6 +12,7 @@ from zq.core import HISTORY, ORIGIN, REASON
 from zq.errors import InvalidArgument, StaleDelivery, UnknownDelivery
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.protocol.names import check_publishable
 from zq.results import FINAL, Waiter
 from zq.schedules import MAX_NAME, Schedule
 
@@ -184,7 +185,7 @@ def schedule_add(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
     cron = args.get("cron") or ""
     if not isinstance(cron, str):
         raise InvalidArgument("cron must be a string")
-    s = Schedule(name, _queue(args), body, headers, every, cron,
+    s = Schedule(name, check_publishable(_queue(args)), body, headers, every, cron,
                  args.get("misfire", "once"), opts, anchor=wall)
     s.next_due = s.after(wall)
     core.schedules[name] = s

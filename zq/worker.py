@@ -148,7 +148,9 @@ class Worker:
             async with asyncio.TaskGroup() as pumps:
                 tasks = []
                 for q in self.queues:
-                    consumer = client.consume(q, prefetch=first)
+                    # Messages count as started when a slot takes them, not when the
+                    # pump takes them out of the consumer to wait for a slot.
+                    consumer = client.consume(q, prefetch=first, auto_start=False)
                     await consumer.__aenter__()
                     self._consumers.append(consumer)
                     tasks.append(pumps.create_task(self._pump(client, consumer, jobs)))
@@ -188,6 +190,9 @@ class Worker:
                 await msg.release()  # prefetched, never started
                 self.counters["released"] += 1
                 raise
+            # The START leaves at the end of this loop turn, before the task's first step:
+            # if the task kills this process, the broker knows which message it was.
+            msg.mark_started()
             job = _Job(msg)
             self._jobs.add(job)
             job.task = jobs.create_task(self._run(job, consumer))

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from zq.persistence.base import Rewrite, WriteBatch
+from zq.persistence.base import WAITING, Rewrite, WriteBatch
 from zq.persistence.sqlite import DB_NAME, SqliteStore
 
 
@@ -49,9 +49,9 @@ async def test_a_rewrite_moves_a_message_to_another_queue_in_staging_order(
     hist = {"zq-history": [{"attempt": 1, "outcome": "nacked"}], "zq-origin": "q"}
     # attempts set to 1, then the whole row rewritten into the DLQ, then attempts again:
     # the last one staged wins.
-    await s.commit(WriteBatch(updates=[([1], [1], 0.0),
+    await s.commit(WriteBatch(updates=[([1], [1], 0.0, WAITING),
                                        Rewrite(1, "q.dlq", 0, 0.0, hist, None),
-                                       ([1], [4], 0.0)]))
+                                       ([1], [4], 0.0, WAITING)]))
     s, rec = await reopen(tmp_path, s)
     [m] = rec.messages  # type: ignore[attr-defined]
     assert (m.queue, m.attempts, m.headers) == ("q.dlq", 4, hist)
@@ -109,4 +109,5 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
     await s.commit(WriteBatch(settings=[("old", msgpack.packb({"paused": False}))]))
     await s.close()
     with sqlite3.connect(tmp_path / DB_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("SELECT state FROM messages").fetchall() == [(0,)]

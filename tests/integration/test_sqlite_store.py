@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zq.errors import StorageError, StorageFull
-from zq.persistence.base import WriteBatch
+from zq.persistence.base import WAITING, WriteBatch
 from zq.persistence.sqlite import DB_NAME, SqliteStore
 
 
@@ -39,7 +39,8 @@ async def test_commit_then_recover_in_order_with_headers(tmp_path: Path) -> None
     assert (rec.messages, rec.next_id, rec.backlog) == ([], 1, {})
     await s.commit(inserts(1, 5))
     await s.commit(inserts(6, 2, queue="other"))
-    await s.commit(WriteBatch(updates=[([2, 3], [1, 1], 0.0), ([3], [2], 1e12)], deletes=[4]))
+    await s.commit(WriteBatch(updates=[([2, 3], [1, 1], 0.0, WAITING),
+                                       ([3], [2], 1e12, WAITING)], deletes=[4]))
     await s.close()
 
     s = SqliteStore(tmp_path)
@@ -188,8 +189,8 @@ def test_runs() -> None:
     assert id_runs([]) == []
     assert id_runs([5, 6, 7, 9, 1, 2]) == [(5, 7), (9, 9), (1, 2)]
     assert id_runs([0, 1]) == [(0, 1)]
-    assert update_runs([([1, 2, 3, 5], [1, 1, 2, 2], 0.0), ([7], [3], 9.5)]) == [
-        (1, 0.0, 1, 2), (2, 0.0, 3, 3), (2, 0.0, 5, 5), (3, 9.5, 7, 7)]
+    assert update_runs([([1, 2, 3, 5], [1, 1, 2, 2], 0.0, 1), ([7], [3], 9.5, 2)]) == [
+        (1, 0.0, 1, 1, 2), (2, 0.0, 1, 3, 3), (2, 0.0, 1, 5, 5), (3, 9.5, 2, 7, 7)]
 
 
 async def test_commits_after_a_checkpoint_succeed(tmp_path: Path) -> None:

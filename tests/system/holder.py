@@ -1,7 +1,8 @@
 """A consumer process that takes messages and never settles them.
 
 Usage: python -m tests.system.holder ENDPOINT QUEUE PREFETCH
-Prints ``HOLDING <n> <ids>`` each time it has received more.
+Prints ``HOLDING <n> <ids>`` each time it has received more, once the broker knows
+it started them (a ``sync`` after the START the SDK sends for taken messages).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ async def main(endpoint: str, queue: str, prefetch: int) -> None:
         held: list[int] = []
         async for msg in client.consume(queue, prefetch=prefetch):
             held.append(msg.id)
+            if client.conn.consumers[queue].buffered:
+                continue  # more to take in this turn
+            await client.sync()
             print(f"HOLDING {len(held)} {','.join(map(str, held))}", flush=True)
 
 

@@ -107,6 +107,7 @@ def well_formed(op: int) -> Parts:
         f.ERROR: f.Error(5, "PROTOCOL_VIOLATION", "you"),
         f.BYE: f.Bye("x"),
         f.EXTEND: f.Extend([1], [1], 1000),
+        f.START: f.Start([1], [1]),
         f.MANAGE: f.Manage(1, "sync"),
         f.MANAGE_REPLY: f.ManageReply(1, {}),
     }[op]

@@ -84,7 +84,7 @@ def h() -> Harness:
 def test_hello_gets_welcome_with_the_brokers_terms() -> None:
     h = Harness(heartbeat=0.5, liveness=4, max_batch=7, max_credit=50, max_frame=4096)
     h.send(A, f.Hello("a"))
-    assert h.take() == [(A, f.Welcome("test-broker", 500, 4, 7, 50, 4096))]
+    assert h.take() == [(A, f.Welcome("test-broker", 500, 4, 7, 50, 4096, starts=True))]
 
 
 def test_work_before_hello_is_session_unknown(h: Harness) -> None:
@@ -213,10 +213,11 @@ def test_too_many_bodies_is_refused_with_ref_seq() -> None:
     assert P in h.core.peers
 
 
-def test_goodbye_says_bye_to_every_session(h: Harness) -> None:
+def test_closing_sessions_says_bye_to_every_session_and_forgets_it(h: Harness) -> None:
     h.hello(A, B)
-    h.core.goodbye("stopping")
+    h.core.close_sessions("stopping")
     assert sorted(h.take()) == [(A, f.Bye("stopping")), (B, f.Bye("stopping"))]
+    assert h.core.peers == {}
 
 
 # ------------------------------------------------------------------ credit and dispatch

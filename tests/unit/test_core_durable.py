@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from tests.unit.test_core import A, Harness, P, delivers
-from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
+from zq.persistence.base import (
+    AHEAD,
+    DELIVERED,
+    WAITING,
+    Recovered,
+    Rewrite,
+    StoredMessage,
+    WriteBatch,
+)
 from zq.protocol import frames as f
 
 
@@ -44,7 +52,7 @@ def test_delivery_stages_its_attempt_and_ack_replaces_it_with_a_delete() -> None
     assert delivers(h.take()) == []  # not before its attempt numbers are stored
     assert h.core.has_unstored()
     c = h.core.take_commit()
-    assert c.batch.updates == [([1, 2, 3], [1, 1, 1], 0.0)]
+    assert c.batch.updates == [([1, 2, 3], [1, 1, 1], 0.0, DELIVERED)]
     assert len(c.deliveries) == 1
     h.core.dispatch()
     h.send(A, f.Nack([1], [1], True, 0, ""))  # back to the queue: attempt stays 1 on disk
@@ -55,7 +63,7 @@ def test_delivery_stages_its_attempt_and_ack_replaces_it_with_a_delete() -> None
     history = [{"attempt": 1, "outcome": "nacked", "start": 100.0, "end": 100.0,
                 "consumer": "consumer-a"}]
     assert batch.updates == [Rewrite(1, "q", 1, 0.0, {"zq-history": history}, None),
-                             ([1], [2], 0.0)]
+                             ([1], [2], 0.0, DELIVERED)]
     assert batch.deletes == [2]
 
 
@@ -80,7 +88,7 @@ def test_release_and_dead_letters_are_stored() -> None:
     history = [{"attempt": 1, "outcome": "nacked", "start": 100.0, "end": 100.0,
                 "consumer": "consumer-a", "reason": "poison"}]
     assert batch.updates == [
-        ([1], [0], 0.0),  # a released delivery is not an attempt
+        ([1], [0], 0.0, WAITING),  # a released delivery is not an attempt
         # a dead letter moves to the DLQ, attempts reset, with its history and why
         Rewrite(2, "q.dlq", 0, 0.0, {"zq-history": history, "zq-origin": "q",
                                      "zq-reason": "poison", "zq-dead-at": 100.0}, None)]
@@ -150,11 +158,12 @@ def test_recovery_puts_in_flight_back_with_their_attempts_and_delays_aside() -> 
 
 def test_restage_carries_acks_and_attempts_into_the_next_batch() -> None:
     h = durable()
-    failed = WriteBatch(updates=[([1], [1], 0.0)], deletes=[7])
-    h.core._batch.updates.append(([1], [2], 0.0))  # newer news about 1: applied last
+    failed = WriteBatch(updates=[([1], [1], 0.0, DELIVERED)], deletes=[7])
+    h.core._batch.updates.append(([1], [2], 0.0, DELIVERED))  # newer news about 1: applied last
     h.core.restage(failed)
     batch = h.core.take_batch()
-    assert (batch.updates, batch.deletes) == ([([1], [1], 0.0), ([1], [2], 0.0)], [7])
+    # Compacted: the last word on each message is all that is stored.
+    assert (batch.updates, batch.deletes) == ([([1], [2], 0.0, DELIVERED)], [7])
 
 
 def _deliver(h: Harness, n: int) -> f.Deliver:
@@ -201,7 +210,8 @@ def test_a_delayed_message_has_its_attempt_stored_ahead_and_goes_out_when_due() 
     assert not h.core.has_unstored()  # not yet
     h.core.tick(due - zcore.PRESTORE_LEAD / 2)
     c = h.core.take_commit()
-    assert c.batch.updates == [([1], [1], due + 1000.0)]  # attempt 1, still delayed on disk
+    # attempt 1 stored ahead (AHEAD: not made yet), the due time kept on disk
+    assert c.batch.updates == [([1], [1], due + 1000.0, AHEAD)]
     h.core.committed(c.pending)
     h.core.tick(due - 0.001)
     h.core.dispatch(due - 0.001)
@@ -210,7 +220,9 @@ def test_a_delayed_message_has_its_attempt_stored_ahead_and_goes_out_when_due() 
     h.core.dispatch(due)
     [(who, d)] = delivers(h.take())  # at once: no commit in between
     assert (who, d.ids, d.attempts) == (A, [1], [1])
-    assert not h.core.take_batch().updates  # and no second write of that attempt
+    # Stored afterwards: the attempt stored ahead was made (a crash before this commit
+    # makes the next delivery repeat attempt 1, never skip one).
+    assert h.core.take_batch().updates == [([1], [1], 0.0, DELIVERED)]
 
 
 def test_a_prestored_attempt_that_failed_to_commit_goes_the_ordinary_way() -> None:
@@ -230,7 +242,7 @@ def test_a_prestored_attempt_that_failed_to_commit_goes_the_ordinary_way() -> No
     h.core.dispatch(t0 + 1.0)
     assert delivers(h.take()) == []  # waits for its attempt's commit, as any delivery
     c = h.core.take_commit()
-    assert c.batch.updates[-1] == ([1], [1], 0.0)
+    assert c.batch.updates[-1] == ([1], [1], 0.0, DELIVERED)
     h.core.committed(c.pending)
     h.core.release(c.deliveries)
     assert [d.ids for _, d in delivers(h.take())] == [[1]]

@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from zq import admin, core, errors
+from zq import admin, core, errors, history
 from zq.config import BrokerConfig
 from zq.core import _FATAL
 from zq.errors import InvalidArgument, ProtocolViolation, SessionUnknown, ZqError
@@ -29,8 +29,8 @@ OPERATION_HEADER = "| Operation | Arguments | Result |"
 
 # One representative instance of every frame, by the spec's name.
 SAMPLES: dict[str, f.Frame] = {
-    "HELLO": f.Hello("worker-1", 500),
-    "WELCOME": f.Welcome("b-1", 1000, 3, 1000, 100_000, 64 * 1024 * 1024),
+    "HELLO": f.Hello("worker-1", 500, starts=True),
+    "WELCOME": f.Welcome("b-1", 1000, 3, 1000, 100_000, 64 * 1024 * 1024, starts=True),
     "HEARTBEAT": f.Heartbeat(),
     "BYE": f.Bye("done"),
     "PUBLISH": f.Publish("jobs", 7, [b"a", b"", b"c"], [{"k": "v"}, None, {"n": 1}],
@@ -43,6 +43,7 @@ SAMPLES: dict[str, f.Frame] = {
     "NACK": f.Nack([3], [2], False, 250, "bad input"),
     "RELEASE": f.Release([4, 5]),
     "EXTEND": f.Extend([4, 5], [1, 2], 30_000),
+    "START": f.Start([4, 5], [1, 2]),
     "STATS": f.Stats(42),
     "STATS_REPLY": f.StatsReply(42, {"broker": "b-1", "counters": {"published": 3}}),
     "MANAGE": f.Manage(43, "declare", {"queue": "jobs", "settings": {"max_length": 10}}),
@@ -333,9 +334,9 @@ def test_operation_table_matches_admin() -> None:
 
 def test_broker_headers_are_the_documented_ones() -> None:
     text = DOC.read_text(encoding="utf-8")
-    for header in (core.HISTORY, core.ORIGIN, core.REASON, core.DEAD_AT):
+    for header in (core.HISTORY, core.ORIGIN, core.REASON, core.DEAD_AT, history.OMITTED):
         assert f"`{header}`" in text, header
     assert "At most 50 entries" in text
-    assert core.MAX_HISTORY == 50
+    assert history.MAX_HISTORY == 50
     for outcome in ("nacked", "consumer lost", "time limit", "expired", "dropped"):
         assert f"`{outcome}`" in text, outcome

@@ -9,7 +9,7 @@ from zq.protocol import frames as f
 from zq.protocol.session import TRANSITIONS, State, next_state
 
 READY_OPS = [f.HEARTBEAT, f.PUBLISH, f.CREDIT, f.CANCEL, f.ACK, f.NACK, f.RELEASE, f.EXTEND,
-             f.STATS, f.MANAGE]
+             f.START, f.STATS, f.MANAGE]
 BROKER_TO_CLIENT = [f.WELCOME, f.CONFIRM, f.DELIVER, f.STATS_REPLY, f.MANAGE_REPLY, f.ERROR]
 names = f.NAMES.get
 

@@ -15,8 +15,10 @@ from zq.client.consumer import Consumer, complete_args
 from zq.client.schedules import check_name, schedule_args
 from zq.config import DEFAULT_ENDPOINT
 from zq.errors import FrameTooLarge, InvalidArgument, InvalidQueueName
+from zq.history import MAX_NAME
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.protocol.names import check_publishable, check_queue_name
 from zq.settings import MAX_COUNT, from_map
 
 MAX_PRIORITY = 9
@@ -34,16 +36,28 @@ def default_endpoint() -> str:
 def _check_fits(queue: str, body: bytes, headers: dict[str, Any] | None,
                 limits: codec.Limits) -> None:
     hsize = codec.header_size(headers)
-    if not codec.fits_alone(len(queue.encode()), len(body), hsize, limits):
-        raise FrameTooLarge(
-            f"a message of {len(body)} body and {hsize} header bytes does not fit the "
-            f"broker's frame limit of {limits.max_frame} bytes", limit=limits.max_frame)
+    if not codec.fits_stored(len(body), hsize, limits):
+        raise FrameTooLarge(codec.too_large_text(0, len(body), hsize, limits),
+                            limit=limits.max_frame)
 
 
 def _check_queue(queue: str) -> None:
+    """A name that can name an existing queue (see zq.protocol.names for new ones)."""
     if not isinstance(queue, str) or not queue or len(queue.encode()) > codec.MAX_QUEUE_NAME:
         raise InvalidQueueName(f"queue name must be a non-empty str of at most "
                                f"{codec.MAX_QUEUE_NAME} UTF-8 bytes, got {queue!r}", queue=queue)
+
+
+_publishable: set[str] = set()  # names checked already: publishing checks each name once
+
+
+def _check_publishable(queue: str) -> None:
+    """The broker's rule for queues a producer writes to (so the error comes before
+    anything is sent, and is the broker's: zq.InvalidQueueName)."""
+    if queue not in _publishable:
+        check_publishable(queue)
+        if len(_publishable) < 10_000:
+            _publishable.add(queue)
 
 
 def _check_body(body: Any) -> bytes:
@@ -148,6 +162,9 @@ class Client:
                  publish_window: int = 10_000, connect_timeout: float = 5.0) -> None:
         if publish_window < 1:
             raise ValueError("publish_window must be >= 1")
+        if not isinstance(name, str) or len(name.encode()) > MAX_NAME:
+            raise InvalidArgument(f"a client name is a str of at most {MAX_NAME} UTF-8 "
+                                  f"bytes (it goes into attempt histories), got {name!r:.80}")
         self.endpoint = endpoint or default_endpoint()
         self.name = name or f"client-{os.getpid()}"
         self.publish_window = publish_window
@@ -232,9 +249,11 @@ class Client:
           the queue's dedup window stores nothing and returns the first one's id.
 
         Durations are rounded up to whole milliseconds. A bad value raises
-        ``zq.InvalidArgument`` before anything is sent.
+        ``zq.InvalidArgument`` before anything is sent. Queue names follow the rule
+        of :mod:`zq.protocol.names` (``zq.InvalidQueueName`` otherwise), and
+        dead-letter queues (``*.dlq``) take no publishes.
         """
-        _check_queue(queue)
+        _check_publishable(queue)
         body = _check_body(body)
         headers = _check_headers(headers)
         conn = self.conn
@@ -267,7 +286,7 @@ class Client:
 
         The options, as for :meth:`publish`, apply to every message.
         """
-        _check_queue(queue)
+        _check_publishable(queue)
         opts = None
         if (priority is not None or delay is not None or eta is not None or ttl is not None
                 or time_limit is not None or max_attempts is not None or tenant is not None):
@@ -300,12 +319,19 @@ class Client:
             ids.extend(chunk_ids)
         return ids
 
-    def consume(self, queue: str, *, prefetch: int = 100) -> Consumer:
-        """Messages from ``queue``, at most ``prefetch`` unacked at a time."""
+    def consume(self, queue: str, *, prefetch: int = 100, auto_start: bool = True
+                ) -> Consumer:
+        """Messages from ``queue``, at most ``prefetch`` unacked at a time.
+
+        With ``auto_start`` (the default) a message counts as started when the
+        application takes it from the consumer; if this client dies, messages it
+        received and had not started go back without counting an attempt. Without
+        it, call :meth:`Message.mark_started` when work on a message begins.
+        """
         _check_queue(queue)
         if not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
-        return Consumer(self.conn, queue, prefetch)
+        return Consumer(self.conn, queue, prefetch, auto_start=auto_start)
 
     async def stats(self) -> dict[str, Any]:
         """The broker's counters: totals, per queue, per connected peer."""
@@ -326,7 +352,7 @@ class Client:
         ``selection``, ``weights``, ``caps`` (durations in seconds). Returns the
         queue's effective settings.
         """
-        _check_queue(name)
+        check_queue_name(name)
         changes = {k.replace("-", "_"): v for k, v in settings.items()}
         from_map(changes)  # a bad name or value fails here, before anything is sent
         result = await self.conn.manage("declare", {"queue": name, "settings": changes})
@@ -379,7 +405,7 @@ class Client:
         _check_queue(dlq)
         args: dict[str, Any] = {"queue": dlq}
         if to is not None:
-            _check_queue(to)
+            check_queue_name(to)
             args["to"] = to
         if match is not None:
             if not isinstance(match, str):

@@ -171,6 +171,7 @@ class Connection:
         self._acks: tuple[list[int], list[int]] = ([], [])
         self._nacks: dict[tuple[bool, int, str], tuple[list[int], list[int]]] = {}
         self._releases: list[int] = []
+        self.starting: list[Consumer] = []  # consumers whose application took messages
         self._credit: dict[str, int] = {}
         self.owing: list[Consumer] = []  # consumers with credit earned by settling
         self._flush_scheduled = False
@@ -217,7 +218,7 @@ class Connection:
     async def _handshake(self) -> None:
         self._welcome_fut = self._loop.create_future()
         self._epoch += 1
-        self._send_now(codec.encode(f.Hello(self.name)))
+        self._send_now(codec.encode(f.Hello(self.name, starts=True)))
         try:
             welcome = await asyncio.wait_for(asyncio.shield(self._welcome_fut),
                                              self.connect_timeout)
@@ -364,6 +365,12 @@ class Connection:
         self._credit.pop(queue, None)
         self._direct(codec.encode(f.Cancel(queue)))
 
+    def note_starting(self, consumer: Consumer) -> None:
+        """``consumer`` has messages its application took: at the end of this turn a
+        START names those not settled by then (see :meth:`Consumer.taken_unsettled`)."""
+        self.starting.append(consumer)
+        self._schedule_flush()
+
     def ack(self, mid: int, attempt: int) -> None:
         self._acks[0].append(mid)
         self._acks[1].append(attempt)
@@ -502,6 +509,8 @@ class Connection:
                                        headers[start:end] if headers else [],
                                        b.futs[start:end], many=False, opts=opts)
                     start = end
+        if self.starting:
+            self._materialize_starts(max_batch)
         ids, attempts = self._acks
         if ids:
             self._acks = ([], [])
@@ -530,6 +539,21 @@ class Connection:
             for queue, n in credit.items():
                 self._out.append(codec.encode(f.Credit(queue, n)))
 
+    def _materialize_starts(self, max_batch: int) -> None:
+        """START for messages taken and not settled this turn (those settled need none:
+        in a consumer loop that acks as it goes, no START is ever sent)."""
+        starting, self.starting = self.starting, []
+        ids: list[int] = []
+        attempts: list[int] = []
+        for consumer in starting:
+            consumer.taken_unsettled(ids, attempts)
+        w = self.welcome
+        if not ids or w is None or not w.starts:
+            return
+        for i in range(0, len(ids), max_batch):
+            self._out.append(codec.encode(f.Start(ids[i:i + max_batch],
+                                                  attempts[i:i + max_batch])))
+
     def _send_now(self, parts: list[bytes]) -> None:
         self._materialize()
         self._out.append(parts)
@@ -553,7 +577,7 @@ class Connection:
             try:
                 frame = codec.decode(parts, self.limits)
             except ZqError as exc:
-                log.error("undecodable frame from broker: %s", exc)
+                self._undecodable(parts, exc)
                 continue
             self._on_frame(frame)
         if got:
@@ -567,6 +591,30 @@ class Connection:
                 self._resume()
         if self._out or self._batches or self._acks[0] or self._credit or self.owing:
             self._flush()
+
+    def _undecodable(self, parts: list[bytes], exc: ZqError) -> None:
+        """A frame from the broker we cannot decode: never dropped in silence.
+
+        It is logged and kept in ``errors`` (where the application finds it). A reply
+        fails the request it answers. A DELIVER whose ids can still be read is NACKed
+        with the reason, so the broker counts the attempt and retries or dead-letters
+        the messages instead of leaving them leased to us for as long as we live.
+        """
+        log.error("undecodable frame from broker: %s", exc)
+        self.errors.append(exc)
+        req = codec.reply_req(parts)
+        r = self._requests.pop(req, None) if req is not None else None
+        if r is not None and not r.fut.done():
+            r.fut.set_exception(exc)  # the request fails instead of waiting for ever
+        salvaged = codec.deliver_ids(parts)
+        if salvaged is not None:
+            ids, attempts = salvaged
+            for mid, att in zip(ids, attempts, strict=True):
+                self.nack(mid, att, True, 0, f"the client could not decode the DELIVER: "
+                                             f"{exc.message}"[:1000])
+            consumer = self.consumers.get(parts[1].decode("utf-8", "replace"))
+            if consumer is not None and not consumer._closed:
+                self.credit(consumer.queue, len(ids))  # it never saw them: window stays full
 
     def _on_frame(self, frame: f.Frame) -> None:
         match frame:
@@ -736,7 +784,7 @@ class Connection:
         self._resume_at = self._loop.time()
         self.session.clear()  # until the new WELCOME
         self._epoch += 1
-        self._send_now(codec.encode(f.Hello(self.name)))
+        self._send_now(codec.encode(f.Hello(self.name, starts=True)))
 
     def _on_rewelcome(self, w: f.Welcome) -> None:
         """A new session after a broker restart: resend unconfirmed publishes, re-grant."""

@@ -182,6 +182,17 @@ class Message:
         self._settle().release([self.id])
         self._consumer._recorded()
 
+    def mark_started(self) -> None:
+        """Tell the broker that work on this message has begun (sent at the end of
+        this loop turn, or not at all if it is settled first).
+
+        If this client is lost, the messages it started count as failed attempts
+        and the others go back as if released. Consumers with ``auto_start`` (the
+        default) mark each message when the application takes it.
+        """
+        if not self._settled:
+            self._consumer._took(self)
+
 
 class Consumer:
     """An async iterator of :class:`Message` from one queue, under credit ``prefetch``.
@@ -191,10 +202,13 @@ class Consumer:
     stops delivery and gives back messages that were received but not handed out.
     """
 
-    def __init__(self, conn: Connection, queue: str, prefetch: int) -> None:
+    def __init__(self, conn: Connection, queue: str, prefetch: int, *,
+                 auto_start: bool = True) -> None:
         self._conn = conn
         self.queue = queue
         self.prefetch = prefetch
+        self.auto_start = auto_start  # a message taken by the application is started
+        self.taken: list[Message] = []  # started this turn (a START names the unsettled)
         self._buf: deque[Message] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: ZqError | None = None
@@ -245,7 +259,10 @@ class Consumer:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._buf.popleft()
+        m = self._buf.popleft()
+        if self.auto_start:
+            self._took(m)
+        return m
 
     async def get(self, timeout: float | None = None) -> Message:  # noqa: ASYNC109
         """The next message; raise TimeoutError after ``timeout`` seconds.
@@ -289,6 +306,20 @@ class Consumer:
         if self.held > self.peak_held:
             self.peak_held = self.held
         self._wake()
+
+    def _took(self, m: Message) -> None:
+        """Work on ``m`` began; the connection reports it at the end of the turn."""
+        if not self.taken:
+            self._conn.note_starting(self)
+        self.taken.append(m)
+
+    def taken_unsettled(self, ids: list[int], attempts: list[int]) -> None:
+        """Add the messages taken since the last call and still unsettled; forget all."""
+        for m in self.taken:
+            if not m._settled:
+                ids.append(m.id)
+                attempts.append(m.attempt)
+        self.taken = []
 
     def _settled_one(self) -> Connection:
         conn = self._conn
@@ -342,6 +373,7 @@ class Consumer:
     def _reset(self) -> None:
         """New broker session: what we buffered is void there; grant the window again."""
         self._buf.clear()
+        self.taken = []  # they name deliveries of the session that is gone
         self.held = 0
         self.owed = 0
         self._error = None

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from zq.schedules import Schedule
 
 
+# What a row's attempt count means (the ``state`` column), so that recovery counts
+# only attempts that were made:
+WAITING = 0  # ready or delayed: ``attempts`` deliveries were made
+DELIVERED = 1  # delivery number ``attempts`` was stored before its DELIVER went out
+AHEAD = 2  # ``attempts`` is the next delivery's number, stored before its due time
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """A message as the store keeps it."""
@@ -27,19 +34,22 @@ class StoredMessage:
     ready_at: float  # wall-clock seconds; 0 = ready now
     created: float = 0.0  # wall-clock seconds it was published (0: unknown)
     opts: dict[str, Any] | None = None  # its publish options (see ``zq.core.pack_opts``)
+    state: int = WAITING  # WAITING, DELIVERED or AHEAD
 
 
 # One PUBLISH frame's messages: first id (the rest follow), queue, headers (None
 # when no message has any, else one entry per body), bodies.
 Insert = tuple[int, str, "list[dict[str, Any] | None] | None", "list[bytes]"]
-# Ids and their new attempt counts, and the due time (wall clock, 0 = now) they share.
-Update = tuple["list[int]", "list[int]", float]
+# Ids and their new attempt counts, and the due time (wall clock, 0 = now) and the
+# state (WAITING, DELIVERED, AHEAD) they share.
+Update = tuple["list[int]", "list[int]", float, int]
 
 
 @dataclass(slots=True)
 class Rewrite:
     """One message's whole state, for the rarer changes: a failure recorded in its
-    headers, a move to another queue (dead letters, redrive). Ordered among updates."""
+    headers, a move to another queue (dead letters, redrive). Ordered among updates.
+    Its state is WAITING: a rewritten message is not in flight."""
 
     id: int
     queue: str
@@ -86,6 +96,33 @@ class WriteBatch:
         return WriteBatch(updates=self.updates, deletes=self.deletes, settings=self.settings,
                           purges=self.purges, results=self.results)
 
+    def compact(self) -> None:
+        """Keep only the last word on each message, queue and outcome.
+
+        A batch that fails to commit is carried into the next one; on a disk that
+        stays full that would grow by every delivery and ack until it could never
+        commit. Compacted, it holds at most one entry per message (its latest
+        rewrite and the attempt update after it), one per queue and one per result.
+        """
+        gone = set(self.deletes)
+        rewrites: dict[int, Rewrite] = {}
+        after: dict[int, tuple[int, float, int]] = {}  # id -> attempts, ready_at, state
+        for u in self.updates:
+            if type(u) is Rewrite:
+                rewrites[u.id] = u
+                after.pop(u.id, None)
+            else:
+                ids, attempts, ready_at, state = u  # type: ignore[misc]
+                for i, a in zip(ids, attempts, strict=True):
+                    after[i] = (a, ready_at, state)
+        updates: list[Update | Rewrite] = [r for i, r in rewrites.items() if i not in gone]
+        updates += [([i], [a], ready_at, state) for i, (a, ready_at, state) in after.items()
+                    if i not in gone]
+        self.updates = updates
+        self.deletes = list(dict.fromkeys(self.deletes))
+        self.settings = list({name: blob for name, blob in self.settings}.items())
+        self.results = list({r[0]: r for r in self.results}.values())
+
 
 @dataclass(slots=True)
 class Recovered:
@@ -109,6 +146,7 @@ class Store(Protocol):
     """One writer; all methods are called from the broker's event loop."""
 
     durable: bool
+    full: bool  # no room: publishes are refused without trying; settlements still commit
 
     async def open(self, window: int) -> Recovered:
         """Open (creating if needed) and return what is stored, ``window`` per queue."""

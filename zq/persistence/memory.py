@@ -11,6 +11,7 @@ class MemoryStore:
     """Keeps nothing: a restart starts empty. For users who want no durability."""
 
     durable = False
+    full = False  # memory is never "full" in the store's sense
 
     async def open(self, window: int) -> Recovered:
         return Recovered(messages=[], next_id=1)

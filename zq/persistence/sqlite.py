@@ -6,11 +6,11 @@ of change and a COMMIT, so a loop pass costs two to four thread hops however
 many messages it carries. Python's sqlite3 opens the transaction implicitly
 with the first statement, so there is no separate BEGIN.
 
-Layout (``PRAGMA user_version`` 2; a version 1 database is upgraded in place)::
+Layout (``PRAGMA user_version`` 3; versions 1 and 2 are upgraded in place)::
 
     queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
     messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
-             created, opts)
+             created, opts, state)
     index messages(qid)      -- rows of one queue in id order, for paging a backlog in
     dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
     results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
@@ -18,7 +18,9 @@ Layout (``PRAGMA user_version`` 2; a version 1 database is upgraded in place)::
 
 ``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
 message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
-for a plain message.
+for a plain message. ``state`` says what ``attempts`` counts (see
+``zq.persistence.base``: WAITING, DELIVERED, AHEAD), so that a restart counts only
+attempts that were made.
 
 AUTOINCREMENT keeps the highest id ever used in ``sqlite_sequence``, so ids are
 never reused after a restart even when every message was acked.
@@ -42,11 +44,12 @@ import msgpack
 
 from zq.errors import StorageError, StorageFull
 from zq.persistence.base import Insert, Recovered, Rewrite, StoredMessage, Update, WriteBatch
+from zq.persistence.reserve import DiskReserve, disk_free
 from zq.schedules import from_map as schedule_from_map
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "zq.db"
 LOCK_NAME = "zq.lock"
 
@@ -64,7 +67,8 @@ CREATE TABLE IF NOT EXISTS messages (
     headers BLOB,
     body BLOB NOT NULL,
     created REAL NOT NULL DEFAULT 0,
-    opts BLOB
+    opts BLOB,
+    state INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
 CREATE TABLE IF NOT EXISTS dedup (
@@ -91,12 +95,15 @@ ALTER TABLE queues ADD COLUMN settings BLOB;
 ALTER TABLE messages ADD COLUMN created REAL NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN opts BLOB;
 """
+_UPGRADE_2_TO_3 = """
+ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+"""
 
 _INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created) "
            "VALUES (?, ?, 0, 0.0, ?, ?, ?)")
 _PLACE = "UPDATE messages SET ready_at = ?, opts = ? WHERE id BETWEEN ? AND ?"
-_REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ? "
-            "WHERE id = ?")
+_REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ?, "
+            "state = 0 WHERE id = ?")
 _SETTINGS = ("INSERT INTO queues (qid, name, settings) VALUES (?, ?, ?) "
              "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings")
 _PURGE = "DELETE FROM messages WHERE qid = ? AND id > ? AND id <= ?"
@@ -104,10 +111,11 @@ _DEDUP = "INSERT OR REPLACE INTO dedup (qid, key, id, expires_at) VALUES (?, ?, 
 _RESULT = ("INSERT OR REPLACE INTO results (id, qid, state, data, expires_at) "
            "VALUES (?, ?, ?, ?, ?)")
 _SCHEDULE = "INSERT OR REPLACE INTO schedules (name, spec) VALUES (?, ?)"
-_UPDATE = "UPDATE messages SET attempts = ?, ready_at = ? WHERE id BETWEEN ? AND ?"
+_UPDATE = ("UPDATE messages SET attempts = ?, ready_at = ?, state = ? "
+           "WHERE id BETWEEN ? AND ?")
 _DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 _NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
-_PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts FROM messages "
+_PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts, state FROM messages "
          "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
 
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -179,10 +187,10 @@ def _statement(kind: type | None, run: list[Any], qids: dict[str, int]
     return _UPDATE, update_runs(run)
 
 
-def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int]]:
-    """``(attempts, ready_at, lo, hi)`` rows for ``_UPDATE``, in the order staged."""
-    rows: list[tuple[int, float, int, int]] = []
-    for ids, attempts, ready_at in updates:
+def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int, int]]:
+    """``(attempts, ready_at, state, lo, hi)`` rows for ``_UPDATE``, in the order staged."""
+    rows: list[tuple[int, float, int, int, int]] = []
+    for ids, attempts, ready_at, state in updates:
         lo = hi = -2
         cur = -1
         for i, a in zip(ids, attempts, strict=True):
@@ -190,11 +198,11 @@ def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int]]:
                 hi = i
             else:
                 if hi >= 0:
-                    rows.append((cur, ready_at, lo, hi))
+                    rows.append((cur, ready_at, state, lo, hi))
                 lo = hi = i
                 cur = a
         if hi >= 0:
-            rows.append((cur, ready_at, lo, hi))
+            rows.append((cur, ready_at, state, lo, hi))
     return rows
 
 
@@ -242,7 +250,8 @@ class SqliteStore:
     one_hop = hasattr(aiosqlite.Connection, "_execute")
 
     def __init__(self, data_dir: str | Path, *, fsync: str = "full", max_bytes: int = 0,
-                 checkpoint_interval: float = 30.0, wal_limit: int = 64 * 1024 * 1024) -> None:
+                 checkpoint_interval: float = 30.0, wal_limit: int = 64 * 1024 * 1024,
+                 reserve_bytes: int = 16 * 1024 * 1024) -> None:
         if fsync not in ("full", "normal"):
             raise ValueError(f"fsync must be 'full' or 'normal', got {fsync!r}")
         self.dir = Path(data_dir)
@@ -251,6 +260,11 @@ class SqliteStore:
         self.max_bytes = max_bytes
         self.checkpoint_interval = checkpoint_interval
         self.wal_limit = wal_limit
+        self.reserve = DiskReserve(self.dir, reserve_bytes)
+        # The disk is full: publishes are refused (the broker does not even try them)
+        # while acks and settlements commit in the space the reserve gave back.
+        self.full = False
+        self._wal_room = 4 << 20  # set at open from the filesystem's size
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._qids: dict[str, int] = {}
@@ -271,9 +285,13 @@ class SqliteStore:
         except OSError as exc:
             raise StorageError(f"cannot create data folder {self.dir}: {exc}") from None
         self._lock()
+        # Room to open and recover even on a full disk (see zq.persistence.reserve).
+        self.reserve.discard()
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level="DEFERRED")
-            return await self._open(window)
+            rec = await self._open(window)
+            self._hold_reserve()
+            return rec
         except sqlite3.Error as exc:
             await self.close()
             raise storage_error(exc, f"opening {self.path}") from None
@@ -283,6 +301,11 @@ class SqliteStore:
 
     async def _open(self, window: int) -> Recovered:
         db = self.db
+        if await self._pragma("user_version") == 0 and not await db.execute_fetchall(
+                "SELECT 1 FROM sqlite_master"):
+            # A new database, before its first page is written: pages that acks free can
+            # then be given back to the filesystem (incremental_vacuum) on a full disk.
+            await db.execute_fetchall("PRAGMA auto_vacuum = INCREMENTAL")
         mode = await self._pragma("journal_mode = WAL")
         if str(mode).lower() != "wal":
             raise StorageError(f"{self.path}: the database is not in WAL mode (journal_mode "
@@ -291,18 +314,24 @@ class SqliteStore:
         sync = await self._pragma("synchronous")
         if sync != (2 if self.fsync == "full" else 1):
             raise StorageError(f"{self.path}: synchronous is {sync}, asked for {self.fsync}")
-        await db.execute_fetchall(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
-        await db.execute_fetchall("PRAGMA wal_autocheckpoint = 1000")
+        await self._size_wal()
         version = await self._pragma("user_version")
-        if version not in (0, 1, SCHEMA_VERSION):
+        if version not in (0, 1, 2, SCHEMA_VERSION):
             raise StorageError(f"{self.path} has schema version {version}; this zq knows "
                                f"version {SCHEMA_VERSION}")
-        if version == 1:
-            log.info("upgrading %s from schema version 1 to %d", self.path, SCHEMA_VERSION)
-            await db.executescript(_UPGRADE_1_TO_2)
-        await db.executescript(_SCHEMA)
-        await db.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        await db.commit()
+        if version != SCHEMA_VERSION:
+            # Only a new or older database is written to at open: a broker restarted on
+            # a full disk must be able to open its current one without writing.
+            if version:
+                log.info("upgrading %s from schema version %d to %d", self.path, version,
+                         SCHEMA_VERSION)
+            if version == 1:
+                await db.executescript(_UPGRADE_1_TO_2)
+            if version in (1, 2):
+                await db.executescript(_UPGRADE_2_TO_3)
+            await db.executescript(_SCHEMA)
+            await db.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await db.commit()
         if self.max_bytes:
             page_size = int(await self._pragma("page_size"))
             pages = max(1, self.max_bytes // page_size)
@@ -344,9 +373,29 @@ class SqliteStore:
                          settings=settings, dedups=dedups, results=results,
                          schedules=schedules)
 
+    async def _size_wal(self) -> None:
+        """Bound the WAL by the filesystem too: on a small disk (an 8 MiB tmpfs, an edge
+        box's flash) a 4 MB log between checkpoints would be half of it."""
+        total, _ = disk_free(self.dir)
+        page = int(await self._pragma("page_size") or 4096)
+        pages = max(64, min(1000, total // 32 // page))
+        limit = min(int(self.wal_limit), max(page * 64, total // 16))
+        self._wal_room = pages * page  # the WAL's size between two checkpoints
+        await self.db.execute_fetchall(f"PRAGMA journal_size_limit = {limit}")
+        await self.db.execute_fetchall(f"PRAGMA wal_autocheckpoint = {pages}")
+
+    def _hold_reserve(self) -> None:
+        self.reserve.fit()
+        if not self.reserve.take():
+            self.full = True
+            log.warning("%s: no room for the %d-byte disk reserve; publishes are refused "
+                        "until acks free space", self.dir, self.reserve.size)
+
     def stats(self) -> dict[str, Any]:
         return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
-                "messages_written": self.messages_written, "pages_read": self.pages_read}
+                "messages_written": self.messages_written, "pages_read": self.pages_read,
+                "full": self.full, "reserve_bytes": self.reserve.size if self.reserve.held
+                else 0}
 
     async def close(self) -> None:
         if self._db is not None:
@@ -358,6 +407,7 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.close()
         if self._lock_fd is not None:
+            self.reserve.discard()  # a stopped broker holds no disk back
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
@@ -384,7 +434,10 @@ class SqliteStore:
                 del self._qids[name]
                 del self._names[qid]
             self._next_qid -= len(new_queues)
-            raise storage_error(exc, "commit") from None
+            err = storage_error(exc, "commit")
+            if isinstance(err, StorageFull):
+                await self._disk_full()
+            raise err from None
         self.commits += 1
         self.messages_written += sum(len(e[3]) for e in batch.inserts)
         self._dirty_since_checkpoint = True
@@ -432,17 +485,72 @@ class SqliteStore:
         rows = await self.db.execute_fetchall(_PAGE, (qid, after_id, limit))
         self.pages_read += 1
         return [StoredMessage(mid, name, body, None if h is None else unpack(h), attempts,
-                              ready_at, created, None if o is None else unpack(o))
-                for mid, attempts, ready_at, h, body, created, o in rows]
+                              ready_at, created, None if o is None else unpack(o), state)
+                for mid, attempts, ready_at, h, body, created, o, state in rows]
 
     # ------------------------------------------------------------ maintenance
 
-    async def maintain(self) -> None:
-        """Checkpoint the WAL into the database on a timer, so it stays small when idle.
+    async def _disk_full(self) -> None:
+        """A commit found no room. If the filesystem is the limit (not ``max_bytes``),
+        give the reserve back and move the log into the database, so that what frees
+        space (acks) can commit; publishes are refused until :meth:`_recover_room`."""
+        if not self.reserve.pressure():
+            return  # the database's own cap: inserts fail, deletes still work
+        self.reserve.release()
+        self.full = True
+        await self._checkpoint()
 
-        SQLite also checkpoints by itself every 1,000 WAL pages, and
+    async def _checkpoint(self) -> bool:
+        try:
+            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("checkpoint failed: %s", exc)
+            return False
+        return True
+
+    async def _recover_room(self) -> None:
+        """On a full disk: give the pages acks freed back to the filesystem (a database
+        made by this zq has ``auto_vacuum = INCREMENTAL``), then accept publishes again
+        once the reserve is held again and the WAL has room to grow to its next
+        checkpoint: without that room the next commit would fail at once."""
+        try:
+            if await self._pragma("auto_vacuum") == 2:
+                await self._give_back_pages()
+        except sqlite3.Error as exc:
+            log.warning("giving free pages back failed: %s", exc)
+        if not await self._checkpoint() or not self.reserve.take():
+            return
+        _, free = disk_free(self.dir)
+        if free >= self._wal_room:
+            self.full = False
+            log.warning("%s: room again (%d bytes free besides the reserve); publishes are "
+                        "accepted", self.dir, free)
+
+    async def _give_back_pages(self) -> None:
+        """Shrink the database file by its free pages, a few at a time: moving pages
+        goes through the WAL, so each step may use a third of the free disk, and a
+        checkpoint after it gives that room back."""
+        page = int(await self._pragma("page_size") or 4096)
+        for _ in range(64):  # bounded: the rest waits for the next second
+            free_pages = int(await self._pragma("freelist_count") or 0)
+            if not free_pages:
+                return
+            _, free = disk_free(self.dir)
+            n = max(1, min(free_pages, free // page // 3))
+            # executescript steps the pragma to its end (each step frees one page).
+            await self.db.executescript(f"PRAGMA incremental_vacuum({n});")
+            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def maintain(self) -> None:
+        """Checkpoint the WAL into the database on a timer, so it stays small when idle;
+        on a full disk, look for room to accept publishes again.
+
+        SQLite also checkpoints by itself every ``wal_autocheckpoint`` WAL pages, and
         ``journal_size_limit`` truncates the file after each checkpoint.
         """
+        if self.full:
+            await self._recover_room()
+            return
         if not self._dirty_since_checkpoint:
             return
         now = time.monotonic()

@@ -21,8 +21,7 @@ from zq.errors import (
     UnsupportedVersion,
 )
 from zq.protocol import frames as f
-
-MAX_QUEUE_NAME = 255
+from zq.protocol.names import MAX_QUEUE_NAME as MAX_QUEUE_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +54,38 @@ def fits_alone(queue_len: int, body_len: int, hsize: int, limits: Limits) -> boo
     """Whether one message can travel alone in a PUBLISH and in a DELIVER."""
     return (ENVELOPE + queue_len + PER_MESSAGE + hsize + body_len <= limits.max_frame
             and ENVELOPE + PER_MESSAGE + hsize <= limits.max_header)
+
+
+# Header bytes every stored message keeps free for the broker's own headers (its
+# attempt history, a dead letter's origin and reason), at most 1/16 of max_frame.
+HEADER_RESERVE = 4096
+
+
+def reserve(limits: Limits) -> int:
+    """Header bytes a new message must leave free (see HEADER_RESERVE)."""
+    return min(HEADER_RESERVE, limits.max_frame // 16)
+
+
+def header_budget(body_len: int, limits: Limits) -> int:
+    """The most header bytes a message with this body can carry and still travel
+    alone in a DELIVER from any queue (a dead letter moves to another queue)."""
+    return min(limits.max_header - ENVELOPE - PER_MESSAGE,
+               limits.max_frame - ENVELOPE - MAX_QUEUE_NAME - PER_MESSAGE - body_len)
+
+
+def fits_stored(body_len: int, hsize: int, limits: Limits) -> bool:
+    """Whether a new message may be stored: it fits a DELIVER from any queue with
+    ``reserve`` header bytes to spare for its history and dead-letter headers."""
+    return hsize + reserve(limits) <= header_budget(body_len, limits)
+
+
+def too_large_text(i: int, body_len: int, hsize: int, limits: Limits) -> str:
+    """Why message ``i`` is refused, naming the setting to raise."""
+    return (f"message {i} ({body_len} body + {hsize} header bytes) is too large: a message "
+            f"must fit a DELIVER frame of max_frame = {limits.max_frame} bytes (headers at "
+            f"most {limits.max_header}) with {reserve(limits)} header bytes to spare for "
+            f"the broker's attempt history; raise the broker setting max_frame "
+            f"(zq broker --max-frame) or send less")
 
 
 def fits_together(queue_len: int, body_lens: Sequence[int], limits: Limits) -> bool:
@@ -236,6 +267,33 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
     return _DECODERS[op](h, op, limits)
 
 
+def deliver_ids(parts: Sequence[bytes]) -> tuple[list[int], list[int]] | None:
+    """The ids and attempts of a DELIVER that failed to decode, if they can be read
+    (to settle it rather than drop it); None if it is not a DELIVER or they cannot."""
+    if len(parts) < 3 or parts[0] != _COMMANDS[f.DELIVER]:
+        return None
+    try:
+        h = msgpack.unpackb(parts[2], raw=False, max_ext_len=0)
+        ids, attempts = h[0], h[1]
+    except Exception:  # msgpack raises many types; all mean "cannot read"
+        return None
+    ok = (type(ids) is list and type(attempts) is list and len(ids) == len(attempts)
+          and all(type(x) is int and 0 <= x < 1 << 63 for x in ids + attempts))
+    return (ids, attempts) if ok and ids else None
+
+
+def reply_req(parts: Sequence[bytes]) -> int | None:
+    """The ``req`` of a STATS_REPLY or MANAGE_REPLY that failed to decode, if it can be
+    read (so the request waiting for it fails instead of waiting for ever)."""
+    if len(parts) != 2 or parts[0] not in (_COMMANDS[f.STATS_REPLY], _COMMANDS[f.MANAGE_REPLY]):
+        return None
+    try:
+        req = msgpack.unpackb(parts[1], raw=False, max_ext_len=0)[0]
+    except Exception:  # msgpack raises many types; all mean "cannot read"
+        return None
+    return req if type(req) is int else None
+
+
 def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
     """PUBLISH: the header is read first, so that a size error can name the seq."""
     op = f.PUBLISH
@@ -248,24 +306,25 @@ def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
     queue = _queue_name(parts[1], op)
     bodies = list(parts[3:])
     if total > limits.max_frame:
-        raise FrameTooLarge(f"message of {total} bytes exceeds {limits.max_frame}", op=op,
+        raise FrameTooLarge(f"PUBLISH of {total} bytes exceeds max_frame = {limits.max_frame} "
+                            f"(broker setting max_frame, zq broker --max-frame)", op=op,
                             limit=limits.max_frame, ref=seq)
     if len(bodies) > limits.max_batch:
-        raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch}", op=op,
+        raise FrameTooLarge(f"{len(bodies)} bodies exceed {limits.max_batch} per PUBLISH "
+                            f"(broker setting max_publish_batch)", op=op,
                             limit=limits.max_batch, ref=seq)
     headers = _headers(h[1], len(bodies), op)
     opts = publish_options(h[2], len(bodies), seq) if len(h) == 3 and h[2] is not None else None
-    if total + ENVELOPE + PER_MESSAGE > limits.max_frame or (
-            len(parts[2]) + ENVELOPE + PER_MESSAGE > limits.max_header):
-        # Near the limits: every message must also fit a DELIVER of its own.
-        qlen = len(parts[1])
+    spare = ENVELOPE + PER_MESSAGE + reserve(limits)
+    if total + spare + MAX_QUEUE_NAME > limits.max_frame or (
+            len(parts[2]) + spare > limits.max_header):
+        # Near the limits: every message must also fit a DELIVER of its own, with room
+        # for the headers the broker may add.
         for i, body in enumerate(bodies):
             hsize = header_size(headers[i]) if headers else 0
-            if not fits_alone(qlen, len(body), hsize, limits):
-                raise FrameTooLarge(
-                    f"message {i} ({len(body)} + {hsize} header bytes) would not fit a "
-                    f"frame of {limits.max_frame} bytes", op=op, limit=limits.max_frame,
-                    ref=seq)
+            if not fits_stored(len(body), hsize, limits):
+                raise FrameTooLarge(too_large_text(i, len(body), hsize, limits), op=op,
+                                    limit=limits.max_frame, ref=seq)
     return f.Publish(queue, seq, bodies, headers, opts)
 
 
@@ -316,10 +375,17 @@ def publish_options(v: Any, n: int, seq: int) -> f.Options:
                      text("tenant"), dedup)
 
 
+def _bool(v: Any, op: int, what: str) -> bool:
+    if type(v) is not bool:
+        raise _bad(op, f"{what} must be a boolean")
+    return v
+
+
 def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:
     m = _map(h, op)
     return f.Hello(_str(m.get("name", ""), op, "name"),
-                   _int(m.get("heartbeat_ms", 0), op, "heartbeat_ms"))
+                   _int(m.get("heartbeat_ms", 0), op, "heartbeat_ms"),
+                   _bool(m.get("starts", False), op, "starts"))
 
 
 def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:
@@ -332,6 +398,7 @@ def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:
             _int(m["max_batch"], op, "max_batch", 1),
             _int(m["max_credit"], op, "max_credit", 1),
             _int(m["max_frame"], op, "max_frame", 1),
+            _bool(m.get("starts", False), op, "starts"),
         )
     except KeyError as exc:
         raise _bad(op, f"missing field {exc}") from None
@@ -386,9 +453,13 @@ def _d_ack(h: Any, op: int, limits: Limits) -> f.Frame:
 
 def _d_nack(h: Any, op: int, limits: Limits) -> f.Frame:
     h, ids, attempts = _pair(h, op, limits, 5)
-    if type(h[2]) is not bool:
-        raise _bad(op, "requeue must be a boolean")
-    return f.Nack(ids, attempts, h[2], _int(h[3], op, "delay_ms"), _str(h[4], op, "reason"))
+    return f.Nack(ids, attempts, _bool(h[2], op, "requeue"), _int(h[3], op, "delay_ms"),
+                  _str(h[4], op, "reason"))
+
+
+def _d_start(h: Any, op: int, limits: Limits) -> f.Frame:
+    _, ids, attempts = _pair(h, op, limits, 2)
+    return f.Start(ids, attempts)
 
 
 def _d_release(h: Any, op: int, limits: Limits) -> f.Frame:
@@ -445,6 +516,7 @@ _DECODERS = {
     f.NACK: _d_nack,
     f.RELEASE: _d_release,
     f.EXTEND: _d_extend,
+    f.START: _d_start,
     f.MANAGE: _d_manage,
     f.MANAGE_REPLY: _d_manage_reply,
     f.STATS: _d_stats,
@@ -462,11 +534,15 @@ def encode(frame: f.Frame) -> list[bytes]:
         case f.Deliver(queue, ids, attempts, bodies, headers):
             return [_COMMANDS[f.DELIVER], queue.encode(), _packb([ids, attempts, headers]),
                     *bodies]
-        case f.Hello(name, heartbeat_ms):
+        case f.Hello(name, heartbeat_ms, starts):
             h: Any = {"name": name, "heartbeat_ms": heartbeat_ms}
-        case f.Welcome(broker, heartbeat_ms, liveness, max_batch, max_credit, max_frame):
+            if starts:
+                h["starts"] = True
+        case f.Welcome(broker, heartbeat_ms, liveness, max_batch, max_credit, max_frame, starts):
             h = {"broker": broker, "heartbeat_ms": heartbeat_ms, "liveness": liveness,
                  "max_batch": max_batch, "max_credit": max_credit, "max_frame": max_frame}
+            if starts:
+                h["starts"] = True
         case f.Heartbeat():
             h = None
         case f.Bye(reason):
@@ -485,6 +561,8 @@ def encode(frame: f.Frame) -> list[bytes]:
             h = [ids]
         case f.Extend(ids, attempts, ms):
             h = [ids, attempts, ms]
+        case f.Start(ids, attempts):
+            h = [ids, attempts]
         case f.Manage(req, op_name, args):
             h = [req, op_name, args]
         case f.ManageReply(req, result):

@@ -29,7 +29,8 @@ class CreditWindow:
         if self.available + self.in_flight + n > self.limit:
             raise InvalidCredit(
                 f"credit {n} would exceed the window limit {self.limit} "
-                f"({self.in_flight} in flight, {self.available} available)",
+                f"({self.in_flight} in flight, {self.available} available; the broker "
+                f"setting max_credit, zq broker --max-credit)",
                 credit=n,
                 limit=self.limit,
             )

@@ -34,6 +34,7 @@ ACK = 0x23
 NACK = 0x24
 RELEASE = 0x25
 EXTEND = 0x26
+START = 0x27
 STATS = 0x30
 STATS_REPLY = 0x31
 MANAGE = 0x40
@@ -49,6 +50,7 @@ class Hello:
 
     name: str = ""
     heartbeat_ms: int = 0  # the client's own send interval; 0 = use the broker's
+    starts: bool = False  # this session marks the deliveries it starts (START frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class Welcome:
     max_batch: int
     max_credit: int
     max_frame: int
+    starts: bool = False  # the broker understands START
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,18 @@ class Extend:
 
 
 @dataclass(frozen=True, slots=True)
+class Start:
+    """Consumer → broker: work on these deliveries has begun.
+
+    A session that said ``starts`` in HELLO sends it; when such a session is
+    lost, only deliveries it marked started count as failed attempts.
+    """
+
+    ids: list[int]
+    attempts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class Manage:
     """Client → broker: a queue operation ``op`` (declare, pause, purge, ...); see PROTOCOL.md.
 
@@ -252,6 +267,7 @@ Frame: TypeAlias = (
     | Nack
     | Release
     | Extend
+    | Start
     | Manage
     | ManageReply
     | Stats
@@ -273,6 +289,7 @@ OPCODES: dict[type[Any], int] = {
     Nack: NACK,
     Release: RELEASE,
     Extend: EXTEND,
+    Start: START,
     Manage: MANAGE,
     ManageReply: MANAGE_REPLY,
     Stats: STATS,
