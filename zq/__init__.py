@@ -1,30 +1,41 @@
-"""zq: a lightweight durable message and task broker on ZeroMQ."""
+"""zq: a lightweight durable message and task broker on ZeroMQ.
 
-from zq.client import Client, Consumer, Message
-from zq.errors import (
-    AlreadySettled,
-    ClientClosed,
-    ConnectionLost,
-    FrameTooLarge,
-    InvalidArgument,
-    InvalidCredit,
-    InvalidQueueName,
-    MalformedFrame,
-    OperationTimeout,
-    ProtocolViolation,
-    QueueFull,
-    SessionUnknown,
-    ShuttingDown,
-    StaleDelivery,
-    StorageError,
-    StorageFull,
-    UnknownDelivery,
-    UnknownQueue,
-    ZqError,
-    error_from_code,
-)
-from zq.tasks import App, Retry, TaskFailed, TaskHandle
-from zq.worker import Worker, current_message
+The names below are loaded when first used (PEP 562), so that importing a part of zq
+that has no I/O (``zq.protocol``, the broker's core) does not load ZeroMQ and asyncio
+through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zq.client import Client, Consumer, Message
+    from zq.errors import (
+        AlreadySettled,
+        ClientClosed,
+        ConnectionLost,
+        FrameTooLarge,
+        InvalidArgument,
+        InvalidCredit,
+        InvalidQueueName,
+        MalformedFrame,
+        OperationTimeout,
+        ProtocolViolation,
+        QueueFull,
+        SessionUnknown,
+        ShuttingDown,
+        StaleDelivery,
+        StorageError,
+        StorageFull,
+        UnknownDelivery,
+        UnknownQueue,
+        ZqError,
+        error_from_code,
+    )
+    from zq.tasks import App, Retry, TaskFailed, TaskHandle
+    from zq.worker import Worker, current_message
 
 __version__ = "0.1.0"
 
@@ -60,3 +71,19 @@ __all__ = [
     "current_message",
     "error_from_code",
 ]
+
+
+_HOMES = {
+    **dict.fromkeys(("Client", "Consumer", "Message"), "zq.client"),
+    **dict.fromkeys(("App", "Retry", "TaskFailed", "TaskHandle"), "zq.tasks"),
+    **dict.fromkeys(("Worker", "current_message"), "zq.worker"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__ and name != "__version__":
+        module = importlib.import_module(_HOMES.get(name, "zq.errors"))
+        value = getattr(module, name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+    raise AttributeError(f"module 'zq' has no attribute {name!r}")
