@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from zq import history
 from zq.core import DEAD_AT, ORIGIN, REASON
-from zq.errors import InvalidArgument, UnknownQueue
+from zq.errors import InvalidArgument, InvalidQueueName, UnknownQueue
 from zq.protocol import codec
-from zq.protocol.names import check_queue_name
+from zq.protocol.names import check_publishable, check_queue_name
 from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from zq.queues import Msg, Queue
 
 MAX_PEEK = 100
+# Operations that change nothing: their reply goes out even when the commit it waited
+# for fails (an operation that changed something gets the storage error instead).
+READ_ONLY = frozenset({"info", "list", "peek", "status", "schedule_ls"})
 
 
 def manage(core: BrokerCore, frame: Any, now: float, peer: Peer | None = None
@@ -45,7 +48,8 @@ def manage(core: BrokerCore, frame: Any, now: float, peer: Peer | None = None
 def _name(args: dict[str, Any], key: str = "queue") -> str:
     name = args.get(key)
     if not isinstance(name, str) or not name or len(name.encode()) > codec.MAX_QUEUE_NAME:
-        raise InvalidArgument(f"{key} must be a queue name of 1..{codec.MAX_QUEUE_NAME} bytes")
+        raise InvalidQueueName(f"{key} must be a queue name of 1..{codec.MAX_QUEUE_NAME} "
+                               f"bytes, got {name!r:.80}")
     return name
 
 
@@ -89,10 +93,23 @@ def info(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
             "dlq": q.dlq}
 
 
+MAX_LIST = 1000  # queues per ``list`` reply: 10,000 of them would pass 4 MiB
+
+
 def list_queues(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """The stats of up to ``limit`` queues, by name, those after ``after``; ``more``
+    says whether others follow (the SDK pages through them)."""
+    after = args.get("after", "")
+    limit = args.get("limit", MAX_LIST)
+    if not isinstance(after, str):
+        raise InvalidArgument("after must be a queue name")
+    if type(limit) is not int or not 1 <= limit <= MAX_LIST:
+        raise InvalidArgument(f"limit must be 1..{MAX_LIST}")
+    names = sorted(n for n in core.queues if n > after)
     in_flight = core.in_flight()
-    return {"queues": {q.name: core.queue_stats(q, in_flight.get(q.name, 0), now)
-                       for q in core.queues.values()}}
+    page = {n: core.queue_stats(core.queues[n], in_flight.get(n, 0), now)
+            for n in names[:limit]}
+    return {"queues": page, "more": len(names) > limit}
 
 
 def _pause(paused: bool) -> Callable[[BrokerCore, dict[str, Any], float], dict[str, Any]]:
@@ -119,8 +136,8 @@ def purge(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
 
 def _purge(core: BrokerCore, q: Queue) -> int:
     msgs = q.ready_msgs() + _take_delayed(core, q)
-    for lane in q.order:
-        lane.msgs.clear()
+    for pool in q.pools():
+        pool.clear()
     n = len(msgs) + q.disk
     q.mem_bytes -= sum(len(m.body) for m in msgs)
     if core.durable:
@@ -148,6 +165,8 @@ def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]
             sub = peer.subs.get(q.name)
             if sub is not None:
                 sub.window.settle(1)
+                if sub.probe is m:
+                    sub.probe = None
             core.untrack(m)
             if core.durable:
                 core._batch.deletes.append(mid)
@@ -177,7 +196,8 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     q = _existing(core, args)
     to = args.get("to")
     if to is not None:
-        to = _new_name(core, args, "to")
+        # Back to work: never into a dead-letter queue (only the broker writes there).
+        to = check_publishable(_new_name(core, args, "to"))
     match = args.get("match")
     if match is not None and not isinstance(match, str):
         raise InvalidArgument("match must be a string")
@@ -191,9 +211,9 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     moved = 0
     full: set[str] = set()
     wall = round(now + core.wall_offset, 3)
-    for lane in list(q.order):
+    for pool in q.pools():
         keep = []
-        for m in lane.msgs:
+        for m in pool:
             h = m.headers or {}
             target = to or h.get(ORIGIN)
             ok = (isinstance(target, str) and target and target != q.name
@@ -216,8 +236,8 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
             q.mem_bytes -= len(m.body)
             core.move(m, core._queue(str(target)))
             moved += 1
-        lane.msgs.clear()
-        lane.msgs.extend(keep)
+        pool.clear()
+        pool.extend(keep)
     if q.disk:
         core.draining.add(q)  # page the rest in, consumers or not, for the next call
     return {"queue": q.name, "moved": moved, "left_on_disk": q.disk, "full": sorted(full)}
@@ -236,15 +256,31 @@ def peek(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
     limit = args.get("limit", 10)
     if type(limit) is not int or not 1 <= limit <= MAX_PEEK:
         raise InvalidArgument(f"limit must be 1..{MAX_PEEK}")
-    budget = core.cfg.max_frame // 2
+    # The reply is one header part: it must stay within 4 MiB as well as max_frame.
+    budget = min(core.cfg.max_frame // 2, core.limits.max_header - 64 * 1024)
     out: list[dict[str, Any]] = []
     for m in q.ready_msgs()[:limit]:
-        budget -= len(m.body) + m.hsize + 64
+        cost = len(m.body) + m.hsize + 64
+        if cost > budget and not out:  # the first is shown even if too big, cut short
+            out.append(_cut(m, budget))
+            break
+        budget -= cost
         if budget < 0:
             break
         out.append({"id": m.id, "attempts": m.attempts, "headers": m.headers or {},
                     "body": m.body})
     return {"queue": q.name, "messages": out, "ready": q.ready_count() + q.disk}
+
+
+def _cut(m: Msg, budget: int) -> dict[str, Any]:
+    """A peeked message too large for the reply: its headers if they fit in half the
+    budget, and as much of its body as fits; ``size`` is the whole body's."""
+    headers = m.headers or {}
+    if m.hsize > budget // 2:
+        headers = {"zq-peek": f"{m.hsize} bytes of headers, too large to show"}
+    room = max(0, budget - codec.header_size(headers) - 128)
+    return {"id": m.id, "attempts": m.attempts, "headers": headers, "body": m.body[:room],
+            "truncated": True, "size": len(m.body)}
 
 
 def sync(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:

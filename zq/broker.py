@@ -218,9 +218,22 @@ class Broker:
         try:
             await self._store_commit(rest)
         except ZqError as again:
-            self._storage_failed(again)
-            core.restage(rest)
-            c.deliveries = core.fail_replies(c.deliveries, again)
+            left = await self._store_pieces(rest) if isinstance(again, StorageFull) else rest
+            if left is not None:
+                self._storage_failed(again)
+                core.restage(left)
+                c.deliveries = core.fail_replies(c.deliveries, again)
+
+    async def _store_pieces(self, rest: WriteBatch) -> WriteBatch | None:
+        """Commit ``rest`` as small transactions (a full disk may have room for a small
+        write-ahead log, not a big one); return what could not be stored, or None."""
+        pieces = rest.pieces()
+        for i, piece in enumerate(pieces):
+            try:
+                await self._store_commit(piece)
+            except ZqError:
+                return WriteBatch.joined(pieces[i:])
+        return None
 
     async def _store_commit(self, batch: WriteBatch) -> None:
         """``store.commit``, with anything unexpected turned into STORAGE_ERROR, so that

@@ -71,11 +71,11 @@ _FATAL = frozenset(
     {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
 
 MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
+STATS_SHOWN = 1000  # queues, peers, and subscriptions of a peer in one STATS reply
 HISTORY = history.HISTORY  # header: the failed attempts of a message
 ORIGIN = "zq-origin"  # header of a dead letter: the queue it died in
 REASON = history.REASON  # header of a dead letter: why it died
 DEAD_AT = "zq-dead-at"  # header of a dead letter: when (wall-clock seconds)
-RESTARTED = "the broker stopped while this attempt was in flight"
 # A durable broker stores the next attempt number of a delayed message this long before
 # it is due, so that at the due time its DELIVER goes out without waiting for a commit
 # (an fsync that stalls then does not make it late).
@@ -150,25 +150,23 @@ def _with_ref(check: Callable[[str], str], name: str, ref: Any) -> str:
         raise
 
 
-def charged(held: list[Msg], marks: bool, suspect: bool) -> set[Msg]:
-    """Which of a lost session's deliveries (in delivery order) were failed attempts.
+def charged(held: list[Msg], marks: bool, probes: set[Msg]) -> set[Msg]:
+    """Which of a lost session's deliveries were failed attempts.
 
     A session that does not send START: all of them. One that does: those it
-    marked started; and if it vanished (``suspect``), on each queue where it holds
-    none marked, the one it received first, because its START may have been lost
-    with the process: a consumer works through a queue's deliveries in order, so
-    that is the message it was on. The others go back as if released, so a message
-    that kills its consumer does not take the ones queued behind it along.
+    marked started, and a suspect it held alone (a probe, see :meth:`_probe`). The
+    others go back as if released, so a message that kills its consumer does not
+    take the ones prefetched beside it along. When the session vanished without a
+    word, its last START and acks may have died with it, so what it held becomes
+    *suspect*: suspects are then handed out one at a time, alone, and the next crash
+    names the one that causes it.
     """
     if not marks:
         return set(held)
     failed = {m for m in held if m.started == m.attempts}
-    if suspect:
-        marked = {m.q for m in failed}
-        first: dict[Queue, Msg] = {}
-        for m in held:
-            first.setdefault(m.q, m)
-        failed.update(m for q, m in first.items() if q not in marked)
+    for p in probes:  # a probe held beside started work may be innocent: only if alone
+        if all(m is p for m in held if m.q is p.q):
+            failed.add(p)
     return failed
 
 
@@ -235,7 +233,7 @@ class BrokerCore:
             q = self._queue(name)
             q.disk = n
             self._spilled.add(q)
-        lost = self._admit(rec.messages, now)
+        self._admit(rec.messages, now)
         self.next_id = max(self.next_id, rec.next_id)
         wall = now + self.wall_offset
         for queue, key, mid, until in rec.dedups:
@@ -248,20 +246,19 @@ class BrokerCore:
             if sched.next_due <= wall and sched.misfire == "skip":
                 sched.next_due = sched.after(wall)  # missed while down: go on from now
             self.schedules[sched.name] = sched
-        self._lost_in_restart(lost, now)  # last: what it records must not be overwritten
 
-    def _admit(self, stored: list[StoredMessage], now: float) -> list[Msg]:
+    def _admit(self, stored: list[StoredMessage], now: float) -> None:
         """Stored messages into memory: ready, or delayed until their due time.
 
-        Returns those that were in flight when the broker stopped, for
-        :meth:`_lost_in_restart`. A message whose next attempt number was stored
-        ahead of its due time (AHEAD) gets its real count back.
+        A broker that stops, cleanly or not, never costs a message an attempt: a
+        delivery in flight when it stopped (DELIVERED) comes back as if released, and
+        one whose next attempt number was stored ahead of its due time (AHEAD) gets
+        its count back too. Either way the next delivery repeats that number.
         """
         wall = now + self.wall_offset
-        lost: list[Msg] = []
         for sm in stored:
             q = self._queue(sm.queue)
-            attempts = sm.attempts - 1 if sm.state == AHEAD and sm.attempts else sm.attempts
+            attempts = sm.attempts - 1 if sm.state != WAITING and sm.attempts else sm.attempts
             m = Msg(sm.id, q, sm.body, sm.headers, attempts, codec.header_size(sm.headers),
                     now - (wall - sm.created) if sm.created else now)
             o = sm.opts
@@ -279,26 +276,11 @@ class BrokerCore:
             q.mem_bytes += len(sm.body)
             if sm.id > q.cursor:
                 q.cursor = sm.id
-            if sm.state == DELIVERED:
-                lost.append(m)
-            elif sm.ready_at > wall:
+            if sm.ready_at > wall:
                 self._delay(m, now + sm.ready_at - wall)
             else:
                 m.lane.msgs.append(m)
                 self._dirty.add(q)
-        return lost
-
-    def _lost_in_restart(self, msgs: list[Msg], now: float) -> None:
-        """Deliveries in flight when the broker stopped: failed attempts (consumer lost),
-        recorded and retried at once, or dead if that was the last attempt."""
-        back: list[Msg] = []
-        for m in msgs:
-            self._record(m, "consumer lost", RESTARTED, "", now)
-            self._retry(m, "consumer lost", now, 0.0, back)
-        self._requeue_front(back)
-        if msgs:
-            log.info("%d delivery(ies) in flight at the last stop counted as failed attempts",
-                     len(msgs))
 
     # ------------------------------------------------------------------ inbound
 
@@ -387,7 +369,8 @@ class BrokerCore:
                     raise
                 if result is not None:  # None: answered later (a ``wait``)
                     self._after_commit(peer.identity,
-                                       codec.encode(f.ManageReply(frame.req, result)))
+                                       codec.encode(f.ManageReply(frame.req, result)),
+                                       readonly=frame.op in admin.READ_ONLY)
             case _:  # pragma: no cover - the session table admits nothing else
                 raise AssertionError(frame)
 
@@ -513,7 +496,11 @@ class BrokerCore:
             if m is not None and m.attempts == att:
                 if take:
                     del held[mid]
-                    peer.subs[m.q.name].window.settle(1)
+                    sub = peer.subs[m.q.name]
+                    sub.window.settle(1)
+                    if sub.probe is m:
+                        self._unprobe(sub)
+                        m.suspect = False  # its consumer lived through it
                     if track:
                         m.lane.acct.in_flight -= 1
                 done.append(m)
@@ -613,7 +600,10 @@ class BrokerCore:
                     sub.window.settle(1)
                     self._dirty.add(sub.q)
                 continue
-            peer.subs[m.q.name].window.settle(1)
+            sub = peer.subs[m.q.name]
+            sub.window.settle(1)
+            if sub.probe is m:
+                self._unprobe(sub)
             self.untrack(m)
             self._undeliver(m)  # a released delivery is not an attempt
             back.append(m)
@@ -637,6 +627,10 @@ class BrokerCore:
             m = held.get(mid)
             if m is not None and m.attempts == att:
                 m.started = att
+                if m.suspect:
+                    sub = peer.subs.get(m.q.name)
+                    if sub is not None and sub.probe is m:
+                        self._unprobe(sub)  # begun: if it dies now, the mark says so
 
     def on_extend(self, peer: Peer, frame: f.Extend, now: float) -> None:
         """Move the time limit of these attempts to ``ms`` from now."""
@@ -752,10 +746,13 @@ class BrokerCore:
         """Put a message taken off its queue at the back of queue ``d`` and stage that."""
         m.q = d
         m.lane = d.default
+        if m.suspect:
+            m.suspect = False  # a dead letter or a redriven one starts afresh
         self._rewrite(m)
         if d.disk and m.id > d.cursor:
-            d.disk += 1  # behind a backlog on disk: it waits there, in id order
-            return
+            # Beyond the cursor of a backlog on disk: its row may not be committed when
+            # the next page is read, so it stays in memory and paging skips it.
+            d.moved_in.add(m.id)
         d.default.msgs.append(m)
         d.mem_bytes += len(m.body)
         self._dirty.add(d)
@@ -779,13 +776,14 @@ class BrokerCore:
         m.q.delayed += 1
 
     def _requeue_front(self, msgs: list[Msg]) -> None:
-        """Put messages back at the head of their lanes, oldest first."""
+        """Put messages back at the head of their lanes, oldest first (suspects: at the
+        head of their queue's suspects, which go out one at a time)."""
         if not msgs:
             return
         if len(msgs) > 1:
             msgs.sort(key=lambda m: m.id, reverse=True)
         for m in msgs:
-            m.lane.msgs.appendleft(m)
+            (m.q.suspects if m.suspect else m.lane.msgs).appendleft(m)
             self._dirty.add(m.q)
 
     def _expire(self, m: Msg, now: float) -> None:
@@ -819,9 +817,12 @@ class BrokerCore:
                   if p[1] is q and p[4]]
         return min(firsts, default=self.next_id)
 
-    def _after_commit(self, identity: bytes, parts: list[bytes]) -> None:
-        """Send a reply once what came before it is stored (and confirmed)."""
-        self.unstored_out.append((identity, parts, None))
+    def _after_commit(self, identity: bytes, parts: list[bytes], readonly: bool = False
+                      ) -> None:
+        """Send a reply once what came before it is stored (and confirmed). A reply to
+        a reading operation (``readonly``) goes out even if that commit fails: it
+        changed nothing, and what it read needs no storing (see fail_replies)."""
+        self.unstored_out.append((identity, parts, [] if readonly else None))
 
     def release(self, deliveries: list[Outgoing]) -> None:
         """Send frames whose commit returned, unless their session ended meanwhile.
@@ -838,7 +839,7 @@ class BrokerCore:
             held = peer.held
             # Usually the first tells (a new session holds none of them); a time limit
             # that ran out during the commit may have taken some of a frame, not all.
-            if msgs is None or held.get(msgs[0].id) is msgs[0] or any(
+            if not msgs or held.get(msgs[0].id) is msgs[0] or any(
                     held.get(m.id) is m for m in msgs):
                 self.out.append(d)
 
@@ -878,7 +879,8 @@ class BrokerCore:
 
     def fail_replies(self, deliveries: list[Outgoing], exc: ZqError) -> list[Outgoing]:
         """Answer the replies among ``deliveries`` (they waited for a commit that
-        failed) with ``exc`` now; return the DELIVER frames, which go out anyway."""
+        failed) with ``exc`` now; return the DELIVER frames, which go out anyway, and
+        the replies to reading operations."""
         keep: list[Outgoing] = []
         for d in deliveries:
             if d[2] is not None:
@@ -1057,9 +1059,15 @@ class BrokerCore:
     def paged_in(self, queue: str, limit: int, stored: list[StoredMessage], now: float) -> None:
         """Messages read from disk for ``queue`` (after its cursor, in id order)."""
         q = self._queue(queue)
-        lost = self._admit(stored, now)
+        n = len(stored)
+        if q.moved_in and stored:  # moved here while the backlog was on disk: in memory
+            last = stored[-1].id
+            stored = [sm for sm in stored if sm.id not in q.moved_in]
+            q.cursor = max(q.cursor, last)
+            q.moved_in = {i for i in q.moved_in if i > last}
+        self._admit(stored, now)
         q.disk -= len(stored)
-        if len(stored) < limit or q.disk < 0:
+        if n < limit or q.disk < 0:
             if q.disk:
                 log.warning("queue %s: %d message(s) counted on disk were not there",
                             q.name, q.disk)
@@ -1067,7 +1075,6 @@ class BrokerCore:
         if not q.disk:
             self._spilled.discard(q)
             self.draining.discard(q)
-        self._lost_in_restart(lost, now)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -1078,115 +1085,145 @@ class BrokerCore:
         if now is None:
             now = self.now
         dirty, self._dirty = self._dirty, set()
-        max_batch = self.cfg.max_batch
-        max_frame = self.cfg.max_frame
-        max_header = self.limits.max_header
-        per_msg = codec.PER_MESSAGE
-        counters = self.counters
-        durable = self.durable
-        updates = self._batch.updates
         for q in dirty:
             if q.paused or not q.subs:
                 continue
-            base = codec.ENVELOPE + len(q.name_b)
+            if q.suspects:
+                self._probe(q, now)
+                if q.suspects:
+                    continue  # consumers finish what they hold; then each takes a suspect
             expired: list[Msg] = []
-            multi = len(q.order) > 1
-            check_exp = q.ttl_seen
-            track = self.track_tenants
+            max_batch = self.cfg.max_batch
             while True:
-                cands = [s for s in q.subs if s.window.available > 0]
+                cands = [s for s in q.subs if s.window.available > 0 and s.probe is None]
                 if not cands:
                     break
                 sub = cands[self.policy.pick(q.name, cands)] if len(cands) > 1 else cands[0]
-                want = min(max_batch, sub.window.available)
-                held = sub.peer.held
-                msgs: list[Msg] = []
-                ids: list[int] = []
-                attempts: list[int] = []
-                bodies: list[bytes] = []
-                headers: list[dict[str, Any] | None] = []
-                any_headers = False
-                fbytes = base
-                hbytes = codec.ENVELOPE
-                redelivered = 0
-                full = False
-                prestored = durable
-                while len(msgs) < want and not full:
-                    lane, quota = q.next_lane()
-                    if lane is None:
-                        break
-                    ready = lane.msgs
-                    take = min(want - len(msgs), quota)
-                    acct = lane.acct
-                    if acct.cap:
-                        take = min(take, acct.cap - acct.in_flight)
-                    before = len(msgs)
-                    stop = before + take
-                    popleft = ready.popleft
-                    while len(msgs) < stop and ready:
-                        m = popleft()
-                        if check_exp and m.exp and m.exp <= now:
-                            expired.append(m)
-                            continue
-                        h = per_msg + m.hsize
-                        body = m.body
-                        fbytes += h + len(body)
-                        hbytes += h
-                        if fbytes > max_frame or hbytes > max_header:
-                            fbytes -= h + len(body)
-                            hbytes -= h
-                            if msgs:
-                                ready.appendleft(m)
-                                full = True  # the frame is full by bytes; the rest waits
-                                break
-                            self._too_large(m, now)  # alone: only if the limits shrank
-                            continue
-                        a = m.attempts + 1
-                        m.attempts = a
-                        m.start = now
-                        if prestored and not m.pre:
-                            prestored = False
-                        if m.pre or m.pre_pending:
-                            m.pre = m.pre_pending = False
-                        mid = m.id
-                        held[mid] = m
-                        msgs.append(m)
-                        ids.append(mid)
-                        attempts.append(a)
-                        bodies.append(body)
-                        hd = m.headers
-                        headers.append(hd)
-                        if hd is not None:
-                            any_headers = True
-                        if a > 1:
-                            redelivered += 1
-                    got = len(msgs) - before
-                    if track:
-                        acct.in_flight += got
-                    if multi:
-                        q.selector.took(lane.tenant, got)
-                        if not ready:
-                            q.selector.idle(lane.tenant)
+                msgs, prestored = self._fill(q, sub, min(max_batch, sub.window.available),
+                                             now, expired)
                 if not msgs:
                     break
-                k = sub.window.take(len(msgs))  # == len(msgs): want was within the window
-                if durable:
-                    # Stored before the frame is sent; or, for attempts stored ahead, after
-                    # it: then it only marks them delivered (see _admit for a crash between).
-                    updates.append((ids, attempts, 0.0, DELIVERED))
-                if q.limited:
-                    self._arm_limits(q, msgs, sub.peer, now)
-                q.delivered += k
-                counters["redelivered"] += redelivered
-                counters["delivered"] += k
-                counters["deliver_frames"] += 1
-                # With a durable store the frame waits for the commit of its attempts,
-                # unless they were stored ahead (delayed messages that came due).
-                (self.unstored_out if durable and not prestored else self.out).append((
-                    sub.peer.identity, codec.encode_deliver(
-                        q.name_b, ids, attempts, headers if any_headers else [], bodies), msgs))
+                self._send_deliver(q, sub, msgs, prestored, now)
             for m in expired:
                 self._expire(m, now)
+
+    def _fill(self, q: Queue, sub: Sub, want: int, now: float, expired: list[Msg]
+              ) -> tuple[list[Msg], bool]:
+        """Take up to ``want`` messages for one DELIVER to ``sub``: lane by lane, within
+        the frame's byte limits; each becomes that consumer's next attempt. Returns
+        them and whether all had their attempt stored ahead (see _prestore)."""
+        max_frame = self.cfg.max_frame
+        max_header = self.limits.max_header
+        per_msg = codec.PER_MESSAGE
+        held = sub.peer.held
+        msgs: list[Msg] = []
+        fbytes = codec.ENVELOPE + len(q.name_b)
+        hbytes = codec.ENVELOPE
+        check_exp = q.ttl_seen
+        multi = len(q.order) > 1
+        prestored = self.durable
+        full = False
+        while len(msgs) < want and not full:
+            lane, quota = q.next_lane()
+            if lane is None:
+                break
+            ready = lane.msgs
+            acct = lane.acct
+            take = min(want - len(msgs), quota)
+            if acct.cap:
+                take = min(take, acct.cap - acct.in_flight)
+            before = len(msgs)
+            stop = before + take
+            popleft = ready.popleft
+            while len(msgs) < stop and ready:
+                m = popleft()
+                if check_exp and m.exp and m.exp <= now:
+                    expired.append(m)
+                    continue
+                h = per_msg + m.hsize
+                if fbytes + h + len(m.body) > max_frame or hbytes + h > max_header:
+                    if msgs:
+                        ready.appendleft(m)
+                        full = True  # the frame is full by bytes; the rest waits
+                        break
+                    self._too_large(m, now)  # alone: only if the limits shrank
+                    continue
+                fbytes += h + len(m.body)
+                hbytes += h
+                m.attempts += 1
+                m.start = now
+                if not m.pre:
+                    prestored = False
+                if m.pre or m.pre_pending:
+                    m.pre = m.pre_pending = False
+                held[m.id] = m
+                msgs.append(m)
+            got = len(msgs) - before
+            if self.track_tenants:
+                acct.in_flight += got
+            if multi:
+                q.selector.took(lane.tenant, got)
+                if not ready:
+                    q.selector.idle(lane.tenant)
+        return msgs, prestored
+
+    def _send_deliver(self, q: Queue, sub: Sub, msgs: list[Msg], prestored: bool,
+                      now: float) -> None:
+        """One DELIVER of ``msgs`` (attempts already counted) to ``sub``'s consumer."""
+        ids = [m.id for m in msgs]
+        attempts = [m.attempts for m in msgs]
+        headers = [m.headers for m in msgs]
+        if headers.count(None) == len(headers):
+            headers = []
+        k = sub.window.take(len(msgs))  # == len(msgs): it was within the window
+        if self.durable:
+            # Stored before the frame is sent; or, for attempts stored ahead, after it:
+            # then it only marks them delivered (see _admit for a crash between).
+            self._batch.updates.append((ids, attempts, 0.0, DELIVERED))
+        if q.limited:
+            self._arm_limits(q, msgs, sub.peer, now)
+        q.delivered += k
+        counters = self.counters
+        counters["redelivered"] += k - attempts.count(1)
+        counters["delivered"] += k
+        counters["deliver_frames"] += 1
+        # With a durable store the frame waits for the commit of its attempts,
+        # unless they were stored ahead (delayed messages that came due).
+        (self.unstored_out if self.durable and not prestored else self.out).append((
+            sub.peer.identity, codec.encode_deliver(q.name_b, ids, attempts, headers,
+                                                    [m.body for m in msgs]), msgs))
+
+    def _probe(self, q: Queue, now: float) -> None:
+        """Hand suspects out (see :func:`charged`). A consumer that marks its starts
+        gets one at a time, when all else it holds of the queue is begun, and nothing
+        more until it begins or settles it: if it vanishes meanwhile holding only that
+        one, that was the one. Others (charged for all they hold anyway) get them in
+        ordinary batches."""
+        for sub in q.subs:
+            w = sub.window
+            if not q.suspects or sub.probe is not None or not w.available:
+                continue
+            alone = sub.peer.marks
+            if alone and w.in_flight and not all(
+                    m.started == m.attempts for m in sub.peer.held.values() if m.q is q):
+                continue  # it holds work it has not begun: a crash would not name one
+            msgs: list[Msg] = []
+            while q.suspects and len(msgs) < (1 if alone else min(w.available,
+                                                                  self.cfg.max_batch)):
+                m = q.suspects.popleft()
+                if q.ttl_seen and m.exp and m.exp <= now:
+                    self._expire(m, now)
+                    continue
+                m.attempts += 1
+                m.start = now
+                sub.peer.held[m.id] = m
+                if self.track_tenants:
+                    m.lane.acct.in_flight += 1
+                msgs.append(m)
+            if msgs:
+                if alone:
+                    sub.probe = msgs[0]
+                self._send_deliver(q, sub, msgs, False, now)
 
     def _too_large(self, m: Msg, now: float) -> None:
         """A ready message that cannot travel alone in a DELIVER (it was stored under
@@ -1208,6 +1245,7 @@ class BrokerCore:
             self._dead(m, why, now)
             return
         self.counters["undeliverable"] += 1
+        q.undeliverable += 1
         q.mem_bytes -= len(m.body)
         log.error("queue %s: message %d is %s; it stays stored and is skipped until the "
                   "broker restarts", q.name, m.id, why)
@@ -1350,6 +1388,9 @@ class BrokerCore:
 
     def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
         del peer.held[m.id]
+        sub = peer.subs.get(m.q.name)
+        if sub is not None and sub.probe is m:
+            self._unprobe(sub)
         peer.zombies[m.id] = (m.attempts, m.q.name)
         self.untrack(m)
         self.counters["time_limited"] += 1
@@ -1401,13 +1442,15 @@ class BrokerCore:
 
     # ---------------------------------------------------------------- peers
 
-    def drop_peer(self, peer: Peer, reason: str, suspect: bool = True) -> None:
+    def drop_peer(self, peer: Peer, reason: str, suspect: bool = True,
+                  charge: bool = True) -> None:
         """Forget a session; every message it held has lost its lease.
 
         Those it had started are failed attempts (``consumer lost``), retried or
         dead; those it had not go back as if released (see :func:`charged`).
         ``suspect``: the peer vanished without a word (silence, a fatal error,
-        unroutable), so its last START may not have reached the broker.
+        unroutable), so what it held becomes suspect. ``charge``: False when the
+        broker itself is stopping (no message is to blame).
         """
         if self.peers.get(peer.identity) is not peer:
             return
@@ -1416,16 +1459,22 @@ class BrokerCore:
         if self.results.waiters:
             self.results.drop_peer(peer.identity)
         self.counters["peers_dropped"] += 1
+        probes: set[Msg] = set()
         for sub in peer.subs.values():
             if sub in sub.q.subs:
                 sub.q.subs.remove(sub)
-        held = list(peer.held.values())  # in delivery order
+            if sub.probe is not None:
+                probes.add(sub.probe)
+                sub.probe = None
+        held = sorted(peer.held.values(), key=lambda m: m.id)
         peer.held.clear()
-        failed = charged(held, peer.marks, suspect)
+        failed = charged(held, peer.marks, probes if suspect else set()) if charge else set()
         now = self.now
         back: list[Msg] = []
-        for m in sorted(held, key=lambda m: m.id):
+        for m in held:
             self.untrack(m)
+            if suspect:
+                m.suspect = True
             if m in failed:
                 self._record(m, "consumer lost", reason, peer.name, now)
                 self._retry(m, "consumer lost", now, 0.0, back)
@@ -1438,14 +1487,19 @@ class BrokerCore:
                  "as failed attempts", peer.identity.hex(), peer.name or "?", reason, len(held),
                  len(failed))
 
+    def _unprobe(self, sub: Sub) -> None:
+        """``sub``'s probe is over: it may take deliveries (or the next probe) again."""
+        sub.probe = None
+        self._dirty.add(sub.q)
+
     def close_sessions(self, reason: str) -> None:
-        """Say BYE to every peer and end its session (a clean shutdown): what they had
-        started is a failed attempt, the rest goes back unattempted, all stored with the
-        next commit, so a restart counts exactly those attempts."""
+        """Say BYE to every peer and end its session (a clean shutdown). The broker
+        stopping is no message's fault: what they held goes back unattempted, stored
+        with the next commit."""
         bye = codec.encode(f.Bye(reason))
         for peer in list(self.peers.values()):
             self._send(peer.identity, bye)
-            self.drop_peer(peer, reason, suspect=False)
+            self.drop_peer(peer, reason, suspect=False, charge=False)
 
     def _undeliver(self, m: Msg) -> None:
         """A delivery that did not count: its attempt number goes back, stored so."""
@@ -1467,6 +1521,8 @@ class BrokerCore:
                 if peer.held.pop(m.id, None) is not None:
                     sub = peer.subs[m.q.name]
                     sub.window.settle(1)
+                    if sub.probe is m:
+                        self._unprobe(sub)
                     if sub.active:
                         sub.window.available += 1  # the consumer never saw it: its credit stands
                     self.untrack(m)
@@ -1543,6 +1599,7 @@ class BrokerCore:
             "acked": q.acked,
             "nacked": q.nacked,
             "dead": q.dead,
+            "undeliverable": q.undeliverable,
             "paused": q.paused,
             "oldest_age": round(now - oldest, 3) if oldest else 0.0,
             "rates": {k: round(v, 1) for k, v in q.rates.items() if not k.startswith("_")},
@@ -1559,24 +1616,25 @@ class BrokerCore:
         return counts
 
     def stats(self) -> dict[str, Any]:
+        """Counters, and the first STATS_SHOWN queues and peers (by name and routing id;
+        ``queues_total`` and ``peers_total`` count them all): the reply is one header
+        part, within 4 MiB however many there are. MANAGE ``list`` pages through queues."""
         c: dict[str, Any] = dict(self.counters)
         frames = c["deliver_frames"]
         c["avg_deliver_batch"] = c["delivered"] / frames if frames else 0.0
         in_flight = self.in_flight()
         now = self.now
-        queues = {q.name: self.queue_stats(q, in_flight.get(q.name, 0), now)
-                  for q in self.queues.values()}
-        peers = {
-            p.identity.hex(): {
-                "name": p.name,
-                "held": len(p.held),
-                "subs": {
-                    name: {"in_flight": s.window.in_flight, "available": s.window.available,
-                           "peak_in_flight": s.window.peak, "active": s.active}
-                    for name, s in p.subs.items()
-                },
-            }
-            for p in self.peers.values()
-        }
+        names = sorted(self.queues)[:STATS_SHOWN]
+        queues = {n: self.queue_stats(self.queues[n], in_flight.get(n, 0), now) for n in names}
+        shown = sorted(self.peers)[:STATS_SHOWN]
+        peers = {identity.hex(): self._peer_stats(self.peers[identity]) for identity in shown}
         return {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers,
+                "queues_total": len(self.queues), "peers_total": len(self.peers),
                 "store": self.store_stats()}
+
+    @staticmethod
+    def _peer_stats(p: Peer) -> dict[str, Any]:
+        subs = sorted(p.subs.items())[:STATS_SHOWN]
+        return {"name": p.name, "held": len(p.held), "subs_total": len(p.subs), "subs": {
+            name: {"in_flight": s.window.in_flight, "available": s.window.available,
+                   "peak_in_flight": s.window.peak, "active": s.active} for name, s in subs}}

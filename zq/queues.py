@@ -37,6 +37,7 @@ class Msg:
     pre: bool = False  # the store already holds attempts + 1 (a delayed message due soon)
     pre_pending: bool = False  # ... once the commit under way returns
     started: int = 0  # the attempt its consumer said it started (START); 0: none
+    suspect: bool = False  # held by a consumer that vanished: goes out alone (a probe)
 
     def __init__(self, id: int, q: Queue, body: bytes, headers: dict[str, Any] | None,
                  attempts: int = 0, hsize: int = 0, t: float = 0.0) -> None:
@@ -89,13 +90,14 @@ class Lane:
 class Sub:
     """One consumer's subscription to one queue."""
 
-    __slots__ = ("active", "peer", "q", "window")
+    __slots__ = ("active", "peer", "probe", "q", "window")
 
     def __init__(self, peer: Any, q: Queue, limit: int) -> None:
         self.peer = peer
         self.q = q
         self.window = CreditWindow(limit)
         self.active = True
+        self.probe: Msg | None = None  # a suspect it holds alone; nothing more until settled
 
 
 class Queue:
@@ -110,19 +112,23 @@ class Queue:
 
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
-        "keeps", "lanes", "limited", "mem_bytes", "nacked", "name", "name_b", "order", "overflow",
-        "paused", "published", "rates", "selector", "settings", "staged", "subs", "tenants",
-        "to_drop", "ttl_seen",
+        "keeps", "lanes", "limited", "mem_bytes", "moved_in", "nacked", "name", "name_b",
+        "order", "overflow",
+        "paused", "published", "rates", "selector", "settings", "staged", "subs", "suspects",
+        "tenants", "to_drop", "ttl_seen", "undeliverable",
     )
 
     def __init__(self, name: str, settings: QueueSettings | None = None) -> None:
         self.name = name
         self.name_b = name.encode()
         self.subs: list[Sub] = []
+        self.suspects: deque[Msg] = deque()  # ready, but to go out one at a time (probes)
         self.disk = 0
         self.cursor = 0
+        self.moved_in: set[int] = set()  # ids above the cursor held in memory (moved here)
         self.mem_bytes = 0  # bodies of this queue's messages in memory, in any state
         self.published = self.delivered = self.acked = self.nacked = self.dead = 0
+        self.undeliverable = 0  # stored, too large for max_frame: skipped until a restart
         self.delayed = 0  # messages waiting for their due time
         self.staged = 0  # published, not committed yet
         self.to_drop = 0  # oldest messages to dead-letter once the pass commits (overflow)
@@ -175,8 +181,8 @@ class Queue:
     def ready_count(self) -> int:
         order = self.order
         if len(order) == 1:
-            return len(order[0].msgs)
-        return sum(len(ln.msgs) for ln in order)
+            return len(order[0].msgs) + len(self.suspects)
+        return sum(len(ln.msgs) for ln in order) + len(self.suspects)
 
     def next_lane(self) -> tuple[Lane | None, int]:
         """The lane to serve next and how many it may serve before asking again."""
@@ -199,9 +205,13 @@ class Queue:
                 return eligible[k], max(1, quota)
         return None, 0
 
+    def pools(self) -> list[deque[Msg]]:
+        """Every deque of ready messages: the suspects, then the lanes in serving order."""
+        return [self.suspects, *(ln.msgs for ln in self.order)]
+
     def ready_msgs(self) -> list[Msg]:
-        """Every ready message in memory, in serving order of lanes (for admin operations)."""
-        return [m for ln in self.order for m in ln.msgs]
+        """Every ready message in memory, in serving order (for admin operations)."""
+        return [m for pool in self.pools() for m in pool]
 
     def oldest(self) -> float:
         """Publish time (monotonic) of the oldest ready message in memory; 0 if none."""

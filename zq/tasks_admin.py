@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zq.core import HISTORY, ORIGIN, REASON
-from zq.errors import InvalidArgument, StaleDelivery, UnknownDelivery
+from zq.errors import InvalidArgument, InvalidQueueName, StaleDelivery, UnknownDelivery
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.names import check_publishable
@@ -34,7 +34,8 @@ def _uint(args: dict[str, Any], key: str, default: int | None = None) -> int:
 def _queue(args: dict[str, Any]) -> str:
     name = args.get("queue")
     if not isinstance(name, str) or not name or len(name.encode()) > codec.MAX_QUEUE_NAME:
-        raise InvalidArgument(f"queue must be a queue name of 1..{codec.MAX_QUEUE_NAME} bytes")
+        raise InvalidQueueName(f"queue must be a queue name of 1..{codec.MAX_QUEUE_NAME} "
+                               f"bytes, got {name!r:.80}")
     return name
 
 
@@ -110,8 +111,8 @@ def status_of(core: BrokerCore, queue: str, mid: int, now: float) -> dict[str, A
     extra = o.data if failed and o is not None else {}
     q = core.queues.get(queue)
     if q is not None:
-        for lane in q.order:
-            for m in lane.msgs:
+        for pool in q.pools():
+            for m in pool:
                 if m.id == mid:
                     return {**base, **extra, "state": "failed" if failed else "ready",
                             "attempt": m.attempts, "history": _history(m)}

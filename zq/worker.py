@@ -77,7 +77,8 @@ class Worker:
 
     def __init__(self, app: App, queues: list[str] | None = None, concurrency: int = 8,
                  prefetch: int | None = None, drain_timeout: float = 30.0, *,
-                 name: str | None = None, handle_signals: bool = True) -> None:
+                 name: str | None = None, handle_signals: bool = True,
+                 connect_timeout: float = 5.0) -> None:
         if type(concurrency) is not int or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if prefetch is not None and (type(prefetch) is not int or prefetch < 1):
@@ -93,6 +94,7 @@ class Worker:
         self.drain_timeout = drain_timeout
         self.name = name or f"worker-{socket.gethostname()}-{os.getpid()}"
         self.handle_signals = handle_signals
+        self.connect_timeout = connect_timeout
         self.ready = asyncio.Event()  # set once every queue has its credit
         self.stopped = asyncio.Event()  # set when run() is about to return
         self.counters = {"started": 0, "succeeded": 0, "failed": 0, "released": 0,
@@ -124,7 +126,7 @@ class Worker:
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        client = Client(self.app.endpoint, name=self.name)
+        client = Client(self.app.endpoint, name=self.name, connect_timeout=self.connect_timeout)
         try:
             await client.connect()
             for q in self.queues:
@@ -416,6 +418,7 @@ class WorkerConfig:
     prefetch: int | None = None
     drain_timeout: float = 30.0
     endpoint: str | None = None  # None: the App's
+    connect_timeout: float = 5.0  # seconds to wait for the broker's answer at start
 
     def __post_init__(self) -> None:
         if ":" not in self.app:
@@ -441,7 +444,7 @@ def build_worker(cfg: WorkerConfig) -> Worker:
         raise ValueError(f"no task of {cfg.app} uses queue(s) {', '.join(unknown)}; its "
                          f"queues are {', '.join(app.queues()) or 'none'}")
     return Worker(app, list(cfg.queues) or None, cfg.concurrency, cfg.prefetch,
-                  cfg.drain_timeout)
+                  cfg.drain_timeout, connect_timeout=cfg.connect_timeout)
 
 
 async def serve(worker: Worker, on_ready: Callable[[], None] | None = None) -> None:

@@ -332,6 +332,7 @@ async def test_nack_wait_after_the_session_was_dropped(inproc_broker: Broker) ->
         await c.publish("sd", b"x")
         async with c.consume("sd", prefetch=1) as consumer:
             m = await consumer.get(timeout=5)
+            await c.sync()  # its START is in: the broker knows the attempt was begun
             inproc_broker.core.drop_peer(peer_named(inproc_broker, "dropped"), "test")
             with pytest.raises(zq.StaleDelivery):
                 await m.nack(wait=True)
@@ -369,6 +370,7 @@ async def test_ack_wait_while_thought_lost_goes_out_on_a_new_session(
         await c.publish("fence", b"x")
         async with c.consume("fence", prefetch=1) as consumer:
             m = await consumer.get(timeout=5)
+            await c.sync()  # its START is in: the broker knows the attempt was begun
             # As after a stall: the broker dropped the session, and the client has
             # stopped waiting for the broker, though it is still there.
             inproc_broker.core.drop_peer(peer_named(inproc_broker, "stalled"), "stalled")

@@ -207,6 +207,64 @@ async def test_a_full_disk_refuses_publishes_keeps_serving_and_loses_nothing(
     assert sys.platform.startswith("linux")
 
 
+@pytest.mark.parametrize("size", ["8m", "3m", "2m"])
+async def test_draining_a_full_disk_at_full_speed_stores_every_ack(
+        tmp_path: Path, size: str) -> None:
+    """The hostile check's case: a consumer with prefetch 500 acks as fast as it can,
+    so each commit would delete hundreds of rows, more write-ahead log than a nearly
+    full disk holds. The acks go in small transactions; publishing resumes; after a
+    restart, nothing acked comes back and nothing confirmed is missing."""
+    disk = Disk(tmp_path / "disk")
+    node = FullBroker(tmp_path, disk)
+    try:
+        disk.mount(size)
+        await node.start()
+        confirmed: dict[int, int] = {}
+        async with zq.Client(node.endpoint, name="t") as c:
+            nxt = await fill(c, 0, confirmed)
+            acked: set[int] = set()
+            async with c.consume("fill", prefetch=500) as con:
+                while len(acked) < len(confirmed):
+                    m = await con.get(timeout=5)
+                    acked.add(index(m.body))
+                    await m.ack()
+            await _stored(c)  # every ack stored (a sync refused until then)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            while True:
+                try:
+                    confirmed[nxt] = await c.publish("fill", body(nxt))
+                    break
+                except zq.StorageFull:
+                    assert loop.time() - t0 < 5.0, "publishing did not resume within 5 s"
+                    await asyncio.sleep(0.1)
+        await node.stop("sigkill")
+        await node.start()
+        async with zq.Client(node.endpoint, name="after") as c, \
+                c.consume("fill", prefetch=10) as con:
+            m = await con.get(timeout=5)
+            assert index(m.body) == nxt  # only the one published after the drain
+            await m.ack(wait=True)
+            with pytest.raises(TimeoutError):
+                await con.get(timeout=0.5)  # and no acked message came back
+        await node.stop("sigterm")
+    finally:
+        await node.cleanup()
+        disk.unmount()
+
+
+async def _stored(c: zq.Client, within: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while True:
+        try:
+            await timed(c.sync())
+            return
+        except zq.StorageFull:
+            assert loop.time() - t0 < within, "the acks were not stored"
+            await asyncio.sleep(0.1)
+
+
 async def _empty(c: zq.Client) -> bool:
     q = (await c.stats())["queues"].get("fill", {})
     return not (q.get("ready") or q.get("in_flight") or q.get("delayed"))

@@ -187,11 +187,12 @@ async def test_acked_messages_do_not_come_back_after_sigkill(node: DurableBroker
     missing = sorted(set(ids) - acked - set(by_id))
     assert not missing, f"{len(missing)} unacked message(s) lost, e.g. {missing[:10]}"
 
-    # Delivered before the kill (acked or not): the attempt was stored, so now 2.
+    # Delivered before the kill (acked or not): a broker crash costs no attempt, so the
+    # next delivery repeats attempt 1 (PROTOCOL.md 12.5).
     for mid in ids[:received]:
         if mid in by_id:
-            assert by_id[mid].attempt == 2, by_id[mid]
-    assert by_id[handed[-1]].attempt == 2
+            assert by_id[mid].attempt == 1, by_id[mid]
+    assert by_id[handed[-1]].attempt == 1
     # The broker held at most `prefetch` unacked messages, and delivers in id order:
     # nothing past the acked ones plus that window was ever delivered.
     for mid in ids[len(acked) + prefetch:]:
@@ -315,7 +316,7 @@ async def test_attempts_delays_and_ids_survive_sigkill(node: DurableBroker) -> N
         async with c.consume("delayed", prefetch=1) as cd, c.consume("held", prefetch=1) as ch, \
                 c.consume("never", prefetch=1) as cn:
             m = await ch.get(timeout=5)
-            assert (m.id, m.body, m.attempt) == (id_held, b"held", 2)
+            assert (m.id, m.body, m.attempt) == (id_held, b"held", 1)  # the crash: no cost
             await m.ack()
             m = await cn.get(timeout=5)
             assert (m.id, m.body, m.attempt) == (id_never, b"never", 1)

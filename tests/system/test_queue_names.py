@@ -69,3 +69,46 @@ async def test_names_of_letters_digits_and_punctuation_in_any_script(broker: Pro
         rc, out, _ = await cli("queue", "ls", endpoint=broker.endpoint)
         assert rc == 0
         assert all(len(line.split()) == 7 for line in out.splitlines()[1:]), out
+
+
+async def test_empty_and_overlong_names_get_the_same_error_and_keep_the_session(
+        broker: Proc, raw: Callable[[str], Raw]) -> None:
+    peer = raw(broker.endpoint)
+    await peer.hello()
+    for name in (b"", b"x" * 256):
+        await peer.send([codec.command(f.PUBLISH), name, codec.packb([9, []]), b"x"])
+        e = await peer.error()
+        assert (e.name, e.op, e.ref) == ("INVALID_QUEUE_NAME", f.PUBLISH, 9)
+    await peer.send(codec.encode(f.Stats(1)))  # not fatal
+    assert isinstance(await peer.recv(), f.StatsReply)
+    async with zq.Client(broker.endpoint) as c:
+        for name in ("", "x" * 256):
+            with pytest.raises(zq.InvalidQueueName):
+                await c.publish(name, b"x")
+            with pytest.raises(zq.InvalidQueueName):
+                c.consume(name)
+
+
+async def test_consume_names_a_bad_queue_name_before_anything_else(broker: Proc) -> None:
+    for args in (["consume", "a b", "--timeout", "1"],
+                 ["consume", "a..b", "--no-create", "--timeout", "1"]):
+        rc, _, err = await cli(*args, endpoint=broker.endpoint)
+        assert rc == 1
+        assert "INVALID_QUEUE_NAME" in err
+        assert "does not exist" not in err
+
+
+async def test_redrive_moves_back_to_work_never_into_a_dead_letter_queue(broker: Proc) -> None:
+    async with zq.Client(broker.endpoint) as c:
+        await c.declare_queue("jobs", max_attempts=1)
+        await c.publish("jobs", b"x")
+        async with c.consume("jobs", prefetch=1) as con:
+            m = await con.get(timeout=5)
+            await m.nack(reason="no", wait=True)
+        with pytest.raises(zq.InvalidQueueName, match="dead-letter queue"):
+            await c.redrive("jobs.dlq", to="other.dlq")
+        rc, _, err = await cli("dlq", "redrive", "jobs.dlq", "--to", "other.dlq",
+                               endpoint=broker.endpoint)
+        assert rc == 1
+        assert "dead-letter queue" in err
+        assert await c.redrive("jobs.dlq", to="jobs-retry") == 1

@@ -718,11 +718,12 @@ def test_stats_counters() -> None:
     assert c["avg_deliver_batch"] == pytest.approx(8 / 3)
     assert s["queues"]["q"] == {"ready": 0, "on_disk": 0, "delayed": 0, "in_flight": 5,
                                 "consumers": 1, "published": 8, "delivered": 8, "acked": 3,
-                                "nacked": 0, "dead": 0, "paused": False, "oldest_age": 0.0,
+                                "nacked": 0, "dead": 0, "undeliverable": 0, "paused": False,
+                                "oldest_age": 0.0,
                                 "rates": {"publish": 0.0, "deliver": 0.0, "ack": 0.0},
                                 "tenants": {}}
     assert s["peers"][A.hex()] == {
-        "name": "consumer-a", "held": 5,
+        "name": "consumer-a", "held": 5, "subs_total": 1,
         "subs": {"q": {"in_flight": 5, "available": 0, "peak_in_flight": 8, "active": True}}}
 
 

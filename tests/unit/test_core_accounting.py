@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from tests.unit.test_core import A, B, Harness, P, delivers, errors_of
 from tests.unit.test_core_durable import stored
-from zq.core import RESTARTED
-from zq.persistence.base import AHEAD, DELIVERED, WAITING, Recovered, Rewrite, StoredMessage
+from zq.persistence.base import AHEAD, DELIVERED, WAITING, Recovered, StoredMessage
 from zq.protocol import frames as f
 
 
@@ -45,44 +44,98 @@ def redeliver(h: Harness, who: bytes, credit: int = 10) -> f.Deliver:
 # ------------------------------------------------------------- start marks (12.5)
 
 
+def probe(h: Harness, who: bytes, ack: bool = True) -> f.Deliver:
+    """The next DELIVER to ``who`` (credit already granted), acked if ``ack``."""
+    h.core.dispatch()
+    (_, d), = delivers(h.take())
+    if ack:
+        h.send(who, f.Ack(d.ids, d.attempts))
+    return d
+
+
 def test_a_lost_consumer_is_charged_only_for_what_it_started() -> None:
-    h = marking(A)
-    d = deliver(h, A, 5)
+    h = marking(A, B)
+    deliver(h, A, 5)
     h.send(A, f.Start([1, 2], [1, 1]))
     h.send(A, f.Ack([1], [1]))
     h.core.drop_peer(h.core.peers[A], "silent")
-    d = redeliver(h, B)
-    assert d.ids == [2, 3, 4, 5]
-    assert d.attempts == [2, 1, 1, 1]  # only 2 was started: 3, 4, 5 were as released
+    h.send(B, f.Credit("q", 10))
+    d = probe(h, B, ack=False)  # what it held is suspect now: one at a time, alone
+    assert (d.ids, d.attempts) == ([2], [2])  # 2 was started: a failed attempt
     assert d.headers[0]["zq-history"][0]["outcome"] == "consumer lost"
-    assert d.headers[1:] == [None, None, None]  # no history for the ones never started
+    h.send(B, f.Ack(d.ids, d.attempts))
+    rest = [probe(h, B) for _ in range(3)]
+    assert [(d.ids, d.attempts, d.headers) for d in rest] == [
+        ([3], [1], []), ([4], [1], []), ([5], [1], [])]  # never started: not charged
 
 
-def test_a_vanished_consumer_with_nothing_marked_is_charged_for_its_first_delivery() -> None:
-    """Its START may have died with it: the message it got first is the one it was on."""
-    h = marking(A)
-    deliver(h, A, 4)
-    h.send(A, f.Ack([1], [1]))  # it finished 1, took 2, and died before the START went out
+def test_a_suspect_held_alone_by_a_consumer_that_vanishes_is_charged() -> None:
+    """Its START may have died with the process; held alone, it was the one."""
+    h = marking(A, B)
+    deliver(h, A, 3)  # taken, and A dies before any START or ack leaves it
     h.core.drop_peer(h.core.peers[A], "no sign of life")
-    d = redeliver(h, B)
-    assert (d.ids, d.attempts) == ([2, 3, 4], [2, 1, 1])
+    h.send(B, f.Credit("q", 10))
+    d = probe(h, B, ack=False)
+    assert (d.ids, d.attempts) == ([1], [1])  # nothing charged yet, but 1 goes alone
+    h.core.dispatch()
+    assert delivers(h.take()) == []  # and B gets nothing more while it holds it
+    h.core.drop_peer(h.core.peers[B], "no sign of life")
+    c = b"consumer-c"
+    h.send(c, f.Hello("c", starts=True))
+    h.take()
+    h.send(c, f.Credit("q", 10))
+    d = probe(h, c, ack=False)
+    assert (d.ids, d.attempts) == ([1], [2])
+    assert d.headers[0]["zq-history"][0]["consumer"] == "consumer-b"
 
 
-def test_a_bye_charges_only_what_was_marked() -> None:
+def test_a_probe_that_is_started_lets_more_come() -> None:
+    h = marking(A, B)
+    deliver(h, A, 3)
+    h.core.drop_peer(h.core.peers[A], "silent")
+    h.send(B, f.Credit("q", 10))
+    d = probe(h, B, ack=False)
+    h.send(B, f.Start(d.ids, d.attempts))  # work on it began: the next may come
+    d2 = probe(h, B, ack=False)
+    assert d2.ids == [2]
+    h.core.drop_peer(h.core.peers[B], "silent")  # 1 was begun: it is charged; 2 was not
+    c = b"consumer-c"
+    h.send(c, f.Hello("c", starts=True))
+    h.take()
+    h.send(c, f.Credit("q", 10))
+    assert [(d.ids, d.attempts) for d in (probe(h, c) for _ in range(3))] == [
+        ([1], [2]), ([2], [1]), ([3], [1])]
+
+
+def test_once_the_suspects_are_cleared_batches_resume() -> None:
+    h = marking(A, B)
+    deliver(h, A, 4)
+    h.core.drop_peer(h.core.peers[A], "silent")
+    h.send(B, f.Credit("q", 10))
+    assert [probe(h, B).ids for _ in range(4)] == [[1], [2], [3], [4]]
+    h.publish(3)
+    assert probe(h, B).ids == [5, 6, 7]  # no suspect left: a batch again
+
+
+def test_a_bye_charges_only_what_was_marked_and_leaves_no_suspects() -> None:
     """A consumer that says BYE is alive: its marks are complete."""
     h = marking(A)
     deliver(h, A, 3)
+    h.send(A, f.Start([2], [1]))
     h.send(A, f.Bye("closing"))
     d = redeliver(h, B)
-    assert (d.ids, d.attempts) == ([1, 2, 3], [1, 1, 1])
+    assert (d.ids, d.attempts) == ([1, 2, 3], [1, 2, 1])
 
 
 def test_a_session_without_starts_is_charged_for_everything_it_held() -> None:
+    """... and, not marking its starts either, gets suspects in ordinary batches."""
     h = Harness()
     h.hello(P, A)
     deliver(h, A, 3)
     h.core.drop_peer(h.core.peers[A], "silent")
-    d = redeliver(h, B)
+    h.hello(B)
+    h.send(B, f.Credit("q", 10))
+    d = probe(h, B)
     assert (d.ids, d.attempts) == ([1, 2, 3], [2, 2, 2])
 
 
@@ -93,47 +146,31 @@ def test_a_start_for_another_attempt_or_session_is_ignored() -> None:
     h.send(B, f.Start([1], [1]))  # not B's delivery
     assert errors_of(h.take()) == []  # advisory: never answered
     h.core.drop_peer(h.core.peers[A], "silent")
-    d = redeliver(h, B)
-    assert (d.ids, d.attempts) == ([1, 2], [1, 2])
+    h.send(B, f.Credit("q", 10))
+    assert [(d.ids, d.attempts) for d in (probe(h, B) for _ in range(2))] == [
+        ([1], [1]), ([2], [2])]
 
 
-def test_start_marks_are_per_queue_for_the_first_delivery_rule() -> None:
-    h = marking(A)
-    h.send(A, f.Credit("q", 5))
-    h.send(A, f.Credit("r", 5))
-    h.publish(2, "q")
-    h.publish(2, "r")
-    h.core.dispatch()
-    h.take()
-    h.send(A, f.Start([1], [1]))  # on q it was on 1; on r nothing marked: its first, 3
-    h.core.drop_peer(h.core.peers[A], "silent")
-    h.hello(B)
-    h.send(B, f.Credit("q", 5))
-    h.send(B, f.Credit("r", 5))
-    h.core.dispatch()
-    got = {d.queue: (d.ids, d.attempts) for _, d in delivers(h.take())}
-    assert got == {"q": ([1, 2], [2, 1]), "r": ([3, 4], [2, 1])}
-
-
-def test_a_poison_message_dies_and_the_ones_behind_it_live() -> None:
-    """Five crashes on message 1 with 2..10 held behind it: 1 is dead, the rest intact."""
+def test_a_poison_message_dies_and_the_ones_beside_it_live() -> None:
+    """A consumer holding 10 dies on message 1 every time, before any START leaves it:
+    1 dies after its 5 attempts, 2..10 are never charged."""
     h = marking(A)
     deliver(h, A, 10)
-    for crash in range(5):
-        h.send(A, f.Start([1], [crash + 1]))
+    for _ in range(6):  # the first crash only makes them suspects
         h.core.drop_peer(h.core.peers[A], "killed")
+        if h.core.queues["q"].dead:
+            break
         h.send(A, f.Hello("a", starts=True))
+        h.send(A, f.Credit("q", 10))
         h.take()
-        if crash < 4:
-            h.send(A, f.Credit("q", 10))
-            h.core.dispatch()
-            (_, d), = delivers(h.take())
-            assert d.ids[0] == 1
-            assert d.attempts == [crash + 2] + [1] * 9
-    q = h.core.queues["q"]
-    assert q.dead == 1
+        assert probe(h, A, ack=False).ids == [1]
+    assert h.core.queues["q"].dead == 1
     assert [m.id for m in h.core.queues["q.dlq"].ready_msgs()] == [1]
-    assert [(m.id, m.attempts) for m in q.ready_msgs()] == [(i, 0) for i in range(2, 11)]
+    h.send(B, f.Hello("b", starts=True))
+    h.take()
+    h.send(B, f.Credit("q", 10))
+    rest = [probe(h, B) for _ in range(9)]
+    assert [(d.ids[0], d.attempts[0]) for d in rest] == [(i, 1) for i in range(2, 11)]
 
 
 # ------------------------------------------------------------- restarts (12, 13.2)
@@ -161,33 +198,28 @@ def test_an_attempt_stored_ahead_is_taken_back_at_a_restart() -> None:
     assert (d.ids, d.attempts) == ([2], [2])  # the retry after attempt 1, not attempt 3
 
 
-def test_a_delivery_in_flight_at_a_crash_is_a_recorded_failed_attempt() -> None:
+def test_a_broker_stop_never_costs_a_message_an_attempt() -> None:
+    """In flight when the broker crashed: back as if released (the next delivery repeats
+    that attempt number), no history entry, whatever its max_attempts."""
     h = Harness()
     recovered(h, StoredMessage(1, "q", b"x", None, 1, 0.0, state=DELIVERED),
               StoredMessage(2, "q", b"y", None, 3, 0.0, opts={"max_attempts": 3},
                             state=DELIVERED),
               StoredMessage(3, "q", b"z", None, 2, 0.0, state=WAITING))
-    batch = h.core.take_batch()
-    rewrites = [u for u in batch.updates if isinstance(u, Rewrite)]
-    assert [(r.id, r.queue, r.attempts) for r in rewrites] == [(1, "q", 1), (2, "q.dlq", 0)]
-    entry = rewrites[0].headers["zq-history"][0]  # type: ignore[index]
-    assert (entry["attempt"], entry["outcome"], entry["reason"]) == (1, "consumer lost",
-                                                                     RESTARTED)
+    assert not h.core.take_batch().updates  # nothing to record
     d = redeliver(h, A)
-    assert (d.ids, d.attempts) == ([1, 3], [2, 3])  # 2 used its last attempt: dead
+    assert (d.ids, d.attempts, d.headers) == ([1, 2, 3], [1, 3, 3], [])
 
 
-def test_a_clean_shutdown_stores_exactly_the_attempts_that_were_made() -> None:
+def test_a_clean_shutdown_gives_back_what_consumers_held_unattempted() -> None:
     h = marking(A, durable=True)
     deliver(h, A, 3)
     h.send(A, f.Start([1], [1]))
     h.core.take_batch()
     h.core.close_sessions("broker shutting down")
     batch = h.core.take_batch()
-    rewrites = [u for u in batch.updates if isinstance(u, Rewrite)]
-    assert [(r.id, r.attempts) for r in rewrites] == [(1, 1)]  # started: failed, recorded
-    undone = [u for u in batch.updates if not isinstance(u, Rewrite)]
-    assert undone == [([2], [0], 0.0, WAITING), ([3], [0], 0.0, WAITING)]
+    assert batch.updates == [([1], [0], 0.0, WAITING), ([2], [0], 0.0, WAITING),
+                             ([3], [0], 0.0, WAITING)]
 
 
 def test_a_publish_into_a_dead_letter_queue_is_refused_but_the_session_goes_on() -> None:

@@ -107,6 +107,16 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable))
 
 
+def _clean(text: object) -> str:
+    """``text`` for one line of a terminal: control characters (a newline in a client's
+    name or a nack reason) shown escaped, not acted on."""
+    t = str(text)
+    if t.isprintable():
+        return t
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode()
+                   for ch in t)
+
+
 def _cut(text: str, size: int, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({size} bytes)"
 

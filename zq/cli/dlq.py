@@ -9,6 +9,7 @@ import click
 
 from zq.cli.common import (
     _body,
+    _clean,
     _echo_json,
     _peek,
     _when,
@@ -78,7 +79,7 @@ def dlq_ls(dlq_name: str, limit: int, as_json: bool, endpoint: str,
     for m in msgs:
         h = m.get("headers") or {}
         click.echo(f"id {m['id']}  from {h.get('zq-origin', '?')}  died "
-                   f"{_when(h.get('zq-dead-at'))}  reason: {h.get('zq-reason', '?')}")
+                   f"{_when(h.get('zq-dead-at'))}  reason: {_clean(h.get('zq-reason', '?'))}")
         for e in h.get("zq-history") or []:
             if isinstance(e, dict):
                 click.echo(_attempt_line(e))
@@ -89,8 +90,8 @@ def _attempt_line(e: dict[str, Any]) -> str:
     took = ""
     if isinstance(e.get("start"), int | float) and isinstance(e.get("end"), int | float):
         took = f" after {e['end'] - e['start']:.3f}s"
-    by = f" by {e['consumer']}" if e.get("consumer") else ""
-    why = f": {e['reason']}" if e.get("reason") else ""
+    by = f" by {_clean(e['consumer'])}" if e.get("consumer") else ""
+    why = f": {_clean(e['reason'])}" if e.get("reason") else ""
     return (f"  attempt {e.get('attempt', '?')} {e.get('outcome', '?')}{by} at "
             f"{_when(e.get('end'))}{took}{why}")
 

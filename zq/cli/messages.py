@@ -11,6 +11,7 @@ import click
 
 from zq.cli.common import (
     DEFAULT_CONNECT_TIMEOUT,
+    _clean,
     _finite,
     _headers,
     _with_client,
@@ -19,6 +20,7 @@ from zq.cli.common import (
 )
 from zq.client import Client
 from zq.errors import UnknownQueue
+from zq.protocol.names import check_queue_name
 
 
 def _stdin_lines(chunk: int) -> Iterator[list[bytes]]:
@@ -111,7 +113,9 @@ def publish(queue: str, bodies: tuple[str, ...], headers: tuple[str, ...], quiet
 
 
 async def _look_up(client: Client, queue: str, no_create: bool) -> None:
-    """Say so when QUEUE does not exist yet; with --no-create, refuse it."""
+    """Say so when QUEUE does not exist yet; with --no-create, refuse it. A name that
+    breaks the rule is refused first, as the broker would (INVALID_QUEUE_NAME)."""
+    check_queue_name(queue)
     try:
         await client.queue_info(queue)
     except UnknownQueue:
@@ -183,7 +187,7 @@ def _print_peers(peers: dict[str, Any]) -> None:
     """One line per connected peer, then one per subscription with its credit window."""
     for ident, p in sorted(peers.items(), key=lambda kv: (str(kv[1].get("name")), kv[0])):
         subs = p.get("subs") or {}
-        click.echo(f"peer {p.get('name') or '?'} ({ident}): holds {p.get('held', 0)}"
+        click.echo(f"peer {_clean(p.get('name') or '?')} ({ident}): holds {p.get('held', 0)}"
                    + ("" if subs else ", no subscriptions"))
         for qname, sub in sorted(subs.items()):
             click.echo(f"  queue {qname}: in-flight {sub.get('in_flight', 0)}, available "
@@ -219,6 +223,9 @@ def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
         click.echo(f"store sqlite (fsync {store['fsync']}): {store['commits']} commits, "
                    f"{store['messages_written']} messages written, "
                    f"{store['pages_read']} backlog pages read")
+        if store.get("full"):
+            click.echo("store FULL: publishes are refused (STORAGE_FULL) until acks free "
+                       "space; consumers are served")
     elif store:
         click.echo(f"store {store.get('kind')}: not durable")
     click.echo(f"{'queue':<32} {'ready':>10} {'on disk':>10} {'in-flight':>10} "
@@ -226,4 +233,15 @@ def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
     for name, q in sorted(s["queues"].items()):
         click.echo(f"{name:<32} {q['ready']:>10} {q.get('on_disk', 0):>10} "
                    f"{q['in_flight']:>10} {q['consumers']:>9} {q['acked']:>12}")
+        if q.get("undeliverable"):
+            click.echo(f"  {q['undeliverable']} stored message(s) of {name} are larger than "
+                       f"max_frame: skipped until a restart with a larger --max-frame")
+    _omitted(s, "queues", "zq queue ls lists them all")
     _print_peers(s.get("peers") or {})
+    _omitted(s, "peers", "zq stats --json shows the same")
+
+
+def _omitted(s: dict[str, Any], key: str, hint: str) -> None:
+    total = s.get(f"{key}_total", len(s.get(key) or {}))
+    if total > len(s.get(key) or {}):
+        click.echo(f"... {total - len(s.get(key) or {})} more {key} not shown ({hint})")

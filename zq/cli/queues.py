@@ -147,6 +147,9 @@ def queue_info(name: str, as_json: bool, endpoint: str, connect_timeout: float) 
     click.echo(f"  published {st.get('published', 0)}, delivered {st.get('delivered', 0)}, "
                f"acked {st.get('acked', 0)}, nacked {st.get('nacked', 0)}, "
                f"dead {st.get('dead', 0)}")
+    if st.get("undeliverable"):
+        click.echo(f"  undeliverable {st['undeliverable']}: stored, larger than max_frame; "
+                   f"skipped until the broker restarts with a larger --max-frame")
     rates = st.get("rates", {})
     if rates:
         click.echo("  rates " + ", ".join(f"{k} {v}/s" for k, v in sorted(rates.items())))

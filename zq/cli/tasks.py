@@ -17,6 +17,7 @@ from zq.cli.common import (
     _headers,
     _with_client,
     client_options,
+    connect_timeout_option,
     json_option,
 )
 from zq.client import Client
@@ -43,8 +44,9 @@ from zq.worker import serve as serve_worker
                    "nacked.")
 @click.option("--endpoint", "-e", envvar="ZQ_ENDPOINT", default=None, show_envvar=True,
               help="Broker endpoint. [default: the App's endpoint]")
+@connect_timeout_option
 def worker(app_spec: str, queues: tuple[str, ...], concurrency: int, prefetch: int | None,
-           drain_timeout: float, endpoint: str | None) -> None:
+           drain_timeout: float, endpoint: str | None, connect_timeout: float) -> None:
     """Run the tasks of the zq.App MODULE:ATTR until SIGTERM or Ctrl-C.
 
     MODULE is imported with the current directory first on the import path.
@@ -64,7 +66,7 @@ def worker(app_spec: str, queues: tuple[str, ...], concurrency: int, prefetch: i
     """
     try:
         w = build_worker(WorkerConfig(app_spec, queues, concurrency, prefetch, drain_timeout,
-                                      endpoint))
+                                      endpoint, connect_timeout))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="MODULE:ATTR") from None
 

@@ -328,7 +328,7 @@ class Client:
         received and had not started go back without counting an attempt. Without
         it, call :meth:`Message.mark_started` when work on a message begins.
         """
-        _check_queue(queue)
+        check_queue_name(queue)
         if not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
         return Consumer(self.conn, queue, prefetch, auto_start=auto_start)
@@ -365,10 +365,16 @@ class Client:
         return await self.conn.manage("info", {"queue": name})
 
     async def queues(self) -> dict[str, Any]:
-        """Every queue's stats, by name."""
-        result = await self.conn.manage("list", {})
-        out: dict[str, Any] = result["queues"]
-        return out
+        """Every queue's stats, by name (read a page of queues at a time)."""
+        out: dict[str, Any] = {}
+        after = ""
+        while True:
+            result = await self.conn.manage("list", {"after": after} if after else {})
+            page: dict[str, Any] = result["queues"]
+            out.update(page)
+            if not result.get("more") or not page:
+                return out
+            after = max(page)
 
     async def pause_queue(self, name: str) -> None:
         """Stop delivering from ``name`` (publishes are still stored)."""
@@ -405,7 +411,7 @@ class Client:
         _check_queue(dlq)
         args: dict[str, Any] = {"queue": dlq}
         if to is not None:
-            check_queue_name(to)
+            check_publishable(to)  # back to work: never into a dead-letter queue
             args["to"] = to
         if match is not None:
             if not isinstance(match, str):

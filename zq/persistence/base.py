@@ -96,6 +96,41 @@ class WriteBatch:
         return WriteBatch(updates=self.updates, deletes=self.deletes, settings=self.settings,
                           purges=self.purges, results=self.results)
 
+    def pieces(self, n: int = 64) -> list[WriteBatch]:
+        """This batch, without new messages, as small transactions in the order one
+        transaction would apply it (updates, then queue changes, then deletes), each
+        of at most ``n`` entries: on a nearly full disk, where the write-ahead log has
+        no room for one big transaction, they commit one after another."""
+        units: list[Update | Rewrite] = []
+        for u in self.updates:
+            if type(u) is Rewrite:
+                units.append(u)
+            else:
+                ids, attempts, ready_at, state = u  # type: ignore[misc]
+                units += [(ids[i:i + n], attempts[i:i + n], ready_at, state)
+                          for i in range(0, len(ids), n)]
+        out = [WriteBatch(updates=units[i:i + n]) for i in range(0, len(units), n)]
+        changes = WriteBatch(settings=self.settings, purges=self.purges, results=self.results,
+                             schedules=self.schedules)
+        if changes:
+            out.append(changes)
+        out += [WriteBatch(deletes=self.deletes[i:i + n])
+                for i in range(0, len(self.deletes), n)]
+        return out
+
+    @staticmethod
+    def joined(batches: list[WriteBatch]) -> WriteBatch:
+        """One batch holding ``batches`` (without new messages), in order."""
+        out = WriteBatch()
+        for b in batches:
+            out.updates += b.updates
+            out.deletes += b.deletes
+            out.settings += b.settings
+            out.purges += b.purges
+            out.results += b.results
+            out.schedules += b.schedules
+        return out
+
     def compact(self) -> None:
         """Keep only the last word on each message, queue and outcome.
 

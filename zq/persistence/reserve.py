@@ -43,10 +43,11 @@ class DiskReserve:
         self.wanted = wanted
         self.size = 0  # set by ``fit`` from the filesystem's size
 
-    def fit(self) -> None:
-        """Size the reserve for this filesystem: at most 1/16 of it."""
+    def fit(self, at_least: int = 0) -> None:
+        """Size the reserve for this filesystem: at most 1/16 of it, and ``at_least``
+        what the store needs to recover (unless none was wanted)."""
         total, _ = disk_free(self.path.parent)
-        self.size = min(self.wanted, total // 16)
+        self.size = max(min(self.wanted, total // 16), at_least) if self.wanted else 0
 
     @property
     def held(self) -> bool:

@@ -265,6 +265,7 @@ class SqliteStore:
         # while acks and settlements commit in the space the reserve gave back.
         self.full = False
         self._wal_room = 4 << 20  # set at open from the filesystem's size
+        self._quiet_until = 0.0  # no checkpoint warning before this (monotonic)
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._qids: dict[str, int] = {}
@@ -378,14 +379,16 @@ class SqliteStore:
         box's flash) a 4 MB log between checkpoints would be half of it."""
         total, _ = disk_free(self.dir)
         page = int(await self._pragma("page_size") or 4096)
-        pages = max(64, min(1000, total // 32 // page))
+        pages = max(16, min(1000, total // 64 // page))
         limit = min(int(self.wal_limit), max(page * 64, total // 16))
         self._wal_room = pages * page  # the WAL's size between two checkpoints
         await self.db.execute_fetchall(f"PRAGMA journal_size_limit = {limit}")
         await self.db.execute_fetchall(f"PRAGMA wal_autocheckpoint = {pages}")
 
     def _hold_reserve(self) -> None:
-        self.reserve.fit()
+        # At least twice the log between checkpoints: given back on a full disk, it must
+        # let the checkpoint that was stuck copy the log's new pages into the database.
+        self.reserve.fit(at_least=2 * self._wal_room)
         if not self.reserve.take():
             self.full = True
             log.warning("%s: no room for the %d-byte disk reserve; publishes are refused "
@@ -504,7 +507,10 @@ class SqliteStore:
         try:
             await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
-            log.warning("checkpoint failed: %s", exc)
+            now = time.monotonic()
+            if now >= self._quiet_until:  # on a full disk this fails again and again
+                self._quiet_until = now + 10.0
+                log.warning("checkpoint failed: %s", exc)
             return False
         return True
 

@@ -16,6 +16,7 @@ import msgpack
 from zq.errors import (
     FrameTooLarge,
     InvalidArgument,
+    InvalidQueueName,
     MalformedFrame,
     UnknownOpcode,
     UnsupportedVersion,
@@ -163,19 +164,22 @@ def _bad(op: int, what: str) -> MalformedFrame:
     return MalformedFrame(f"{f.NAMES.get(op, hex(op))}: {what}", op=op)
 
 
-def _queue_name(raw: Any, op: int) -> str:
+def _queue_name(raw: Any, op: int, ref: Any = None) -> str:
+    """A queue name part or field. Not text: MALFORMED_FRAME (the frame is broken);
+    empty or too long: INVALID_QUEUE_NAME, as from the SDK and for every other
+    breach of the rule (the session goes on)."""
     if isinstance(raw, bytes):
-        if not raw or len(raw) > MAX_QUEUE_NAME:
-            raise _bad(op, f"queue name must be 1..{MAX_QUEUE_NAME} bytes")
         try:
-            return raw.decode("utf-8")
+            raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise _bad(op, "queue name is not UTF-8") from None
-    if isinstance(raw, str):
-        if not raw or len(raw.encode()) > MAX_QUEUE_NAME:
-            raise _bad(op, f"queue name must be 1..{MAX_QUEUE_NAME} bytes")
-        return raw
-    raise _bad(op, "queue name must be a string")
+    if not isinstance(raw, str):
+        raise _bad(op, "queue name must be a string")
+    if not raw or len(raw.encode("utf-8", "surrogatepass")) > MAX_QUEUE_NAME:
+        raise InvalidQueueName(f"a queue name is 1..{MAX_QUEUE_NAME} bytes of UTF-8, got "
+                               f"{len(raw.encode('utf-8', 'surrogatepass'))}", op=op,
+                               ref=raw[:MAX_QUEUE_NAME] if ref is None else ref)
+    return raw
 
 
 def _int(v: Any, op: int, what: str, lo: int = 0) -> int:
@@ -303,7 +307,7 @@ def _publish(parts: Sequence[bytes], total: int, limits: Limits) -> f.Publish:
     if type(h) is not list or len(h) not in (2, 3):
         raise _bad(op, "header must be an array of 2 or 3")
     seq = _int(h[0], op, "seq")
-    queue = _queue_name(parts[1], op)
+    queue = _queue_name(parts[1], op, seq)
     bodies = list(parts[3:])
     if total > limits.max_frame:
         raise FrameTooLarge(f"PUBLISH of {total} bytes exceeds max_frame = {limits.max_frame} "
