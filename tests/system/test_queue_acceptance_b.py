@@ -102,9 +102,8 @@ async def test_control_a_consumer_that_blocks_its_loop_loses_the_job(
             async with zq.Client(broker.endpoint, name="idle") as c2, \
                     c2.consume("long", prefetch=10) as other:
                 m = await other.get(timeout=work)  # while the worker is still blocked
-                # Its loop blocked before its START could leave: the broker cannot know
-                # it began, so the attempt is not charged (PROTOCOL.md 12.5).
-                assert (m.id, m.attempt, m.history) == (mid, 1, [])
+                assert (m.id, m.attempt) == (mid, 2)
+                assert [h["outcome"] for h in m.history] == ["consumer lost"], m.history
                 done = await worker.wait_for_line("ACK", timeout=work + 10)
                 assert done.startswith("ACKERR "), done  # its lease had ended
                 await m.ack(wait=True)

@@ -2,7 +2,8 @@
 
 Usage: python tests/system/scripts/qa_consumer.py ENDPOINT QUEUE
 
-Consumes QUEUE with prefetch 1. For each message it prints ``GOT <id> <attempt>``,
+Consumes QUEUE with prefetch 1. For each message it prints ``GOT <id> <attempt>``
+once the broker knows it was started (a ``sync`` after the SDK's START),
 then waits for a line on stdin: ``ack`` does ``await msg.ack(wait=True)`` and
 prints ``ACK OK`` or ``ACK <ERROR NAME>`` (e.g. ``ACK STALE_DELIVERY``); then it
 goes on consuming. If the consumer fails (the broker dropped the session), it
@@ -37,6 +38,7 @@ async def main(endpoint: str, queue: str) -> None:
                 continue
             except StopAsyncIteration:
                 return
+            await client.sync()  # its START is in: a stall from now on costs the attempt
             say(f"GOT {msg.id} {msg.attempt}")
             line = (await stdin.readline()).decode().strip()
             if not line:

@@ -23,6 +23,7 @@ async def main(endpoint: str, queue: str, work: float, blocking: bool) -> int:
     async with zq.Client(endpoint, name="qb-worker") as client, \
             client.consume(queue, prefetch=1) as consumer:
         msg = await consumer.get(timeout=15)
+        await client.sync()  # its START is in: the broker knows the work began
         t0 = loop.time()
         print(f"GOT {msg.id} {msg.attempt}", flush=True)
         if blocking:
