@@ -8,8 +8,7 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+from zq.client.args import complete_args
 from zq.errors import AlreadySettled, InvalidArgument, ZqError
 from zq.protocol import codec
 from zq.protocol import frames as f
@@ -17,41 +16,11 @@ from zq.protocol import frames as f
 if TYPE_CHECKING:
     from zq.client.connection import Connection
 
+__all__ = ["Consumer", "Message", "complete_args"]
+
 
 HISTORY = "zq-history"  # header: the attempts of this message that did not end in an ack
 REASON = "zq-reason"  # header of a dead letter: why it died
-_MS_MAX = 100 * 365 * 86_400_000  # a century: the broker's bound on every duration
-
-
-def complete_args(queue: str, mid: int, attempt: int, ok: bool, result: Any = None,
-                  error: dict[str, str] | None = None, retry: bool = True,
-                  delay: float | None = None) -> dict[str, Any]:
-    """The MANAGE ``complete`` arguments (checked: InvalidArgument for a bad value)."""
-    args: dict[str, Any] = {"queue": queue, "id": mid, "attempt": attempt, "ok": bool(ok)}
-    if ok:
-        try:  # the broker decodes MANAGE strictly: a bad map key would end the session
-            msgpack.unpackb(codec.packb(result), raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises many types; all mean one thing here
-            raise InvalidArgument(f"result must be a msgpack value with str map keys: "
-                                  f"{exc}") from None
-        args["result"] = result
-        return args
-    err = error or {}
-    if not isinstance(err, dict) or not all(
-            isinstance(err.get(k, ""), str) for k in ("type", "message", "traceback")):
-        raise InvalidArgument("error must be a dict with str type, message and traceback")
-    args["error"] = {k: err.get(k, "") for k in ("type", "message", "traceback")}
-    args["retry"] = bool(retry)
-    if delay is not None:
-        if (not isinstance(delay, int | float) or isinstance(delay, bool)
-                or not math.isfinite(delay) or delay < 0):
-            raise InvalidArgument(f"delay must be seconds >= 0, got {delay!r}")
-        ms = math.ceil(round(delay * 1000, 6))
-        if ms > _MS_MAX:
-            raise InvalidArgument(f"delay must be at most a century, got {delay!r}")
-        if ms:
-            args["delay_ms"] = ms
-    return args
 
 
 class Message:
@@ -171,7 +140,7 @@ class Message:
         conn = self._consumer._conn
         conn.check()
         # The MANAGE goes out first, then the credit this settlement earns.
-        fut = conn._request("complete", args)
+        fut = conn.request("complete", args)
         self._settle()
         self._consumer._recorded()
         reply = await fut
@@ -291,55 +260,6 @@ class Consumer:
         self._buf.clear()
         self._wake()
 
-    # ----------------------------------------------- called by the Connection
-
-    def _deliver(self, frame: f.Deliver) -> None:
-        hdrs = frame.headers
-        q = self.queue
-        buf = self._buf
-        for i, mid in enumerate(frame.ids):
-            buf.append(Message(self, mid, q, frame.bodies[i], hdrs[i] if hdrs else None,
-                               frame.attempts[i]))
-        n = len(frame.ids)
-        self.received += n
-        self.held += n
-        if self.held > self.peak_held:
-            self.peak_held = self.held
-        self._wake()
-
-    def _took(self, m: Message) -> None:
-        """Work on ``m`` began; the connection reports it at the end of the turn."""
-        if not self.taken:
-            self._conn.note_starting(self)
-        self.taken.append(m)
-
-    def taken_unsettled(self, ids: list[int], attempts: list[int]) -> None:
-        """Add the messages taken since the last call and still unsettled; forget all."""
-        for m in self.taken:
-            if not m._settled:
-                ids.append(m.id)
-                attempts.append(m.attempt)
-        self.taken = []
-
-    def _settled_one(self) -> Connection:
-        conn = self._conn
-        conn.check()
-        self.held -= 1
-        if not self._closed:
-            # Keep the window full: one settled, one more allowed. The credit is
-            # counted here and joins the frames at the end of the turn, after the acks.
-            if not self.owed:
-                conn.owing.append(self)
-            self.owed += 1
-        return conn
-
-    def _recorded(self) -> None:
-        """A settlement is queued (after its credit): send early if enough piled up."""
-        self._unflushed += 1
-        if self._unflushed >= self._flush_every:
-            self._unflushed = 0
-            self._conn.flush()
-
     @property
     def buffered(self) -> int:
         """Messages received and not yet handed out (given back on close)."""
@@ -365,12 +285,34 @@ class Consumer:
         if self._started and self._conn.broken is None:
             self._conn.credit(self.queue, more)
 
-    def _fail(self, exc: ZqError) -> None:
+    # ------------------------------------------- the Connection's interface
+    #
+    # The connection calls only these (and reads ``queue``); a consumer calls only
+    # the connection's public methods.
+
+    def on_deliver(self, frame: f.Deliver) -> None:
+        """A DELIVER for this consumer's queue."""
+        hdrs = frame.headers
+        q = self.queue
+        buf = self._buf
+        for i, mid in enumerate(frame.ids):
+            buf.append(Message(self, mid, q, frame.bodies[i], hdrs[i] if hdrs else None,
+                               frame.attempts[i]))
+        n = len(frame.ids)
+        self.received += n
+        self.held += n
+        if self.held > self.peak_held:
+            self.peak_held = self.held
+        self._wake()
+
+    def on_error(self, exc: ZqError) -> None:
+        """The session is lost, the client closed, or the broker refused our credit:
+        iterating raises ``exc`` until a new session (:meth:`on_new_session`)."""
         self._error = exc
         self._buf.clear()
         self._wake()
 
-    def _reset(self) -> None:
+    def on_new_session(self) -> None:
         """New broker session: what we buffered is void there; grant the window again."""
         self._buf.clear()
         self.taken = []  # they name deliveries of the session that is gone
@@ -379,6 +321,52 @@ class Consumer:
         self._error = None
         if not self._closed:
             self._conn.credit(self.queue, self.prefetch)
+
+    def on_undecodable(self, n: int) -> None:
+        """``n`` deliveries came in a frame the connection could not decode (it NACKed
+        them): this consumer never saw them, so its window stays full."""
+        if not self._closed:
+            self._conn.credit(self.queue, n)
+
+    def taken_unsettled(self, ids: list[int], attempts: list[int]) -> None:
+        """Add the messages taken since the last call and still unsettled; forget all."""
+        for m in self.taken:
+            if not m._settled:
+                ids.append(m.id)
+                attempts.append(m.attempt)
+        self.taken = []
+
+    def take_owed(self) -> int:
+        """The credit earned by settling since the last call (0 once closed)."""
+        n, self.owed = self.owed, 0
+        return n if self._conn.consumers.get(self.queue) is self else 0
+
+    # ------------------------------------------- for Message
+
+    def _took(self, m: Message) -> None:
+        """Work on ``m`` began; the connection reports it at the end of the turn."""
+        if not self.taken:
+            self._conn.note_starting(self)
+        self.taken.append(m)
+
+    def _settled_one(self) -> Connection:
+        conn = self._conn
+        conn.check()
+        self.held -= 1
+        if not self._closed:
+            # Keep the window full: one settled, one more allowed. The credit is
+            # counted here and joins the frames at the end of the turn, after the acks.
+            if not self.owed:
+                conn.owe(self)
+            self.owed += 1
+        return conn
+
+    def _recorded(self) -> None:
+        """A settlement is queued (after its credit): send early if enough piled up."""
+        self._unflushed += 1
+        if self._unflushed >= self._flush_every:
+            self._unflushed = 0
+            self._conn.flush()
 
     def _wake(self) -> None:
         w = self._waiter
