@@ -6,24 +6,9 @@ of change and a COMMIT, so a loop pass costs two to four thread hops however
 many messages it carries. Python's sqlite3 opens the transaction implicitly
 with the first statement, so there is no separate BEGIN.
 
-Layout (``PRAGMA user_version`` 3; versions 1 and 2 are upgraded in place)::
-
-    queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
-    messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
-             created, opts, state)
-    index messages(qid)      -- rows of one queue in id order, for paging a backlog in
-    dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
-    results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
-    schedules(name, spec)             -- durable schedules and their next due times
-
-``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
-message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
-for a plain message. ``state`` says what ``attempts`` counts (see
-``zq.persistence.base``: WAITING, DELIVERED, AHEAD), so that a restart counts only
-attempts that were made.
-
-AUTOINCREMENT keeps the highest id ever used in ``sqlite_sequence``, so ids are
-never reused after a restart even when every message was acked.
+The tables and their upgrades are in :mod:`zq.persistence.schema`, the SQL a
+batch becomes in :mod:`zq.persistence.sql`, the disk reserve in
+:mod:`zq.persistence.reserve`.
 """
 
 from __future__ import annotations
@@ -34,8 +19,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -43,196 +26,27 @@ import aiosqlite
 import msgpack
 
 from zq.errors import StorageError, StorageFull
-from zq.persistence.base import Insert, Recovered, Rewrite, StoredMessage, Update, WriteBatch
+from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
 from zq.persistence.reserve import DiskReserve, disk_free
+from zq.persistence.schema import SCHEMA_VERSION, migrate, pragma
+from zq.persistence.sql import (
+    NEW_QUEUE,
+    PAGE,
+    id_runs,
+    insert_rows,
+    statements,
+    update_runs,
+    write,
+)
 from zq.schedules import from_map as schedule_from_map
+
+__all__ = ["DB_NAME", "LOCK_NAME", "SCHEMA_VERSION", "SqliteStore", "id_runs", "insert_rows",
+           "statements", "storage_error", "update_runs"]
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 3
 DB_NAME = "zq.db"
 LOCK_NAME = "zq.lock"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queues (
-    qid INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    settings BLOB
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    qid INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    ready_at REAL NOT NULL,
-    headers BLOB,
-    body BLOB NOT NULL,
-    created REAL NOT NULL DEFAULT 0,
-    opts BLOB,
-    state INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
-CREATE TABLE IF NOT EXISTS dedup (
-    qid INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (qid, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY,
-    qid INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    data BLOB NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS schedules (
-    name TEXT PRIMARY KEY,
-    spec BLOB NOT NULL
-);
-"""
-_UPGRADE_1_TO_2 = """
-ALTER TABLE queues ADD COLUMN settings BLOB;
-ALTER TABLE messages ADD COLUMN created REAL NOT NULL DEFAULT 0;
-ALTER TABLE messages ADD COLUMN opts BLOB;
-"""
-_UPGRADE_2_TO_3 = """
-ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
-"""
-
-_INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created) "
-           "VALUES (?, ?, 0, 0.0, ?, ?, ?)")
-_PLACE = "UPDATE messages SET ready_at = ?, opts = ? WHERE id BETWEEN ? AND ?"
-_REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ?, "
-            "state = 0 WHERE id = ?")
-_SETTINGS = ("INSERT INTO queues (qid, name, settings) VALUES (?, ?, ?) "
-             "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings")
-_PURGE = "DELETE FROM messages WHERE qid = ? AND id > ? AND id <= ?"
-_DEDUP = "INSERT OR REPLACE INTO dedup (qid, key, id, expires_at) VALUES (?, ?, ?, ?)"
-_RESULT = ("INSERT OR REPLACE INTO results (id, qid, state, data, expires_at) "
-           "VALUES (?, ?, ?, ?, ?)")
-_SCHEDULE = "INSERT OR REPLACE INTO schedules (name, spec) VALUES (?, ?)"
-_UPDATE = ("UPDATE messages SET attempts = ?, ready_at = ?, state = ? "
-           "WHERE id BETWEEN ? AND ?")
-_DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
-_NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
-_PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts, state FROM messages "
-         "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
-
-_packb = msgpack.Packer(use_bin_type=True).pack
-
-
-def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
-    """``[lo, hi]`` runs of consecutive ids, in the order given: one statement per run."""
-    runs: list[tuple[int, int]] = []
-    lo = hi = -2
-    for i in ids:
-        if i == hi + 1:
-            hi = i
-        else:
-            if hi >= 0:
-                runs.append((lo, hi))
-            lo = hi = i
-    if hi >= 0:
-        runs.append((lo, hi))
-    return runs
-
-
-def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[tuple[str, Iterable[Any]]]:
-    """The batch as (SQL, rows) pairs in the order they must run: one transaction."""
-    if batch.inserts:
-        yield _INSERT, insert_rows(batch.inserts, qids, batch.created)
-    if batch.placed:
-        yield _PLACE, [(ready_at, opts, lo, hi) for lo, hi, ready_at, opts in batch.placed]
-    # Updates run in the order staged: runs of attempt updates, then whole rewrites.
-    run: list[Any] = []
-    kind: type | None = None
-    for u in batch.updates:
-        k = type(u)
-        if k is not kind and run:
-            yield _statement(kind, run, qids)
-            run = []
-        kind = k
-        run.append(u)
-    if run:
-        yield _statement(kind, run, qids)
-    if batch.settings:
-        yield _SETTINGS, [(qids[name], name, blob) for name, blob in batch.settings
-                          if blob is not None]
-    if batch.purges:
-        yield _PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges]
-    if batch.deletes:
-        yield _DELETE, id_runs(batch.deletes)
-    if batch.dedups:
-        yield _DEDUP, [(qids[q], key, mid, until) for q, key, mid, until in batch.dedups]
-    if batch.results:
-        yield _RESULT, [(mid, qids[q], state, data, until)
-                        for mid, q, state, data, until in batch.results]
-    if batch.schedules:
-        yield _SCHEDULE, [(name, spec) for name, spec in batch.schedules if spec is not None]
-        gone_s = [(name,) for name, spec in batch.schedules if spec is None]
-        if gone_s:
-            yield "DELETE FROM schedules WHERE name = ?", gone_s
-    gone = [(qids[name],) for name, blob in batch.settings if blob is None]
-    if gone:
-        yield "DELETE FROM dedup WHERE qid = ?", gone
-        yield "UPDATE queues SET settings = NULL WHERE qid = ?", gone
-
-
-def _statement(kind: type | None, run: list[Any], qids: dict[str, int]
-               ) -> tuple[str, Iterable[Any]]:
-    if kind is Rewrite:
-        return _REWRITE, [(qids[r.queue], r.attempts, r.ready_at,
-                           None if r.headers is None else _packb(r.headers), r.opts, r.id)
-                          for r in run]
-    return _UPDATE, update_runs(run)
-
-
-def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int, int]]:
-    """``(attempts, ready_at, state, lo, hi)`` rows for ``_UPDATE``, in the order staged."""
-    rows: list[tuple[int, float, int, int, int]] = []
-    for ids, attempts, ready_at, state in updates:
-        lo = hi = -2
-        cur = -1
-        for i, a in zip(ids, attempts, strict=True):
-            if i == hi + 1 and a == cur:
-                hi = i
-            else:
-                if hi >= 0:
-                    rows.append((cur, ready_at, state, lo, hi))
-                lo = hi = i
-                cur = a
-        if hi >= 0:
-            rows.append((cur, ready_at, state, lo, hi))
-    return rows
-
-
-def _write(db: aiosqlite.Connection, new_queues: list[tuple[int, str]], batch: WriteBatch,
-           qids: dict[str, int]) -> None:
-    """One transaction, run on aiosqlite's thread (Python's sqlite3 begins it implicitly)."""
-    conn = db._conn
-    try:
-        if new_queues:
-            conn.executemany(_NEW_QUEUE, new_queues)
-        for sql, rows in statements(batch, qids):
-            conn.executemany(sql, rows)
-        conn.commit()
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.rollback()
-        raise
-
-
-def insert_rows(inserts: Iterable[Insert], qids: dict[str, int], created: float = 0.0
-                ) -> Iterator[tuple[int, int, bytes | None, bytes, float]]:
-    """Rows for ``_INSERT``, one per message, expanded from per-frame entries."""
-    for first, queue, headers, bodies in inserts:
-        qid = qids[queue]
-        ids = range(first, first + len(bodies))
-        if headers is None:
-            yield from zip(ids, repeat(qid), repeat(None), bodies, repeat(created))
-        else:
-            packed = [None if h is None else _packb(h) for h in headers]
-            yield from zip(ids, repeat(qid), packed, bodies, repeat(created))
 
 
 def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | StorageFull:
@@ -301,6 +115,16 @@ class SqliteStore:
             raise
 
     async def _open(self, window: int) -> Recovered:
+        await self._configure()
+        await migrate(self.db, self.path)
+        if self.max_bytes:
+            page_size = int(await self._pragma("page_size"))
+            pages = max(1, self.max_bytes // page_size)
+            await self.db.execute_fetchall(f"PRAGMA max_page_count = {pages}")
+        return await self._recover(window)
+
+    async def _configure(self) -> None:
+        """The connection's settings: WAL, the fsync level, the WAL's size."""
         db = self.db
         if await self._pragma("user_version") == 0 and not await db.execute_fetchall(
                 "SELECT 1 FROM sqlite_master"):
@@ -316,53 +140,20 @@ class SqliteStore:
         if sync != (2 if self.fsync == "full" else 1):
             raise StorageError(f"{self.path}: synchronous is {sync}, asked for {self.fsync}")
         await self._size_wal()
-        version = await self._pragma("user_version")
-        if version not in (0, 1, 2, SCHEMA_VERSION):
-            raise StorageError(f"{self.path} has schema version {version}; this zq knows "
-                               f"version {SCHEMA_VERSION}")
-        if version != SCHEMA_VERSION:
-            # Only a new or older database is written to at open: a broker restarted on
-            # a full disk must be able to open its current one without writing.
-            if version:
-                log.info("upgrading %s from schema version %d to %d", self.path, version,
-                         SCHEMA_VERSION)
-            if version == 1:
-                await db.executescript(_UPGRADE_1_TO_2)
-            if version in (1, 2):
-                await db.executescript(_UPGRADE_2_TO_3)
-            await db.executescript(_SCHEMA)
-            await db.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await db.commit()
-        if self.max_bytes:
-            page_size = int(await self._pragma("page_size"))
-            pages = max(1, self.max_bytes // page_size)
-            await db.execute_fetchall(f"PRAGMA max_page_count = {pages}")
-        rows = await db.execute_fetchall("SELECT qid, name, settings FROM queues")
-        settings: dict[str, dict[str, Any]] = {}
-        for qid, name, blob in rows:
-            self._qids[name] = qid
-            self._names[qid] = name
-            if blob is not None:
-                settings[name] = msgpack.unpackb(blob)
+
+    async def _recover(self, window: int) -> Recovered:
+        """What the broker starts from: queues, up to ``window`` messages per queue
+        (the rest is its backlog, paged in later), dedup ids, results and schedules."""
+        db = self.db
+        settings = await self._load_queues()
+        now = time.time()
         dedups = [(self._names[qid], key, mid, until) for qid, key, mid, until in
                   await db.execute_fetchall("SELECT qid, key, id, expires_at FROM dedup "
-                                            "WHERE expires_at > ?", (time.time(),))]
-        self._next_qid = max(self._names, default=0) + 1
+                                            "WHERE expires_at > ?", (now,))]
         seq = list(await db.execute_fetchall(
             "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"))
         next_id = (int(seq[0][0]) if seq else 0) + 1
-        counts = list(await db.execute_fetchall(
-            "SELECT qid, count(*) FROM messages GROUP BY qid"))
-        messages: list[StoredMessage] = []
-        backlog: dict[str, int] = {}
-        for qid, count in counts:
-            name = self._names[qid]
-            page = await self._page(qid, 0, window)
-            messages.extend(page)
-            if count > len(page):
-                backlog[name] = count - len(page)
-        log.info("opened %s: %d message(s) in %d queue(s), %d loaded", self.path,
-                 sum(c for _, c in counts), len(counts), len(messages))
+        messages, backlog = await self._load_messages(window)
         now = time.time()
         results = [(mid, self._names[qid], state, msgpack.unpackb(data), until)
                    for mid, qid, state, data, until in await db.execute_fetchall(
@@ -373,6 +164,33 @@ class SqliteStore:
         return Recovered(messages=messages, next_id=next_id, backlog=backlog,
                          settings=settings, dedups=dedups, results=results,
                          schedules=schedules)
+
+    async def _load_queues(self) -> dict[str, dict[str, Any]]:
+        """Number every stored queue; the settings of those that have any."""
+        settings: dict[str, dict[str, Any]] = {}
+        for qid, name, blob in await self.db.execute_fetchall(
+                "SELECT qid, name, settings FROM queues"):
+            self._qids[name] = qid
+            self._names[qid] = name
+            if blob is not None:
+                settings[name] = msgpack.unpackb(blob)
+        self._next_qid = max(self._names, default=0) + 1
+        return settings
+
+    async def _load_messages(self, window: int) -> tuple[list[StoredMessage], dict[str, int]]:
+        """The first ``window`` messages of each queue, and how many more each has."""
+        counts = list(await self.db.execute_fetchall(
+            "SELECT qid, count(*) FROM messages GROUP BY qid"))
+        messages: list[StoredMessage] = []
+        backlog: dict[str, int] = {}
+        for qid, count in counts:
+            page = await self._page(qid, 0, window)
+            messages.extend(page)
+            if count > len(page):
+                backlog[self._names[qid]] = count - len(page)
+        log.info("opened %s: %d message(s) in %d queue(s), %d loaded", self.path,
+                 sum(c for _, c in counts), len(counts), len(messages))
+        return messages, backlog
 
     async def _size_wal(self) -> None:
         """Bound the WAL by the filesystem too: on a small disk (an 8 MiB tmpfs, an edge
@@ -427,7 +245,7 @@ class SqliteStore:
                 # it, so this uses its ``_execute``; ``one_hop`` is False (and the
                 # statements go one call each) if that ever disappears.
                 await db._execute(  # type: ignore[no-untyped-call]
-                    _write, db, new_queues, batch, self._qids)
+                    write, db._conn, new_queues, batch, self._qids)
             else:
                 await self._commit_per_statement(db, new_queues, batch)
         except sqlite3.Error as exc:
@@ -449,7 +267,7 @@ class SqliteStore:
                                     new_queues: list[tuple[int, str]],
                                     batch: WriteBatch) -> None:
         if new_queues:
-            await db.executemany(_NEW_QUEUE, new_queues)
+            await db.executemany(NEW_QUEUE, new_queues)
         for sql, rows in statements(batch, self._qids):
             await db.executemany(sql, rows)
         await db.commit()
@@ -485,7 +303,7 @@ class SqliteStore:
     async def _page(self, qid: int, after_id: int, limit: int) -> list[StoredMessage]:
         name = self._names[qid]
         unpack = msgpack.unpackb
-        rows = await self.db.execute_fetchall(_PAGE, (qid, after_id, limit))
+        rows = await self.db.execute_fetchall(PAGE, (qid, after_id, limit))
         self.pages_read += 1
         return [StoredMessage(mid, name, body, None if h is None else unpack(h), attempts,
                               ready_at, created, None if o is None else unpack(o), state)
@@ -586,8 +404,7 @@ class SqliteStore:
         return self._db
 
     async def _pragma(self, name: str) -> Any:
-        rows = list(await self.db.execute_fetchall(f"PRAGMA {name}"))
-        return rows[0][0] if rows else None
+        return await pragma(self.db, name)
 
     def _lock(self) -> None:
         path = self.dir / LOCK_NAME

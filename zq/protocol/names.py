@@ -13,12 +13,12 @@ listings and in URLs of the management layer, and a name with a tab, a space or
 from __future__ import annotations
 
 from zq.errors import InvalidQueueName
+from zq.protocol.limits import DLQ_SUFFIX as DLQ_SUFFIX
+from zq.protocol.limits import MAX_QUEUE_NAME as MAX_QUEUE_NAME
 
-MAX_QUEUE_NAME = 255  # octets of UTF-8
-DLQ_SUFFIX = ".dlq"
 PUNCTUATION = frozenset("._-:/")
-RULE = ("1 to 255 bytes of letters, digits and . _ - : / (no spaces or control "
-        "characters, no '..')")
+RULE = (f"1 to {MAX_QUEUE_NAME} bytes of letters, digits and . _ - : / (no spaces or "
+        f"control characters, no '..')")
 
 
 def name_problem(name: object) -> str | None:

@@ -1,0 +1,112 @@
+"""The SQLite store's tables, and the upgrades from older versions of them.
+
+Layout (``PRAGMA user_version`` 3; versions 1 and 2 are upgraded in place)::
+
+    queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
+    messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
+             created, opts, state)
+    index messages(qid)      -- rows of one queue in id order, for paging a backlog in
+    dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
+    results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
+    schedules(name, spec)             -- durable schedules and their next due times
+
+``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
+message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
+for a plain message. ``state`` says what ``attempts`` counts (see
+``zq.persistence.base``: WAITING, DELIVERED, AHEAD), so that a restart counts only
+attempts that were made.
+
+AUTOINCREMENT keeps the highest id ever used in ``sqlite_sequence``, so ids are
+never reused after a restart even when every message was acked.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zq.errors import StorageError
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+log = logging.getLogger("zq.store")
+
+SCHEMA_VERSION = 3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    qid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    settings BLOB
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    qid INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    ready_at REAL NOT NULL,
+    headers BLOB,
+    body BLOB NOT NULL,
+    created REAL NOT NULL DEFAULT 0,
+    opts BLOB,
+    state INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
+CREATE TABLE IF NOT EXISTS dedup (
+    qid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (qid, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    qid INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    data BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec BLOB NOT NULL
+);
+"""
+# The script that takes a database of the version in the key to the next version.
+UPGRADES = {
+    1: """
+ALTER TABLE queues ADD COLUMN settings BLOB;
+ALTER TABLE messages ADD COLUMN created REAL NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN opts BLOB;
+""",
+    2: """
+ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+""",
+}
+
+
+async def pragma(db: aiosqlite.Connection, name: str) -> Any:
+    """The value ``PRAGMA <name>`` answers (None if no row)."""
+    rows = list(await db.execute_fetchall(f"PRAGMA {name}"))
+    return rows[0][0] if rows else None
+
+
+async def migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Create the tables of a new database, or upgrade an older one to SCHEMA_VERSION.
+
+    Only a new or older database is written to: a broker restarted on a full disk
+    must be able to open its current one without writing.
+    """
+    version = await pragma(db, "user_version")
+    if version not in (0, *UPGRADES, SCHEMA_VERSION):
+        raise StorageError(f"{path} has schema version {version}; this zq knows "
+                           f"version {SCHEMA_VERSION}")
+    if version == SCHEMA_VERSION:
+        return
+    if version:
+        log.info("upgrading %s from schema version %d to %d", path, version, SCHEMA_VERSION)
+        for step in range(version, SCHEMA_VERSION):
+            await db.executescript(UPGRADES[step])
+    await db.executescript(SCHEMA)
+    await db.execute_fetchall(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    await db.commit()

@@ -1,0 +1,158 @@
+"""The SQL a :class:`WriteBatch` becomes: one transaction of ``executemany`` calls.
+
+Each kind of change is one statement run over many rows, and runs of consecutive
+ids are one row (``id BETWEEN ? AND ?``), so a batch of thousands of acks costs a
+handful of statements. The order of :func:`statements` is the order they must run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from itertools import groupby, repeat
+from typing import Any, cast
+
+import msgpack
+
+from zq.persistence.base import Insert, Rewrite, Update, WriteBatch
+
+INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created) "
+          "VALUES (?, ?, 0, 0.0, ?, ?, ?)")
+PLACE = "UPDATE messages SET ready_at = ?, opts = ? WHERE id BETWEEN ? AND ?"
+REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ?, "
+           "state = 0 WHERE id = ?")
+SETTINGS = ("INSERT INTO queues (qid, name, settings) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET settings = excluded.settings")
+PURGE = "DELETE FROM messages WHERE qid = ? AND id > ? AND id <= ?"
+DEDUP = "INSERT OR REPLACE INTO dedup (qid, key, id, expires_at) VALUES (?, ?, ?, ?)"
+RESULT = ("INSERT OR REPLACE INTO results (id, qid, state, data, expires_at) "
+          "VALUES (?, ?, ?, ?, ?)")
+SCHEDULE = "INSERT OR REPLACE INTO schedules (name, spec) VALUES (?, ?)"
+UNSCHEDULE = "DELETE FROM schedules WHERE name = ?"
+UPDATE = ("UPDATE messages SET attempts = ?, ready_at = ?, state = ? "
+          "WHERE id BETWEEN ? AND ?")
+DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
+FORGET_DEDUPS = "DELETE FROM dedup WHERE qid = ?"
+FORGET_SETTINGS = "UPDATE queues SET settings = NULL WHERE qid = ?"
+NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
+PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts, state FROM messages "
+        "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+Statement = tuple[str, Iterable[Any]]
+
+
+def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """``[lo, hi]`` runs of consecutive ids, in the order given: one statement per run."""
+    runs: list[tuple[int, int]] = []
+    lo = hi = -2
+    for i in ids:
+        if i == hi + 1:
+            hi = i
+        else:
+            if hi >= 0:
+                runs.append((lo, hi))
+            lo = hi = i
+    if hi >= 0:
+        runs.append((lo, hi))
+    return runs
+
+
+def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
+    """The batch as (SQL, rows) pairs in the order they must run: one transaction."""
+    yield from _message_statements(batch, qids)
+    yield from _queue_statements(batch, qids)
+    if batch.schedules:
+        yield SCHEDULE, [(name, spec) for name, spec in batch.schedules if spec is not None]
+        gone_s = [(name,) for name, spec in batch.schedules if spec is None]
+        if gone_s:
+            yield UNSCHEDULE, gone_s
+    gone = [(qids[name],) for name, blob in batch.settings if blob is None]
+    if gone:  # deleted queues: their settings and dedup ids go, their name and qid stay
+        yield FORGET_DEDUPS, gone
+        yield FORGET_SETTINGS, gone
+
+
+def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
+    if batch.inserts:
+        yield INSERT, insert_rows(batch.inserts, qids, batch.created)
+    if batch.placed:
+        yield PLACE, [(ready_at, opts, lo, hi) for lo, hi, ready_at, opts in batch.placed]
+    # Updates run in the order staged: each run of attempt updates or of whole rewrites
+    # is one statement. (Each run's rows are built before groupby moves on.)
+    for kind, run in groupby(batch.updates, type):
+        if kind is Rewrite:
+            yield REWRITE, rewrite_rows(cast("Iterable[Rewrite]", run), qids)
+        else:
+            yield UPDATE, update_runs(cast("Iterable[Update]", run))
+
+
+def _queue_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
+    if batch.settings:
+        yield SETTINGS, [(qids[name], name, blob) for name, blob in batch.settings
+                         if blob is not None]
+    if batch.purges:
+        yield PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges]
+    if batch.deletes:
+        yield DELETE, id_runs(batch.deletes)
+    if batch.dedups:
+        yield DEDUP, [(qids[q], key, mid, until) for q, key, mid, until in batch.dedups]
+    if batch.results:
+        yield RESULT, [(mid, qids[q], state, data, until)
+                       for mid, q, state, data, until in batch.results]
+
+
+def rewrite_rows(rewrites: Iterable[Rewrite], qids: dict[str, int]
+                 ) -> list[tuple[int, int, float, bytes | None, bytes | None, int]]:
+    """Rows for ``REWRITE``, one per message."""
+    return [(qids[r.queue], r.attempts, r.ready_at,
+             None if r.headers is None else _packb(r.headers), r.opts, r.id) for r in rewrites]
+
+
+def update_runs(updates: Iterable[Update]) -> list[tuple[int, float, int, int, int]]:
+    """``(attempts, ready_at, state, lo, hi)`` rows for ``UPDATE``, in the order staged."""
+    rows: list[tuple[int, float, int, int, int]] = []
+    for ids, attempts, ready_at, state in updates:
+        lo = hi = -2
+        cur = -1
+        for i, a in zip(ids, attempts, strict=True):
+            if i == hi + 1 and a == cur:
+                hi = i
+            else:
+                if hi >= 0:
+                    rows.append((cur, ready_at, state, lo, hi))
+                lo = hi = i
+                cur = a
+        if hi >= 0:
+            rows.append((cur, ready_at, state, lo, hi))
+    return rows
+
+
+def insert_rows(inserts: Iterable[Insert], qids: dict[str, int], created: float = 0.0
+                ) -> Iterator[tuple[int, int, bytes | None, bytes, float]]:
+    """Rows for ``INSERT``, one per message, expanded from per-frame entries."""
+    for first, queue, headers, bodies in inserts:
+        qid = qids[queue]
+        ids = range(first, first + len(bodies))
+        if headers is None:
+            yield from zip(ids, repeat(qid), repeat(None), bodies, repeat(created))
+        else:
+            packed = [None if h is None else _packb(h) for h in headers]
+            yield from zip(ids, repeat(qid), packed, bodies, repeat(created))
+
+
+def write(conn: sqlite3.Connection, new_queues: list[tuple[int, str]], batch: WriteBatch,
+          qids: dict[str, int]) -> None:
+    """One transaction, run on aiosqlite's thread (Python's sqlite3 begins it implicitly)."""
+    try:
+        if new_queues:
+            conn.executemany(NEW_QUEUE, new_queues)
+        for sql, rows in statements(batch, qids):
+            conn.executemany(sql, rows)
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+        raise
