@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from zq.broker import run_loop
 from zq.cli.common import (
@@ -23,12 +24,44 @@ from zq.cli.common import (
 from zq.client import Client
 from zq.client.schedules import check_cron, parse_every
 from zq.errors import ZqError
-from zq.worker import WorkerConfig, build_worker, stuck_threads
-from zq.worker import serve as serve_worker
+from zq.node.config import MissingSetting, SettingError, WorkerConfig, worker_config
+from zq.node.launch import build_worker
+from zq.node.launch import serve as serve_worker
+from zq.node.runner import stuck_threads
+
+# What names each WorkerConfig field in an error message: its flag, or the argument.
+_HINTS = {"app": "MODULE:ATTR", "queues": "--queue", "concurrency": "--concurrency",
+          "prefetch": "--prefetch", "drain_timeout": "--drain-timeout",
+          "endpoint": "--endpoint", "connect_timeout": "--timeout", "": "--config"}
+# Parameters whose value is a WorkerConfig field of the same name; unless given on the
+# command line they are left to worker_config (file, then environment, then default).
+_FIELDS = {"app_spec": "app", "queues": "queues", "concurrency": "concurrency",
+           "prefetch": "prefetch", "drain_timeout": "drain_timeout", "endpoint": "endpoint",
+           "connect_timeout": "connect_timeout"}
+
+
+def _given_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """The WorkerConfig fields given on the command line (defaults and click's own
+    environment variables are left to worker_config, which layers them)."""
+    return {field: params[name] for name, field in _FIELDS.items()
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+
+
+def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
+            ) -> WorkerConfig:
+    try:
+        return worker_config(config_file, **_given_flags(ctx, params))
+    except MissingSetting:
+        arg = next(p for p in ctx.command.params if p.name == "app_spec")
+        raise click.MissingParameter(
+            ctx=ctx, param=arg, message="Give it, or 'app' in the [worker] table of "
+                                        "--config, or $ZQ_WORKER_APP.") from None
+    except SettingError as exc:
+        raise click.BadParameter(str(exc), param_hint=_HINTS.get(exc.setting)) from None
 
 
 @click.command()
-@click.argument("app_spec", metavar="MODULE:ATTR")
+@click.argument("app_spec", metavar="MODULE:ATTR", required=False)
 @click.option("--queue", "-q", "queues", multiple=True, metavar="QUEUE",
               help="Consume this queue (repeatable). [default: every queue of the app's tasks]")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=8, show_default=True,
@@ -45,8 +78,16 @@ from zq.worker import serve as serve_worker
 @click.option("--endpoint", "-e", envvar="ZQ_ENDPOINT", default=None, show_envvar=True,
               help="Broker endpoint. [default: the App's endpoint]")
 @connect_timeout_option
-def worker(app_spec: str, queues: tuple[str, ...], concurrency: int, prefetch: int | None,
-           drain_timeout: float, endpoint: str | None, connect_timeout: float) -> None:
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, metavar="FILE",
+              help="TOML file with a [worker] table of these settings (app, queues, "
+                   "concurrency, prefetch, drain_timeout, endpoint, connect_timeout); "
+                   "ZQ_WORKER_<SETTING> environment variables override it, flags "
+                   "override both.")
+@click.pass_context
+def worker(ctx: click.Context, app_spec: str | None, queues: tuple[str, ...],
+           concurrency: int, prefetch: int | None, drain_timeout: float,
+           endpoint: str | None, connect_timeout: float, config_file: str | None) -> None:
     """Run the tasks of the zq.App MODULE:ATTR until SIGTERM or Ctrl-C.
 
     MODULE is imported with the current directory first on the import path.
@@ -55,7 +96,8 @@ def worker(app_spec: str, queues: tuple[str, ...], concurrency: int, prefetch: i
     to stderr. On SIGTERM or Ctrl-C it stops taking work, gives back messages
     it has not started (ready again at once, attempt not counted), lets running
     tasks finish for up to --drain-timeout, nacks the rest and exits 0; a
-    second signal cuts the wait short.
+    second signal cuts the wait short. Settings come from --config, then
+    ZQ_WORKER_<SETTING> environment variables, then MODULE:ATTR and flags.
 
     \b
     Examples:
@@ -63,10 +105,11 @@ def worker(app_spec: str, queues: tuple[str, ...], concurrency: int, prefetch: i
       zq worker myapp.tasks:app --queue emails --queue thumbnails --concurrency 16
       zq worker tasks:app --prefetch 1 --drain-timeout 60
       zq worker tasks:app -e tcp://10.0.0.5:5555
+      ZQ_WORKER_CONCURRENCY=32 zq worker --config worker.toml
     """
+    cfg = _config(ctx, config_file, dict(ctx.params))
     try:
-        w = build_worker(WorkerConfig(app_spec, queues, concurrency, prefetch, drain_timeout,
-                                      endpoint, connect_timeout))
+        w = build_worker(cfg)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="MODULE:ATTR") from None
 

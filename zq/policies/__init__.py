@@ -4,6 +4,11 @@ A policy has a ``kind`` (one of KINDS) and a ``name``. ``load`` builds one by na
 built-in, else a plugin registered as an entry point in the ``zq.policies`` group whose
 entry-point name is the policy name and whose object is a class or zero-argument factory
 with a matching ``kind``.
+
+A plugin found once is remembered by kind and name for the life of the process, so
+a later ``load`` of it (a queue's settings changing, say) builds an instance without
+scanning the installed packages' entry points again. A name not found is not
+remembered: a plugin installed later is still found.
 """
 
 from __future__ import annotations
@@ -60,18 +65,36 @@ _BUILTINS: dict[str, Mapping[str, Callable[[], Any]]] = {
 }
 
 
+# Plugins found by ``load``: (kind, name) -> their entry point and factory.
+_FOUND: dict[tuple[str, str], tuple[EntryPoint, Callable[[], Any]]] = {}
+
+
 def load(kind: str, name: str) -> Any:
     """A new policy of ``kind`` called ``name``; ValueError if there is none."""
     builtins = _builtins(kind)
     if name in builtins:
         return builtins[name]()
+    known = _FOUND.get((kind, name))
+    if known is not None:
+        policy, other = _checked(known[0], known[1], kind)
+        if policy is None:
+            raise ValueError(f"policy plugin {name!r} built a {other!r} policy, "
+                             f"not a {kind!r} one")
+        return policy
+    return _scan(kind, name)
+
+
+def _scan(kind: str, name: str) -> Any:
+    """``load`` for a name not seen yet: look through the entry points, remember it."""
     found = entry_points(group=ENTRY_POINT_GROUP, name=name)
     if not found:
         raise ValueError(_unknown(kind, name))
     wrong: list[str] = []
     for ep in found:
-        policy, other = _instance(ep, kind)
+        factory = _factory(ep)
+        policy, other = _checked(ep, factory, kind)
         if policy is not None:
+            _FOUND[kind, name] = (ep, factory)
             return policy
         wrong.append(f"{other!r} ({ep.value})")
     raise ValueError(f"policy plugin {name!r} is not of kind {kind!r}: it is {', '.join(wrong)}")
@@ -100,9 +123,8 @@ def _kind_of(obj: object) -> object:
     return getattr(obj, "kind", None)
 
 
-def _instance(ep: EntryPoint, kind: str) -> tuple[Any, object]:
-    """(a new instance, None) if ``ep`` gives a ``kind`` policy, else (None, its kind)."""
-    factory = _factory(ep)
+def _checked(ep: EntryPoint, factory: Callable[[], Any], kind: str) -> tuple[Any, object]:
+    """(a new instance, None) if ``factory`` gives a ``kind`` policy, else (None, its kind)."""
     declared = _kind_of(factory)
     if declared is not None and declared != kind:
         return None, declared

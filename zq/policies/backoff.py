@@ -29,18 +29,26 @@ class Fixed:
         return max(0.0, min(base, cap))
 
 
+class RandomSource(Protocol):
+    """Where jitter comes from: the ``random`` module, or a ``random.Random``."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
 class Exponential:
     """``min(cap, base * 2 ** (attempt - 1))`` times a jitter factor in [0.9, 1.1].
 
     The jitter stays within +-10% so schedules are predictable; a delay at the cap may
-    therefore exceed it by up to 10%. Never negative; base 0 gives 0.
+    therefore exceed it by up to 10%. Never negative; base 0 gives 0. The jitter is
+    drawn from ``rng``: by default the ``random`` module (so ``random.seed`` fixes
+    it), or a ``random.Random`` of the caller's for a test to fix on its own.
     """
 
     kind: ClassVar[str] = "backoff"
     name: ClassVar[str] = "exponential"
 
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._rng = rng if rng is not None else random.Random()
+    def __init__(self, rng: RandomSource | None = None) -> None:
+        self._rng: RandomSource = rng if rng is not None else random
 
     def delay(self, attempt: int, base: float, cap: float) -> float:
         steps = max(attempt, 1) - 1

@@ -25,21 +25,34 @@ class DispatchPolicy(Protocol):
 
 
 class RoundRobin:
-    """Serve consumers in turn, one batch each, so a backlog is shared evenly."""
+    """Serve consumers in turn, one batch each, so a backlog is shared evenly.
+
+    The turn is kept per queue for the ``max_queues`` queues served last; a queue not
+    served while that many others were (a deleted one, say) is forgotten and starts
+    again at its first consumer. So the map does not grow with every queue name the
+    broker ever saw, and the core need not tell the policy when a queue goes.
+    """
 
     kind: ClassVar[str] = "dispatch"
     name: ClassVar[str] = "round-robin"
 
-    def __init__(self) -> None:
-        self._turn: dict[str, int] = {}
+    def __init__(self, max_queues: int = 4096) -> None:
+        if max_queues < 1:
+            raise ValueError(f"max_queues must be >= 1, got {max_queues}")
+        self.max_queues = max_queues
+        self._turn: dict[str, int] = {}  # least recently served first
 
     def pick(self, queue: str, candidates: Sequence[Candidate]) -> int:
-        turn = self._turn.get(queue, 0)
+        turn = self._turn.pop(queue, 0)
         self._turn[queue] = turn + 1
+        if len(self._turn) > self.max_queues:
+            del self._turn[next(iter(self._turn))]
         return turn % len(candidates)
 
-    def forget(self, queue: str) -> None:
-        self._turn.pop(queue, None)
+    @property
+    def remembered(self) -> int:
+        """Queues whose turn is kept."""
+        return len(self._turn)
 
 
 class LeastLoaded:
