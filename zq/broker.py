@@ -20,10 +20,12 @@ from collections.abc import Callable
 
 import zmq
 
-from zq import admin
 from zq.config import BrokerConfig
-from zq.core import BrokerCore, Commit
+from zq.core.facade import Core
+from zq.core.state import Commit
 from zq.errors import StorageError, StorageFull, ZqError
+from zq.manage import OPERATIONS
+from zq.manage.queues import declare
 from zq.persistence import WriteBatch, make_store
 from zq.policies.dispatch import make_dispatch
 from zq.transport import fd, readable, recv_parts, send_parts
@@ -48,8 +50,8 @@ class Broker:
                                 max_bytes=cfg.max_db_bytes,
                                 checkpoint_interval=cfg.checkpoint_interval,
                                 reserve_bytes=cfg.reserve_bytes)
-        self.core = BrokerCore(cfg, make_dispatch(cfg.dispatch), uuid.uuid4().hex[:12],
-                               durable=self.store.durable)
+        self.core = Core(cfg, make_dispatch(cfg.dispatch), uuid.uuid4().hex[:12],
+                         durable=self.store.durable, operations=OPERATIONS)
         self.core.store_stats = self.store.stats
         self.endpoint = ""
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -89,8 +91,7 @@ class Broker:
             self.core.wall_offset = time.time() - time.monotonic()
             self.core.recover(await self.store.open(cfg.window), time.monotonic())
             for name, settings in cfg.queues.items():  # the config file's [queues.NAME]
-                admin.declare(self.core, {"queue": name, "settings": settings},
-                              time.monotonic())
+                declare(self.core, {"queue": name, "settings": settings}, time.monotonic())
             loop.add_reader(fd(sock), self._wake.set)
             try:
                 if on_ready is not None:

@@ -19,6 +19,8 @@ from zq.protocol import codec
 HISTORY = "zq-history"  # header: the attempts of a message that did not end in an ack
 OMITTED = "zq-history-omitted"  # header: entries dropped from the middle of the history
 REASON = "zq-reason"  # header of a dead letter: why it died
+ORIGIN = "zq-origin"  # header of a dead letter: the queue it died in
+DEAD_AT = "zq-dead-at"  # header of a dead letter: when (wall-clock seconds)
 MAX_HISTORY = 50  # entries kept: the first and the latest
 MAX_NAME = 255  # bytes of a consumer's name kept (in history entries and STATS)
 MAX_REASON = 1000  # bytes of a reason kept (history entries, zq-reason)

@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.test_core import A, B, Harness, P, delivers, errors_of, only
 from tests.unit.test_core_durable import durable, stored
-from zq import admin
 from zq.errors import InvalidArgument, StorageError, UnknownQueue
+from zq.manage import queues as admin
 from zq.protocol import frames as f
 
 HISTORY, ORIGIN, REASON, DEAD_AT = "zq-history", "zq-origin", "zq-reason", "zq-dead-at"

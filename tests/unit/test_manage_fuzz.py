@@ -8,8 +8,9 @@ import random
 from typing import Any
 
 from tests.unit.test_core import A, Harness
-from zq import admin, tasks_admin
 from zq.errors import ZqError
+from zq.manage import queues as admin
+from zq.manage import tasks as tasks_admin
 from zq.protocol import frames as f
 
 OPS = [*admin.OPERATIONS, *tasks_admin.PEER_OPERATIONS, "wait"]

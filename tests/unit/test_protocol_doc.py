@@ -9,10 +9,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from zq import admin, core, errors, history
+from zq import core, errors, history
 from zq.config import BrokerConfig
 from zq.core import _FATAL
 from zq.errors import InvalidArgument, ProtocolViolation, SessionUnknown, ZqError
+from zq.manage import queues as admin
 from zq.policies.dispatch import make_dispatch
 from zq.protocol import codec
 from zq.protocol import frames as f

@@ -1,4 +1,5 @@
-"""Queue operations (MANAGE frames): declare, pause, resume, purge, delete, redrive, peek.
+"""Queue operations (MANAGE): declare, info, list, pause, resume, purge, delete, redrive,
+peek, sync.
 
 Each operation works on the broker core directly (no I/O), stages what must be
 stored, and returns the reply map. The core sends the reply once the batch
@@ -11,38 +12,30 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zq import history
-from zq.core import DEAD_AT, ORIGIN, REASON
 from zq.errors import InvalidArgument, InvalidQueueName, UnknownQueue
+from zq.history import DEAD_AT, ORIGIN, REASON
 from zq.protocol import codec
 from zq.protocol.names import check_publishable, check_queue_name
 from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
-    from zq.core import BrokerCore, Peer
-    from zq.queues import Msg, Queue
+    from zq.core.facade import Core as BrokerCore
+    from zq.core.model import Msg, Peer, Queue
 
 MAX_PEEK = 100
-# Operations that change nothing: their reply goes out even when the commit it waited
-# for fails (an operation that changed something gets the storage error instead).
-READ_ONLY = frozenset({"info", "list", "peek", "status", "schedule_ls"})
 
 
 def manage(core: BrokerCore, frame: Any, now: float, peer: Peer | None = None
            ) -> dict[str, Any] | None:
-    """Run one MANAGE operation; its reply, or None when it is answered later (wait)."""
-    from zq import tasks_admin  # tasks build on queues; imported here to avoid a cycle
+    """Run one MANAGE frame's operation through zq's table (tests and tools call this;
+    the broker core calls the table's handlers itself)."""
+    from zq.manage import OPERATIONS
 
-    handler = OPERATIONS.get(frame.op)
-    if handler is not None:
-        return handler(core, frame.args, now)
-    if peer is not None:
-        if frame.op == "wait":
-            return tasks_admin.wait(core, frame.args, now, peer, frame.req)
-        peer_handler = tasks_admin.PEER_OPERATIONS.get(frame.op)
-        if peer_handler is not None:
-            return peer_handler(core, frame.args, now, peer)
-    known = [*OPERATIONS, *tasks_admin.PEER_OPERATIONS, "wait"]
-    raise InvalidArgument(f"unknown operation {frame.op!r}; known: {', '.join(known)}")
+    handler = OPERATIONS.handlers.get(frame.op)
+    if handler is None:
+        raise InvalidArgument(f"unknown operation {frame.op!r}; known: "
+                              f"{', '.join(OPERATIONS.handlers)}")
+    return handler(core, frame.args, now, peer, getattr(frame, "req", 0))
 
 
 def _name(args: dict[str, Any], key: str = "queue") -> str:

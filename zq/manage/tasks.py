@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from zq.core import HISTORY, ORIGIN, REASON
+from zq.core.results import FINAL, Waiter
 from zq.errors import InvalidArgument, InvalidQueueName, StaleDelivery, UnknownDelivery
+from zq.history import HISTORY, ORIGIN, REASON
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.names import check_publishable
-from zq.results import FINAL, Waiter
 from zq.schedules import MAX_NAME, Schedule
 
 if TYPE_CHECKING:
-    from zq.core import BrokerCore, Peer
-    from zq.queues import Msg
+    from zq.core.facade import Core as BrokerCore
+    from zq.core.model import Msg, Peer
 
 MAX_WAIT_MS = 60_000
 MAX_ERROR_TEXT = 64 * 1024  # bytes of an error's message or traceback kept

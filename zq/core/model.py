@@ -1,4 +1,4 @@
-"""The broker's in-memory structures: messages, lanes, queues, subscriptions. No I/O.
+"""The broker's in-memory structures: messages, lanes, queues, subscriptions, peers. No I/O.
 
 A queue's ready messages sit in *lanes*, one per (priority, tenant) in use.
 Lanes of a higher priority always serve first; among the lanes of one
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from zq import policies
 from zq.protocol.credit import CreditWindow
+from zq.protocol.session import State
 from zq.settings import QueueSettings
 
 if TYPE_CHECKING:
@@ -217,3 +218,22 @@ class Queue:
         """Publish time (monotonic) of the oldest ready message in memory; 0 if none."""
         times = [ln.msgs[0].t for ln in self.order if ln.msgs and ln.msgs[0].t]
         return min(times) if times else 0.0
+
+
+class Peer:
+    __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "marks", "name",
+                 "state", "subs", "zombies")
+
+    def __init__(self, identity: bytes, now: float) -> None:
+        self.identity = identity
+        self.name = ""
+        self.marks = False  # it sends START for the deliveries it begins to work on
+        self.state = State.NEW
+        self.last_seen = now
+        self.liveness_s = 0.0
+        self.subs: dict[str, Sub] = {}
+        self.held: dict[int, Msg] = {}
+        # Deliveries whose time limit ran out while this consumer still had them:
+        # id -> (attempt, queue). Their credit comes back when the consumer settles them.
+        self.zombies: dict[int, tuple[int, str]] = {}
+        self.confirms: list[list[int]] = []

@@ -1,0 +1,140 @@
+"""Recovery and the backlog on disk: what the store gives back at start and page by
+page. No I/O.
+"""
+
+from __future__ import annotations
+
+from zq.core.model import Msg
+from zq.core.results import Outcome
+from zq.core.state import (  # noqa: F401
+    _FATAL,
+    DEAD_AT,
+    HISTORY,
+    MAX_HEARTBEAT,
+    ORIGIN,
+    PRESTORE_LEAD,
+    REASON,
+    STATS_SHOWN,
+    Commit,
+    CoreState,
+    Extra,
+    Outgoing,
+    Pending,
+    _packb,
+    _with_ref,
+    log,
+    pack_opts,
+    unpack_opts,
+)
+from zq.core.timers import Timers
+from zq.errors import (
+    ZqError,
+)
+from zq.persistence.base import (
+    WAITING,
+    Recovered,
+    StoredMessage,
+)
+from zq.protocol import codec
+from zq.settings import from_map
+
+
+class Backlog(Timers):
+    """Stored messages into memory."""
+
+    def recover(self, rec: Recovered, now: float) -> None:
+        """Load what the store holds; messages that were in flight count that attempt."""
+        self.now = now
+        for name, state in rec.settings.items():
+            try:
+                q = self._queue(name)
+                self.configure(q, from_map(state.get("settings", {})))
+                q.paused = bool(state.get("paused", False))
+            except (ZqError, ValueError) as exc:
+                log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
+        for name, n in rec.backlog.items():
+            q = self._queue(name)
+            q.disk = n
+            self._spilled.add(q)
+        self._admit(rec.messages, now)
+        self.next_id = max(self.next_id, rec.next_id)
+        wall = now + self.wall_offset
+        for queue, key, mid, until in rec.dedups:
+            if until > wall:
+                self._remember(queue, key, mid, now + until - wall)
+        for mid, queue, outcome, data, until in rec.results:
+            if until > wall:
+                self.results.put(mid, Outcome(outcome, queue, data, now + until - wall))
+        for sched in rec.schedules:
+            if sched.next_due <= wall and sched.misfire == "skip":
+                sched.next_due = sched.after(wall)  # missed while down: go on from now
+            self.schedules[sched.name] = sched
+
+    def _admit(self, stored: list[StoredMessage], now: float) -> None:
+        """Stored messages into memory: ready, or delayed until their due time.
+
+        A broker that stops, cleanly or not, never costs a message an attempt: a
+        delivery in flight when it stopped (DELIVERED) comes back as if released, and
+        one whose next attempt number was stored ahead of its due time (AHEAD) gets
+        its count back too. Either way the next delivery repeats that number.
+        """
+        wall = now + self.wall_offset
+        for sm in stored:
+            q = self._queue(sm.queue)
+            attempts = sm.attempts - 1 if sm.state != WAITING and sm.attempts else sm.attempts
+            m = Msg(sm.id, q, sm.body, sm.headers, attempts, codec.header_size(sm.headers),
+                    now - (wall - sm.created) if sm.created else now)
+            o = sm.opts
+            if o:
+                m.opts = unpack_opts(o)
+                m.lane = q.lane_for(m.opts)
+                exp = o.get("expires_at")
+                if exp:
+                    m.exp = now + exp - wall
+                    q.ttl_seen = True
+                if m.opts is not None and m.opts.time_limit_ms:
+                    q.limited = True
+            elif q.settings.ttl and sm.created:
+                m.exp = m.t + q.settings.ttl
+            q.mem_bytes += len(sm.body)
+            if sm.id > q.cursor:
+                q.cursor = sm.id
+            if sm.ready_at > wall:
+                self._delay(m, now + sm.ready_at - wall)
+            else:
+                m.lane.msgs.append(m)
+                self._dirty.add(q)
+
+    def wanted_pages(self) -> list[tuple[str, int, int]]:
+        """(queue, after_id, limit) for queues whose backlog on disk should page in now."""
+        cfg = self.cfg
+        out: list[tuple[str, int, int]] = []
+        for q in self._spilled:
+            ready = q.ready_count()
+            if (ready < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
+                    and (q in self.draining or any(s.window.available for s in q.subs))):
+                out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - ready))))
+        return out
+
+    def wants_pages(self) -> bool:
+        return bool(self._spilled) and bool(self.wanted_pages())
+
+    def paged_in(self, queue: str, limit: int, stored: list[StoredMessage], now: float) -> None:
+        """Messages read from disk for ``queue`` (after its cursor, in id order)."""
+        q = self._queue(queue)
+        n = len(stored)
+        if q.moved_in and stored:  # moved here while the backlog was on disk: in memory
+            last = stored[-1].id
+            stored = [sm for sm in stored if sm.id not in q.moved_in]
+            q.cursor = max(q.cursor, last)
+            q.moved_in = {i for i in q.moved_in if i > last}
+        self._admit(stored, now)
+        q.disk -= len(stored)
+        if n < limit or q.disk < 0:
+            if q.disk:
+                log.warning("queue %s: %d message(s) counted on disk were not there",
+                            q.name, q.disk)
+            q.disk = 0
+        if not q.disk:
+            self._spilled.discard(q)
+            self.draining.discard(q)

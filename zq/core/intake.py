@@ -1,0 +1,230 @@
+"""Publishing: admission (dedup, max length), staging, and queueing once stored. No I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+from itertools import repeat
+
+from zq.core.failures import Failures
+from zq.core.model import Msg, Peer, Queue
+from zq.core.state import (  # noqa: F401
+    _FATAL,
+    DEAD_AT,
+    HISTORY,
+    MAX_HEARTBEAT,
+    ORIGIN,
+    PRESTORE_LEAD,
+    REASON,
+    STATS_SHOWN,
+    Commit,
+    CoreState,
+    Extra,
+    Outgoing,
+    Pending,
+    _packb,
+    _with_ref,
+    log,
+    pack_opts,
+    unpack_opts,
+)
+from zq.errors import (
+    FrameTooLarge,
+    QueueFull,
+    ShuttingDown,
+    StorageError,
+)
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.protocol.names import DLQ_SUFFIX, check_publishable
+from zq.protocol.session import State
+
+
+class Intake(Failures):
+    """PUBLISH frames in, confirmed and queued once their commit returns."""
+
+    def on_publish(self, peer: Peer, frame: f.Publish, now: float) -> None:
+        if self.stopping:
+            raise ShuttingDown("broker is shutting down; message not stored", ref=frame.seq)
+        n = len(frame.bodies)
+        if n > self.cfg.max_publish_batch:
+            raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
+                                ref=frame.seq, limit=self.cfg.max_publish_batch)
+        if frame.queue.endswith(DLQ_SUFFIX):  # only the broker writes to dead-letter queues
+            _with_ref(check_publishable, frame.queue, frame.seq)
+        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.seq)
+        opts = frame.opts
+        extra: Extra | None = None
+        if opts is not None:
+            if opts.dedup_id is not None:
+                hit = self._dedup.get((q.name, opts.dedup_id))
+                if hit is not None and hit[1] > now:
+                    self.counters["deduplicated"] += 1
+                    self._pending.append((peer, q, frame.seq, hit[0], [], None, (opts, 0.0, 0.0)))
+                    return
+            due = now + opts.delay_ms / 1000.0 if opts.delay_ms else 0.0
+            if opts.eta_ms:
+                due = max(due, opts.eta_ms / 1000.0 - self.wall_offset)  # wall -> monotonic
+            ttl = opts.ttl_ms / 1000.0 if opts.ttl_ms else q.settings.ttl
+            extra = (opts, due, now + ttl if ttl else 0.0)
+        s = q.settings
+        if s.max_length:
+            length = q.ready_count() + q.disk + q.delayed + q.staged
+            if length + n > s.max_length:
+                drop = q.overflow.on_full(length, s.max_length, n)
+                if drop < 0:
+                    what = (f"holds {length} of its maximum length of {s.max_length}"
+                            if n == 1 or length >= s.max_length else
+                            f"holds {length} of {s.max_length}: no room for {n} more")
+                    raise QueueFull(f"queue {q.name!r} {what}", ref=frame.seq, queue=q.name,
+                                    limit=s.max_length)
+                q.to_drop += drop
+        first = self.next_id
+        self.next_id = first + n
+        hdrs = frame.headers or None
+        self._pending.append((peer, q, frame.seq, first, frame.bodies, hdrs, extra))
+        q.staged += n
+        if opts is not None and opts.dedup_id is not None and s.dedup_window:
+            self._remember(q.name, opts.dedup_id, first, now + s.dedup_window)
+            if self.durable:
+                self._batch.dedups.append((q.name, opts.dedup_id, first,
+                                           now + s.dedup_window + self.wall_offset))
+        if self.durable:
+            self.staged += n
+            self._batch.inserts.append((first, q.name, hdrs, frame.bodies))
+            if extra is not None:
+                probe = Msg(first, q, b"", None)
+                probe.opts, probe.exp = opts, extra[2]
+                blob = pack_opts(probe, self.wall_offset)
+                if blob is not None or extra[1]:
+                    self._batch.placed.append((first, first + n - 1,
+                                               extra[1] + self.wall_offset if extra[1] else 0.0,
+                                               blob))
+
+    def _remember(self, queue: str, key: str, mid: int, until: float) -> None:
+        self._dedup[(queue, key)] = (mid, until)
+        self._dedup_order.append((until, (queue, key)))
+
+    def committed(self, pending: list[Pending] | None = None) -> None:
+        """A batch is stored: queue its messages, confirm its publishes.
+
+        ``pending`` comes from :meth:`take_commit`; without it, everything
+        published so far counts as stored (the memory store, and tests).
+        """
+        if pending is None:
+            pending, self._pending = self._pending, []
+        self._inflight = []
+        if self._prestaging:
+            for m in self._prestaging:
+                if m.pre_pending:  # not delivered or rewritten since it was staged
+                    m.pre = True
+                    m.pre_pending = False
+            self._prestaging = []
+        touched: list[Peer] = []
+        window, window_bytes = self.cfg.window, self.cfg.window_bytes
+        durable = self.durable
+        now = self.now
+        trim: list[Queue] = []
+        for peer, q, seq, first, bodies, hdrs, extra in pending:
+            n = len(bodies)
+            if not n and peer is not None:  # a deduplicated publish: the original's id ...
+                if extra is not None and extra[0].dedup_id is not None and \
+                        self._dedup.get((q.name, extra[0].dedup_id), (0, 0.0))[0] != first:
+                    # ... unless the original's commit failed (commits complete in order)
+                    self._fail(peer.identity, StorageError(
+                        "the first publish of this dedup_id was not stored; publish again"),
+                        f.PUBLISH, seq)
+                    continue
+                if not peer.confirms:
+                    touched.append(peer)
+                peer.confirms.append([seq, first, 1])
+                continue
+            if self.queues.get(q.name) is not q:  # deleted while this publish was stored
+                q = self._queue(q.name)
+            q.staged -= n
+            if durable and (q.disk or q.ready_count() >= window or q.mem_bytes >= window_bytes):
+                if not q.disk:
+                    q.cursor = first - 1
+                    self._spilled.add(q)
+                q.disk += n  # stored; paged in when the queue drains
+            elif extra is None and not q.ttl_seen:
+                ready = q.default.msgs
+                if hdrs:
+                    hsize = codec.header_size
+                    ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]), now)
+                                  for i, b in enumerate(bodies)])
+                else:
+                    ready.extend(map(Msg, range(first, first + n), repeat(q), bodies,
+                                     repeat(None), repeat(0), repeat(0), repeat(now)))
+                q.mem_bytes += sum(map(len, bodies))
+                self._dirty.add(q)
+            else:
+                self._place_new(q, first, bodies, hdrs, extra, now)
+            if q.to_drop:
+                trim.append(q)
+            q.published += n
+            self.counters["published"] += n
+            if peer is None:  # fired by a schedule: nobody to confirm to
+                self._fired_due.pop(first, None)
+                continue
+            if not peer.confirms:
+                touched.append(peer)
+            peer.confirms.append([seq, first, n])
+        for peer in touched:
+            confirms, peer.confirms = peer.confirms, []
+            if peer.state is State.READY:
+                self._send(peer.identity, codec.encode_confirm(confirms))
+        for q in trim:
+            self._drop_oldest(q, now)
+        if not durable and self.unstored_out:  # replies, after the confirms before them
+            self.out.extend(self.unstored_out)
+            self.unstored_out = []
+
+    def _place_new(self, q: Queue, first: int, bodies: list[bytes],
+                   hdrs: list[f.Headers | None] | None, extra: Extra | None, now: float) -> None:
+        """New messages with options (or a queue TTL): their lane, due time, expiry."""
+        opts, due, exp = extra if extra is not None else (None, 0.0, 0.0)
+        if not exp and q.settings.ttl:
+            exp = now + q.settings.ttl
+        lane = q.lane_for(opts)
+        hsize = codec.header_size
+        for i, body in enumerate(bodies):
+            h = hdrs[i] if hdrs else None
+            m = Msg(first + i, q, body, h, 0, hsize(h) if h is not None else 0, now)
+            m.opts, m.lane, m.exp = opts, lane, exp
+            if due > now:
+                self._delay(m, due)
+            else:
+                lane.msgs.append(m)
+            q.mem_bytes += len(body)
+        if exp:
+            q.ttl_seen = True
+        if opts is not None and opts.time_limit_ms:
+            q.limited = True
+        self._dirty.add(q)
+
+    def _drop_oldest(self, q: Queue, now: float) -> None:
+        """Overflow rule drop-oldest: dead-letter the oldest ready or delayed messages."""
+        k, q.to_drop = q.to_drop, 0
+        delayed = sorted((e for e in self.delayed_entries() if e[2].q is q),
+                         key=lambda e: e[1]) if q.delayed else []
+        taken_delayed = False
+        while k > 0:
+            heads = [ln for ln in q.order if ln.msgs]
+            lane = min(heads, key=lambda ln: ln.msgs[0].id) if heads else None
+            if delayed and (lane is None or delayed[0][1] < lane.msgs[0].id):
+                entry = delayed.pop(0)
+                (self._delayed if entry in self._delayed else self._soon).remove(entry)
+                m = entry[2]
+                q.delayed -= 1
+                taken_delayed = True
+            elif lane is not None:
+                m = lane.msgs.popleft()
+            else:
+                break
+            self._record(m, "dropped", "queue full", "", now)
+            self._dead(m, "overflow: the queue was at its maximum length", now)
+            k -= 1
+        if taken_delayed:
+            heapq.heapify(self._delayed)
+            heapq.heapify(self._soon)

@@ -1,0 +1,153 @@
+"""Frames in: decoding, the session table, and the handler for each frame. No I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zq import history
+from zq.core.model import Peer
+from zq.core.state import (  # noqa: F401
+    _FATAL,
+    DEAD_AT,
+    HISTORY,
+    MAX_HEARTBEAT,
+    ORIGIN,
+    PRESTORE_LEAD,
+    REASON,
+    STATS_SHOWN,
+    Commit,
+    CoreState,
+    Extra,
+    Outgoing,
+    Pending,
+    _packb,
+    _with_ref,
+    log,
+    pack_opts,
+    unpack_opts,
+)
+from zq.core.stats import Stats
+from zq.errors import (
+    InternalError,
+    InvalidArgument,
+    SessionUnknown,
+    StaleDelivery,
+    UnknownDelivery,
+    ZqError,
+)
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.protocol.session import State, next_state
+
+
+class Sessions(Stats):
+    """One multipart message at a time, from any peer."""
+
+    def receive(self, identity: bytes, parts: list[bytes], now: float) -> None:
+        """Handle one multipart message (the ROUTER envelope already split off)."""
+        self.counters["frames_in"] += 1
+        self.now = now
+        peer = self.peers.get(identity)
+        cmd = parts[0] if parts else b""
+        op = cmd[3] if len(cmd) == 4 and cmd[:2] == f.SIGNATURE else 0
+        try:
+            frame = codec.decode(parts, self.limits)
+            state = peer.state if peer is not None else State.NEW
+            new_state = next_state(state, op)
+        except ZqError as exc:
+            if isinstance(exc, SessionUnknown) and op in (f.ACK, f.NACK, f.EXTEND):
+                # A consumer whose session was dropped settles what it held: those
+                # leases are gone, and the answer must say so, not only "say HELLO".
+                self._fence_unknown(identity, frame, op)  # type: ignore[arg-type]
+            self._fail(identity, exc, op, self._ref(exc))
+            if peer is not None and exc.name in _FATAL:
+                self.drop_peer(peer, f"protocol error: {exc.message}")
+            return
+        if peer is None:
+            if new_state is not State.READY:
+                return  # BYE from a stranger: nothing to do
+            peer = self.peers[identity] = Peer(identity, now)
+        peer.last_seen = now
+        peer.state = new_state
+        try:
+            self._handle(peer, frame, now)
+        except ZqError as exc:
+            self._fail(identity, exc, op, self._ref(exc))
+        except Exception as exc:  # a bug: answer it, and keep serving everybody else
+            log.exception("handling %s from %s", f.NAMES.get(op, hex(op)), identity.hex())
+            self._fail(identity, InternalError(f"the broker failed: {exc!r}"), op,
+                       getattr(frame, "seq", getattr(frame, "req", None)))
+
+    def _fence_unknown(self, identity: bytes, frame: f.Ack | f.Nack | f.Extend, op: int) -> None:
+        stale = [i for i in frame.ids if i < self.next_id]
+        unknown = [i for i in frame.ids if i >= self.next_id]
+        if stale:
+            self._fail(identity, StaleDelivery(
+                f"{len(stale)} delivery(ies) belonged to a session that has ended"), op, stale)
+        if unknown:
+            self._fail(identity, UnknownDelivery(f"{len(unknown)} id(s) never delivered"),
+                       op, unknown)
+
+    @staticmethod
+    def _ref(exc: ZqError) -> Any:
+        return exc.attrs.get("ref")
+
+    def _handle(self, peer: Peer, frame: f.Frame, now: float) -> None:
+        match frame:
+            case f.Publish():
+                self.on_publish(peer, frame, now)
+            case f.Ack():
+                self.on_ack(peer, frame)
+            case f.Credit():
+                self.on_credit(peer, frame)
+            case f.Heartbeat():
+                pass
+            case f.Nack():
+                self.on_nack(peer, frame, now)
+            case f.Release():
+                self.on_release(peer, frame)
+            case f.Extend():
+                self.on_extend(peer, frame, now)
+            case f.Start():
+                self.on_start(peer, frame)
+            case f.Cancel():
+                self.on_cancel(peer, frame)
+            case f.Hello():
+                self.on_hello(peer, frame)
+            case f.Bye():
+                self.drop_peer(peer, f"BYE {frame.reason}".strip(), suspect=False)
+            case f.Stats():
+                self._send(peer.identity, codec.encode(f.StatsReply(frame.req, self.stats())))
+            case f.Manage():
+                self.on_manage(peer, frame, now)
+            case _:  # pragma: no cover - the session table admits nothing else
+                raise AssertionError(frame)
+
+    def on_hello(self, peer: Peer, frame: f.Hello) -> None:
+        # Capped where it enters: the name goes into every history entry of this consumer.
+        peer.name = history.cap(frame.name, history.MAX_NAME)
+        peer.marks = frame.starts
+        # A client may ask for slower heartbeats than the broker's, within reason.
+        beat = min(max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0), MAX_HEARTBEAT)
+        peer.liveness_s = beat * self.cfg.liveness
+        cfg = self.cfg
+        self._send(peer.identity, codec.encode(f.Welcome(
+            self.broker_id, int(cfg.heartbeat * 1000), cfg.liveness, cfg.max_batch,
+            cfg.max_credit, cfg.max_frame, starts=True)))
+
+    def on_manage(self, peer: Peer, frame: f.Manage, now: float) -> None:
+        """A queue or task operation, from the table handed in (zq.manage)."""
+        ops = self.operations
+        handler = ops.handlers.get(frame.op)
+        try:
+            if handler is None:
+                raise InvalidArgument(f"unknown operation {frame.op!r}; known: "
+                                      f"{', '.join(ops.handlers)}")
+            result = handler(self, frame.args, now, peer, frame.req)
+        except ZqError as exc:
+            exc.attrs["ref"] = frame.req
+            raise
+        if result is not None:  # None: answered later (a ``wait``)
+            self._after_commit(peer.identity, codec.encode(f.ManageReply(frame.req, result)),
+                               readonly=frame.op in ops.read_only)

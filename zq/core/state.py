@@ -1,0 +1,218 @@
+"""The broker core's shared state: queues, peers, counters, heaps, and the small helpers
+every rule module uses. No I/O. The rule modules build on it one layer at a time
+(see zq/core/__init__.py); none of them reaches up to a later one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from zq import history
+from zq.config import BrokerConfig
+from zq.core.api import NO_OPERATIONS, Operations
+from zq.core.model import Msg, Peer, Queue, Sub
+from zq.core.results import Results
+from zq.errors import (
+    ZqError,
+)
+from zq.persistence.base import (
+    WriteBatch,
+)
+from zq.policies.dispatch import DispatchPolicy
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.protocol.names import check_queue_name
+from zq.schedules import Schedule
+from zq.settings import QueueSettings
+
+log = logging.getLogger("zq.broker")
+
+# Errors after which the broker forgets the session (the peer is broken or hostile).
+_FATAL = frozenset(
+    {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
+
+MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
+STATS_SHOWN = 1000  # queues, peers, and subscriptions of a peer in one STATS reply
+HISTORY = history.HISTORY  # header: the failed attempts of a message
+ORIGIN = history.ORIGIN  # header of a dead letter: the queue it died in
+REASON = history.REASON  # header of a dead letter: why it died
+DEAD_AT = history.DEAD_AT  # header of a dead letter: when (wall-clock seconds)
+# A durable broker stores the next attempt number of a delayed message this long before
+# it is due, so that at the due time its DELIVER goes out without waiting for a commit
+# (an fsync that stalls then does not make it late).
+PRESTORE_LEAD = 0.1
+
+Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
+# What new messages carry besides bodies: their options, due time and expiry (monotonic).
+Extra = tuple[f.Options, float, float]
+# A PUBLISH frame not committed yet: peer, queue, seq, first id, bodies, headers, extra.
+# A deduplicated publish has no bodies; ``first`` is then the original message's id.
+Pending = tuple["Peer | None", Queue, int, int, list[bytes], "list[f.Headers | None] | None",
+                "Extra | None"]
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+
+@dataclass(slots=True)
+class Commit:
+    """One batch on its way to the store, and what waits for it."""
+
+    batch: WriteBatch
+    pending: list[Pending]  # to confirm and queue once stored
+    deliveries: list[Outgoing]  # to send once stored (their attempt numbers are in it)
+
+
+def pack_opts(m: Msg, wall_offset: float) -> bytes | None:
+    """The options a stored message keeps (priority, tenant, limits, expiry)."""
+    o = m.opts
+    d: dict[str, Any] = {}
+    if o is not None:
+        d = {k: v for k, v in (("priority", o.priority), ("tenant", o.tenant),
+                                ("max_attempts", o.max_attempts),
+                                ("time_limit_ms", o.time_limit_ms)) if v}
+    if m.exp:
+        d["expires_at"] = m.exp + wall_offset
+    return _packb(d) if d else None
+
+
+def unpack_opts(d: dict[str, Any] | None) -> f.Options | None:
+    if not d:
+        return None
+    o = f.Options(priority=d.get("priority"), tenant=d.get("tenant"),
+                  max_attempts=d.get("max_attempts"), time_limit_ms=d.get("time_limit_ms"))
+    return o if o.to_map() else None
+
+
+def _with_ref(check: Callable[[str], str], name: str, ref: Any) -> str:
+    """``check(name)``, with ``ref`` (what the client's frame is known by) on its error."""
+    try:
+        return check(name)
+    except ZqError as exc:
+        exc.attrs["ref"] = ref
+        raise
+
+
+
+class CoreState:
+    """What every rule of the broker reads and changes (one instance per broker)."""
+
+    def __init__(self, cfg: BrokerConfig, dispatch: DispatchPolicy, broker_id: str,
+                 *, durable: bool = False, operations: Operations = NO_OPERATIONS) -> None:
+        self.cfg = cfg
+        self.operations = operations  # MANAGE handlers (zq.manage), handed in
+        self.durable = durable  # stage writes for the store only when it keeps them
+        self.wall_offset = 0.0  # time.time() - time.monotonic(), for due times kept on disk
+        self.store_stats: Callable[[], dict[str, Any]] = dict  # the shell plugs in its store's
+        self.policy = dispatch
+        self.broker_id = broker_id
+        self.limits = codec.Limits(max_frame=cfg.max_frame, max_batch=max(cfg.max_publish_batch,
+                                                                          cfg.max_credit))
+        self.queues: dict[str, Queue] = {}
+        self.peers: dict[bytes, Peer] = {}
+        self.out: list[Outgoing] = []
+        self.next_id = 1
+        self.now = 0.0  # the latest time the shell told us
+        self.stopping = False
+        self._batch = WriteBatch()
+        self._pending: list[Pending] = []  # PUBLISH frames not committed yet
+        self._inflight: list[Pending] = []  # ... and those of the commit under way
+        self.unstored_out: list[Outgoing] = []  # frames to send once the batch is stored
+        self.staged = 0  # messages published into the current batch
+        self._dirty: set[Queue] = set()
+        self._spilled: set[Queue] = set()  # queues with messages on disk only
+        self.draining: set[Queue] = set()  # spilled queues to page in without consumers (redrive)
+        self._delayed: list[tuple[float, int, Msg]] = []
+        self._soon: list[tuple[float, int, Msg]] = []  # due within PRESTORE_LEAD: prestored
+        self._prestaged: list[Msg] = []  # next attempts staged in the current batch
+        self._prestaging: list[Msg] = []  # ... and in the commit under way
+        self._limits: list[tuple[float, int, Msg, Peer]] = []  # attempts' time limits
+        self._limits_compact_at = 10_000
+        self._tie = itertools.count()
+        self._dedup: dict[tuple[str, str], tuple[int, float]] = {}  # -> (id, forget at)
+        self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
+        self._next_heartbeat = 0.0
+        self._next_second = 0.0
+        self.results = Results()
+        self.track_tenants = False  # per-tenant in-flight counts (see configure)
+        self.schedules: dict[str, Schedule] = {}
+        self._fired_due: dict[int, tuple[str, float]] = {}  # message id -> (schedule, due)
+        self.counters = dict.fromkeys(
+            ("frames_in", "frames_out", "published", "delivered", "deliver_frames", "acked",
+             "nacked", "released", "dead", "expired", "time_limited", "deduplicated",
+             "scheduled",
+             "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
+             "undeliverable"), 0)
+
+    def untrack(self, m: Msg) -> None:
+        """``m`` is no longer in flight (its tenant's count, kept only when caps exist)."""
+        if self.track_tenants:
+            m.lane.acct.in_flight -= 1
+
+    def configure(self, q: Queue, s: QueueSettings) -> None:
+        """Apply settings to a queue. Per-tenant in-flight counts cost a little on every
+        ack, so they are kept only once some queue caps a tenant (counted afresh then)."""
+        q.configure(s)
+        if s.caps and not self.track_tenants:
+            self.track_tenants = True
+            for queue in self.queues.values():
+                for t in queue.tenants.values():
+                    t.in_flight = 0
+            for p in self.peers.values():
+                for m in p.held.values():
+                    m.lane.acct.in_flight += 1
+
+    def _new_queue(self, name: str, ref: Any) -> Queue:
+        """Create the queue a client named, if the name follows the rule (else
+        INVALID_QUEUE_NAME with ``ref``, the frame's reference)."""
+        return self._queue(_with_ref(check_queue_name, name, ref))
+
+    def _queue(self, name: str) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            q = self.queues[name] = Queue(name)
+        return q
+
+    def stage_settings(self, q: Queue) -> None:
+        if self.durable:
+            self._batch.settings.append((q.name, _packb(
+                {"settings": q.settings.to_map(), "paused": q.paused})))
+
+    def stage_schedule(self, s: Schedule) -> None:
+        if self.durable:
+            self._batch.schedules.append((s.name, _packb(s.to_map())))
+
+    def _send(self, identity: bytes, parts: list[bytes]) -> None:
+        self.out.append((identity, parts, None))
+
+    def _fail(self, identity: bytes, exc: ZqError, op: int, ref: Any) -> None:
+        self.counters["errors_sent"] += 1
+        self._send(identity, codec.encode(f.Error(exc.code, exc.name, exc.message, op, ref)))
+
+    def _after_commit(self, identity: bytes, parts: list[bytes], readonly: bool = False
+                      ) -> None:
+        """Send a reply once what came before it is stored (and confirmed). A reply to
+        a reading operation (``readonly``) goes out even if that commit fails: it
+        changed nothing, and what it read needs no storing (see fail_replies)."""
+        self.unstored_out.append((identity, parts, [] if readonly else None))
+
+    def _budget(self, m: Msg) -> int:
+        """Header bytes ``m`` may carry and still be delivered alone from any queue."""
+        return codec.header_budget(len(m.body), self.limits)
+
+    def _max_attempts(self, m: Msg) -> int:
+        o = m.opts
+        return o.max_attempts if o is not None and o.max_attempts else \
+            m.q.settings.max_attempts
+
+    def _unprobe(self, sub: Sub) -> None:
+        """``sub``'s probe is over: it may take deliveries (or the next probe) again."""
+        sub.probe = None
+        self._dirty.add(sub.q)

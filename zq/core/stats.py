@@ -1,0 +1,97 @@
+"""Counters for STATS and the queue operations. No I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zq.core.backlog import Backlog
+from zq.core.model import Peer, Queue
+from zq.core.state import (  # noqa: F401
+    _FATAL,
+    DEAD_AT,
+    HISTORY,
+    MAX_HEARTBEAT,
+    ORIGIN,
+    PRESTORE_LEAD,
+    REASON,
+    STATS_SHOWN,
+    Commit,
+    CoreState,
+    Extra,
+    Outgoing,
+    Pending,
+    _packb,
+    _with_ref,
+    log,
+    pack_opts,
+    unpack_opts,
+)
+
+
+class Stats(Backlog):
+    """What the broker reports about itself."""
+
+    def tenant_in_flight(self, q: Queue) -> dict[str, int]:
+        if self.track_tenants:
+            return {t.name: t.in_flight for t in q.tenants.values()}
+        counts = dict.fromkeys(q.tenants, 0)
+        for p in self.peers.values():
+            for m in p.held.values():
+                if m.q is q:
+                    counts[m.lane.tenant] = counts.get(m.lane.tenant, 0) + 1
+        return counts
+
+    def queue_stats(self, q: Queue, in_flight: int, now: float) -> dict[str, Any]:
+        oldest = q.oldest()
+        counts = self.tenant_in_flight(q)
+        return {
+            "ready": q.ready_count() + q.disk,
+            "on_disk": q.disk,
+            "delayed": q.delayed,
+            "in_flight": in_flight,
+            "consumers": len(q.subs),
+            "published": q.published,
+            "delivered": q.delivered,
+            "acked": q.acked,
+            "nacked": q.nacked,
+            "dead": q.dead,
+            "undeliverable": q.undeliverable,
+            "paused": q.paused,
+            "oldest_age": round(now - oldest, 3) if oldest else 0.0,
+            "rates": {k: round(v, 1) for k, v in q.rates.items() if not k.startswith("_")},
+            "tenants": {t.name: {"in_flight": counts.get(t.name, 0), "weight": t.weight,
+                                 "cap": t.cap}
+                        for t in q.tenants.values() if t.name},
+        }
+
+    def in_flight(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.peers.values():  # cancelled subscriptions may still hold messages
+            for name, s in p.subs.items():
+                counts[name] = counts.get(name, 0) + s.window.in_flight
+        return counts
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, and the first STATS_SHOWN queues and peers (by name and routing id;
+        ``queues_total`` and ``peers_total`` count them all): the reply is one header
+        part, within 4 MiB however many there are. MANAGE ``list`` pages through queues."""
+        c: dict[str, Any] = dict(self.counters)
+        frames = c["deliver_frames"]
+        c["avg_deliver_batch"] = c["delivered"] / frames if frames else 0.0
+        in_flight = self.in_flight()
+        now = self.now
+        names = sorted(self.queues)[:STATS_SHOWN]
+        queues = {n: self.queue_stats(self.queues[n], in_flight.get(n, 0), now) for n in names}
+        shown = sorted(self.peers)[:STATS_SHOWN]
+        peers = {identity.hex(): self._peer_stats(self.peers[identity]) for identity in shown}
+        return {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers,
+                "queues_total": len(self.queues), "peers_total": len(self.peers),
+                "store": self.store_stats()}
+
+    @staticmethod
+    def _peer_stats(p: Peer) -> dict[str, Any]:
+        subs = sorted(p.subs.items())[:STATS_SHOWN]
+        return {"name": p.name, "held": len(p.held), "subs_total": len(p.subs), "subs": {
+            name: {"in_flight": s.window.in_flight, "available": s.window.available,
+                   "peak_in_flight": s.window.peak, "active": s.active} for name, s in subs}}

@@ -1,0 +1,193 @@
+"""Time: heartbeats, delayed messages and their attempts stored ahead, time limits,
+expiry, schedules, rates. The shell passes ``now`` in. No I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from zq.core.leases import Leases
+from zq.core.model import Msg, Peer
+from zq.core.state import (  # noqa: F401
+    _FATAL,
+    DEAD_AT,
+    HISTORY,
+    MAX_HEARTBEAT,
+    ORIGIN,
+    PRESTORE_LEAD,
+    REASON,
+    STATS_SHOWN,
+    Commit,
+    CoreState,
+    Extra,
+    Outgoing,
+    Pending,
+    _packb,
+    _with_ref,
+    log,
+    pack_opts,
+    unpack_opts,
+)
+from zq.persistence.base import (
+    AHEAD,
+)
+from zq.protocol import codec
+from zq.protocol import frames as f
+
+
+class Timers(Leases):
+    """Everything that happens because time passed."""
+
+    def tick(self, now: float) -> None:
+        """Heartbeats, dead peers, due delayed messages, time limits, expiry, rates."""
+        self.now = now
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.cfg.heartbeat
+            beat = codec.encode(f.Heartbeat())
+            for peer in list(self.peers.values()):
+                if now - peer.last_seen > peer.liveness_s:
+                    self.drop_peer(peer, f"no sign of life for {now - peer.last_seen:.2f}s")
+                else:
+                    self._send(peer.identity, beat)
+        delayed = self._delayed
+        if self.durable and delayed and delayed[0][0] <= now + PRESTORE_LEAD:
+            self._prestore(now)
+        for heap in (self._soon, delayed):
+            while heap and heap[0][0] <= now:
+                _, _, m = heapq.heappop(heap)
+                q = m.q
+                q.delayed -= 1
+                if self.queues.get(q.name) is not q:
+                    continue  # its queue was deleted
+                m.lane.msgs.append(m)
+                self._dirty.add(q)
+        limits = self._limits
+        while limits and limits[0][0] <= now:
+            deadline, _, m, peer = heapq.heappop(limits)
+            if m.deadline != deadline or peer.held.get(m.id) is not m:
+                continue  # settled, extended, or lost meanwhile
+            self._time_limited(m, peer, now)
+        if self.results._timeouts and self.results.next_timeout() <= now:
+            self._answer_timed_out(now)
+        if self.schedules:
+            self._fire_schedules(now)
+        if now >= self._next_second:
+            self._every_second(now)
+
+    def _fire_schedules(self, now: float) -> None:
+        """Publish a message for each schedule that is due, and store its next due time."""
+        wall = now + self.wall_offset
+        for s in list(self.schedules.values()):
+            if s.next_due > wall or self.stopping:
+                continue
+            due = s.next_due
+            q = self._queue(s.queue)
+            headers = dict(s.headers or {})
+            headers["zq-schedule"] = s.name
+            headers["zq-due"] = round(due, 3)
+            opts = f.Options(**s.options) if s.options else None
+            mid = self.next_id
+            self.next_id += 1
+            extra: Extra | None = None
+            if opts is not None:
+                ttl = opts.ttl_ms / 1000.0 if opts.ttl_ms else q.settings.ttl
+                extra = (opts, 0.0, now + ttl if ttl else 0.0)
+            self._pending.append((None, q, 0, mid, [s.body], [headers], extra))
+            self._fired_due[mid] = (s.name, due)  # until stored: a failed commit undoes it
+            q.staged += 1
+            s.fired += 1
+            s.last_fired = wall
+            nxt = s.after(due)
+            s.next_due = nxt if nxt > wall else s.after(wall)  # late: no second message
+            if self.durable:
+                self.staged += 1
+                self._batch.inserts.append((mid, q.name, [headers], [s.body]))
+                if extra is not None:
+                    probe = Msg(mid, q, b"", None)
+                    probe.opts, probe.exp = opts, extra[2]
+                    self._batch.placed.append((mid, mid, 0.0, pack_opts(probe,
+                                                                        self.wall_offset)))
+                self.stage_schedule(s)
+            self.counters["scheduled"] += 1
+
+    def _prestore(self, now: float) -> None:
+        """Stage the next attempt of delayed messages due soon, keeping their due times.
+
+        Once that is stored, their DELIVER goes out at the due time at once instead
+        of waiting then for a commit. A crash in between leaves the stored attempt
+        count one ahead, as a crash during a delivery's commit can.
+        """
+        delayed, soon = self._delayed, self._soon
+        horizon = now + PRESTORE_LEAD
+        updates = self._batch.updates
+        wall = self.wall_offset
+        while delayed and delayed[0][0] <= horizon:
+            e = heapq.heappop(delayed)
+            heapq.heappush(soon, e)
+            m = e[2]
+            if e[0] > now:
+                updates.append(([m.id], [m.attempts + 1], e[0] + wall, AHEAD))
+                m.pre_pending = True
+                self._prestaged.append(m)
+
+    def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
+        del peer.held[m.id]
+        sub = peer.subs.get(m.q.name)
+        if sub is not None and sub.probe is m:
+            self._unprobe(sub)
+        peer.zombies[m.id] = (m.attempts, m.q.name)
+        self.untrack(m)
+        self.counters["time_limited"] += 1
+        limit = m.deadline - m.start
+        self._record(m, "time limit", f"ran past its time limit of {limit:.3f}s", peer.name,
+                     now)
+        self._retry(m, "time limit", now)
+
+    def _every_second(self, now: float) -> None:
+        """Rates, expired messages at lane heads, forgotten dedup ids."""
+        elapsed = now - (self._next_second - 1.0)
+        self._next_second = now + 1.0
+        alpha = min(1.0, elapsed / 5.0)  # about a 5 s moving average
+        for q in list(self.queues.values()):  # expiry may create dead-letter queues
+            r = q.rates
+            for key, total in (("publish", q.published), ("deliver", q.delivered),
+                               ("ack", q.acked)):
+                last = r.get("_" + key, float(total))
+                rate = (total - last) / elapsed if elapsed > 0 else 0.0
+                r[key] += alpha * (rate - r[key])
+                r["_" + key] = float(total)
+            if q.ttl_seen:
+                for lane in q.order:
+                    while lane.msgs and lane.msgs[0].exp and lane.msgs[0].exp <= now:
+                        self._expire(lane.msgs.popleft(), now)
+        self.results.expire(now)
+        order = self._dedup_order
+        while order and order[0][0] <= now:
+            _, dkey = order.popleft()
+            hit = self._dedup.get(dkey)
+            if hit is not None and hit[1] <= now:
+                del self._dedup[dkey]
+
+    def next_deadline(self) -> float:
+        t = min(self._next_heartbeat, self._next_second)
+        if self._delayed:
+            due = self._delayed[0][0] - (PRESTORE_LEAD if self.durable else 0.0)
+            if due < t:
+                t = due
+        if self._soon and self._soon[0][0] < t:
+            t = self._soon[0][0]
+        if self._limits and self._limits[0][0] < t:
+            t = self._limits[0][0]
+        if self.results._timeouts:
+            t = min(t, self.results.next_timeout())
+        if self.schedules:
+            t = min(t, min(s.next_due for s in self.schedules.values()) - self.wall_offset)
+        return t
+
+    def _answer_timed_out(self, now: float) -> None:
+        """``wait`` requests whose time ran out get the message's status now."""
+        status = self.operations.status
+        for mid, w in self.results.timed_out(now):
+            if w.identity in self.peers and status is not None:
+                self._after_commit(w.identity, codec.encode(f.ManageReply(
+                    w.req, status(self, w.queue, mid, now))))

@@ -1,0 +1,41 @@
+"""MANAGE operations: queue operations (``queues``) and task operations (``tasks``).
+
+They build on the broker core's interface and are handed to the core as a table,
+``OPERATIONS``; the core never imports this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zq.core.api import Handler, Operations
+from zq.manage import queues, tasks
+
+
+def _queue_op(name: str) -> Handler:
+    def handler(core: Any, args: dict[str, Any], now: float, peer: Any, req: int
+                ) -> dict[str, Any]:
+        return queues.OPERATIONS[name](core, args, now)  # looked up at call: patchable
+
+    return handler
+
+
+def _peer_op(name: str) -> Handler:
+    def handler(core: Any, args: dict[str, Any], now: float, peer: Any, req: int
+                ) -> dict[str, Any]:
+        return tasks.PEER_OPERATIONS[name](core, args, now, peer)
+
+    return handler
+
+
+OPERATIONS = Operations(
+    handlers={**{name: _queue_op(name) for name in queues.OPERATIONS},
+              **{name: _peer_op(name) for name in tasks.PEER_OPERATIONS},
+              "wait": tasks.wait},
+    # These change nothing: their reply goes out even when the commit it waited for
+    # fails (an operation that changed something gets the storage error instead).
+    read_only=frozenset({"info", "list", "peek", "status", "schedule_ls"}),
+    status=tasks.status_of,
+)
+
+__all__ = ["OPERATIONS", "queues", "tasks"]
