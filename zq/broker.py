@@ -202,18 +202,15 @@ class Broker:
             self._wake.set()
 
     async def _store_failed(self, c: Commit, exc: ZqError) -> None:
-        """A batch was not stored: refuse its publishes; store the rest on its own.
-
-        The rest (acks, attempt numbers, history, queue changes) is what frees space
-        on a full disk, so it is tried at once. If that fails too it is carried into
-        the next batch, and the replies that waited for it are answered now with the
-        error (their changes stay in effect and are stored with a later commit), so
-        no request hangs on a store that cannot write.
-        """
+        """A batch was not stored: the core refuses its publishes and keeps the rest
+        (acks, attempt numbers, history, queue changes: what frees space on a full
+        disk), which is tried at once on its own, in small transactions if the disk
+        has no room for a big one. What still fails goes with the next batch, and the
+        replies that waited for it are answered with the error: no request hangs on a
+        store that cannot write."""
         core = self.core
         self._storage_failed(exc)
-        core.commit_failed(exc, c.pending)  # refused, none confirmed
-        rest = core.settlements_of(c.batch)
+        rest = core.refuse(c, exc)
         if not rest:
             return
         try:
@@ -222,8 +219,7 @@ class Broker:
             left = await self._store_pieces(rest) if isinstance(again, StorageFull) else rest
             if left is not None:
                 self._storage_failed(again)
-                core.restage(left)
-                c.deliveries = core.fail_replies(c.deliveries, again)
+                c.deliveries = core.carry(left, again, c.deliveries)
 
     async def _store_pieces(self, rest: WriteBatch) -> WriteBatch | None:
         """Commit ``rest`` as small transactions (a full disk may have room for a small

@@ -6,24 +6,8 @@ from __future__ import annotations
 
 from zq.core.model import Msg
 from zq.core.results import Outcome
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
-    HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
-    Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
+from zq.core.state import (
     log,
-    pack_opts,
     unpack_opts,
 )
 from zq.core.timers import Timers

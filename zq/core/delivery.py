@@ -8,26 +8,10 @@ import heapq
 
 from zq import history
 from zq.core.model import Msg, Peer, Queue, Sub
+from zq.core.outbox import Outgoing
 from zq.core.settle import Settlement
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
-    HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
-    Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
+from zq.core.state import (
     log,
-    pack_opts,
-    unpack_opts,
 )
 from zq.persistence.base import (
     DELIVERED,
@@ -81,7 +65,7 @@ class Delivery(Settlement):
         hbytes = codec.ENVELOPE
         check_exp = q.ttl_seen
         multi = len(q.order) > 1
-        prestored = self.durable
+        prestored = self.journal.durable
         full = False
         while len(msgs) < want and not full:
             lane, quota = q.next_lane()
@@ -136,10 +120,9 @@ class Delivery(Settlement):
         if headers.count(None) == len(headers):
             headers = []
         k = sub.window.take(len(msgs))  # == len(msgs): it was within the window
-        if self.durable:
-            # Stored before the frame is sent; or, for attempts stored ahead, after it:
-            # then it only marks them delivered (see _admit for a crash between).
-            self._batch.updates.append((ids, attempts, 0.0, DELIVERED))
+        # Stored before the frame is sent; or, for attempts stored ahead, after it:
+        # then it only marks them delivered (see _admit for a crash between).
+        self.journal.attempts(ids, attempts, 0.0, DELIVERED)
         if q.limited:
             self._arm_limits(q, msgs, sub.peer, now)
         q.delivered += k
@@ -149,9 +132,10 @@ class Delivery(Settlement):
         counters["deliver_frames"] += 1
         # With a durable store the frame waits for the commit of its attempts,
         # unless they were stored ahead (delayed messages that came due).
-        (self.unstored_out if self.durable and not prestored else self.out).append((
-            sub.peer.identity, codec.encode_deliver(q.name_b, ids, attempts, headers,
-                                                    [m.body for m in msgs]), msgs))
+        outbox = self.outbox
+        (outbox.unstored if self.journal.durable and not prestored else outbox.out).append(
+            Outgoing(sub.peer.identity, codec.encode_deliver(q.name_b, ids, attempts, headers,
+                                                             [m.body for m in msgs]), msgs))
 
     def _probe(self, q: Queue, now: float) -> None:
         """Hand suspects out (see :func:`charged`). A consumer that marks its starts

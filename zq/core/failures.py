@@ -10,25 +10,14 @@ from typing import Any
 from zq import history
 from zq.core.model import Msg, Queue
 from zq.core.results import Outcome
-from zq.core.state import (  # noqa: F401
-    _FATAL,
+from zq.core.state import (
     DEAD_AT,
     HISTORY,
-    MAX_HEARTBEAT,
     ORIGIN,
-    PRESTORE_LEAD,
     REASON,
-    STATS_SHOWN,
-    Commit,
     CoreState,
-    Extra,
-    Outgoing,
-    Pending,
     _packb,
-    _with_ref,
-    log,
     pack_opts,
-    unpack_opts,
 )
 from zq.persistence.base import (
     WAITING,
@@ -102,8 +91,7 @@ class Failures(CoreState):
         q.mem_bytes -= len(m.body)
         target = q.dlq
         if target is None or target == q.name:
-            if self.durable:
-                self._batch.deletes.append(m.id)
+            self.journal.delete([m.id])
             return
         d = self._queue(target)
         headers = dict(m.headers) if m.headers else {}
@@ -125,9 +113,7 @@ class Failures(CoreState):
         ttl = q.settings.result_ttl
         if ttl:
             self.results.put(m.id, Outcome(state, q.name, data, now + ttl))
-            if self.durable:
-                self._batch.results.append((m.id, q.name, state, _packb(data),
-                                            now + ttl + self.wall_offset))
+            self.journal.result(m.id, q.name, state, _packb(data), now + ttl + self.wall_offset)
         if state in ("succeeded", "dead") and m.id in self.results.waiters:
             # Those waiting hear the final state even when the queue keeps no results.
             for w in self.results.take_waiters(m.id):
@@ -188,23 +174,14 @@ class Failures(CoreState):
         m.attempts -= 1
         if m.deadline:
             m.deadline = 0.0
-        if self.durable:
-            self._stage(m)
-
-    def _stage(self, m: Msg) -> None:
-        """Stage a message's attempt count after an undone delivery (durable stores only)."""
         if m.pre or m.pre_pending:
             m.pre = m.pre_pending = False
-        self._batch.updates.append(([m.id], [m.attempts], 0.0, WAITING))
+        self.journal.attempts([m.id], [m.attempts], 0.0, WAITING)
 
     def _rewrite(self, m: Msg, ready_at: float = 0.0) -> None:
         """Stage a message's whole state: queue, attempts, due time, headers, options."""
         if m.pre or m.pre_pending:
             m.pre = m.pre_pending = False
-        if self.durable:
-            self._batch.updates.append(Rewrite(m.id, m.q.name, m.attempts, ready_at, m.headers,
-                                               pack_opts(m, self.wall_offset)))
-
-    def _forget(self, msgs: list[Msg]) -> None:
-        """Stage the deletion of messages that are done (acked or dead)."""
-        self._batch.deletes.extend([m.id for m in msgs])
+        if self.journal.durable:  # (packing the options costs: only when stored)
+            self.journal.rewrite(Rewrite(m.id, m.q.name, m.attempts, ready_at, m.headers,
+                                         pack_opts(m, self.wall_offset)))

@@ -7,26 +7,12 @@ import heapq
 from itertools import repeat
 
 from zq.core.failures import Failures
+from zq.core.journal import PendingPublish
 from zq.core.model import Msg, Peer, Queue
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
-    HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
+from zq.core.state import (
     Extra,
-    Outgoing,
-    Pending,
-    _packb,
     _with_ref,
-    log,
     pack_opts,
-    unpack_opts,
 )
 from zq.errors import (
     FrameTooLarge,
@@ -60,7 +46,8 @@ class Intake(Failures):
                 hit = self._dedup.get((q.name, opts.dedup_id))
                 if hit is not None and hit[1] > now:
                     self.counters["deduplicated"] += 1
-                    self._pending.append((peer, q, frame.seq, hit[0], [], None, (opts, 0.0, 0.0)))
+                    self.journal.publish(PendingPublish(peer, q, frame.seq, hit[0], [], None,
+                                                        (opts, 0.0, 0.0)))
                     return
             due = now + opts.delay_ms / 1000.0 if opts.delay_ms else 0.0
             if opts.eta_ms:
@@ -81,104 +68,112 @@ class Intake(Failures):
                 q.to_drop += drop
         first = self.next_id
         self.next_id = first + n
-        hdrs = frame.headers or None
-        self._pending.append((peer, q, frame.seq, first, frame.bodies, hdrs, extra))
+        self.journal.publish(PendingPublish(peer, q, frame.seq, first, frame.bodies,
+                                            frame.headers or None, extra))
         q.staged += n
         if opts is not None and opts.dedup_id is not None and s.dedup_window:
             self._remember(q.name, opts.dedup_id, first, now + s.dedup_window)
-            if self.durable:
-                self._batch.dedups.append((q.name, opts.dedup_id, first,
-                                           now + s.dedup_window + self.wall_offset))
-        if self.durable:
-            self.staged += n
-            self._batch.inserts.append((first, q.name, hdrs, frame.bodies))
-            if extra is not None:
-                probe = Msg(first, q, b"", None)
-                probe.opts, probe.exp = opts, extra[2]
-                blob = pack_opts(probe, self.wall_offset)
-                if blob is not None or extra[1]:
-                    self._batch.placed.append((first, first + n - 1,
-                                               extra[1] + self.wall_offset if extra[1] else 0.0,
-                                               blob))
+            self.journal.dedup(q.name, opts.dedup_id, first,
+                               now + s.dedup_window + self.wall_offset)
+        if extra is not None:
+            self._stage_placed(q, first, n, extra)
+
+    def _stage_placed(self, q: Queue, first: int, n: int, extra: Extra) -> None:
+        """Store the options and due time of new messages that have any."""
+        if not self.journal.durable:
+            return
+        probe = Msg(first, q, b"", None)
+        probe.opts, probe.exp = extra[0], extra[2]
+        blob = pack_opts(probe, self.wall_offset)
+        if blob is not None or extra[1]:
+            self.journal.place(first, first + n - 1,
+                               extra[1] + self.wall_offset if extra[1] else 0.0, blob)
 
     def _remember(self, queue: str, key: str, mid: int, until: float) -> None:
         self._dedup[(queue, key)] = (mid, until)
         self._dedup_order.append((until, (queue, key)))
 
-    def committed(self, pending: list[Pending] | None = None) -> None:
+    def committed(self, pending: list[PendingPublish] | None = None) -> None:
         """A batch is stored: queue its messages, confirm its publishes.
 
         ``pending`` comes from :meth:`take_commit`; without it, everything
         published so far counts as stored (the memory store, and tests).
         """
         if pending is None:
-            pending, self._pending = self._pending, []
-        self._inflight = []
-        if self._prestaging:
-            for m in self._prestaging:
-                if m.pre_pending:  # not delivered or rewritten since it was staged
-                    m.pre = True
-                    m.pre_pending = False
-            self._prestaging = []
+            pending, self.journal.pending = self.journal.pending, []
+        self.journal.done(stored=True)
         touched: list[Peer] = []
-        window, window_bytes = self.cfg.window, self.cfg.window_bytes
-        durable = self.durable
-        now = self.now
         trim: list[Queue] = []
-        for peer, q, seq, first, bodies, hdrs, extra in pending:
-            n = len(bodies)
-            if not n and peer is not None:  # a deduplicated publish: the original's id ...
-                if extra is not None and extra[0].dedup_id is not None and \
-                        self._dedup.get((q.name, extra[0].dedup_id), (0, 0.0))[0] != first:
-                    # ... unless the original's commit failed (commits complete in order)
-                    self._fail(peer.identity, StorageError(
-                        "the first publish of this dedup_id was not stored; publish again"),
-                        f.PUBLISH, seq)
-                    continue
-                if not peer.confirms:
-                    touched.append(peer)
-                peer.confirms.append([seq, first, 1])
+        for p in pending:
+            if not p.bodies:
+                if p.peer is not None:  # a deduplicated publish: the original's id
+                    self._confirm_duplicate(p, p.peer, touched)
                 continue
-            if self.queues.get(q.name) is not q:  # deleted while this publish was stored
-                q = self._queue(q.name)
-            q.staged -= n
-            if durable and (q.disk or q.ready_count() >= window or q.mem_bytes >= window_bytes):
-                if not q.disk:
-                    q.cursor = first - 1
-                    self._spilled.add(q)
-                q.disk += n  # stored; paged in when the queue drains
-            elif extra is None and not q.ttl_seen:
-                ready = q.default.msgs
-                if hdrs:
-                    hsize = codec.header_size
-                    ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]), now)
-                                  for i, b in enumerate(bodies)])
-                else:
-                    ready.extend(map(Msg, range(first, first + n), repeat(q), bodies,
-                                     repeat(None), repeat(0), repeat(0), repeat(now)))
-                q.mem_bytes += sum(map(len, bodies))
-                self._dirty.add(q)
-            else:
-                self._place_new(q, first, bodies, hdrs, extra, now)
+            q = self._queue_published(p)
             if q.to_drop:
                 trim.append(q)
-            q.published += n
-            self.counters["published"] += n
-            if peer is None:  # fired by a schedule: nobody to confirm to
-                self._fired_due.pop(first, None)
+            if p.peer is None:  # fired by a schedule: nobody to confirm to
+                self._fired_due.pop(p.first, None)
                 continue
-            if not peer.confirms:
-                touched.append(peer)
-            peer.confirms.append([seq, first, n])
+            if not p.peer.confirms:
+                touched.append(p.peer)
+            p.peer.confirms.append([p.seq, p.first, len(p.bodies)])
         for peer in touched:
             confirms, peer.confirms = peer.confirms, []
             if peer.state is State.READY:
                 self._send(peer.identity, codec.encode_confirm(confirms))
         for q in trim:
-            self._drop_oldest(q, now)
-        if not durable and self.unstored_out:  # replies, after the confirms before them
-            self.out.extend(self.unstored_out)
-            self.unstored_out = []
+            self._drop_oldest(q, self.now)
+        outbox = self.outbox
+        if not self.journal.durable and outbox.unstored:  # replies, after the confirms
+            outbox.out.extend(outbox.take_unstored())
+
+    def _confirm_duplicate(self, p: PendingPublish, peer: Peer, touched: list[Peer]) -> None:
+        """A publish deduplicated to a stored message: confirmed with that message's id,
+        unless the original's commit failed (commits complete in order)."""
+        extra = p.extra
+        if extra is not None and extra[0].dedup_id is not None and \
+                self._dedup.get((p.q.name, extra[0].dedup_id), (0, 0.0))[0] != p.first:
+            self._fail(peer.identity, StorageError(
+                "the first publish of this dedup_id was not stored; publish again"),
+                f.PUBLISH, p.seq)
+            return
+        if not peer.confirms:
+            touched.append(peer)
+        peer.confirms.append([p.seq, p.first, 1])
+
+    def _queue_published(self, p: PendingPublish) -> Queue:
+        """Stored messages into their queue: ready in memory, delayed, or (past the
+        window of a durable queue) on disk, paged in when the queue drains."""
+        q = p.q
+        if self.queues.get(q.name) is not q:  # deleted while this publish was stored
+            q = self._queue(q.name)
+        bodies, first, n, now = p.bodies, p.first, len(p.bodies), self.now
+        q.staged -= n
+        cfg = self.cfg
+        if self.journal.durable and (q.disk or q.ready_count() >= cfg.window
+                                     or q.mem_bytes >= cfg.window_bytes):
+            if not q.disk:
+                q.cursor = first - 1
+                self._spilled.add(q)
+            q.disk += n
+        elif p.extra is None and not q.ttl_seen:
+            ready = q.default.msgs
+            hdrs = p.headers
+            if hdrs:
+                hsize = codec.header_size
+                ready.extend([Msg(first + i, q, b, hdrs[i], 0, hsize(hdrs[i]), now)
+                              for i, b in enumerate(bodies)])
+            else:
+                ready.extend(map(Msg, range(first, first + n), repeat(q), bodies,
+                                 repeat(None), repeat(0), repeat(0), repeat(now)))
+            q.mem_bytes += sum(map(len, bodies))
+            self._dirty.add(q)
+        else:
+            self._place_new(q, first, bodies, p.headers, p.extra, now)
+        q.published += n
+        self.counters["published"] += n
+        return q
 
     def _place_new(self, q: Queue, first: int, bodies: list[bytes],
                    hdrs: list[f.Headers | None] | None, extra: Extra | None, now: float) -> None:

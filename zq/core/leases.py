@@ -6,25 +6,8 @@ from __future__ import annotations
 
 from zq.core.delivery import Delivery
 from zq.core.model import Msg, Peer
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
-    HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
-    Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
+from zq.core.state import (
     log,
-    pack_opts,
-    unpack_opts,
 )
 from zq.protocol import codec
 from zq.protocol import frames as f

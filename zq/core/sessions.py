@@ -7,25 +7,10 @@ from typing import Any
 
 from zq import history
 from zq.core.model import Peer
-from zq.core.state import (  # noqa: F401
+from zq.core.state import (
     _FATAL,
-    DEAD_AT,
-    HISTORY,
     MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
-    Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
     log,
-    pack_opts,
-    unpack_opts,
 )
 from zq.core.stats import Stats
 from zq.errors import (

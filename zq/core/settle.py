@@ -9,25 +9,8 @@ from typing import Any
 
 from zq.core.commits import Commits
 from zq.core.model import Msg, Peer, Sub
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
+from zq.core.state import (
     HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
-    Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
-    log,
-    pack_opts,
-    unpack_opts,
 )
 from zq.errors import (
     InvalidCredit,
@@ -136,8 +119,7 @@ class Settlement(Commits):
                     "result": None, "attempt": m.attempts, "worker": peer.name,
                     "history": (m.headers or {}).get(HISTORY) or [], **(data or {})},
                     self.now)
-        if self.durable:
-            self._forget(done)
+        self.journal.forget(done)
 
     def on_nack(self, peer: Peer, frame: f.Nack, now: float) -> None:
         done = self._settle(peer, frame, f.NACK)

@@ -17,7 +17,9 @@ import msgpack
 from zq import history
 from zq.config import BrokerConfig
 from zq.core.api import NO_OPERATIONS, Operations
+from zq.core.journal import Journal, PendingPublish
 from zq.core.model import Msg, Peer, Queue, Sub
+from zq.core.outbox import Outbox, Outgoing
 from zq.core.results import Results
 from zq.errors import (
     ZqError,
@@ -49,13 +51,8 @@ DEAD_AT = history.DEAD_AT  # header of a dead letter: when (wall-clock seconds)
 # (an fsync that stalls then does not make it late).
 PRESTORE_LEAD = 0.1
 
-Outgoing = tuple[bytes, list[bytes], "list[Msg] | None"]
 # What new messages carry besides bodies: their options, due time and expiry (monotonic).
 Extra = tuple[f.Options, float, float]
-# A PUBLISH frame not committed yet: peer, queue, seq, first id, bodies, headers, extra.
-# A deduplicated publish has no bodies; ``first`` is then the original message's id.
-Pending = tuple["Peer | None", Queue, int, int, list[bytes], "list[f.Headers | None] | None",
-                "Extra | None"]
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -66,7 +63,7 @@ class Commit:
     """One batch on its way to the store, and what waits for it."""
 
     batch: WriteBatch
-    pending: list[Pending]  # to confirm and queue once stored
+    pending: list[PendingPublish]  # to confirm and queue once stored
     deliveries: list[Outgoing]  # to send once stored (their attempt numbers are in it)
 
 
@@ -108,7 +105,9 @@ class CoreState:
                  *, durable: bool = False, operations: Operations = NO_OPERATIONS) -> None:
         self.cfg = cfg
         self.operations = operations  # MANAGE handlers (zq.manage), handed in
-        self.durable = durable  # stage writes for the store only when it keeps them
+        # What the store must keep, and what waits for it (it stages nothing unless
+        # ``durable``: the store keeps it).
+        self.journal = Journal(durable)
         self.wall_offset = 0.0  # time.time() - time.monotonic(), for due times kept on disk
         self.store_stats: Callable[[], dict[str, Any]] = dict  # the shell plugs in its store's
         self.policy = dispatch
@@ -117,22 +116,14 @@ class CoreState:
                                                                           cfg.max_credit))
         self.queues: dict[str, Queue] = {}
         self.peers: dict[bytes, Peer] = {}
-        self.out: list[Outgoing] = []
         self.next_id = 1
         self.now = 0.0  # the latest time the shell told us
         self.stopping = False
-        self._batch = WriteBatch()
-        self._pending: list[Pending] = []  # PUBLISH frames not committed yet
-        self._inflight: list[Pending] = []  # ... and those of the commit under way
-        self.unstored_out: list[Outgoing] = []  # frames to send once the batch is stored
-        self.staged = 0  # messages published into the current batch
         self._dirty: set[Queue] = set()
         self._spilled: set[Queue] = set()  # queues with messages on disk only
         self.draining: set[Queue] = set()  # spilled queues to page in without consumers (redrive)
         self._delayed: list[tuple[float, int, Msg]] = []
         self._soon: list[tuple[float, int, Msg]] = []  # due within PRESTORE_LEAD: prestored
-        self._prestaged: list[Msg] = []  # next attempts staged in the current batch
-        self._prestaging: list[Msg] = []  # ... and in the commit under way
         self._limits: list[tuple[float, int, Msg, Peer]] = []  # attempts' time limits
         self._limits_compact_at = 10_000
         self._tie = itertools.count()
@@ -150,6 +141,7 @@ class CoreState:
              "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
              "undeliverable"), 0)
+        self.outbox = Outbox(self.counters)  # frames for the shell to send
 
     def untrack(self, m: Msg) -> None:
         """``m`` is no longer in flight (its tenant's count, kept only when caps exist)."""
@@ -180,28 +172,55 @@ class CoreState:
             q = self.queues[name] = Queue(name)
         return q
 
+    # Views kept for the shell and tests: the journal and the outbox own these.
+    @property
+    def durable(self) -> bool:
+        return self.journal.durable
+
+    @durable.setter
+    def durable(self, value: bool) -> None:
+        self.journal.durable = value
+
+    @property
+    def _batch(self) -> WriteBatch:
+        return self.journal.batch
+
+    @property
+    def staged(self) -> int:
+        return self.journal.staged
+
+    @property
+    def out(self) -> list[Outgoing]:
+        return self.outbox.out
+
+    @out.setter
+    def out(self, frames: list[Outgoing]) -> None:
+        self.outbox.out = frames
+
+    @property
+    def unstored_out(self) -> list[Outgoing]:
+        return self.outbox.unstored
+
+    @unstored_out.setter
+    def unstored_out(self, frames: list[Outgoing]) -> None:
+        self.outbox.unstored = frames
+
     def stage_settings(self, q: Queue) -> None:
-        if self.durable:
-            self._batch.settings.append((q.name, _packb(
-                {"settings": q.settings.to_map(), "paused": q.paused})))
+        self.journal.settings(q.name, _packb({"settings": q.settings.to_map(),
+                                              "paused": q.paused}))
 
     def stage_schedule(self, s: Schedule) -> None:
-        if self.durable:
-            self._batch.schedules.append((s.name, _packb(s.to_map())))
+        self.journal.schedule(s.name, _packb(s.to_map()))
 
     def _send(self, identity: bytes, parts: list[bytes]) -> None:
-        self.out.append((identity, parts, None))
+        self.outbox.send(identity, parts)
 
     def _fail(self, identity: bytes, exc: ZqError, op: int, ref: Any) -> None:
-        self.counters["errors_sent"] += 1
-        self._send(identity, codec.encode(f.Error(exc.code, exc.name, exc.message, op, ref)))
+        self.outbox.fail(identity, exc, op, ref)
 
     def _after_commit(self, identity: bytes, parts: list[bytes], readonly: bool = False
                       ) -> None:
-        """Send a reply once what came before it is stored (and confirmed). A reply to
-        a reading operation (``readonly``) goes out even if that commit fails: it
-        changed nothing, and what it read needs no storing (see fail_replies)."""
-        self.unstored_out.append((identity, parts, [] if readonly else None))
+        self.outbox.after_commit(identity, parts, readonly)
 
     def _budget(self, m: Msg) -> int:
         """Header bytes ``m`` may carry and still be delivered alone from any queue."""

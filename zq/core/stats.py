@@ -7,25 +7,8 @@ from typing import Any
 
 from zq.core.backlog import Backlog
 from zq.core.model import Peer, Queue
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
-    HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
-    PRESTORE_LEAD,
-    REASON,
+from zq.core.state import (
     STATS_SHOWN,
-    Commit,
-    CoreState,
-    Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
-    log,
-    pack_opts,
-    unpack_opts,
 )
 
 

@@ -6,30 +6,12 @@ from __future__ import annotations
 
 import heapq
 
+from zq.core.journal import PendingPublish
 from zq.core.leases import Leases
 from zq.core.model import Msg, Peer
-from zq.core.state import (  # noqa: F401
-    _FATAL,
-    DEAD_AT,
-    HISTORY,
-    MAX_HEARTBEAT,
-    ORIGIN,
+from zq.core.state import (
     PRESTORE_LEAD,
-    REASON,
-    STATS_SHOWN,
-    Commit,
-    CoreState,
     Extra,
-    Outgoing,
-    Pending,
-    _packb,
-    _with_ref,
-    log,
-    pack_opts,
-    unpack_opts,
-)
-from zq.persistence.base import (
-    AHEAD,
 )
 from zq.protocol import codec
 from zq.protocol import frames as f
@@ -50,7 +32,7 @@ class Timers(Leases):
                 else:
                     self._send(peer.identity, beat)
         delayed = self._delayed
-        if self.durable and delayed and delayed[0][0] <= now + PRESTORE_LEAD:
+        if self.journal.durable and delayed and delayed[0][0] <= now + PRESTORE_LEAD:
             self._prestore(now)
         for heap in (self._soon, delayed):
             while heap and heap[0][0] <= now:
@@ -92,22 +74,16 @@ class Timers(Leases):
             if opts is not None:
                 ttl = opts.ttl_ms / 1000.0 if opts.ttl_ms else q.settings.ttl
                 extra = (opts, 0.0, now + ttl if ttl else 0.0)
-            self._pending.append((None, q, 0, mid, [s.body], [headers], extra))
+            self.journal.publish(PendingPublish(None, q, 0, mid, [s.body], [headers], extra))
+            if extra is not None:
+                self._stage_placed(q, mid, 1, extra)
             self._fired_due[mid] = (s.name, due)  # until stored: a failed commit undoes it
             q.staged += 1
             s.fired += 1
             s.last_fired = wall
             nxt = s.after(due)
             s.next_due = nxt if nxt > wall else s.after(wall)  # late: no second message
-            if self.durable:
-                self.staged += 1
-                self._batch.inserts.append((mid, q.name, [headers], [s.body]))
-                if extra is not None:
-                    probe = Msg(mid, q, b"", None)
-                    probe.opts, probe.exp = opts, extra[2]
-                    self._batch.placed.append((mid, mid, 0.0, pack_opts(probe,
-                                                                        self.wall_offset)))
-                self.stage_schedule(s)
+            self.stage_schedule(s)
             self.counters["scheduled"] += 1
 
     def _prestore(self, now: float) -> None:
@@ -119,16 +95,12 @@ class Timers(Leases):
         """
         delayed, soon = self._delayed, self._soon
         horizon = now + PRESTORE_LEAD
-        updates = self._batch.updates
         wall = self.wall_offset
         while delayed and delayed[0][0] <= horizon:
             e = heapq.heappop(delayed)
             heapq.heappush(soon, e)
-            m = e[2]
             if e[0] > now:
-                updates.append(([m.id], [m.attempts + 1], e[0] + wall, AHEAD))
-                m.pre_pending = True
-                self._prestaged.append(m)
+                self.journal.prestore(e[2], e[0] + wall)
 
     def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
         del peer.held[m.id]
@@ -171,7 +143,7 @@ class Timers(Leases):
     def next_deadline(self) -> float:
         t = min(self._next_heartbeat, self._next_second)
         if self._delayed:
-            due = self._delayed[0][0] - (PRESTORE_LEAD if self.durable else 0.0)
+            due = self._delayed[0][0] - (PRESTORE_LEAD if self.journal.durable else 0.0)
             if due < t:
                 t = due
         if self._soon and self._soon[0][0] < t:

@@ -19,7 +19,7 @@ from zq.protocol.names import check_publishable, check_queue_name
 from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
-    from zq.core.facade import Core as BrokerCore
+    from zq.core.api import QueueOps as BrokerCore
     from zq.core.model import Msg, Peer, Queue
 
 MAX_PEEK = 100
@@ -72,10 +72,10 @@ def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     if s.dlq == name:
         raise InvalidArgument(f"queue {name!r} cannot be its own dead-letter queue; "
                               f"dlq='-' drops dead messages instead")
-    q = core._queue(name)
+    q = core.queue(name)
     core.configure(q, s)
     core.stage_settings(q)
-    core._dirty.add(q)
+    core.touch(q)
     return {"queue": name, "created": created, "settings": s.to_map()}
 
 
@@ -110,7 +110,7 @@ def _pause(paused: bool) -> Callable[[BrokerCore, dict[str, Any], float], dict[s
         q = _existing(core, args)
         q.paused = paused
         core.stage_settings(q)
-        core._dirty.add(q)
+        core.touch(q)
         return {"queue": q.name, "paused": paused}
 
     return op
@@ -133,13 +133,10 @@ def _purge(core: BrokerCore, q: Queue) -> int:
         pool.clear()
     n = len(msgs) + q.disk
     q.mem_bytes -= sum(len(m.body) for m in msgs)
-    if core.durable:
-        core._batch.deletes.extend(m.id for m in msgs)
-        if q.disk:
-            core._batch.purges.append((q.name, q.cursor, core.first_unstored(q) - 1))
-    q.disk = 0
-    core._spilled.discard(q)
-    core.draining.discard(q)
+    core.journal.delete([m.id for m in msgs])
+    if q.disk:
+        core.journal.purge(q.name, q.cursor, core.first_unstored(q) - 1)
+    core.forget_backlog(q)
     return n
 
 
@@ -161,19 +158,17 @@ def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]
                 if sub.probe is m:
                     sub.probe = None
             core.untrack(m)
-            if core.durable:
-                core._batch.deletes.append(mid)
+            core.journal.delete([mid])
             n += 1
     del core.queues[q.name]
-    core._dirty.discard(q)
+    core.untouch(q)
     if q.subs:
-        fresh = core._queue(q.name)
+        fresh = core.queue(q.name)
         fresh.subs = q.subs
         for sub in fresh.subs:
             sub.q = fresh
-    if core.durable:
-        core._batch.purges.append((q.name, 0, core.first_unstored(q) - 1))
-        core._batch.settings.append((q.name, None))
+    core.journal.purge(q.name, 0, core.first_unstored(q) - 1)
+    core.journal.settings(q.name, None)
     return {"queue": q.name, "deleted": n}
 
 
@@ -224,15 +219,15 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
             headers = {k: v for k, v in h.items() if k not in (ORIGIN, REASON, DEAD_AT)}
             m.headers, m.hsize = history.append(
                 headers, {"attempt": 0, "outcome": "redriven", "end": wall,
-                          "reason": f"from {q.name}"}, core._budget(m))
+                          "reason": f"from {q.name}"}, core.budget(m))
             m.attempts = 0
             q.mem_bytes -= len(m.body)
-            core.move(m, core._queue(str(target)))
+            core.move(m, core.queue(str(target)))
             moved += 1
         pool.clear()
         pool.extend(keep)
     if q.disk:
-        core.draining.add(q)  # page the rest in, consumers or not, for the next call
+        core.drain_backlog(q)  # page the rest in, consumers or not, for the next call
     return {"queue": q.name, "moved": moved, "left_on_disk": q.disk, "full": sorted(full)}
 
 

@@ -17,7 +17,7 @@ from zq.protocol.names import check_publishable
 from zq.schedules import MAX_NAME, Schedule
 
 if TYPE_CHECKING:
-    from zq.core.facade import Core as BrokerCore
+    from zq.core.api import QueueOps as BrokerCore
     from zq.core.model import Msg, Peer
 
 MAX_WAIT_MS = 60_000
@@ -206,8 +206,8 @@ def schedule_rm(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer
     if not isinstance(name, str):
         raise InvalidArgument("name must be a string")
     removed = core.schedules.pop(name, None) is not None
-    if removed and core.durable:
-        core._batch.schedules.append((name, None))
+    if removed:
+        core.journal.schedule(name, None)
     return {"removed": removed}
 
 

@@ -91,11 +91,6 @@ class WriteBatch:
         return bool(self.inserts or self.deletes or self.updates or self.settings
                     or self.purges or self.dedups or self.results or self.schedules)
 
-    def without_inserts(self) -> WriteBatch:
-        """The same batch minus its new messages (what may still commit on a full disk)."""
-        return WriteBatch(updates=self.updates, deletes=self.deletes, settings=self.settings,
-                          purges=self.purges, results=self.results)
-
     def pieces(self, n: int = 64) -> list[WriteBatch]:
         """This batch, without new messages, as small transactions in the order one
         transaction would apply it (updates, then queue changes, then deletes), each

@@ -1,0 +1,168 @@
+"""The journal: what the broker must store, staged per frame, and what waits for it. No I/O.
+
+Every change the core makes that a durable store must keep goes through one of the
+journal's ``stage`` methods; with a store that keeps nothing (``durable`` false)
+they stage nothing, so no rule module branches on durability. The journal also
+owns the one rule for a batch whose commit failed (:meth:`Journal.kept`): its new
+messages are refused (their publishes are answered with the error), and
+everything else (attempt numbers, history, deletes, queue settings, purges,
+results, schedules) is kept, to be stored on its own at once and, failing that,
+with the next batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from zq.persistence.base import AHEAD, Rewrite, WriteBatch
+
+if TYPE_CHECKING:
+    from zq.core.model import Msg, Peer, Queue
+    from zq.protocol import frames as f
+
+    # What new messages carry besides bodies: options, due time and expiry (monotonic).
+    Extra = tuple[f.Options, float, float]
+
+
+@dataclass(slots=True)
+class PendingPublish:
+    """A PUBLISH frame (or a schedule's message, ``peer`` None) not stored yet.
+
+    A deduplicated publish has no ``bodies``; ``first`` is then the original's id.
+    """
+
+    peer: Peer | None
+    q: Queue
+    seq: int
+    first: int
+    bodies: list[bytes]
+    headers: list[f.Headers | None] | None
+    extra: Extra | None
+
+
+@dataclass(slots=True)
+class Journal:
+    """The current batch, the publishes waiting for it, and those of the commit under way."""
+
+    durable: bool = False
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    staged: int = 0  # messages published into the current batch
+    pending: list[PendingPublish] = field(default_factory=list)  # not committed yet
+    inflight: list[PendingPublish] = field(default_factory=list)  # in the commit under way
+    prestaged: list[Msg] = field(default_factory=list)  # next attempts staged ahead
+    prestaging: list[Msg] = field(default_factory=list)  # ... in the commit under way
+
+    # ------------------------------------------------------------------ staging
+
+    def publish(self, p: PendingPublish) -> None:
+        """A publish that waits for the batch; its messages are stored with it."""
+        self.pending.append(p)
+        if self.durable and p.bodies:
+            self.staged += len(p.bodies)
+            self.batch.inserts.append((p.first, p.q.name, p.headers, p.bodies))
+
+    def place(self, first: int, last: int, due_wall: float, opts: bytes | None) -> None:
+        """New messages' due time (wall clock) and packed options."""
+        if self.durable:
+            self.batch.placed.append((first, last, due_wall, opts))
+
+    def dedup(self, queue: str, key: str, mid: int, until_wall: float) -> None:
+        if self.durable:
+            self.batch.dedups.append((queue, key, mid, until_wall))
+
+    def attempts(self, ids: list[int], attempts: list[int], ready_at: float, state: int
+                 ) -> None:
+        """Attempt numbers of messages (one DELIVER, one release, one stored ahead)."""
+        if self.durable:
+            self.batch.updates.append((ids, attempts, ready_at, state))
+
+    def rewrite(self, rw: Rewrite) -> None:
+        """A message's whole row: a failure recorded, a move to another queue."""
+        if self.durable:
+            self.batch.updates.append(rw)
+
+    def delete(self, ids: list[int]) -> None:
+        if self.durable:
+            self.batch.deletes.extend(ids)
+
+    def forget(self, msgs: list[Msg]) -> None:
+        """Messages that are done (acked, dead without a dead-letter queue)."""
+        if self.durable:
+            self.batch.deletes.extend([m.id for m in msgs])
+
+    def settings(self, queue: str, blob: bytes | None) -> None:
+        """A queue's settings and paused flag (None: the queue is gone)."""
+        if self.durable:
+            self.batch.settings.append((queue, blob))
+
+    def purge(self, queue: str, above: int, upto: int) -> None:
+        """Delete ``queue``'s stored rows with ids in (above, upto]."""
+        if self.durable:
+            self.batch.purges.append((queue, above, upto))
+
+    def result(self, mid: int, queue: str, state: str, data: bytes, until_wall: float
+               ) -> None:
+        if self.durable:
+            self.batch.results.append((mid, queue, state, data, until_wall))
+
+    def schedule(self, name: str, spec: bytes | None) -> None:
+        """A schedule's state (None: removed)."""
+        if self.durable:
+            self.batch.schedules.append((name, spec))
+
+    def prestore(self, m: Msg, due_wall: float) -> None:
+        """``m``'s next attempt number, stored ahead of its due time (state AHEAD)."""
+        if self.durable:
+            self.batch.updates.append(([m.id], [m.attempts + 1], due_wall, AHEAD))
+            m.pre_pending = True
+            self.prestaged.append(m)
+
+    # ------------------------------------------------------------- commit cycle
+
+    def has_work(self) -> bool:
+        return bool(self.batch or self.pending)
+
+    def take(self, created_wall: float) -> tuple[WriteBatch, list[PendingPublish]]:
+        """The batch and its publishes, for the store; the next batch starts empty."""
+        batch, self.batch = self.batch, WriteBatch()
+        batch.created = created_wall
+        self.staged = 0
+        pending, self.pending = self.pending, []
+        self.inflight = pending
+        self.prestaging, self.prestaged = self.prestaged, []
+        return batch, pending
+
+    def done(self, stored: bool) -> None:
+        """The commit under way returned: attempts stored ahead hold now, or not."""
+        self.inflight = []
+        for m in self.prestaging:
+            if m.pre_pending:  # not delivered or rewritten since it was staged
+                m.pre_pending = False
+                m.pre = stored
+        self.prestaging = []
+
+    def in_progress(self) -> list[PendingPublish]:
+        """Publishes not stored yet: the commit under way's, then the current batch's."""
+        return self.inflight + self.pending
+
+    @staticmethod
+    def kept(batch: WriteBatch, schedules: list[tuple[str, bytes | None]]) -> WriteBatch:
+        """The one rule for a batch that failed: all but its new messages (refused),
+        with the schedules it touched as they are now (``schedules``: a schedule whose
+        message was refused has been wound back)."""
+        return WriteBatch(updates=batch.updates, deletes=batch.deletes, settings=batch.settings,
+                          purges=batch.purges, results=batch.results, schedules=schedules)
+
+    def restage(self, kept: WriteBatch) -> None:
+        """What was kept and could not be stored on its own goes ahead of what was
+        staged since, compacted, so a store that fails for long does not grow it."""
+        b = self.batch
+        b.updates[:0] = kept.updates  # older than anything staged since
+        b.deletes[:0] = kept.deletes
+        b.settings[:0] = kept.settings
+        b.purges[:0] = kept.purges
+        b.results[:0] = kept.results
+        b.schedules.extend(kept.schedules)
+        b.compact()
+
