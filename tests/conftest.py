@@ -1,11 +1,28 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.procs import Proc, start_broker
+from zq.client import context as zmq_context
+
+
+@pytest.fixture(autouse=True)
+def no_socket_left_open() -> Iterator[None]:
+    """A test that closed its clients (and in-process brokers) leaves no ZeroMQ socket
+    of the shared context open (checked after every other fixture's teardown)."""
+    yield
+    ctx = zmq_context._context
+    if ctx is None or ctx.closed:
+        return
+    gc.collect()  # sockets nobody refers to any more are gone, not open
+    left = [s for s in list(ctx._sockets) if not s.closed]
+    for sock in left:
+        sock.close(linger=0)  # so that the next test starts clean
+    assert not left, f"{len(left)} ZeroMQ socket(s) left open: {left}"
 
 
 @pytest.fixture

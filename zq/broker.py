@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import zmq
 
+from zq import policies
 from zq.config import BrokerConfig
 from zq.core.facade import Core
 from zq.core.state import Commit
@@ -27,7 +28,7 @@ from zq.errors import StorageError, StorageFull, ZqError
 from zq.manage import OPERATIONS
 from zq.manage.queues import declare
 from zq.persistence import WriteBatch, make_store
-from zq.policies.dispatch import make_dispatch
+from zq.policies import make_dispatch
 from zq.transport import fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.broker")
@@ -89,6 +90,9 @@ class Broker:
             sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()
+            found = policies.preload()  # so frame handling never scans installed packages
+            if found:
+                log.info("policy plugins: %s", ", ".join(found))
             self.core.recover(await self.store.open(cfg.window), time.monotonic())
             for name, settings in cfg.queues.items():  # the config file's [queues.NAME]
                 declare(self.core, {"queue": name, "settings": settings}, time.monotonic())

@@ -15,15 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from zq.protocol import codec
-
-HISTORY = "zq-history"  # header: the attempts of a message that did not end in an ack
-OMITTED = "zq-history-omitted"  # header: entries dropped from the middle of the history
-REASON = "zq-reason"  # header of a dead letter: why it died
-ORIGIN = "zq-origin"  # header of a dead letter: the queue it died in
-DEAD_AT = "zq-dead-at"  # header of a dead letter: when (wall-clock seconds)
-MAX_HISTORY = 50  # entries kept: the first and the latest
-MAX_NAME = 255  # bytes of a consumer's name kept (in history entries and STATS)
-MAX_REASON = 1000  # bytes of a reason kept (history entries, zq-reason)
+from zq.protocol.limits import DEAD_AT as DEAD_AT
+from zq.protocol.limits import HISTORY as HISTORY
+from zq.protocol.limits import HISTORY_OMITTED as OMITTED
+from zq.protocol.limits import MAX_HISTORY as MAX_HISTORY
+from zq.protocol.limits import MAX_NAME as MAX_NAME
+from zq.protocol.limits import MAX_REASON as MAX_REASON
+from zq.protocol.limits import ORIGIN as ORIGIN
+from zq.protocol.limits import REASON as REASON
 
 
 def cap(text: str, limit: int) -> str:

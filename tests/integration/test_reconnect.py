@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from pathlib import Path
 
 import zq
+from tests.helpers import free_port
 from zq.broker import Broker
 from zq.config import BrokerConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start(endpoint: str, data: Path) -> tuple[Broker, asyncio.Task[None]]:

@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import zq
+from tests.helpers import eventually, free_endpoint
 from tests.procs import Proc, start_broker
 
 HEARTBEAT = "0.2"  # clients notice a killed broker within 3 heartbeats
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 class DurableBroker:
@@ -114,12 +108,7 @@ def message_rows(db: Path) -> list[tuple[int, str, int, float, bytes]]:
 async def wait_until(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0,
                      what: str = "condition", interval: float = 0.02) -> None:
     """Poll ``cond`` until it holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    await eventually(cond, what, timeout, interval)
 
 
 def queue_stats(stats: dict[str, Any], queue: str) -> dict[str, Any]:

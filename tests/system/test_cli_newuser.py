@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import zq
+from tests.helpers import free_port
 from tests.procs import ROOT, Proc
 from zq.cli import main
 from zq.config import BrokerConfig
@@ -39,14 +39,6 @@ async def cli(*args: str, endpoint: str | None = None, env: dict[str, str] | Non
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on (bound and released at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # ------------------------------------------------------------ 1. stats per consumer

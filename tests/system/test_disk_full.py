@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 
 import zq
+from tests.helpers import free_endpoint
 from tests.procs import Proc, zq_argv
-from tests.system.durability_helpers import HEARTBEAT, free_endpoint, wait_until
+from tests.system.durability_helpers import HEARTBEAT, wait_until
 
 BODY = 1024
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import zq
+from tests.helpers import eventually
 from tests.procs import Proc
 
 HERE = Path(__file__).resolve().parent
@@ -22,22 +23,6 @@ WORKER = HERE / "scripts" / "qb_worker.py"
 PLUGIN_SRC = HERE / "plugin_pkg" / "zq_test_policy"
 
 Factory = Callable[..., Awaitable[Proc]]
-
-
-async def eventually(cond: Callable[[], Awaitable[bool] | bool], what: str,
-                     timeout: float = 10.0, step: float = 0.01) -> None:
-    """Poll ``cond`` (sync or async) until it holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        ok = cond()
-        if not isinstance(ok, bool):
-            ok = await ok
-        if ok:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(step)
 
 
 # ------------------------------------------------------------------ 5. leases, time limits

@@ -12,7 +12,6 @@ import multiprocessing
 import re
 import shlex
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import pytest
 
 import zq
 import zq.testing
+from tests.helpers import eventually, free_port
 from tests.procs import ROOT, Proc, start_broker, zq_argv
 from tests.system.apps import retrying, shop, slow, split
 from tests.system.apps._record import read
@@ -32,28 +32,6 @@ from zq.tasks import TASK_HEADER, encode_body
 
 Factory = Callable[..., Awaitable[Proc]]
 APPS = "tests.system.apps"
-
-
-async def eventually(cond: Callable[[], Awaitable[bool] | bool], what: str,
-                     timeout: float = 10.0, step: float = 0.02) -> float:
-    """Poll ``cond`` until it holds; return the seconds it took. Fail after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while True:
-        ok = cond()
-        if not isinstance(ok, bool):
-            ok = await ok
-        if ok:
-            return loop.time() - start
-        if loop.time() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(step)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

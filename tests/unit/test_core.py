@@ -9,7 +9,7 @@ import pytest
 from zq.config import BrokerConfig
 from zq.core import MAX_HEARTBEAT, BrokerCore
 from zq.errors import StorageError, StorageFull
-from zq.policies.dispatch import make_dispatch
+from zq.policies import make_dispatch
 from zq.protocol import codec
 from zq.protocol import frames as f
 

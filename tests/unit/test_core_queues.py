@@ -11,7 +11,7 @@ import pytest
 from tests.unit.test_core import A, B, Harness, P, delivers, errors_of, only
 from tests.unit.test_core_durable import durable, stored
 from zq.errors import InvalidArgument, StorageError, UnknownQueue
-from zq.manage import queues as admin
+from zq.manage import manage as run_manage
 from zq.protocol import frames as f
 
 HISTORY, ORIGIN, REASON, DEAD_AT = "zq-history", "zq-origin", "zq-reason", "zq-dead-at"
@@ -25,7 +25,7 @@ def h() -> Harness:
 
 
 def manage(h: Harness, op: str, **args: Any) -> dict[str, Any]:
-    return admin.manage(h.core, f.Manage(0, op, args), h.now)
+    return run_manage(h.core, f.Manage(0, op, args), h.now)
 
 
 def declare(h: Harness, queue: str = "q", **settings: Any) -> dict[str, Any]:

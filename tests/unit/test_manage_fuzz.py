@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.unit.test_core import A, Harness
 from zq.errors import ZqError
+from zq.manage import manage
 from zq.manage import queues as admin
 from zq.manage import tasks as tasks_admin
 from zq.protocol import frames as f
@@ -56,7 +57,7 @@ def test_valid_templates_are_accepted() -> None:
     for op, args in VALID.items():
         if op in ("complete", "delete"):
             continue  # need a delivery / would remove the queue for the others
-        admin.manage(h.core, f.Manage(0, op, dict(args)), h.now, h.core.peers[A])
+        manage(h.core, f.Manage(0, op, dict(args)), h.now, h.core.peers[A])
 
 
 def test_mutated_templates_never_escape_as_other_exceptions() -> None:
@@ -78,7 +79,7 @@ def test_mutated_templates_never_escape_as_other_exceptions() -> None:
         for key in rng.sample(keys, min(len(keys), rng.randrange(1, 3))):
             args[key] = value(rng)
         try:
-            admin.manage(core, f.Manage(i, op, args), h.now, peer)
+            manage(core, f.Manage(i, op, args), h.now, peer)
         except ZqError:
             refused += 1
         h.now += 0.01
@@ -101,7 +102,7 @@ def test_random_manage_arguments_never_escape_as_other_exceptions() -> None:
         if rng.random() < 0.5:
             args["queue"] = "q"
         with contextlib.suppress(ZqError):
-            admin.manage(core, f.Manage(i, op, args), h.now, peer)
+            manage(core, f.Manage(i, op, args), h.now, peer)
         core.tick(h.now)
         core.dispatch(h.now)
         core.committed()

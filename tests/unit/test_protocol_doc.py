@@ -13,8 +13,9 @@ from zq import core, errors, history
 from zq.config import BrokerConfig
 from zq.core import _FATAL
 from zq.errors import InvalidArgument, ProtocolViolation, SessionUnknown, ZqError
+from zq.manage import manage
 from zq.manage import queues as admin
-from zq.policies.dispatch import make_dispatch
+from zq.policies import make_dispatch
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.session import State, next_state
@@ -329,7 +330,7 @@ def test_operation_table_matches_admin() -> None:
         call = {} if args.startswith("none") else {"queue": "q"}
         if not args.startswith("none"):
             assert args.startswith("queue"), op
-        got = admin.manage(broker, f.Manage(1, op, call), 0.0)
+        got = manage(broker, f.Manage(1, op, call), 0.0)
         assert set(got) == (keys - {""}), op
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from zq.client.args import complete_args
 from zq.errors import AlreadySettled, InvalidArgument, ZqError
-from zq.protocol import codec
+from zq.protocol import codec, limits
 from zq.protocol import frames as f
 
 if TYPE_CHECKING:
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["Consumer", "Message", "complete_args"]
 
 
-HISTORY = "zq-history"  # header: the attempts of this message that did not end in an ack
-REASON = "zq-reason"  # header of a dead letter: why it died
+HISTORY = limits.HISTORY  # header: the attempts of this message that did not end in an ack
+REASON = limits.REASON  # header of a dead letter: why it died
 
 
 class Message:

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 
 from zq.errors import ClientClosed, ConnectionLost, ZqError
 from zq.protocol import frames as f
+from zq.protocol import limits
 
 log = logging.getLogger("zq.client")
 
 # MALFORMED_FRAME, UNSUPPORTED_VERSION, UNKNOWN_OPCODE, PROTOCOL_VIOLATION end a session
-FATAL_CODES = frozenset({2, 3, 4, 5})
+FATAL_CODES = limits.FATAL_CODES
 
 
 class State(enum.Enum):

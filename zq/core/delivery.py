@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 
 from zq import history
-from zq.core.model import Msg, Peer, Queue, Sub
+from zq.core.model import Lane, Msg, Peer, Queue, Sub
 from zq.core.outbox import Outgoing
 from zq.core.settle import Settlement
 from zq.core.state import (
@@ -72,10 +72,7 @@ class Delivery(Settlement):
             if lane is None:
                 break
             ready = lane.msgs
-            acct = lane.acct
-            take = min(want - len(msgs), quota)
-            if acct.cap:
-                take = min(take, acct.cap - acct.in_flight)
+            take = min(want - len(msgs), quota, lane.room())
             before = len(msgs)
             stop = before + take
             popleft = ready.popleft
@@ -102,14 +99,17 @@ class Delivery(Settlement):
                     m.pre = m.pre_pending = False
                 held[m.id] = m
                 msgs.append(m)
-            got = len(msgs) - before
-            if self.track_tenants:
-                acct.in_flight += got
-            if multi:
-                q.selector.took(lane.tenant, got)
-                if not ready:
-                    q.selector.idle(lane.tenant)
+            self._lane_took(q, lane, len(msgs) - before, multi)
         return msgs, prestored
+
+    def _lane_took(self, q: Queue, lane: Lane, got: int, multi: bool) -> None:
+        """Tenant bookkeeping after ``got`` messages left ``lane`` for one DELIVER."""
+        if self.track_tenants:
+            lane.acct.in_flight += got
+        if multi:
+            q.selector.took(lane.tenant, got)
+            if not lane.msgs:
+                q.selector.idle(lane.tenant)
 
     def _send_deliver(self, q: Queue, sub: Sub, msgs: list[Msg], prestored: bool,
                       now: float) -> None:

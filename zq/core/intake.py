@@ -56,16 +56,7 @@ class Intake(Failures):
             extra = (opts, due, now + ttl if ttl else 0.0)
         s = q.settings
         if s.max_length:
-            length = q.ready_count() + q.disk + q.delayed + q.staged
-            if length + n > s.max_length:
-                drop = q.overflow.on_full(length, s.max_length, n)
-                if drop < 0:
-                    what = (f"holds {length} of its maximum length of {s.max_length}"
-                            if n == 1 or length >= s.max_length else
-                            f"holds {length} of {s.max_length}: no room for {n} more")
-                    raise QueueFull(f"queue {q.name!r} {what}", ref=frame.seq, queue=q.name,
-                                    limit=s.max_length)
-                q.to_drop += drop
+            self._make_room(q, n, frame.seq)
         first = self.next_id
         self.next_id = first + n
         self.journal.publish(PendingPublish(peer, q, frame.seq, first, frame.bodies,
@@ -88,6 +79,23 @@ class Intake(Failures):
         if blob is not None or extra[1]:
             self.journal.place(first, first + n - 1,
                                extra[1] + self.wall_offset if extra[1] else 0.0, blob)
+
+    @staticmethod
+    def _make_room(q: Queue, n: int, seq: int) -> None:
+        """``n`` more for ``q`` at its max_length: its overflow rule decides (QUEUE_FULL,
+        or the oldest to drop once the publish is stored)."""
+        s = q.settings
+        length = q.ready_count() + q.disk + q.delayed + q.staged
+        if length + n <= s.max_length:
+            return
+        drop = q.overflow.on_full(length, s.max_length, n)
+        if drop < 0:
+            what = (f"holds {length} of its maximum length of {s.max_length}"
+                    if n == 1 or length >= s.max_length else
+                    f"holds {length} of {s.max_length}: no room for {n} more")
+            raise QueueFull(f"queue {q.name!r} {what}", ref=seq, queue=q.name,
+                            limit=s.max_length)
+        q.to_drop += drop
 
     def _remember(self, queue: str, key: str, mid: int, until: float) -> None:
         self._dedup[(queue, key)] = (mid, until)

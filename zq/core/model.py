@@ -83,6 +83,11 @@ class Lane:
     def size(self) -> int:
         return len(self.msgs)
 
+    def room(self) -> int:
+        """How many more of this lane's tenant may go in flight (its cap; or no limit)."""
+        a = self.acct
+        return a.cap - a.in_flight if a.cap else 1 << 62
+
     def open(self) -> bool:
         a = self.acct
         return bool(self.msgs) and (not a.cap or a.in_flight < a.cap)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from zq import history
@@ -79,35 +80,14 @@ class Sessions(Stats):
         return exc.attrs.get("ref")
 
     def _handle(self, peer: Peer, frame: f.Frame, now: float) -> None:
-        match frame:
-            case f.Publish():
-                self.on_publish(peer, frame, now)
-            case f.Ack():
-                self.on_ack(peer, frame)
-            case f.Credit():
-                self.on_credit(peer, frame)
-            case f.Heartbeat():
-                pass
-            case f.Nack():
-                self.on_nack(peer, frame, now)
-            case f.Release():
-                self.on_release(peer, frame)
-            case f.Extend():
-                self.on_extend(peer, frame, now)
-            case f.Start():
-                self.on_start(peer, frame)
-            case f.Cancel():
-                self.on_cancel(peer, frame)
-            case f.Hello():
-                self.on_hello(peer, frame)
-            case f.Bye():
-                self.drop_peer(peer, f"BYE {frame.reason}".strip(), suspect=False)
-            case f.Stats():
-                self._send(peer.identity, codec.encode(f.StatsReply(frame.req, self.stats())))
-            case f.Manage():
-                self.on_manage(peer, frame, now)
-            case _:  # pragma: no cover - the session table admits nothing else
-                raise AssertionError(frame)
+        _HANDLERS[type(frame)](self, peer, frame, now)
+
+    def on_bye(self, peer: Peer, frame: f.Bye) -> None:
+        """The client leaves: a departing session is alive, so its marks are complete."""
+        self.drop_peer(peer, f"BYE {frame.reason}".strip(), suspect=False)
+
+    def on_stats(self, peer: Peer, frame: f.Stats) -> None:
+        self._send(peer.identity, codec.encode(f.StatsReply(frame.req, self.stats())))
 
     def on_hello(self, peer: Peer, frame: f.Hello) -> None:
         # Capped where it enters: the name goes into every history entry of this consumer.
@@ -136,3 +116,22 @@ class Sessions(Stats):
         if result is not None:  # None: answered later (a ``wait``)
             self._after_commit(peer.identity, codec.encode(f.ManageReply(frame.req, result)),
                                readonly=frame.op in ops.read_only)
+
+
+# One handler per frame a client may send in a READY session (the session table admits
+# no other): a table rather than a match, one lookup per frame.
+_HANDLERS: dict[type[Any], Callable[[Sessions, Peer, Any, float], None]] = {
+    f.Publish: lambda c, p, fr, now: c.on_publish(p, fr, now),
+    f.Ack: lambda c, p, fr, now: c.on_ack(p, fr),
+    f.Credit: lambda c, p, fr, now: c.on_credit(p, fr),
+    f.Heartbeat: lambda c, p, fr, now: None,
+    f.Nack: lambda c, p, fr, now: c.on_nack(p, fr, now),
+    f.Release: lambda c, p, fr, now: c.on_release(p, fr),
+    f.Extend: lambda c, p, fr, now: c.on_extend(p, fr, now),
+    f.Start: lambda c, p, fr, now: c.on_start(p, fr),
+    f.Cancel: lambda c, p, fr, now: c.on_cancel(p, fr),
+    f.Hello: lambda c, p, fr, now: c.on_hello(p, fr),
+    f.Bye: lambda c, p, fr, now: c.on_bye(p, fr),
+    f.Stats: lambda c, p, fr, now: c.on_stats(p, fr),
+    f.Manage: lambda c, p, fr, now: c.on_manage(p, fr, now),
+}

@@ -30,6 +30,8 @@ from zq.persistence.base import (
 from zq.policies.dispatch import DispatchPolicy
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.protocol.limits import FATAL_NAMES
+from zq.protocol.limits import MAX_HEARTBEAT as MAX_HEARTBEAT
 from zq.protocol.names import check_queue_name
 from zq.schedules import Schedule
 from zq.settings import QueueSettings
@@ -37,10 +39,8 @@ from zq.settings import QueueSettings
 log = logging.getLogger("zq.broker")
 
 # Errors after which the broker forgets the session (the peer is broken or hostile).
-_FATAL = frozenset(
-    {"MALFORMED_FRAME", "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE", "PROTOCOL_VIOLATION"})
+_FATAL = FATAL_NAMES
 
-MAX_HEARTBEAT = 60.0  # seconds: the slowest heartbeat a client's HELLO can ask for
 STATS_SHOWN = 1000  # queues, peers, and subscriptions of a peer in one STATS reply
 HISTORY = history.HISTORY  # header: the failed attempts of a message
 ORIGIN = history.ORIGIN  # header of a dead letter: the queue it died in

@@ -13,7 +13,7 @@ from zq.core.state import (
     PRESTORE_LEAD,
     Extra,
 )
-from zq.protocol import codec
+from zq.protocol import codec, limits
 from zq.protocol import frames as f
 
 
@@ -24,25 +24,12 @@ class Timers(Leases):
         """Heartbeats, dead peers, due delayed messages, time limits, expiry, rates."""
         self.now = now
         if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.cfg.heartbeat
-            beat = codec.encode(f.Heartbeat())
-            for peer in list(self.peers.values()):
-                if now - peer.last_seen > peer.liveness_s:
-                    self.drop_peer(peer, f"no sign of life for {now - peer.last_seen:.2f}s")
-                else:
-                    self._send(peer.identity, beat)
+            self._heartbeat(now)
         delayed = self._delayed
         if self.journal.durable and delayed and delayed[0][0] <= now + PRESTORE_LEAD:
             self._prestore(now)
-        for heap in (self._soon, delayed):
-            while heap and heap[0][0] <= now:
-                _, _, m = heapq.heappop(heap)
-                q = m.q
-                q.delayed -= 1
-                if self.queues.get(q.name) is not q:
-                    continue  # its queue was deleted
-                m.lane.msgs.append(m)
-                self._dirty.add(q)
+        if (self._soon and self._soon[0][0] <= now) or (delayed and delayed[0][0] <= now):
+            self._due(now)
         limits = self._limits
         while limits and limits[0][0] <= now:
             deadline, _, m, peer = heapq.heappop(limits)
@@ -56,6 +43,28 @@ class Timers(Leases):
         if now >= self._next_second:
             self._every_second(now)
 
+    def _heartbeat(self, now: float) -> None:
+        """Drop the peers silent past their liveness; tell the others we are here."""
+        self._next_heartbeat = now + self.cfg.heartbeat
+        beat = codec.encode(f.Heartbeat())
+        for peer in list(self.peers.values()):
+            if now - peer.last_seen > peer.liveness_s:
+                self.drop_peer(peer, f"no sign of life for {now - peer.last_seen:.2f}s")
+            else:
+                self._send(peer.identity, beat)
+
+    def _due(self, now: float) -> None:
+        """Delayed messages whose time has come join the tail of their lanes."""
+        for heap in (self._soon, self._delayed):
+            while heap and heap[0][0] <= now:
+                _, _, m = heapq.heappop(heap)
+                q = m.q
+                q.delayed -= 1
+                if self.queues.get(q.name) is not q:
+                    continue  # its queue was deleted
+                m.lane.msgs.append(m)
+                self._dirty.add(q)
+
     def _fire_schedules(self, now: float) -> None:
         """Publish a message for each schedule that is due, and store its next due time."""
         wall = now + self.wall_offset
@@ -65,8 +74,8 @@ class Timers(Leases):
             due = s.next_due
             q = self._queue(s.queue)
             headers = dict(s.headers or {})
-            headers["zq-schedule"] = s.name
-            headers["zq-due"] = round(due, 3)
+            headers[limits.SCHEDULE] = s.name
+            headers[limits.DUE] = round(due, 3)
             opts = f.Options(**s.options) if s.options else None
             mid = self.next_id
             self.next_id += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from zq.core.api import Handler, Operations
+from zq.errors import InvalidArgument
 from zq.manage import queues, tasks
 
 
@@ -38,4 +39,18 @@ OPERATIONS = Operations(
     status=tasks.status_of,
 )
 
-__all__ = ["OPERATIONS", "queues", "tasks"]
+
+
+def manage(core: Any, frame: Any, now: float, peer: Any = None) -> dict[str, Any] | None:
+    """Run one MANAGE frame's operation through zq's table (tests and tools call this;
+    the broker core calls the table's handlers itself)."""
+    handler = OPERATIONS.handlers.get(frame.op)
+    if handler is None:
+        raise InvalidArgument(f"unknown operation {frame.op!r}; known: "
+                              f"{', '.join(OPERATIONS.handlers)}")
+    result: dict[str, Any] | None = handler(core, frame.args, now, peer,
+                                            getattr(frame, "req", 0))
+    return result
+
+
+__all__ = ["OPERATIONS", "manage", "queues", "tasks"]

@@ -20,22 +20,9 @@ from zq.settings import MAX_COUNT, QueueSettings, check_policies, from_map
 
 if TYPE_CHECKING:
     from zq.core.api import QueueOps as BrokerCore
-    from zq.core.model import Msg, Peer, Queue
+    from zq.core.model import Msg, Queue
 
 MAX_PEEK = 100
-
-
-def manage(core: BrokerCore, frame: Any, now: float, peer: Peer | None = None
-           ) -> dict[str, Any] | None:
-    """Run one MANAGE frame's operation through zq's table (tests and tools call this;
-    the broker core calls the table's handlers itself)."""
-    from zq.manage import OPERATIONS
-
-    handler = OPERATIONS.handlers.get(frame.op)
-    if handler is None:
-        raise InvalidArgument(f"unknown operation {frame.op!r}; known: "
-                              f"{', '.join(OPERATIONS.handlers)}")
-    return handler(core, frame.args, now, peer, getattr(frame, "req", 0))
 
 
 def _name(args: dict[str, Any], key: str = "queue") -> str:

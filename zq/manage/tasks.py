@@ -18,7 +18,7 @@ from zq.schedules import MAX_NAME, Schedule
 
 if TYPE_CHECKING:
     from zq.core.api import QueueOps as BrokerCore
-    from zq.core.model import Msg, Peer
+    from zq.core.model import Msg, Peer, Queue
 
 MAX_WAIT_MS = 60_000
 MAX_ERROR_TEXT = 64 * 1024  # bytes of an error's message or traceback kept
@@ -95,44 +95,56 @@ def _history(m: Msg) -> list[Any]:
 
 
 def status_of(core: BrokerCore, queue: str, mid: int, now: float) -> dict[str, Any]:
-    """What is known of message ``mid`` published to ``queue``."""
+    """What is known of message ``mid`` published to ``queue``: running at a consumer,
+    final (its outcome), waiting in its queue (ready, delayed, failed before a retry,
+    on disk), dead in the dead-letter queue, else what its outcome says, else unknown."""
     base: dict[str, Any] = {"id": mid, "queue": queue}
-    for p in core.peers.values():
-        m = p.held.get(mid)
-        if m is not None and m.q.name == queue:
-            return {**base, "state": "running", "attempt": m.attempts, "worker": p.name,
-                    "history": _history(m)}
+    running = _running(core, queue, mid)
+    if running is not None:
+        return {**base, **running}
     o = core.results.get(mid, now)
     if o is not None and o.queue != queue:
         o = None  # an outcome of another queue's message: not this one
     if o is not None and o.state in FINAL:
         return {**base, "state": o.state, **o.data}
-    failed = o is not None and o.state == "failed"
-    extra = o.data if failed and o is not None else {}
     q = core.queues.get(queue)
-    if q is not None:
-        for pool in q.pools():
-            for m in pool:
-                if m.id == mid:
-                    return {**base, **extra, "state": "failed" if failed else "ready",
-                            "attempt": m.attempts, "history": _history(m)}
-        for e in core.delayed_entries():
-            m = e[2]
-            if m.id == mid and m.q is q:
-                return {**base, **extra, "state": "failed" if failed else "delayed",
-                        "attempt": m.attempts, "history": _history(m), "due": round(
-                            e[0] + core.wall_offset, 3)}
-        if q.disk and mid > q.cursor:
-            return {**base, "state": "ready", "attempt": 0, "history": [], "on_disk": True}
-        dlq = core.queues.get(q.dlq) if q.dlq else None
-        if dlq is not None:
-            for m in dlq.ready_msgs():
-                if m.id == mid and (m.headers or {}).get(ORIGIN) == queue:
-                    return {**base, "state": "dead", "reason": (m.headers or {}).get(REASON),
-                            "history": _history(m), "attempt": len(_history(m))}
+    found = _in_queue(core, q, mid) if q is not None else None
+    if found is not None:
+        if o is not None and o.state == "failed" and found["state"] != "dead":
+            return {**base, **o.data, **found, "state": "failed"}
+        return {**base, **found}
     if o is not None:
         return {**base, "state": o.state, **o.data}
     return {**base, "state": "unknown"}
+
+
+def _running(core: BrokerCore, queue: str, mid: int) -> dict[str, Any] | None:
+    for p in core.peers.values():
+        m = p.held.get(mid)
+        if m is not None and m.q.name == queue:
+            return {"state": "running", "attempt": m.attempts, "worker": p.name,
+                    "history": _history(m)}
+    return None
+
+
+def _in_queue(core: BrokerCore, q: Queue, mid: int) -> dict[str, Any] | None:
+    """``mid`` where ``q`` keeps it: ready, delayed, on disk, or dead in its DLQ."""
+    for pool in q.pools():
+        for m in pool:
+            if m.id == mid:
+                return {"state": "ready", "attempt": m.attempts, "history": _history(m)}
+    for due, _, m in core.delayed_entries():
+        if m.id == mid and m.q is q:
+            return {"state": "delayed", "attempt": m.attempts, "history": _history(m),
+                    "due": round(due + core.wall_offset, 3)}
+    if q.disk and mid > q.cursor:
+        return {"state": "ready", "attempt": 0, "history": [], "on_disk": True}
+    dlq = core.queues.get(q.dlq) if q.dlq else None
+    for m in dlq.ready_msgs() if dlq is not None else []:
+        if m.id == mid and (m.headers or {}).get(ORIGIN) == q.name:
+            return {"state": "dead", "reason": (m.headers or {}).get(REASON),
+                    "history": _history(m), "attempt": len(_history(m))}
+    return None
 
 
 def status(core: BrokerCore, args: dict[str, Any], now: float, peer: Peer

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgpack
 
-from zq.protocol import codec
+from zq.protocol import codec, limits
 
-TASK_HEADER = "zq-task"  # header: the registered name of the task a message runs
+TASK_HEADER = limits.TASK  # header: the registered name of the task a message runs
 MAX_MESSAGE = 4_000  # characters of an exception's message kept in a report
 MAX_TRACEBACK = 32_000  # characters of traceback text kept (the end, where it failed)
 

@@ -18,13 +18,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from zq.policies.backoff import BACKOFF_POLICIES, BackoffPolicy, Exponential, Fixed
-from zq.policies.dispatch import (
-    DISPATCH_POLICIES,
-    DispatchPolicy,
-    LeastLoaded,
-    RoundRobin,
-    make_dispatch,
-)
+from zq.policies.dispatch import DISPATCH_POLICIES, DispatchPolicy, LeastLoaded, RoundRobin
 from zq.policies.overflow import OVERFLOW_POLICIES, DropOldest, OverflowPolicy, Reject
 from zq.policies.selection import SELECTION_POLICIES, Lane, SelectionPolicy, Strict, WeightedFair
 
@@ -52,6 +46,7 @@ __all__ = [
     "check",
     "load",
     "make_dispatch",
+    "preload",
 ]
 
 KINDS = ("dispatch", "selection", "backoff", "overflow")
@@ -84,6 +79,24 @@ def load(kind: str, name: str) -> Any:
     return _scan(kind, name)
 
 
+def preload() -> list[str]:
+    """Find every installed plugin once, at start (the broker calls this before it
+    serves), so that a queue declared with a plugin policy later loads it without
+    scanning the installed packages inside frame handling (only a name that is no
+    plugin at all is still looked for then, to be refused). Returns their names."""
+    names: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            factory = _factory(ep)
+        except ValueError:
+            continue  # reported when a queue asks for it
+        kind = _kind_of(factory)
+        if isinstance(kind, str) and kind in KINDS and (kind, ep.name) not in _FOUND:
+            _FOUND[kind, ep.name] = (ep, factory)
+            names.append(f"{kind}:{ep.name}")
+    return names
+
+
 def _scan(kind: str, name: str) -> Any:
     """``load`` for a name not seen yet: look through the entry points, remember it."""
     found = entry_points(group=ENTRY_POINT_GROUP, name=name)
@@ -98,6 +111,12 @@ def _scan(kind: str, name: str) -> Any:
             return policy
         wrong.append(f"{other!r} ({ep.value})")
     raise ValueError(f"policy plugin {name!r} is not of kind {kind!r}: it is {', '.join(wrong)}")
+
+
+def make_dispatch(name: str) -> DispatchPolicy:
+    """A new dispatch policy by name: a built-in or a plugin."""
+    policy: DispatchPolicy = load("dispatch", name)
+    return policy
 
 
 def check(kind: str, name: str) -> None:

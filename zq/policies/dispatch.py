@@ -74,11 +74,3 @@ DISPATCH_POLICIES: dict[str, Callable[[], DispatchPolicy]] = {
     RoundRobin.name: RoundRobin,
     LeastLoaded.name: LeastLoaded,
 }
-
-
-def make_dispatch(name: str) -> DispatchPolicy:
-    """A new dispatch policy by name: a built-in or a plugin (see ``zq.policies.load``)."""
-    from zq.policies import load
-
-    policy: DispatchPolicy = load("dispatch", name)
-    return policy
