@@ -114,7 +114,7 @@ def test_every_module_is_small_enough_to_hold_in_mind(name: str) -> None:
 
 
 @pytest.mark.parametrize("module", ["zq.protocol", "zq.core", "zq.core.facade",
-                                    "zq.core.default", "zq.manage", "zq.history",
+                                    "zq.core.default", "zq.manage", "zq.history", "zq.cluster",
                                     "zq.persistence.base", "zq.client.session",
                                     "zq.client.outbox"])
 def test_cores_without_io_load_no_io_module(module: str) -> None:
