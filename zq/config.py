@@ -50,6 +50,10 @@ class BrokerConfig:
     listen_backlog: int = 1024  # pending TCP connections (libzmq's default 100 drops bursts)
     drain_max: int = 2000  # frames read per loop pass before committing and dispatching
     shutdown_grace: float = 3.0  # seconds to finish in-flight frames on SIGTERM
+    # Idempotent producers: PUBLISH frames remembered per producer id, and for how long
+    # after its last publish (a resent frame among them is confirmed, not stored again).
+    producer_window: int = 20_000
+    producer_ttl: float = 600.0
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -74,7 +78,7 @@ class BrokerConfig:
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
 
     def _check_numbers(self) -> None:
-        for name in ("heartbeat", "checkpoint_interval", "shutdown_grace"):
+        for name in ("heartbeat", "checkpoint_interval", "shutdown_grace", "producer_ttl"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number of seconds")
         if not 0.01 <= self.heartbeat <= 3600:
@@ -82,7 +86,7 @@ class BrokerConfig:
         if not 1 <= self.liveness <= 100:
             raise ValueError("liveness must be between 1 and 100")
         for name in ("max_batch", "max_credit", "max_publish_batch", "send_hwm", "drain_max",
-                     "listen_backlog",
+                     "listen_backlog", "producer_window",
                      "window", "window_bytes", "commit_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -94,6 +98,8 @@ class BrokerConfig:
             raise ValueError("max_db_bytes must be >= 0 and checkpoint_interval > 0")
         if self.reserve_bytes < 0:
             raise ValueError("reserve_bytes must be >= 0")
+        if self.producer_ttl <= 0:
+            raise ValueError("producer_ttl must be > 0 seconds")
 
 
 # One line of help per BrokerConfig field (but ``queues``), shown by ``zq broker --help``.
@@ -128,6 +134,10 @@ SETTING_HELP: dict[str, str] = {
     "listen_backlog": "Pending TCP connections the listening socket accepts.",
     "drain_max": "Frames read per loop pass before the broker commits and dispatches.",
     "shutdown_grace": "Seconds to finish the frames already received on SIGTERM.",
+    "producer_window": "PUBLISH frames remembered per producer id, so that a frame resent "
+                       "after a reconnect is confirmed with its first ids, not stored again "
+                       "(keep it above the clients' publish window).",
+    "producer_ttl": "Seconds a producer id is remembered after its last publish.",
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from zq.persistence.base import WAITING, Rewrite, WriteBatch
 from zq.persistence.sqlite import DB_NAME, SqliteStore
+from zq.persistence.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(autouse=True, params=["one hop", "per statement"])
@@ -109,5 +110,5 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
     await s.commit(WriteBatch(settings=[("old", msgpack.packb({"paused": False}))]))
     await s.close()
     with sqlite3.connect(tmp_path / DB_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("SELECT state FROM messages").fetchall() == [(0,)]

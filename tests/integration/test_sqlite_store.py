@@ -208,3 +208,30 @@ async def test_commits_after_a_checkpoint_succeed(tmp_path: Path) -> None:
     finally:
         gc.enable()
     await s.close()
+
+
+async def test_producer_seqs_commit_with_their_messages_trim_and_recover(tmp_path: Path) -> None:
+    a, b = b"\x01" * 16, b"\x02" * 16
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    first = inserts(1, 3)
+    first.produced = [(a, 5, 1, 2), (a, 6, 3, 1)]
+    first.created = 1000.0
+    await s.commit(first)
+    second = inserts(4, 1)
+    second.produced = [(a, 9, 4, 1), (b, 1, 5, 0)]
+    second.created = 2000.0
+    await s.commit(second)
+    await s.close()
+
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=10)
+    assert sorted(rec.producers) == [(a, 2000.0, [(5, 1, 2), (6, 3, 1), (9, 4, 1)]),
+                                     (b, 2000.0, [(1, 5, 0)])]
+    # A trim deletes the rows wholly below the floor; ALL_SEQS (a very high floor) all.
+    await s.commit(WriteBatch(trims=[(a, 7), (b, 1 << 63)]))
+    await s.close()
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=10)
+    assert rec.producers == [(a, 2000.0, [(9, 4, 1)])]
+    await s.close()

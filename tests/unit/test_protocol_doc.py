@@ -31,7 +31,7 @@ OPERATION_HEADER = "| Operation | Arguments | Result |"
 
 # One representative instance of every frame, by the spec's name.
 SAMPLES: dict[str, f.Frame] = {
-    "HELLO": f.Hello("worker-1", 500, starts=True),
+    "HELLO": f.Hello("worker-1", 500, starts=True, producer=b"p" * 16),
     "WELCOME": f.Welcome("b-1", 1000, 3, 1000, 100_000, 64 * 1024 * 1024, starts=True),
     "HEARTBEAT": f.Heartbeat(),
     "BYE": f.Bye("done"),

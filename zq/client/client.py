@@ -44,6 +44,11 @@ class Client(Operations):
 
     ``publish_window`` bounds how many published messages may await their
     confirm; a producer that outruns the broker waits instead of growing memory.
+
+    Publishing is idempotent across reconnects: the client has a random producer
+    id (``producer_id``) that every HELLO names, and numbers its PUBLISH frames
+    without reuse, so a frame resent after a broken session that the broker had
+    stored already is confirmed with its first ids and not stored twice.
     """
 
     def __init__(self, endpoint: str | None = None, *, name: str = "",
@@ -57,6 +62,7 @@ class Client(Operations):
         self.name = name or f"client-{os.getpid()}"
         self.publish_window = publish_window
         self.connect_timeout = connect_timeout
+        self.producer_id = os.urandom(16)
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> Client:
@@ -71,7 +77,7 @@ class Client(Operations):
         if self._conn is not None:
             return
         conn = Connection(self.endpoint, name=self.name, publish_window=self.publish_window,
-                          connect_timeout=self.connect_timeout)
+                          connect_timeout=self.connect_timeout, producer=self.producer_id)
         await conn.open()
         self._conn = conn
 

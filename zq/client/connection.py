@@ -44,7 +44,7 @@ class Connection:
     """Session, flow of frames, confirms, heartbeats. Used by Client and Consumer."""
 
     def __init__(self, endpoint: str, *, name: str, publish_window: int,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, producer: bytes = b"") -> None:
         self.endpoint = endpoint
         self.name = name
         self.publish_window = publish_window
@@ -59,7 +59,7 @@ class Connection:
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._sock: zmq.Socket[bytes] | None = None
-        self._sess = s.Session(name, endpoint)
+        self._sess = s.Session(name, endpoint, producer)
         self._outbox = Outbox()
         self._requests = Requests()
         self._dispatch = Dispatch(self._sess, self._outbox, self._requests, self.consumers,
@@ -76,6 +76,11 @@ class Connection:
     @limits.setter
     def limits(self, value: codec.Limits) -> None:
         self._outbox.limits = value
+
+    @property
+    def resent(self) -> int:
+        """PUBLISH frames sent again, with their seqs, in a session that replaced a lost one."""
+        return self._outbox.resent
 
     @property
     def unconfirmed(self) -> int:  # messages published and not yet confirmed or refused

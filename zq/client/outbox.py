@@ -120,6 +120,7 @@ class Outbox:
         self.seq = 0  # PUBLISH seqs and request numbers share it
         self.sent: dict[int, Sent] = {}  # PUBLISH frames awaiting their answer
         self.unconfirmed = 0  # messages published and not yet answered
+        self.resent = 0  # PUBLISH frames sent again in a new session
 
     def welcome(self, w: f.Welcome) -> None:
         """A session opened: the broker's terms from now on."""
@@ -191,6 +192,7 @@ class Outbox:
         """A new session: every PUBLISH not answered goes out again, with its seq."""
         for sent in self.sent.values():
             self.frames.append(codec.encode(sent.frame))
+        self.resent += len(self.sent)
 
     def drop(self) -> list[Promise]:
         """Forget every publish not answered (the session is lost); their futures."""

@@ -189,9 +189,10 @@ Action = Send | Fail | Void | Opened | Restore | Warn
 class Session:
     """One client's session with one broker: state, epoch and liveness clocks."""
 
-    def __init__(self, name: str, endpoint: str) -> None:
+    def __init__(self, name: str, endpoint: str, producer: bytes = b"") -> None:
         self.name = name
         self.endpoint = endpoint
+        self.producer = producer  # idempotent producer id, in every HELLO
         self.state = State.NEW
         self.epoch = 0  # HELLOs sent so far
         self.welcome: f.Welcome | None = None
@@ -325,4 +326,4 @@ class Session:
             log.info("broker lost our session; saying HELLO again")
         self.epoch += 1
         self.hello_at = now
-        return Send(f.Hello(self.name, starts=True))
+        return Send(f.Hello(self.name, starts=True, producer=self.producer))

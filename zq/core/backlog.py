@@ -46,6 +46,8 @@ class Backlog(Timers):
         for queue, key, mid, until in rec.dedups:
             if until > wall:
                 self._remember(queue, key, mid, now + until - wall)
+        for pid, seen, entries in rec.producers:
+            self.producers.load(pid, entries, now - (wall - seen))
         for mid, queue, outcome, data, until in rec.results:
             if until > wall:
                 self.results.put(mid, Outcome(outcome, queue, data, now + until - wall))

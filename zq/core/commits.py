@@ -94,6 +94,8 @@ class Commits(Intake):
                 key = (q.name, p.extra[0].dedup_id)
                 if self._dedup.get(key, (0, 0.0))[0] == p.first:
                     del self._dedup[key]
+            if p.bodies and p.peer is not None and p.peer.producer:
+                self.producers.drop(p.peer.producer, p.seq, p.first)
             if p.peer is None:  # a schedule's message: that due time fires again
                 self._unfire(p.first)
                 continue

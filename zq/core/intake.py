@@ -30,6 +30,8 @@ class Intake(Failures):
     """PUBLISH frames in, confirmed and queued once their commit returns."""
 
     def on_publish(self, peer: Peer, frame: f.Publish, now: float) -> None:
+        if peer.producer and self._resent(peer, frame):
+            return
         if self.stopping:
             raise ShuttingDown("broker is shutting down; message not stored", ref=frame.seq)
         n = len(frame.bodies)
@@ -42,13 +44,8 @@ class Intake(Failures):
         opts = frame.opts
         extra: Extra | None = None
         if opts is not None:
-            if opts.dedup_id is not None:
-                hit = self._dedup.get((q.name, opts.dedup_id))
-                if hit is not None and hit[1] > now:
-                    self.counters["deduplicated"] += 1
-                    self.journal.publish(PendingPublish(peer, q, frame.seq, hit[0], [], None,
-                                                        (opts, 0.0, 0.0)))
-                    return
+            if opts.dedup_id is not None and self._deduplicated(peer, q, frame, opts, now):
+                return
             due = now + opts.delay_ms / 1000.0 if opts.delay_ms else 0.0
             if opts.eta_ms:
                 due = max(due, opts.eta_ms / 1000.0 - self.wall_offset)  # wall -> monotonic
@@ -62,12 +59,41 @@ class Intake(Failures):
         self.journal.publish(PendingPublish(peer, q, frame.seq, first, frame.bodies,
                                             frame.headers or None, extra))
         q.staged += n
+        if peer.producer:
+            self.producers.put(peer.producer, frame.seq, first, n, now)
+            self.journal.produced(peer.producer, frame.seq, first, n)
         if opts is not None and opts.dedup_id is not None and s.dedup_window:
             self._remember(q.name, opts.dedup_id, first, now + s.dedup_window)
             self.journal.dedup(q.name, opts.dedup_id, first,
                                now + s.dedup_window + self.wall_offset)
         if extra is not None:
             self._stage_placed(q, first, n, extra)
+
+    def _deduplicated(self, peer: Peer, q: Queue, frame: f.Publish, opts: f.Options,
+                      now: float) -> bool:
+        """A publish whose dedup id a stored message has within its window: answered
+        with that message's id once the commit under way is done."""
+        hit = self._dedup.get((q.name, str(opts.dedup_id)))
+        if hit is None or hit[1] <= now:
+            return False
+        self.counters["deduplicated"] += 1
+        self.journal.publish(PendingPublish(peer, q, frame.seq, hit[0], [], None,
+                                            (opts, 0.0, 0.0), 1))
+        return True
+
+    def _resent(self, peer: Peer, frame: f.Publish) -> bool:
+        """A frame this producer had stored already (resent after a reconnect): answered,
+        once its commit is done, with the ids it got then; nothing is stored again."""
+        hit = self.producers.get(peer.producer, frame.seq)
+        if hit is None or hit[1] != len(frame.bodies):
+            return False
+        q = self.queues.get(frame.queue)
+        if q is None:  # deleted since: the answer stands, the queue is made again
+            q = self._queue(frame.queue)
+        self.counters["resent"] += 1
+        self.journal.publish(PendingPublish(peer, q, frame.seq, hit[0], [], None, None,
+                                            hit[1]))
+        return True
 
     def _stage_placed(self, q: Queue, first: int, n: int, extra: Extra) -> None:
         """Store the options and due time of new messages that have any."""
@@ -137,18 +163,22 @@ class Intake(Failures):
             outbox.out.extend(outbox.take_unstored())
 
     def _confirm_duplicate(self, p: PendingPublish, peer: Peer, touched: list[Peer]) -> None:
-        """A publish deduplicated to a stored message: confirmed with that message's id,
-        unless the original's commit failed (commits complete in order)."""
+        """A publish deduplicated to a stored message, or a frame resent: confirmed with
+        the original's ids, unless the original's commit failed (commits complete in
+        order)."""
         extra = p.extra
-        if extra is not None and extra[0].dedup_id is not None and \
-                self._dedup.get((p.q.name, extra[0].dedup_id), (0, 0.0))[0] != p.first:
+        if extra is not None and extra[0].dedup_id is not None:
+            lost = self._dedup.get((p.q.name, extra[0].dedup_id), (0, 0.0))[0] != p.first
+        else:
+            lost = self.producers.get(peer.producer, p.seq) != (p.first, p.count)
+        if lost:
             self._fail(peer.identity, StorageError(
-                "the first publish of this dedup_id was not stored; publish again"),
+                "the first publish of this message was not stored; publish again"),
                 f.PUBLISH, p.seq)
             return
         if not peer.confirms:
             touched.append(peer)
-        peer.confirms.append([p.seq, p.first, 1])
+        peer.confirms.append([p.seq, p.first, p.count])
 
     def _queue_published(self, p: PendingPublish) -> Queue:
         """Stored messages into their queue: ready in memory, delayed, or (past the

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 class PendingPublish:
     """A PUBLISH frame (or a schedule's message, ``peer`` None) not stored yet.
 
-    A deduplicated publish has no ``bodies``; ``first`` is then the original's id.
+    A deduplicated publish has no ``bodies``; ``first`` is then the original's id and
+    ``count`` how many ids the original got (1 for a dedup id, the frame's count for
+    a resent frame of an idempotent producer).
     """
 
     peer: Peer | None
@@ -39,6 +41,7 @@ class PendingPublish:
     bodies: list[bytes]
     headers: list[f.Headers | None] | None
     extra: Extra | None
+    count: int = 0
 
 
 @dataclass(slots=True)
@@ -70,6 +73,16 @@ class Journal:
     def dedup(self, queue: str, key: str, mid: int, until_wall: float) -> None:
         if self.durable:
             self.batch.dedups.append((queue, key, mid, until_wall))
+
+    def produced(self, pid: bytes, seq: int, first: int, count: int) -> None:
+        """An idempotent producer's PUBLISH ``seq`` got these ids (kept with them)."""
+        if self.durable:
+            self.batch.produced.append((pid, seq, first, count))
+
+    def trim(self, pid: bytes, below: int) -> None:
+        """Forget stored seqs of producer ``pid`` below ``below`` (ALL_SEQS: all)."""
+        if self.durable:
+            self.batch.trims.append((pid, below))
 
     def attempts(self, ids: list[int], attempts: list[int], ready_at: float, state: int
                  ) -> None:
@@ -152,7 +165,8 @@ class Journal:
         with the schedules it touched as they are now (``schedules``: a schedule whose
         message was refused has been wound back)."""
         return WriteBatch(updates=batch.updates, deletes=batch.deletes, settings=batch.settings,
-                          purges=batch.purges, results=batch.results, schedules=schedules)
+                          purges=batch.purges, results=batch.results, schedules=schedules,
+                          trims=batch.trims)
 
     def restage(self, kept: WriteBatch) -> None:
         """What was kept and could not be stored on its own goes ahead of what was
@@ -164,5 +178,6 @@ class Journal:
         b.purges[:0] = kept.purges
         b.results[:0] = kept.results
         b.schedules.extend(kept.schedules)
+        b.trims[:0] = kept.trims
         b.compact()
 

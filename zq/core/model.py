@@ -227,12 +227,13 @@ class Queue:
 
 class Peer:
     __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "marks", "name",
-                 "state", "subs", "zombies")
+                 "producer", "state", "subs", "zombies")
 
     def __init__(self, identity: bytes, now: float) -> None:
         self.identity = identity
         self.name = ""
         self.marks = False  # it sends START for the deliveries it begins to work on
+        self.producer = b""  # its idempotent producer id (HELLO), b"" if none
         self.state = State.NEW
         self.last_seen = now
         self.liveness_s = 0.0

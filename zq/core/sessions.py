@@ -93,6 +93,7 @@ class Sessions(Stats):
         # Capped where it enters: the name goes into every history entry of this consumer.
         peer.name = history.cap(frame.name, history.MAX_NAME)
         peer.marks = frame.starts
+        peer.producer = frame.producer
         # A client may ask for slower heartbeats than the broker's, within reason.
         beat = min(max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0), MAX_HEARTBEAT)
         peer.liveness_s = beat * self.cfg.liveness

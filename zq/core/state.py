@@ -20,6 +20,7 @@ from zq.core.api import NO_OPERATIONS, Operations
 from zq.core.journal import Journal, PendingPublish
 from zq.core.model import Msg, Peer, Queue, Sub
 from zq.core.outbox import Outbox, Outgoing
+from zq.core.producers import Producers
 from zq.core.results import Results
 from zq.errors import (
     ZqError,
@@ -129,6 +130,7 @@ class CoreState:
         self._tie = itertools.count()
         self._dedup: dict[tuple[str, str], tuple[int, float]] = {}  # -> (id, forget at)
         self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
+        self.producers = Producers(cfg.producer_window, cfg.producer_ttl)
         self._next_heartbeat = 0.0
         self._next_second = 0.0
         self.results = Results()
@@ -137,7 +139,7 @@ class CoreState:
         self._fired_due: dict[int, tuple[str, float]] = {}  # message id -> (schedule, due)
         self.counters = dict.fromkeys(
             ("frames_in", "frames_out", "published", "delivered", "deliver_frames", "acked",
-             "nacked", "released", "dead", "expired", "time_limited", "deduplicated",
+             "nacked", "released", "dead", "expired", "time_limited", "deduplicated", "resent",
              "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
              "undeliverable"), 0)

@@ -13,6 +13,7 @@ from zq.core.state import (
     PRESTORE_LEAD,
     Extra,
 )
+from zq.persistence.base import ALL_SEQS
 from zq.protocol import codec, limits
 from zq.protocol import frames as f
 
@@ -148,6 +149,11 @@ class Timers(Leases):
             hit = self._dedup.get(dkey)
             if hit is not None and hit[1] <= now:
                 del self._dedup[dkey]
+        journal = self.journal
+        for pid in self.producers.expire(now):
+            journal.trim(pid, ALL_SEQS)
+        for pid, below in self.producers.trims():
+            journal.trim(pid, below)
 
     def next_deadline(self) -> float:
         t = min(self._next_heartbeat, self._next_second)

@@ -63,6 +63,10 @@ class Rewrite:
 Placed = tuple[int, int, float, "bytes | None"]
 # A remembered dedup id: queue, dedup id, message id, forget after (wall clock).
 Dedup = tuple[str, str, int, float]
+# A PUBLISH frame of an idempotent producer: producer id, seq, first id, count.
+Produced = tuple[bytes, int, int, int]
+# Forget a producer's stored seqs below a floor (ALL_SEQS: all of them).
+ALL_SEQS = 1 << 63
 
 
 @dataclass(slots=True)
@@ -85,11 +89,14 @@ class WriteBatch:
     # (id, queue, state, packed data, forget after (wall)): what became of messages
     results: list[tuple[int, str, str, bytes, float]] = field(default_factory=list)
     schedules: list[tuple[str, bytes | None]] = field(default_factory=list)  # None: removed
+    produced: list[Produced] = field(default_factory=list)  # with the inserts they name
+    trims: list[tuple[bytes, int]] = field(default_factory=list)  # (producer, below seq)
     created: float = 0.0  # wall-clock time of this batch's new messages
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.deletes or self.updates or self.settings
-                    or self.purges or self.dedups or self.results or self.schedules)
+                    or self.purges or self.dedups or self.results or self.schedules
+                    or self.trims)
 
     def pieces(self, n: int = 64) -> list[WriteBatch]:
         """This batch, without new messages, as small transactions in the order one
@@ -106,7 +113,7 @@ class WriteBatch:
                           for i in range(0, len(ids), n)]
         out = [WriteBatch(updates=units[i:i + n]) for i in range(0, len(units), n)]
         changes = WriteBatch(settings=self.settings, purges=self.purges, results=self.results,
-                             schedules=self.schedules)
+                             schedules=self.schedules, trims=self.trims)
         if changes:
             out.append(changes)
         out += [WriteBatch(deletes=self.deletes[i:i + n])
@@ -124,6 +131,7 @@ class WriteBatch:
             out.purges += b.purges
             out.results += b.results
             out.schedules += b.schedules
+            out.trims += b.trims
         return out
 
     def compact(self) -> None:
@@ -152,6 +160,10 @@ class WriteBatch:
         self.deletes = list(dict.fromkeys(self.deletes))
         self.settings = list({name: blob for name, blob in self.settings}.items())
         self.results = list({r[0]: r for r in self.results}.values())
+        floors: dict[bytes, int] = {}
+        for pid, below in self.trims:
+            floors[pid] = max(floors.get(pid, 0), below)
+        self.trims = list(floors.items())
 
 
 @dataclass(slots=True)
@@ -170,6 +182,9 @@ class Recovered:
     dedups: list[Dedup] = field(default_factory=list)
     results: list[tuple[int, str, str, dict[str, Any], float]] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
+    # Idempotent producers: (producer id, last stored (wall), [(seq, first, count), ...]).
+    producers: list[tuple[bytes, float, list[tuple[int, int, int]]]] = field(
+        default_factory=list)
 
 
 class Store(Protocol):

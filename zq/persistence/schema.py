@@ -1,6 +1,6 @@
 """The SQLite store's tables, and the upgrades from older versions of them.
 
-Layout (``PRAGMA user_version`` 3; versions 1 and 2 are upgraded in place)::
+Layout (``PRAGMA user_version`` 4; versions 1 to 3 are upgraded in place)::
 
     queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
     messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
@@ -9,6 +9,9 @@ Layout (``PRAGMA user_version`` 3; versions 1 and 2 are upgraded in place)::
     dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
     results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
     schedules(name, spec)             -- durable schedules and their next due times
+    producers(pid, last, entries, at) -- idempotent producers' stored PUBLISH seqs: one
+                                         row per producer per commit, ``entries`` the
+                                         msgpack'd [seq, first id, count] of its frames
 
 ``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
 message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -71,6 +74,13 @@ CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
     spec BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS producers (
+    pid BLOB NOT NULL,
+    last INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (pid, last)
+) WITHOUT ROWID;
 """
 # The script that takes a database of the version in the key to the next version.
 UPGRADES = {
@@ -82,6 +92,7 @@ ALTER TABLE messages ADD COLUMN opts BLOB;
     2: """
 ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
 """,
+    3: "",  # version 4 adds a table (the producers), which SCHEMA creates
 }
 
 

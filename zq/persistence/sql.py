@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import msgpack
 
-from zq.persistence.base import Insert, Rewrite, Update, WriteBatch
+from zq.persistence.base import ALL_SEQS, Insert, Rewrite, Update, WriteBatch
 
 INSERT = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created) "
           "VALUES (?, ?, 0, 0.0, ?, ?, ?)")
@@ -36,6 +36,9 @@ DELETE = "DELETE FROM messages WHERE id BETWEEN ? AND ?"
 FORGET_DEDUPS = "DELETE FROM dedup WHERE qid = ?"
 FORGET_SETTINGS = "UPDATE queues SET settings = NULL WHERE qid = ?"
 NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
+PRODUCED = "INSERT OR REPLACE INTO producers (pid, last, entries, at) VALUES (?, ?, ?, ?)"
+TRIM = "DELETE FROM producers WHERE pid = ? AND last < ?"
+FORGET_PRODUCER = "DELETE FROM producers WHERE pid = ?"
 PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts, state FROM messages "
         "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
 
@@ -102,6 +105,24 @@ def _queue_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[State
     if batch.results:
         yield RESULT, [(mid, qids[q], state, data, until)
                        for mid, q, state, data, until in batch.results]
+    if batch.produced:
+        yield PRODUCED, produced_rows(batch)
+    if batch.trims:
+        yield TRIM, [(pid, below) for pid, below in batch.trims if below < ALL_SEQS]
+        yield FORGET_PRODUCER, [(pid,) for pid, below in batch.trims if below >= ALL_SEQS]
+
+
+def produced_rows(batch: WriteBatch) -> list[tuple[bytes, int, bytes, float]]:
+    """One row per producer: the seqs of its frames in this batch, packed together
+    (a row per frame would double the rows of one-message publishes)."""
+    by_pid: dict[bytes, list[tuple[int, int, int]]] = {}
+    for pid, seq, first, count in batch.produced:
+        entries = by_pid.get(pid)
+        if entries is None:
+            entries = by_pid[pid] = []
+        entries.append((seq, first, count))
+    return [(pid, max(e[0] for e in entries), _packb(entries), batch.created)
+            for pid, entries in by_pid.items()]
 
 
 def rewrite_rows(rewrites: Iterable[Rewrite], qids: dict[str, int]

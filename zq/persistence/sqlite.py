@@ -163,7 +163,17 @@ class SqliteStore:
                      await db.execute_fetchall("SELECT spec FROM schedules ORDER BY name")]
         return Recovered(messages=messages, next_id=next_id, backlog=backlog,
                          settings=settings, dedups=dedups, results=results,
-                         schedules=schedules)
+                         schedules=schedules, producers=await self._load_producers())
+
+    async def _load_producers(self) -> list[tuple[bytes, float, list[tuple[int, int, int]]]]:
+        """Each producer's stored seqs, oldest first, and when it last published."""
+        out: dict[bytes, tuple[float, list[tuple[int, int, int]]]] = {}
+        for pid, entries, at in await self.db.execute_fetchall(
+                "SELECT pid, entries, at FROM producers ORDER BY pid, last"):
+            seen, kept = out.get(pid, (0.0, []))
+            kept.extend((int(s), int(f), int(n)) for s, f, n in msgpack.unpackb(entries))
+            out[pid] = (max(seen, at), kept)
+        return [(pid, seen, kept) for pid, (seen, kept) in out.items()]
 
     async def _load_queues(self) -> dict[str, dict[str, Any]]:
         """Number every stored queue; the settings of those that have any."""

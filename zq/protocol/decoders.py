@@ -22,6 +22,7 @@ from zq.protocol.fields import (
     id_array,
     mapping,
     message_headers,
+    producer_id,
     queue_name,
     string,
     uint,
@@ -152,7 +153,8 @@ def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:
     m = mapping(h, op)
     return f.Hello(string(m.get("name", ""), op, "name"),
                    uint(m.get("heartbeat_ms", 0), op, "heartbeat_ms"),
-                   boolean(m.get("starts", False), op, "starts"))
+                   boolean(m.get("starts", False), op, "starts"),
+                   producer_id(m.get("producer", b""), op))
 
 
 def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:

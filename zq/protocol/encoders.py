@@ -62,6 +62,8 @@ def _hello(fr: f.Hello) -> Any:
     h = {"name": fr.name, "heartbeat_ms": fr.heartbeat_ms}
     if fr.starts:
         h["starts"] = True
+    if fr.producer:
+        h["producer"] = fr.producer
     return h
 
 

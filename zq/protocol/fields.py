@@ -14,7 +14,7 @@ from typing import Any
 
 from zq.errors import FrameTooLarge, InvalidQueueName
 from zq.protocol import frames as f
-from zq.protocol.limits import MAX_QUEUE_NAME, UINT_END, Limits
+from zq.protocol.limits import MAX_PRODUCER, MAX_QUEUE_NAME, UINT_END, Limits
 from zq.protocol.wire import bad
 
 
@@ -93,4 +93,11 @@ def array(v: Any, n: int, op: int) -> list[Any]:
 def boolean(v: Any, op: int, what: str) -> bool:
     if type(v) is not bool:
         raise bad(op, f"{what} must be a boolean")
+    return v
+
+
+def producer_id(v: Any, op: int) -> bytes:
+    """A HELLO producer id: bin of at most MAX_PRODUCER octets (empty: none)."""
+    if type(v) is not bytes or len(v) > MAX_PRODUCER:
+        raise bad(op, f"producer must be bin of at most {MAX_PRODUCER} octets")
     return v

@@ -51,6 +51,9 @@ class Hello:
     name: str = ""
     heartbeat_ms: int = 0  # the client's own send interval; 0 = use the broker's
     starts: bool = False  # this session marks the deliveries it starts (START frames)
+    # Idempotent producer: the same id across sessions and connections means resent
+    # PUBLISH seqs already stored are confirmed with their ids, not stored again.
+    producer: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

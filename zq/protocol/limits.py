@@ -48,6 +48,7 @@ HEADER_RESERVE = 4096
 MAX_QUEUE_NAME = 255  # octets of UTF-8 in a queue name (at least 1)
 DLQ_SUFFIX = ".dlq"  # a queue whose name ends so is a dead-letter queue
 MAX_NAME = 255  # octets of a HELLO name the broker keeps (STATS, history entries)
+MAX_PRODUCER = 64  # octets of a HELLO producer id (0: none, not idempotent)
 
 # -------------------------------------------------------------- PUBLISH options
 
