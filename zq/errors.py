@@ -139,6 +139,44 @@ class ShuttingDown(ZqError):
     retriable = True
 
 
+class Unavailable(ZqError):
+    """The broker that holds the queue cannot be reached now (a router says so)."""
+
+    code = 21
+    name = "UNAVAILABLE"
+    retriable = True
+
+
+class Moved(ZqError):
+    """The queue lives on another broker: ``info`` says which and where."""
+
+    code = 22
+    name = "MOVED"
+    retriable = True
+
+
+class StaleConfig(ZqError):
+    """The sender's cluster configuration is older than the receiver's."""
+
+    code = 23
+    name = "STALE_CONFIG"
+    retriable = True
+
+
+class QueueConflict(ZqError):
+    """A queue was found on two brokers; it is refused until an operator resolves it."""
+
+    code = 24
+    name = "QUEUE_CONFLICT"
+
+
+class ClusterMismatch(ZqError):
+    """A peer belongs to another cluster (another cluster_id)."""
+
+    code = 25
+    name = "CLUSTER_MISMATCH"
+
+
 class StorageFull(ZqError):
     """The store has no room; nothing of the refused request was stored."""
 

@@ -10,8 +10,8 @@ import msgpack
 import pytest
 
 from zq.persistence.base import WAITING, Rewrite, WriteBatch
-from zq.persistence.sqlite import DB_NAME, SqliteStore
 from zq.persistence.schema import SCHEMA_VERSION
+from zq.persistence.sqlite import DB_NAME, SqliteStore
 
 
 @pytest.fixture(autouse=True, params=["one hop", "per statement"])

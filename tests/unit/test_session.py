@@ -9,8 +9,9 @@ from zq.protocol import frames as f
 from zq.protocol.session import TRANSITIONS, State, next_state
 
 READY_OPS = [f.HEARTBEAT, f.PUBLISH, f.CREDIT, f.CANCEL, f.ACK, f.NACK, f.RELEASE, f.EXTEND,
-             f.START, f.STATS, f.MANAGE]
-BROKER_TO_CLIENT = [f.WELCOME, f.CONFIRM, f.DELIVER, f.STATS_REPLY, f.MANAGE_REPLY, f.ERROR]
+             f.START, f.STATS, f.MANAGE, f.LOCATE, f.FORWARD]
+BROKER_TO_CLIENT = [f.WELCOME, f.CONFIRM, f.DELIVER, f.STATS_REPLY, f.MANAGE_REPLY, f.ERROR,
+                    f.LOCATION, f.CATALOG]
 names = f.NAMES.get
 
 

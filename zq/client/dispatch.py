@@ -85,7 +85,8 @@ class Dispatch:
         return _NOTHING
 
     def _error(self, frame: f.Error, now: float) -> Sequence[Action]:
-        exc = error_from_code(frame.code, frame.text, op=frame.op, ref=frame.ref)
+        exc = error_from_code(frame.code, frame.text, op=frame.op, ref=frame.ref,
+                              info=frame.info)
         if isinstance(exc, SessionUnknown):
             return self.session.on_session_unknown(exc, now)
         if self._claimed(frame.op, frame.ref, exc):

@@ -41,7 +41,8 @@ class Outbox:
     def fail(self, identity: bytes, exc: ZqError, op: int, ref: Any) -> None:
         """An ERROR frame for the request ``op``/``ref`` that failed with ``exc``."""
         self.counters["errors_sent"] += 1
-        self.send(identity, codec.encode(f.Error(exc.code, exc.name, exc.message, op, ref)))
+        self.send(identity, codec.encode(f.Error(exc.code, exc.name, exc.message, op, ref,
+                                                 exc.attrs.get("info"))))
 
     def after_commit(self, identity: bytes, parts: list[bytes], readonly: bool = False
                      ) -> None:

@@ -22,6 +22,7 @@ from zq.protocol.encoders import (
     encode_confirm,
     encode_deliver,
     encode_publish,
+    forward,
     publish_header,
 )
 from zq.protocol.limits import (
@@ -69,6 +70,7 @@ __all__ = [
     "fits_alone",
     "fits_stored",
     "fits_together",
+    "forward",
     "header_budget",
     "header_size",
     "packb",

@@ -22,14 +22,19 @@ from zq.protocol.fields import (
     id_array,
     mapping,
     message_headers,
+    optional_map,
     producer_id,
     queue_name,
     string,
     uint,
 )
 from zq.protocol.limits import (
+    CATALOG_KINDS,
+    CLUSTER_KEYS,
     DEFAULT_LIMITS,
     ENVELOPE,
+    LINK_KEYS,
+    MAX_KEY_OCTETS,
     MAX_QUEUE_NAME,
     PER_MESSAGE,
     UINT_END,
@@ -62,10 +67,22 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
                             limit=limits.max_frame)
     if op == f.DELIVER:
         return _deliver(parts, limits)
+    if op == f.FORWARD:
+        return _forward(parts)
     if len(parts) != 2:
         raise bad(op, f"expects 2 parts, got {len(parts)}")
     h = unpack(parts[1], limits, op)
     return _DECODERS[op](h, op, limits)
+
+
+def _forward(parts: Sequence[bytes]) -> f.Forward:
+    op = f.FORWARD
+    if len(parts) < 3:
+        raise bad(op, "needs command, client key and at least one part of a frame")
+    key = parts[1]
+    if not 1 <= len(key) <= MAX_KEY_OCTETS:
+        raise bad(op, f"client key must be 1 to {MAX_KEY_OCTETS} octets")
+    return f.Forward(key, list(parts[2:]))
 
 
 def _deliver(parts: Sequence[bytes], limits: Limits) -> f.Deliver:
@@ -154,7 +171,8 @@ def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:
     return f.Hello(string(m.get("name", ""), op, "name"),
                    uint(m.get("heartbeat_ms", 0), op, "heartbeat_ms"),
                    boolean(m.get("starts", False), op, "starts"),
-                   producer_id(m.get("producer", b""), op))
+                   producer_id(m.get("producer", b""), op),
+                   optional_map(m.get("link"), op, "link", LINK_KEYS))
 
 
 def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:
@@ -168,6 +186,7 @@ def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:
             uint(m["max_credit"], op, "max_credit", 1),
             uint(m["max_frame"], op, "max_frame", 1),
             boolean(m.get("starts", False), op, "starts"),
+            optional_map(m.get("cluster"), op, "cluster", CLUSTER_KEYS),
         )
     except KeyError as exc:
         raise bad(op, f"missing field {exc}") from None
@@ -270,7 +289,29 @@ def _d_error(h: Any, op: int, limits: Limits) -> f.Frame:
         string(m.get("text", ""), op, "text"),
         uint(m.get("op", 0), op, "op"),
         m.get("ref"),
+        optional_map(m.get("info"), op, "info", ()),
     )
+
+
+def _d_locate(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = array(h, 2, op)
+    return f.Locate(uint(h[0], op, "req"), queue_name(h[1], op, h[0]))
+
+
+def _d_location(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = array(h, 2, op)
+    return f.Location(uint(h[0], op, "req"), mapping(h[1], op))
+
+
+def _d_catalog(h: Any, op: int, limits: Limits) -> f.Frame:
+    h = array(h, 3, op)
+    kind = string(h[1], op, "kind")
+    if kind not in CATALOG_KINDS:
+        raise bad(op, f"kind must be one of {', '.join(CATALOG_KINDS)}")
+    names = h[2]
+    if type(names) is not list or len(names) > limits.max_batch * 100:
+        raise bad(op, "queues must be an array of names")
+    return f.Catalog(uint(h[0], op, "seq"), kind, [queue_name(n, op) for n in names])
 
 
 _DECODERS = {
@@ -291,4 +332,7 @@ _DECODERS = {
     f.STATS: _d_stats,
     f.STATS_REPLY: _d_stats_reply,
     f.ERROR: _d_error,
+    f.LOCATE: _d_locate,
+    f.LOCATION: _d_location,
+    f.CATALOG: _d_catalog,
 }

@@ -23,11 +23,18 @@ def encode(frame: f.Frame) -> list[bytes]:
     if type(frame) is f.Deliver:
         return [COMMANDS[f.DELIVER], frame.queue.encode(),
                 packb([frame.ids, frame.attempts, frame.headers]), *frame.bodies]
+    if type(frame) is f.Forward:
+        return forward(frame.key, frame.parts)
     entry = _HEADERS.get(type(frame))
     if entry is None:
         raise TypeError(f"not a frame: {frame!r}")
     cmd, header = entry
     return [cmd, packb(header(frame))]
+
+
+def forward(key: bytes, parts: Sequence[bytes]) -> list[bytes]:
+    """A FORWARD carrying the frame ``parts`` of client ``key``, without decoding it."""
+    return [COMMANDS[f.FORWARD], key, *parts]
 
 
 def publish_header(seq: int, headers: Sequence[f.Headers | None],
@@ -64,6 +71,8 @@ def _hello(fr: f.Hello) -> Any:
         h["starts"] = True
     if fr.producer:
         h["producer"] = fr.producer
+    if fr.link is not None:
+        h["link"] = fr.link
     return h
 
 
@@ -72,11 +81,16 @@ def _welcome(fr: f.Welcome) -> Any:
          "max_batch": fr.max_batch, "max_credit": fr.max_credit, "max_frame": fr.max_frame}
     if fr.starts:
         h["starts"] = True
+    if fr.cluster is not None:
+        h["cluster"] = fr.cluster
     return h
 
 
 def _error(fr: f.Error) -> Any:
-    return {"code": fr.code, "name": fr.name, "text": fr.text, "op": fr.op, "ref": fr.ref}
+    h = {"code": fr.code, "name": fr.name, "text": fr.text, "op": fr.op, "ref": fr.ref}
+    if fr.info is not None:
+        h["info"] = fr.info
+    return h
 
 
 _HEADER_OF: dict[type[Any], Callable[[Any], Any]] = {
@@ -97,6 +111,9 @@ _HEADER_OF: dict[type[Any], Callable[[Any], Any]] = {
     f.Stats: lambda fr: [fr.req],
     f.StatsReply: lambda fr: [fr.req, fr.stats],
     f.Error: _error,
+    f.Locate: lambda fr: [fr.req, fr.queue],
+    f.Location: lambda fr: [fr.req, fr.loc],
+    f.Catalog: lambda fr: [fr.seq, fr.kind, fr.queues],
 }
 # Each frame type of two parts: its command part and what builds its header.
 _HEADERS = {kind: (COMMANDS[f.OPCODES[kind]], header) for kind, header in _HEADER_OF.items()}

@@ -101,3 +101,15 @@ def producer_id(v: Any, op: int) -> bytes:
     if type(v) is not bytes or len(v) > MAX_PRODUCER:
         raise bad(op, f"producer must be bin of at most {MAX_PRODUCER} octets")
     return v
+
+
+def optional_map(v: Any, op: int, what: str, required: tuple[str, ...]) -> dict[str, Any] | None:
+    """An optional map (nil or absent: None) that must hold the ``required`` keys."""
+    if v is None:
+        return None
+    if type(v) is not dict or not all(type(k) is str for k in v):
+        raise bad(op, f"{what} must be a map with string keys")
+    missing = [k for k in required if k not in v]
+    if missing:
+        raise bad(op, f"{what} lacks {', '.join(missing)}")
+    return v

@@ -39,6 +39,10 @@ STATS = 0x30
 STATS_REPLY = 0x31
 MANAGE = 0x40
 MANAGE_REPLY = 0x41
+LOCATE = 0x42
+LOCATION = 0x43
+FORWARD = 0x50
+CATALOG = 0x51
 ERROR = 0x7F
 
 Headers: TypeAlias = dict[str, Any]
@@ -54,6 +58,8 @@ class Hello:
     # Idempotent producer: the same id across sessions and connections means resent
     # PUBLISH seqs already stored are confirmed with their ids, not stored again.
     producer: bytes = b""
+    # A router opening its link to a broker: {cluster: str, version: uint, router: str}.
+    link: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,8 @@ class Welcome:
     max_credit: int
     max_frame: int
     starts: bool = False  # the broker understands START
+    # In a cluster: {id: str, version: uint, node: str, role: "broker" | "router"}.
+    cluster: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +262,43 @@ class Error:
     text: str
     op: int = 0
     ref: Any = None
+    info: dict[str, Any] | None = None  # MOVED: where to; STALE_CONFIG: the newer config
+
+
+@dataclass(frozen=True, slots=True)
+class Locate:
+    """Client → broker or router: which broker holds ``queue`` (answered by LOCATION)."""
+
+    req: int
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Broker or router → client: ``loc`` is {queue, broker, endpoint, version, exists}."""
+
+    req: int
+    loc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Router ↔ broker on a link: ``parts`` is one whole frame of the client ``key``
+    (its routing id at the router), carried without being decoded."""
+
+    key: bytes
+    parts: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Broker → router on a link: the broker's queue names. ``kind`` "snapshot" lists
+    them all; "add" and "remove" change the last snapshot. ``seq`` counts catalog frames
+    of the link from 1: a gap means the router asks for a new snapshot."""
+
+    seq: int
+    kind: str
+    queues: list[str]
 
 
 Frame: TypeAlias = (
@@ -276,6 +321,10 @@ Frame: TypeAlias = (
     | Stats
     | StatsReply
     | Error
+    | Locate
+    | Location
+    | Catalog
+    | Forward
 )
 
 OPCODES: dict[type[Any], int] = {
@@ -298,6 +347,10 @@ OPCODES: dict[type[Any], int] = {
     Stats: STATS,
     StatsReply: STATS_REPLY,
     Error: ERROR,
+    Locate: LOCATE,
+    Location: LOCATION,
+    Catalog: CATALOG,
+    Forward: FORWARD,
 }
 NAMES: dict[int, str] = {op: cls.__name__.upper() for cls, op in OPCODES.items()}
 NAMES[STATS_REPLY] = "STATS_REPLY"

@@ -49,6 +49,10 @@ MAX_QUEUE_NAME = 255  # octets of UTF-8 in a queue name (at least 1)
 DLQ_SUFFIX = ".dlq"  # a queue whose name ends so is a dead-letter queue
 MAX_NAME = 255  # octets of a HELLO name the broker keeps (STATS, history entries)
 MAX_PRODUCER = 64  # octets of a HELLO producer id (0: none, not idempotent)
+MAX_KEY_OCTETS = 255  # octets of a FORWARD frame's client key (a routing id at the router)
+LINK_KEYS = ("cluster", "version", "router")  # HELLO link: a router opening its link
+CLUSTER_KEYS = ("id", "version", "node", "role")  # WELCOME cluster: who answered
+CATALOG_KINDS = ("snapshot", "add", "remove")
 
 # -------------------------------------------------------------- PUBLISH options
 

@@ -20,7 +20,7 @@ class State(enum.Enum):
 
 
 _READY_OPS = (f.HEARTBEAT, f.PUBLISH, f.CREDIT, f.CANCEL, f.ACK, f.NACK, f.RELEASE, f.EXTEND,
-              f.START, f.STATS, f.MANAGE)
+              f.START, f.STATS, f.MANAGE, f.LOCATE, f.FORWARD)
 
 # Frames a client may send to a broker, by state.
 TRANSITIONS: dict[tuple[State, int], State] = {
