@@ -17,21 +17,28 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import zmq
 
 from zq import policies
+from zq.cluster.config import load as load_cluster
 from zq.config import BrokerConfig
 from zq.core.facade import Core
+from zq.core.membership import Membership
 from zq.core.state import Commit
 from zq.errors import StorageError, StorageFull, ZqError
 from zq.manage import OPERATIONS
 from zq.manage.queues import declare
 from zq.persistence import WriteBatch, make_store
 from zq.policies import make_dispatch
+from zq.protocol.frames import FORWARD
+from zq.protocol.wire import command
 from zq.transport import fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.broker")
+_FORWARD = command(FORWARD)
+ID_FILE = "broker-id"  # the broker id of a clustered broker's data folder
 
 
 class Broker:
@@ -54,6 +61,8 @@ class Broker:
         self.core = Core(cfg, make_dispatch(cfg.dispatch), uuid.uuid4().hex[:12],
                          durable=self.store.durable, operations=OPERATIONS)
         self.core.store_stats = self.store.stats
+        if cfg.cluster:
+            self.core.membership = Membership(load_cluster(cfg.cluster), cfg.id)
         self.endpoint = ""
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -64,6 +73,19 @@ class Broker:
         self._next_maintain = 0.0
         self._storage_error: ZqError | None = None
         self._committing: asyncio.Task[None] | None = None
+
+    def reload(self) -> None:
+        """Read the cluster file again (what SIGHUP does); a newer version replaces it."""
+        m = self.core.membership
+        if m is None:
+            log.info("SIGHUP: not in a cluster, nothing to reload")
+            return
+        try:
+            what = m.reload(load_cluster(self.cfg.cluster))
+        except ValueError as exc:
+            log.error("cluster file not reloaded: %s", exc)
+            return
+        log.info("cluster file %s reloaded: %s", self.cfg.cluster, what)
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
@@ -90,6 +112,8 @@ class Broker:
             sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()
+            if cfg.cluster and cfg.storage == "sqlite":
+                claim_identity(Path(cfg.data), cfg.id)
             found = policies.preload()  # so frame handling never scans installed packages
             if found:
                 log.info("policy plugins: %s", ", ".join(found))
@@ -269,11 +293,18 @@ class Broker:
         send = sock.send
         more = int(zmq.SNDMORE | zmq.NOBLOCK)
         noblock = int(zmq.NOBLOCK)
+        routes = core.routes
         for identity, parts, msgs in out:
             # ROUTER queues a message atomically, so Again or EHOSTUNREACH can only
             # come with the first part (the peer's identity), before anything was queued.
             try:
-                send(identity, more)
+                route = routes.get(identity) if routes else None
+                if route is None:
+                    send(identity, more)
+                else:  # a client behind a router: FORWARD on the router's link
+                    send(route[0], more)
+                    send(_FORWARD, more)
+                    send(route[1], more)
                 send_parts(sock, parts, noblock)
             except zmq.Again:
                 core.send_failed(identity, msgs, unroutable=False)
@@ -332,6 +363,7 @@ def serve(cfg: BrokerConfig, *, print_ready: bool = True) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, broker.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, broker.reload)
 
         def ready(endpoint: str) -> None:
             gc.freeze()  # what start-up and recovery built is never garbage: stop scanning it
@@ -349,7 +381,25 @@ def serve(cfg: BrokerConfig, *, print_ready: bool = True) -> int:
     except ZqError as exc:  # the store could not open: locked, not WAL, unreadable
         log.error("cannot start broker: %s", exc)
         return 2
+    except (ValueError, OSError) as exc:  # the cluster file or the broker id
+        log.error("cannot start broker: %s", exc)
+        return 2
     return 0
+
+
+def claim_identity(data: Path, broker_id: str) -> None:
+    """Keep the broker id in the data folder; refuse to serve another id's data."""
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / ID_FILE
+    if path.exists():
+        held = path.read_text(encoding="utf-8").strip()
+        if held != broker_id:
+            raise ValueError(f"{data} holds the data of broker {held!r}, not {broker_id!r}: "
+                             f"start it with --id {held} or give another --data")
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(broker_id + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def run_loop(coro: object) -> None:

@@ -54,6 +54,9 @@ class BrokerConfig:
     # after its last publish (a resent frame among them is confirmed, not stored again).
     producer_window: int = 20_000
     producer_ttl: float = 600.0
+    # In a cluster: the cluster file and this broker's id in it (PROTOCOL.md section 17).
+    cluster: str = ""
+    id: str = ""
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -67,6 +70,8 @@ class BrokerConfig:
                 raise ValueError(f"[queues.{name}]: {exc.message}") from None
 
     def _check_choices(self) -> None:
+        if bool(self.cluster) != bool(self.id):
+            raise ValueError("a broker in a cluster needs both --cluster FILE and --id NAME")
         if "://" not in self.bind:
             raise ValueError(
                 f"bind must be a ZeroMQ endpoint like {DEFAULT_ENDPOINT}, got {self.bind!r}")
@@ -138,6 +143,10 @@ SETTING_HELP: dict[str, str] = {
                        "after a reconnect is confirmed with its first ids, not stored again "
                        "(keep it above the clients' publish window).",
     "producer_ttl": "Seconds a producer id is remembered after its last publish.",
+    "cluster": "A cluster file (cluster.toml): this broker serves the queues it places "
+               "on --id, and binds that entry's endpoint unless --bind is given.",
+    "id": "This broker's id in the --cluster file (kept in the data folder: a folder "
+          "of another id is refused).",
 }
 
 
@@ -194,4 +203,16 @@ def broker_config(
             raise ValueError(f"unknown broker setting {name!r}")
         if raw is not None:
             values[name] = _coerce(fields[name], raw)
+    if values.get("cluster") and "bind" not in values:
+        values["bind"] = _cluster_endpoint(values["cluster"], values.get("id", ""))
     return BrokerConfig(**values)
+
+
+def _cluster_endpoint(file: str, broker_id: str) -> str:
+    """The endpoint the cluster file gives broker ``broker_id`` (what it binds)."""
+    from zq.cluster.config import load
+
+    entry = load(file).broker(broker_id)
+    if entry is None:
+        raise ValueError(f"{file}: no broker with id {broker_id!r}")
+    return entry.endpoint

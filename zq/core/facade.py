@@ -11,6 +11,8 @@ from __future__ import annotations
 from zq.core.api import QueueOps
 from zq.core.model import Msg, Queue
 from zq.core.sessions import Sessions
+from zq.protocol import codec
+from zq.protocol import frames as f
 
 
 class Core(Sessions):
@@ -25,8 +27,31 @@ class Core(Sessions):
         self._dirty.add(q)
 
     def untouch(self, q: Queue) -> None:
-        """``q`` is gone: do not dispatch from it."""
+        """``q`` is gone: do not dispatch from it (and routers hear it is gone)."""
         self._dirty.discard(q)
+        if self.links:
+            self.catalog_changes.append(("remove", q.name))
+
+    def dispatch(self, now: float | None = None) -> None:
+        """Deliver what credit allows; first tell routers of queues made or removed."""
+        if self.catalog_changes:
+            self.announce()
+        super().dispatch(now)
+
+    def announce(self) -> None:
+        """CATALOG add/remove frames for the queue changes since the last pass."""
+        changes, self.catalog_changes = self.catalog_changes, []
+        frames: list[tuple[str, list[str]]] = []
+        for kind, name in changes:
+            if frames and frames[-1][0] == kind:
+                frames[-1][1].append(name)
+            else:
+                frames.append((kind, [name]))
+        for link in self.links.values():
+            for kind, names in frames:
+                link.catalog_seq += 1
+                self._send(link.identity, codec.encode(f.Catalog(link.catalog_seq, kind,
+                                                                 names)))
 
     def forget_backlog(self, q: Queue) -> None:
         """``q`` has nothing left on disk (purged, deleted)."""

@@ -40,7 +40,7 @@ class Intake(Failures):
                                 ref=frame.seq, limit=self.cfg.max_publish_batch)
         if frame.queue.endswith(DLQ_SUFFIX):  # only the broker writes to dead-letter queues
             _with_ref(check_publishable, frame.queue, frame.seq)
-        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.seq)
+        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.seq, peer)
         opts = frame.opts
         extra: Extra | None = None
         if opts is not None:

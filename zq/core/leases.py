@@ -37,6 +37,14 @@ def charged(held: list[Msg], marks: bool, probes: set[Msg]) -> set[Msg]:
 class Leases(Delivery):
     """Ending sessions and their leases."""
 
+    def _drop_link(self, link: Peer, reason: str) -> None:
+        self.links.pop(link.identity, None)
+        for inner in link.inner or ():
+            self.routes.pop(inner, None)
+            p = self.peers.get(inner)
+            if p is not None:
+                self.drop_peer(p, f"its router's link ended ({reason})")
+
     def drop_peer(self, peer: Peer, reason: str, suspect: bool = True,
                   charge: bool = True) -> None:
         """Forget a session; every message it held has lost its lease.
@@ -51,6 +59,8 @@ class Leases(Delivery):
             return
         del self.peers[peer.identity]
         peer.state = State.CLOSED
+        if peer.inner is not None:  # a router's link: the clients behind it go with it
+            self._drop_link(peer, reason)
         if self.results.waiters:
             self.results.drop_peer(peer.identity)
         self.counters["peers_dropped"] += 1

@@ -226,14 +226,21 @@ class Queue:
 
 
 class Peer:
-    __slots__ = ("confirms", "held", "identity", "last_seen", "liveness_s", "marks", "name",
-                 "producer", "state", "subs", "zombies")
+    __slots__ = ("catalog_seq", "confirms", "held", "identity", "inner", "last_seen",
+                 "link_version", "liveness_s", "marks", "name", "producer", "state", "subs",
+                 "via", "zombies")
 
     def __init__(self, identity: bytes, now: float) -> None:
         self.identity = identity
         self.name = ""
         self.marks = False  # it sends START for the deliveries it begins to work on
         self.producer = b""  # its idempotent producer id (HELLO), b"" if none
+        # A router's link: the inner sessions it carries, its cluster file version and
+        # the last CATALOG seq sent on it. An inner session: ``via`` its link.
+        self.inner: set[bytes] | None = None
+        self.link_version: int | None = None
+        self.catalog_seq = 0
+        self.via: bytes | None = None
         self.state = State.NEW
         self.last_seen = now
         self.liveness_s = 0.0

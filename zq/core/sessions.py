@@ -15,8 +15,10 @@ from zq.core.state import (
 )
 from zq.core.stats import Stats
 from zq.errors import (
+    ClusterMismatch,
     InternalError,
     InvalidArgument,
+    ProtocolViolation,
     SessionUnknown,
     StaleDelivery,
     UnknownDelivery,
@@ -97,10 +99,61 @@ class Sessions(Stats):
         # A client may ask for slower heartbeats than the broker's, within reason.
         beat = min(max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0), MAX_HEARTBEAT)
         peer.liveness_s = beat * self.cfg.liveness
+        route = self.routes.get(peer.identity)
+        if route is not None:  # a client behind a router: it lives as long as its link
+            peer.via = route[0]
+            peer.liveness_s = float("inf")
+        if frame.link is not None and not self._open_link(peer, frame.link):
+            return
         cfg = self.cfg
+        m = self.membership
         self._send(peer.identity, codec.encode(f.Welcome(
             self.broker_id, int(cfg.heartbeat * 1000), cfg.liveness, cfg.max_batch,
-            cfg.max_credit, cfg.max_frame, starts=True)))
+            cfg.max_credit, cfg.max_frame, starts=True,
+            cluster=None if m is None else m.welcome())))
+        if peer.inner is not None:  # a new link: the queue names it routes by
+            peer.catalog_seq = 1
+            self._send(peer.identity, codec.encode(
+                f.Catalog(1, "snapshot", sorted(self.queues))))
+
+    def _open_link(self, peer: Peer, link: dict[str, Any]) -> bool:
+        """A router's HELLO: refused (and the session ended) unless this broker is in
+        the same cluster (PROTOCOL.md section 17.2)."""
+        m = self.membership
+        exc = (ClusterMismatch("this broker is not in a cluster (no --cluster)")
+               if m is None else m.check_link(link))
+        if exc is None and peer.via is not None:
+            exc = ProtocolViolation("a link inside a link")
+        if exc is not None:
+            self._fail(peer.identity, exc, f.HELLO, None)
+            self.drop_peer(peer, f"link refused: {exc.message}", suspect=False)
+            return False
+        version = link.get("version")
+        peer.link_version = version if type(version) is int else None
+        peer.inner = set()
+        peer.name = history.cap(f"router {link.get('router', '')}", history.MAX_NAME)
+        self.links[peer.identity] = peer
+        return True
+
+    def on_locate(self, peer: Peer, frame: f.Locate) -> None:
+        m = self.membership
+        if m is None:
+            raise InvalidArgument("LOCATE: this broker is not in a cluster", ref=frame.req)
+        loc = m.location(frame.queue, frame.queue in self.queues)
+        self._send(peer.identity, codec.encode(f.Location(frame.req, loc)))
+
+    def on_forward(self, peer: Peer, frame: f.Forward, now: float) -> None:
+        """A frame of a client behind a router: handled as that client's own session."""
+        if peer.inner is None:
+            raise ProtocolViolation("FORWARD from a session that is not a router's link")
+        inner = peer.identity + b"\x00" + frame.key
+        if inner not in self.routes:
+            self.routes[inner] = (peer.identity, frame.key)
+            peer.inner.add(inner)
+        if frame.parts[0][-1:] == bytes((f.FORWARD,)):
+            self._fail(inner, ProtocolViolation("FORWARD inside FORWARD"), f.FORWARD, None)
+            return
+        self.receive(inner, frame.parts, now)
 
     def on_manage(self, peer: Peer, frame: f.Manage, now: float) -> None:
         """A queue or task operation, from the table handed in (zq.manage)."""
@@ -110,6 +163,9 @@ class Sessions(Stats):
             if handler is None:
                 raise InvalidArgument(f"unknown operation {frame.op!r}; known: "
                                       f"{', '.join(ops.handlers)}")
+            queue = frame.args.get("queue")
+            if frame.op == "declare" and type(queue) is str:
+                self.may_create(queue, peer, frame.req)
             result = handler(self, frame.args, now, peer, frame.req)
         except ZqError as exc:
             exc.attrs["ref"] = frame.req
@@ -135,4 +191,6 @@ _HANDLERS: dict[type[Any], Callable[[Sessions, Peer, Any, float], None]] = {
     f.Bye: lambda c, p, fr, now: c.on_bye(p, fr),
     f.Stats: lambda c, p, fr, now: c.on_stats(p, fr),
     f.Manage: lambda c, p, fr, now: c.on_manage(p, fr, now),
+    f.Locate: lambda c, p, fr, now: c.on_locate(p, fr),
+    f.Forward: lambda c, p, fr, now: c.on_forward(p, fr, now),
 }

@@ -30,7 +30,7 @@ class Settlement(Commits):
                 raise InvalidCredit(f"credit must be 1..{self.cfg.max_credit} (broker setting "
                                     f"max_credit), got {frame.n}",
                                     ref=frame.queue)
-            q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.queue)
+            q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.queue, peer)
             sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
         try:
             sub.window.grant(frame.n)  # a refused grant changes nothing, not even after CANCEL

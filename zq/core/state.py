@@ -18,6 +18,7 @@ from zq import history
 from zq.config import BrokerConfig
 from zq.core.api import NO_OPERATIONS, Operations
 from zq.core.journal import Journal, PendingPublish
+from zq.core.membership import Membership
 from zq.core.model import Msg, Peer, Queue, Sub
 from zq.core.outbox import Outbox, Outgoing
 from zq.core.producers import Producers
@@ -131,6 +132,13 @@ class CoreState:
         self._dedup: dict[tuple[str, str], tuple[int, float]] = {}  # -> (id, forget at)
         self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
         self.producers = Producers(cfg.producer_window, cfg.producer_ttl)
+        # In a cluster: whose queues are new names (None: a lone broker creates any).
+        self.membership: Membership | None = None
+        self.links: dict[bytes, Peer] = {}  # routers' links, by routing id
+        # An inner session (a client behind a router) -> (its link's routing id, the
+        # client's key): the shell wraps what goes to it in a FORWARD on that link.
+        self.routes: dict[bytes, tuple[bytes, bytes]] = {}
+        self.catalog_changes: list[tuple[str, str]] = []  # ("add" | "remove", queue)
         self._next_heartbeat = 0.0
         self._next_second = 0.0
         self.results = Results()
@@ -163,15 +171,34 @@ class CoreState:
                 for m in p.held.values():
                     m.lane.acct.in_flight += 1
 
-    def _new_queue(self, name: str, ref: Any) -> Queue:
+    def _new_queue(self, name: str, ref: Any, peer: Peer | None = None) -> Queue:
         """Create the queue a client named, if the name follows the rule (else
-        INVALID_QUEUE_NAME with ``ref``, the frame's reference)."""
-        return self._queue(_with_ref(check_queue_name, name, ref))
+        INVALID_QUEUE_NAME with ``ref``, the frame's reference) and, in a cluster, is
+        placed on this broker (else MOVED or STALE_CONFIG, PROTOCOL.md section 17.1)."""
+        _with_ref(check_queue_name, name, ref)
+        self.may_create(name, peer, ref)
+        return self._queue(name)
+
+    def may_create(self, name: str, peer: Peer | None, ref: Any) -> None:
+        """Raise MOVED or STALE_CONFIG (with ``ref``) if this broker must not create
+        queue ``name`` for ``peer``'s frame."""
+        if self.membership is None or name in self.queues:
+            return
+        version = None
+        if peer is not None and peer.via is not None:
+            link = self.links.get(peer.via)
+            version = link.link_version if link is not None else None
+        exc = self.membership.refuse_new(name, version)
+        if exc is not None:
+            exc.attrs["ref"] = ref
+            raise exc
 
     def _queue(self, name: str) -> Queue:
         q = self.queues.get(name)
         if q is None:
             q = self.queues[name] = Queue(name)
+            if self.links:
+                self.catalog_changes.append(("add", name))
         return q
 
     # Views kept for the shell and tests: the journal and the outbox own these.

@@ -149,6 +149,17 @@ class Timers(Leases):
             hit = self._dedup.get(dkey)
             if hit is not None and hit[1] <= now:
                 del self._dedup[dkey]
+        self._forget_idle(now)
+
+    def _forget_idle(self, now: float) -> None:
+        """Routes of clients behind routers that left, and idle producers' seqs."""
+        if self.routes:  # clients behind routers that left (their last frames went out)
+            peers = self.peers
+            for inner in [i for i in self.routes if i not in peers]:
+                link_id = self.routes.pop(inner)[0]
+                link = self.links.get(link_id)
+                if link is not None and link.inner is not None:
+                    link.inner.discard(inner)
         journal = self.journal
         for pid in self.producers.expire(now):
             journal.trim(pid, ALL_SEQS)
