@@ -1,6 +1,7 @@
-"""The ``zq`` command line: broker, publish, consume, stats, queue and dlq operations.
+"""The ``zq`` command line: broker, router, publish, consume, stats, queue and dlq operations.
 
 The commands live in :mod:`zq.cli.broker` (broker, a flag per BrokerConfig field),
+:mod:`zq.cli.router` (router, the router of a cluster),
 :mod:`zq.cli.messages` (publish, consume, stats), :mod:`zq.cli.queues` (the queue
 group), :mod:`zq.cli.dlq` (the dlq group) and :mod:`zq.cli.tasks` (worker and the
 schedule group); :mod:`zq.cli.common` holds what they share.
@@ -15,9 +16,11 @@ import click
 
 from zq import __version__
 from zq.cli.broker import broker
+from zq.cli.cluster import cluster
 from zq.cli.dlq import dlq
 from zq.cli.messages import consume, publish, stats
 from zq.cli.queues import queue
+from zq.cli.router import router
 from zq.cli.tasks import schedule, worker
 
 
@@ -46,5 +49,6 @@ def main(log_level: str) -> None:
     _setup_logging(log_level)
 
 
-for _command in (broker, worker, publish, consume, stats, queue, dlq, schedule):
+for _command in (broker, router, cluster, worker, publish, consume, stats, queue, dlq,
+                 schedule):
     main.add_command(_command)

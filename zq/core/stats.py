@@ -68,9 +68,14 @@ class Stats(Backlog):
         queues = {n: self.queue_stats(self.queues[n], in_flight.get(n, 0), now) for n in names}
         shown = sorted(self.peers)[:STATS_SHOWN]
         peers = {identity.hex(): self._peer_stats(self.peers[identity]) for identity in shown}
-        return {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers,
-                "queues_total": len(self.queues), "peers_total": len(self.peers),
-                "store": self.store_stats()}
+        out = {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers,
+               "queues_total": len(self.queues), "peers_total": len(self.peers),
+               "store": self.store_stats()}
+        m = self.membership
+        if m is not None:
+            out["cluster"] = {**m.welcome(), "links": len(self.links),
+                              "inner_sessions": len(self.routes)}
+        return out
 
     @staticmethod
     def _peer_stats(p: Peer) -> dict[str, Any]:

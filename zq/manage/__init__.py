@@ -10,7 +10,7 @@ from typing import Any
 
 from zq.core.api import Handler, Operations
 from zq.errors import InvalidArgument
-from zq.manage import queues, tasks
+from zq.manage import cluster, queues, tasks
 
 
 def _queue_op(name: str) -> Handler:
@@ -32,7 +32,9 @@ def _peer_op(name: str) -> Handler:
 OPERATIONS = Operations(
     handlers={**{name: _queue_op(name) for name in queues.OPERATIONS},
               **{name: _peer_op(name) for name in tasks.PEER_OPERATIONS},
-              "wait": tasks.wait},
+              "wait": tasks.wait,
+              "cluster_config": lambda core, args, now, peer, req: cluster.cluster_config(
+                  core, args, now)},
     # These change nothing: their reply goes out even when the commit it waited for
     # fails (an operation that changed something gets the storage error instead).
     read_only=frozenset({"info", "list", "peek", "status", "schedule_ls"}),
@@ -53,4 +55,4 @@ def manage(core: Any, frame: Any, now: float, peer: Any = None) -> dict[str, Any
     return result
 
 
-__all__ = ["OPERATIONS", "manage", "queues", "tasks"]
+__all__ = ["OPERATIONS", "cluster", "manage", "queues", "tasks"]

@@ -1,0 +1,154 @@
+"""``zq cluster``: status, check and reload of a cluster described by its cluster file.
+
+Each command reads the cluster file (``--cluster``, or ZQ_CLUSTER) and asks every
+broker it names, and every router given with ``--router``, directly: a node that
+does not answer within ``--timeout`` is reported down, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from zq.cli.common import _clean, _echo_json, _run_client
+from zq.client import Client
+from zq.cluster.config import ClusterConfig, load
+from zq.errors import ZqError
+
+cluster_option = click.option(
+    "--cluster", "cluster_file", envvar="ZQ_CLUSTER", required=True, show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False), help="The cluster file (cluster.toml).")
+router_option = click.option(
+    "--router", "routers", multiple=True, metavar="ENDPOINT",
+    help="A router to include (repeat for each).")
+timeout_option = click.option(
+    "--timeout", default=2.0, show_default=True, type=click.FloatRange(0, 3600, min_open=True),
+    help="Seconds to wait for each node.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _load(path: str) -> ClusterConfig:
+    try:
+        return load(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _ask(endpoint: str, wait: float, what: str, args: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """One node's STATS (``what`` "stats") or MANAGE reply, or ``{"error": ...}``."""
+    try:
+        async with asyncio.timeout(wait * 2):
+            async with Client(endpoint, name="zq-cluster", connect_timeout=wait) as c:
+                if what == "stats":
+                    return await c.stats()
+                if what == "queues":
+                    return {"queues": await c.queues()}
+                return await c.conn.manage(what, args or {})
+    except (ZqError, TimeoutError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+async def _gather(cfg: ClusterConfig, routers: tuple[str, ...], wait: float, what: str,
+                  args: dict[str, Any] | None = None) -> dict[str, Any]:
+    nodes = {b.id: b.endpoint for b in cfg.brokers}
+    nodes.update({f"router {r}": r for r in routers})
+    replies = await asyncio.gather(*(_ask(ep, wait, what, args) for ep in nodes.values()))
+    return dict(zip(nodes, replies, strict=True))
+
+
+@click.group()
+def cluster() -> None:
+    """Operate a cluster: brokers from its cluster file, routers given with --router."""
+
+
+@cluster.command()
+@cluster_option
+@router_option
+@timeout_option
+@json_option
+def status(cluster_file: str, routers: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    """Brokers up or down, cluster file versions, queues per broker, routers' links."""
+    cfg = _load(cluster_file)
+    got = _run_client(lambda: _gather(cfg, routers, timeout, "stats"))
+    if as_json:
+        _echo_json({"cluster_id": cfg.cluster_id, "version": cfg.version, "nodes": got})
+        return
+    click.echo(f"cluster {cfg.cluster_id}, file version {cfg.version}")
+    for b in cfg.brokers:
+        s = got[b.id]
+        if "error" in s:
+            click.echo(f"  broker {b.id:<12} {b.endpoint:<28} DOWN  {_clean(s['error'])}")
+            continue
+        c = s.get("cluster") or {}
+        click.echo(f"  broker {b.id:<12} {b.endpoint:<28} up    version "
+                   f"{c.get('version', '?')}  queues {s.get('queues_total', 0)}  "
+                   f"sessions {s.get('peers_total', 0)}  links {c.get('links', 0)}  "
+                   f"{b.state}")
+    for r in routers:
+        _router_lines(r, got[f"router {r}"])
+
+
+def _router_lines(endpoint: str, s: dict[str, Any]) -> None:
+    if "error" in s:
+        click.echo(f"  router {endpoint:<41} DOWN  {_clean(s['error'])}")
+        return
+    c = s.get("cluster") or {}
+    click.echo(f"  router {s.get('router', '?')} at {endpoint}: version {c.get('version', '?')}, "
+               f"clients {s.get('clients', 0)}")
+    for bid, link in sorted((s.get("links") or {}).items()):
+        click.echo(f"    link {bid:<12} {link.get('state', '?'):<10} "
+                   f"last heard {link.get('last_heard_s', '?')} s  "
+                   f"forwarded {link.get('forwarded_out', 0)} out / "
+                   f"{link.get('forwarded_in', 0)} in  errors {link.get('errors', 0)}")
+
+
+@cluster.command()
+@cluster_option
+@timeout_option
+@json_option
+def check(cluster_file: str, timeout: float, as_json: bool) -> None:
+    """Queues held by two brokers (QUEUE_CONFLICT: exit 1) and brokers that are down."""
+    cfg = _load(cluster_file)
+    got = _run_client(lambda: _gather(cfg, (), timeout, "queues"))
+    holders: dict[str, list[str]] = {}
+    down = [bid for bid, r in got.items() if "error" in r]
+    for bid, r in got.items():
+        for name in r.get("queues", {}):
+            holders.setdefault(name, []).append(bid)
+    conflicts = {q: sorted(b) for q, b in holders.items() if len(b) > 1}
+    if as_json:
+        _echo_json({"conflicts": conflicts, "down": down, "queues": len(holders)})
+    else:
+        for q, bids in sorted(conflicts.items()):
+            click.echo(f"QUEUE_CONFLICT {_clean(q)}: held by {', '.join(bids)}")
+        for bid in down:
+            click.echo(f"DOWN {bid}: {_clean(got[bid]['error'])}")
+        click.echo(f"{len(holders)} queue(s) on {len(got) - len(down)} broker(s) up; "
+                   f"{len(conflicts)} conflict(s)")
+    if conflicts or down:
+        sys.exit(1)
+
+
+@cluster.command()
+@cluster_option
+@router_option
+@timeout_option
+def reload(cluster_file: str, routers: tuple[str, ...], timeout: float) -> None:
+    """Hand every broker (and --router) the file; each takes it if newer (exit 1 if any
+    node could not be reached or refused it)."""
+    cfg = _load(cluster_file)
+    got = _run_client(lambda: _gather(cfg, routers, timeout, "cluster_config",
+                                      {"config": cfg.to_dict()}))
+    failed = False
+    for node, r in got.items():
+        if "error" in r:
+            failed = True
+            click.echo(f"{node}: {_clean(r['error'])}")
+        else:
+            click.echo(f"{node}: version {r.get('version')} ({_clean(r.get('outcome', ''))})")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,52 @@
+"""``zq router``: run the router of a cluster (PROTOCOL.md section 17)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from zq.cluster.config import load
+from zq.router.config import RouterConfig
+from zq.router.process import serve
+
+
+@click.command()
+@click.option("--bind", "-b", required=True, metavar="ENDPOINT",
+              help="Endpoint to bind for clients (tcp://127.0.0.1:* picks a free port).")
+@click.option("--cluster", "cluster_file", required=True, metavar="FILE",
+              help="The cluster file (cluster.toml): the brokers to link to and where "
+                   "new queue names go. SIGHUP reads it again.")
+@click.option("--id", "router_id", default=None, metavar="NAME",
+              help="This router's id, shown to brokers and in STATS. "
+                   "[default: router-<hostname>-<pid>]")
+@click.option("--heartbeat", type=float, default=1.0, show_default=True, metavar="S",
+              help="Seconds between heartbeats, to clients and on links.")
+@click.option("--liveness", type=int, default=3, show_default=True, metavar="N",
+              help="Heartbeats a client or a broker may miss before it is lost.")
+def router(bind: str, cluster_file: str, router_id: str | None, heartbeat: float,
+           liveness: int) -> None:
+    """Run a cluster router until SIGTERM or Ctrl-C.
+
+    Clients connect to it as to a broker. It forwards each publish, and each queue
+    operation, to the broker that holds the queue (or that the cluster file places
+    a new queue on), and answers clients that consume with where to go (MOVED).
+
+    Prints exactly one line to stdout once it is bound and has read the cluster
+    file, `ZQ READY <endpoint>`, with the real port; logs go to stderr. SIGHUP
+    reads the cluster file again: a newer version of it replaces the current one.
+
+    \b
+    Example:
+      zq router --bind 'tcp://127.0.0.1:5600' --cluster cluster.toml --id r1
+    """
+    try:
+        cfg = RouterConfig(bind=bind, cluster=cluster_file, id=router_id or "",
+                           heartbeat=heartbeat, liveness=liveness)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        cluster = load(cluster_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--cluster'") from None
+    sys.exit(serve(cfg, cluster))

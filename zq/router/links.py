@@ -1,0 +1,269 @@
+"""The router's broker side: its links, what brokers send on them, and the cluster file.
+
+No I/O. A FORWARD from a broker carries a frame for one client; it is relayed as it
+came, after a look at the inner command part only: an inner WELCOME is swallowed (the
+router welcomed the client itself) and an inner ERROR is decoded, because
+SESSION_UNKNOWN and STALE_CONFIG change what the router knows. The link's own frames
+(WELCOME, CATALOG, HEARTBEAT, BYE, ERROR) are small and decoded in full.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zq.cluster.config import ClusterConfig
+from zq.errors import ClusterMismatch, SessionUnknown, StaleConfig, Unavailable, ZqError
+from zq.protocol import codec
+from zq.protocol import frames as f
+from zq.protocol.limits import FATAL_CODES
+from zq.router.state import CMD, DOWN, UP, Link, RouterState, log
+
+_FORWARD = CMD[f.FORWARD]
+_WELCOME = CMD[f.WELCOME]
+_ERROR = CMD[f.ERROR]
+_HELLO = CMD[f.HELLO]
+_ANSWERED = (CMD[f.PUBLISH], CMD[f.MANAGE])
+
+
+class LinkSide(RouterState):
+    """Frames from brokers (one DEALER socket per broker) and the cluster file."""
+
+    def link_connected(self, broker_id: str, now: float) -> None:
+        """The shell has a socket connecting to ``broker_id``: say HELLO on it."""
+        link = self.links.get(broker_id)
+        if link is not None:
+            link.connected = True
+            self.say_hello(link, now)
+
+    def from_broker(self, broker_id: str, parts: list[bytes], now: float) -> None:
+        """One multipart message from broker ``broker_id``'s link."""
+        link = self.links.get(broker_id)
+        if link is None:  # a broker removed from the cluster file: its last words
+            self.counters["dropped"] += 1
+            return
+        link.last_heard = now
+        if parts[0] == _FORWARD and len(parts) >= 3:
+            inner = parts[2]
+            if inner == _WELCOME:
+                client = self.clients.get(parts[1])
+                if client is not None and broker_id in client.inner:
+                    client.inner[broker_id] = True
+            elif inner == _ERROR:
+                self._inner_error(link, parts[1], parts[2:], now)
+            else:
+                self._relay(link, parts[1], parts[2:])
+            return
+        self._link_frame(link, parts, now)
+
+    def _relay(self, link: Link, key: bytes, parts: list[bytes]) -> None:
+        if key in self.clients:
+            self.to_clients.append((key, parts))
+            link.forwarded_in += 1
+            self.counters["relayed"] += 1
+        else:  # the client's session ended at the router: the broker's answer is void
+            self.counters["dropped"] += 1
+
+    def _inner_error(self, link: Link, key: bytes, parts: list[bytes], now: float) -> None:
+        """An ERROR for a client: relayed; some of them also end its inner session.
+
+        A STALE_CONFIG whose newer file the router takes is not relayed: taking it opens
+        this link again, which ends the client's session with SESSION_UNKNOWN, and the
+        client then sends the refused frame once more, with the same seq, to be placed
+        with the new file."""
+        try:
+            err = codec.decode(parts, self.limits)
+        except ZqError:
+            self._relay(link, key, parts)
+            return
+        if not isinstance(err, f.Error):
+            self._relay(link, key, parts)
+            return
+        if err.code == StaleConfig.code and self.adopt(err.info, link, now):
+            return
+        self._relay(link, key, parts)
+        client = self.clients.get(key)
+        if client is not None and (err.code in FATAL_CODES or err.op == f.HELLO
+                                   or err.code == SessionUnknown.code):
+            client.inner.pop(link.broker_id, None)  # the broker ended the inner session
+            if err.code == SessionUnknown.code:
+                self.end_client(client, f"session unknown at broker {link.broker_id}")
+
+    def _link_frame(self, link: Link, parts: list[bytes], now: float) -> None:
+        try:
+            frame = codec.decode(parts, self.limits)
+        except ZqError as exc:
+            link.errors += 1
+            log.warning("undecodable frame from broker %s: %s", link.broker_id, exc)
+            return
+        match frame:
+            case f.Heartbeat():
+                pass
+            case f.Welcome():
+                self.on_welcome(link, frame, now)
+            case f.Catalog():
+                self.on_catalog(link, frame, now)
+            case f.Error():
+                self.on_link_error(link, frame, now)
+            case f.Bye():
+                link.session_kept = False
+                self.reset_link(link, f"the broker said BYE ({frame.reason})", now,
+                                hello_now=False)
+            case _:
+                link.errors += 1
+                log.warning("unexpected %s from broker %s", type(frame).__name__.upper(),
+                            link.broker_id)
+
+    def on_welcome(self, link: Link, w: f.Welcome, now: float) -> None:
+        """The link is up, unless the broker is in another cluster (or none)."""
+        theirs = (w.cluster or {}).get("id")
+        if theirs != self.cluster.cluster_id:
+            self._refused(link, f"its WELCOME names cluster {theirs!r}", now)
+            self.to_brokers.append((link.broker_id, codec.encode(f.Bye("another cluster"))))
+            return
+        if link.state == UP and link.process and w.broker != link.process:
+            self.counters["links_lost"] += 1
+            log.warning("broker %s restarted (%s, was %s)", link.broker_id, w.broker,
+                        link.process)
+            self.lose_clients(link, "the broker restarted")
+        if link.state != UP:
+            link.up_since = now
+            log.info("link to broker %s up (%s, cluster version %s)", link.broker_id, w.broker,
+                     (w.cluster or {}).get("version"))
+        link.process = w.broker
+        link.state = UP
+        link.reopened_at = None
+        link.catalog_seq = 0  # each link session numbers its CATALOG frames from 1
+        link.refused = False
+        link.silence_limit = max(self.cfg.heartbeat, w.heartbeat_ms / 1000.0) * self.cfg.liveness
+
+    def on_catalog(self, link: Link, c: f.Catalog, now: float) -> None:
+        if link.state != UP:
+            return  # from a link session already given up
+        if c.seq != link.catalog_seq + 1:
+            self.counters["catalog_resets"] += 1
+            self.reset_link(link, f"CATALOG seq {c.seq} after {link.catalog_seq}: a gap", now)
+            return
+        link.catalog_seq = c.seq
+        names = {q.encode() for q in c.queues}
+        if c.kind == "snapshot":
+            link.catalog = names
+        elif c.kind == "add":
+            link.catalog |= names
+        else:
+            link.catalog -= names
+
+    def on_link_error(self, link: Link, e: f.Error, now: float) -> None:
+        link.errors += 1
+        if e.code == ClusterMismatch.code:
+            self._refused(link, e.text, now)
+        elif e.code == StaleConfig.code:
+            log.info("broker %s has a newer cluster file: %s", link.broker_id, e.text)
+            self.adopt(e.info, link, now)
+        elif e.code == SessionUnknown.code:
+            if link.state == UP:  # it lost our link session: it restarted
+                link.session_kept = False
+                self.reset_link(link, "the broker does not know the link", now)
+        elif e.code in FATAL_CODES:
+            log.error("broker %s ended the link: %s %s", link.broker_id, e.name, e.text)
+            link.session_kept = False
+            self.reset_link(link, f"{e.name} from the broker", now, hello_now=False)
+        else:
+            log.warning("broker %s: %s %s (op %s)", link.broker_id, e.name, e.text, e.op)
+
+    def _refused(self, link: Link, why: str, now: float) -> None:
+        """Not in our cluster: the link stays down and is tried again after a while."""
+        if not link.refused:
+            log.error("broker %s refused the link of cluster %r: %s", link.broker_id,
+                      self.cluster.cluster_id, why)
+            link.refused = True
+        link.session_kept = False
+        self.reset_link(link, "cluster mismatch", now, hello_now=False)
+        link.next_hello = now + self.cfg.heartbeat * self.cfg.liveness
+
+    def link_send_failed(self, broker_id: str, parts: list[bytes], now: float) -> None:
+        """A frame could not be queued for ``broker_id`` (no connection, or its queue is
+        full). A HELLO is tried again soon; a client's PUBLISH or MANAGE is answered
+        UNAVAILABLE, since no answer would come; the rest is dropped."""
+        link = self.links.get(broker_id)
+        if link is None:
+            return
+        if parts[0] == _HELLO:  # no connection yet (the socket queues on live ones only)
+            self.counters["hello_retries"] += 1
+            link.next_hello = min(link.next_hello, now + min(0.05, self.cfg.heartbeat))
+            return
+        if parts[0] != _FORWARD or len(parts) < 3:
+            return  # the link's own BYE or HEARTBEAT: its liveness covers them
+        self.counters["send_failed"] += 1
+        client = self.clients.get(parts[1])
+        if client is None:
+            return
+        inner = parts[2:]
+        if inner[0] == _HELLO:
+            client.inner.pop(broker_id, None)
+        elif inner[0] in _ANSWERED:
+            self._unavailable(parts[1], inner, broker_id)
+
+    def _unavailable(self, key: bytes, inner: list[bytes], broker_id: str) -> None:
+        try:
+            frame = codec.decode(inner, self.limits)
+        except ZqError:
+            return
+        ref = frame.seq if isinstance(frame, f.Publish) else getattr(frame, "req", None)
+        self.counters["unavailable"] += 1
+        self.error(key, Unavailable(f"broker {broker_id} cannot take frames now",
+                                    info={"broker": broker_id}),
+                   f.PUBLISH if isinstance(frame, f.Publish) else f.MANAGE, ref)
+
+    # ------------------------------------------------------------ the cluster file
+
+    def adopt(self, info: dict[str, Any] | None, link: Link, now: float) -> bool:
+        """STALE_CONFIG's ``info.config``: taken (True) if it is this cluster's, and newer."""
+        raw = (info or {}).get("config")
+        try:
+            new = ClusterConfig.from_dict(raw)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            log.warning("broker %s sent an unusable cluster file: %s", link.broker_id, exc)
+            return False
+        if new.cluster_id != self.cluster.cluster_id or new.version <= self.cluster.version:
+            return False
+        log.warning("taking cluster file version %d from broker %s (had version %d)",
+                    new.version, link.broker_id, self.cluster.version)
+        self.counters["configs_adopted"] += 1
+        self.reload(new, now)
+        return True
+
+    def offer(self, new: ClusterConfig, now: float) -> tuple[bool, str]:
+        """A cluster file read again (SIGHUP): whether it was taken, and what became of
+        it, for the log. Only a newer version of this cluster's file replaces it."""
+        old = self.cluster
+        if new.cluster_id != old.cluster_id:
+            return False, f"ignored: cluster_id {new.cluster_id!r} is not {old.cluster_id!r}"
+        if new.version <= old.version:
+            return False, f"ignored: version {new.version} is not newer than {old.version}"
+        self.reload(new, now)
+        return True, f"taken: now on version {new.version} (was {old.version})"
+
+    def reload(self, new: ClusterConfig, now: float) -> None:
+        """Run on ``new``: links to new brokers, none to removed ones, and each link
+        that announced another version opened again, so brokers see the new one."""
+        self.cluster = new
+        self.forget_placements()
+        for bid, link in list(self.links.items()):
+            entry = new.broker(bid)
+            if entry is None or entry.endpoint != link.endpoint:
+                self.close_link(link, "removed from the cluster file" if entry is None
+                                else f"its endpoint is now {entry.endpoint}")
+        for b in new.brokers:
+            kept = self.links.get(b.id)
+            if kept is None:
+                self.add_link(b.id, b.endpoint, now)
+            elif kept.state != DOWN and kept.announced != new.version:
+                self.reset_link(kept, f"cluster file version {new.version}", now)
+
+    def close_link(self, link: Link, reason: str) -> None:
+        self.lose_clients(link, reason)
+        if link.session_kept and link.connected:
+            self.to_brokers.append((link.broker_id, codec.encode(f.Bye(reason[:200]))))
+        del self.links[link.broker_id]
+        self.link_actions.append(("close", link.broker_id, ""))
+        log.info("link to broker %s closed: %s", link.broker_id, reason)
