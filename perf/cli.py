@@ -214,6 +214,19 @@ def throughput(**opts: Any) -> None:
 
 @main.command()
 @load_options
+def router(**opts: Any) -> None:
+    """zq direct, zq through one router, and the baseline relay, same traffic and run.
+
+    The router system is a one-broker cluster (`zq broker --cluster`) behind
+    `zq router`: producers publish through the router, consumers locate their
+    queue through it and consume from the broker directly. Use --batch 1 for one
+    message per frame, --storage sqlite for the durable figures.
+    """
+    _run(("zq", "zq-router", "baseline"), **opts)
+
+
+@main.command()
+@load_options
 def baseline(**opts: Any) -> None:
     """Only the baseline: the traffic through a bare pyzmq ROUTER relay."""
     _run(("baseline",), **opts)

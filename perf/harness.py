@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from perf import rawload, server, stamps, zqload
+from perf.cluster import RouterCluster
 from perf.common import RssSampler, WorkerReport, WorkerSpec, rss_kib, subscribed
 from perf.config import LoadConfig
 from perf.progress import BAR
 from zq import Client
 from zq.broker import run_loop
 
-SYSTEMS = ("zq", "baseline")
+SYSTEMS = ("zq", "baseline", "zq-router")
 
 
 class RunFailed(RuntimeError):
@@ -79,9 +80,12 @@ class Result:
 
 
 def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
+    srv: Any
     if system == "zq":
         data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"  # a fresh store for every run
         srv = server.zq_broker(log_dir / "zq-broker.log", cfg.storage, data)
+    elif system == "zq-router":
+        srv = RouterCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
     elif system == "baseline":
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
     else:
@@ -161,7 +165,7 @@ class Workers:
 
 def _drive(system: str, cfg: LoadConfig, endpoint: str,
            srv: server.Server) -> tuple[list[WorkerReport], float, tuple[float, float]]:
-    mod: Any = zqload if system == "zq" else rawload
+    mod: Any = zqload if system.startswith("zq") else rawload
 
     def spec(role: str, i: int) -> WorkerSpec:
         lo, hi = cfg.share(i) if role == "producer" else (0, 0)

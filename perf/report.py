@@ -58,6 +58,11 @@ def table(rounds: list[dict[str, Result]]) -> str:
         if ratio is not None:
             ratios.append(ratio)
             rows.append([str(i), "zq/baseline", f"{ratio:.1%}", "", "", "", "", "", ""])
+        for name, a, b in (("zq-router/zq", "zq-router", "zq"),
+                           ("zq-router/baseline", "zq-router", "baseline")):
+            if a in res and b in res and res[b].msg_per_s > 0:
+                rows.append([str(i), name, f"{res[a].msg_per_s / res[b].msg_per_s:.1%}",
+                             "", "", "", "", "", ""])
     widths = [max(len(row[c]) for row in rows) for c in range(len(_COLS))]
     right = {2, 3, 4, 5, 6, 7}
     lines = []
@@ -72,13 +77,17 @@ def table(rounds: list[dict[str, Result]]) -> str:
 
 def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
     parts = []
-    for system in ("zq", "baseline"):
+    for system in ("zq", "zq-router", "baseline"):
         rates = [res[system].msg_per_s for res in rounds if system in res]
         if rates:
             parts.append(f"{system} median {statistics.median(rates):,.0f} msg/s "
                          f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
     if ratios:
         parts.append(f"ratio median {statistics.median(ratios):.1%}")
+    via = [res["zq-router"].msg_per_s / res["zq"].msg_per_s for res in rounds
+           if "zq-router" in res and "zq" in res and res["zq"].msg_per_s > 0]
+    if via:
+        parts.append(f"through the router / direct median {statistics.median(via):.1%}")
     return "; ".join(parts)
 
 

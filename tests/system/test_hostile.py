@@ -110,6 +110,10 @@ def well_formed(op: int) -> Parts:
         f.START: f.Start([1], [1]),
         f.MANAGE: f.Manage(1, "sync"),
         f.MANAGE_REPLY: f.ManageReply(1, {}),
+        f.LOCATE: f.Locate(1, "q"),
+        f.LOCATION: f.Location(1, {}),
+        f.CATALOG: f.Catalog(1, "snapshot", []),
+        f.FORWARD: f.Forward(b"k", codec.encode(f.Heartbeat())),
     }[op]
     return codec.encode(frame)
 

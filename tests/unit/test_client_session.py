@@ -279,7 +279,7 @@ def test_every_pair_is_in_the_table_but_those_that_cannot_happen() -> None:
 
 def test_the_sans_io_modules_load_neither_asyncio_nor_zmq() -> None:
     code = ("import sys, zq.client.session, zq.client.outbox, zq.client.requests, "
-            "zq.client.dispatch, zq.client.args; "
+            "zq.client.dispatch, zq.client.args, zq.client.routing; "
             "print(sorted(m for m in ('asyncio', 'zmq', 'aiosqlite') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

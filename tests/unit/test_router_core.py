@@ -275,8 +275,10 @@ def test_broker_welcome_is_swallowed_and_confirm_relayed_unchanged() -> None:
 
 def test_link_down_answers_unavailable_with_the_publish_seq() -> None:
     core = make("b2")
-    client_ready(core)
-    core.from_client(C1, publish("a.x", 42), 0.0)
+    core.tick(3.5)  # b1 gave no WELCOME within the silence limit (3 s): it is down
+    core.take()
+    client_ready(core, now=3.5)
+    core.from_client(C1, publish("a.x", 42), 3.5)
     [(key, e)] = errors(core)
     assert key == C1
     assert (e.code, e.op, e.ref) == (Unavailable.code, f.PUBLISH, 42)
@@ -350,8 +352,10 @@ def test_manage_is_routed_by_its_queue_argument() -> None:
 
 def test_manage_for_a_down_broker_is_unavailable_with_its_req() -> None:
     core = make("b2")
-    client_ready(core)
-    core.from_client(C1, enc(f.Manage(4, "purge", {"queue": "a.jobs"})), 0.0)
+    core.tick(3.5)  # b1 gave no WELCOME within the silence limit: it is down
+    core.take()
+    client_ready(core, now=3.5)
+    core.from_client(C1, enc(f.Manage(4, "purge", {"queue": "a.jobs"})), 3.5)
     [(_, e)] = errors(core)
     assert (e.code, e.op, e.ref, e.info) == (Unavailable.code, f.MANAGE, 4, {"broker": "b1"})
 
@@ -511,13 +515,14 @@ def test_session_unknown_on_the_link_means_the_broker_restarted() -> None:
     assert e.code == SessionUnknown.code
     # It lost the link session: a new HELLO goes without a BYE first.
     assert [type(codec.decode(p)) for _, p in to_brokers(core)] == [f.Hello]
-    # It answers, so the client's resend goes behind that HELLO at once.
+    # It answers: the client's resend is taken, and waits for the link's WELCOME.
     client_ready(core, now=1.0)
     core.from_client(C1, publish("a.x"), 1.0)
     assert errors(core) == []
-    assert [type(fr) for _, _, fr in forwarded(core)] == [f.Hello, f.Publish]
+    assert forwarded(core) == []
     core.from_broker("b1", welcome("b1", "restarted"), 1.1)
     assert errors(core) == []  # a new process, but nothing was forwarded to the old one
+    assert [type(fr) for _, _, fr in forwarded(core)] == [f.Hello, f.Publish]
     assert core.links["b1"].state == UP
     assert core.links["b1"].process == "restarted"
 
@@ -605,12 +610,14 @@ def test_stale_config_in_a_forward_is_adopted_and_the_publish_tried_once_more() 
                                                  ("b2", f.Bye), ("b2", f.Hello)]
     assert all(fr.link == {"cluster": "demo", "version": 2, "router": "r1"}
                for _, fr in sent if isinstance(fr, f.Hello))
-    # The resend goes at once, behind the new HELLO: the broker answers on this link.
+    # The resend is taken and goes once the link's new session is welcomed.
     client_ready(core, now=1.0)
     again = publish("a.x", 1)
     core.from_client(C1, again, 1.0)
     assert errors(core) == []
-    out = to_brokers(core)
+    assert to_brokers(core) == []
+    core.from_broker("b1", welcome("b1"), 1.05)
+    out = [(b, p) for b, p in to_brokers(core) if p[0] == codec.command(f.FORWARD)]
     assert [b for b, _ in out] == ["b1", "b1"]
     assert out[1][1][2:] == again
     for other in (newer(1), newer(3, cluster_id="elsewhere")):  # not newer, not ours
@@ -727,3 +734,39 @@ def test_router_core_loads_no_io_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"zq.router.core loads {out.stdout.strip()}"
+
+
+def test_a_new_links_frames_wait_for_its_welcome_until_the_silence_limit() -> None:
+    """A router that has just started (or restarted: its clients reconnect at once)
+    holds frames for a link that has not been welcomed yet, instead of answering
+    UNAVAILABLE, and sends them once it is; with no WELCOME in time the clients are
+    told their session is lost (they resend, and get UNAVAILABLE then)."""
+    core = make("b2")
+    client_ready(core)
+    client_ready(core, C2)
+    hello_parts = core.clients[C1].hello
+    core.from_client(C1, publish("a.x", 42), 0.5)
+    assert errors(core) == []
+    assert to_brokers(core) == []  # a FORWARD before the link's HELLO would be refused
+    core.from_broker("b1", welcome("b1"), 0.6)
+    assert to_brokers(core) == [("b1", codec.forward(C1, hello_parts)),
+                                ("b1", codec.forward(C1, publish("a.x", 42)))]
+    late = make("b2")
+    client_ready(late)
+    late.from_client(C1, publish("a.x", 43), 0.5)
+    late.tick(3.5)
+    [(key, e)] = errors(late)
+    assert (key, e.code) == (C1, SessionUnknown.code)
+    assert late.links["b1"].held == []
+
+
+def test_session_unknown_for_frames_before_the_links_hello_loses_their_clients() -> None:
+    """Should a frame reach the broker before the link's HELLO, the broker refuses it
+    with SESSION_UNKNOWN on the link: its clients are told, so nothing waits for ever."""
+    core = make("b2")
+    client_ready(core)
+    core.from_client(C1, publish("a.x", 44), 0.5)
+    unknown = enc(f.Error(SessionUnknown.code, "SESSION_UNKNOWN", "who?", f.FORWARD))
+    core.from_broker("b1", unknown, 0.6)
+    [(key, e)] = errors(core)
+    assert (key, e.code) == (C1, SessionUnknown.code)

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zq.client.client import Client, default_endpoint
-    from zq.client.consumer import Consumer, Message
+    from zq.client.consumer import Consumer
+    from zq.client.message import Message
 
 __all__ = ["Client", "Consumer", "Message", "default_endpoint"]
 
 _HOMES = {"Client": "zq.client.client", "default_endpoint": "zq.client.client",
-          "Consumer": "zq.client.consumer", "Message": "zq.client.consumer"}
+          "Consumer": "zq.client.consumer", "Message": "zq.client.message"}
 
 
 def __getattr__(name: str) -> Any:

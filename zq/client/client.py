@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from zq.client import routing
 from zq.client.args import (
     MAX_PRIORITY,
     check_body,
     check_fits,
     check_headers,
     check_publishable_once,
+    check_queue,
     make_options,
 )
 from zq.client.connection import Connection
 from zq.client.consumer import Consumer
+from zq.client.nodes import Nodes
 from zq.client.operations import Operations
 from zq.client.outbox import limits_with, options_size
 from zq.config import DEFAULT_ENDPOINT
@@ -31,16 +34,26 @@ __all__ = ["MAX_PRIORITY", "Client", "default_endpoint", "make_options"]
 
 
 def default_endpoint() -> str:
-    """``$ZQ_ENDPOINT``, else the broker's default endpoint."""
+    """``$ZQ_ENDPOINT`` (one endpoint, or several separated by commas), else the
+    broker's default endpoint."""
     return os.environ.get("ZQ_ENDPOINT") or DEFAULT_ENDPOINT
 
 
 class Client(Operations):
-    """A connection to one zq broker.
+    """A connection to a zq broker, or to a cluster through its routers.
 
     ``async with zq.Client("tcp://127.0.0.1:5555") as client:`` opens a session
     (raising ``zq.ConnectionLost`` if no broker answers within
     ``connect_timeout``) and closes it on exit.
+
+    Several endpoints (routers and/or brokers: a list, or one string with commas)
+    give a client that connects to the first that answers, each tried within a
+    fair share of ``connect_timeout``, and that fails over: when that node is
+    lost, its unanswered publishes go, with the same seqs, to the next endpoint
+    that answers, and fail with ``zq.ConnectionLost`` only if none answers within
+    ``connect_timeout``. In a cluster, a publish answered MOVED goes to the broker
+    named (and later ones to that queue go there straight), and consumers
+    receive from the broker that holds their queue (see :meth:`locate`).
 
     ``publish_window`` bounds how many published messages may await their
     confirm; a producer that outruns the broker waits instead of growing memory.
@@ -51,19 +64,30 @@ class Client(Operations):
     stored already is confirmed with its first ids and not stored twice.
     """
 
-    def __init__(self, endpoint: str | None = None, *, name: str = "",
+    def __init__(self, endpoint: str | Sequence[str] | None = None, *, name: str = "",
                  publish_window: int = 10_000, connect_timeout: float = 5.0) -> None:
         if publish_window < 1:
             raise ValueError("publish_window must be >= 1")
         if not isinstance(name, str) or len(name.encode()) > MAX_NAME:
             raise InvalidArgument(f"a client name is a str of at most {MAX_NAME} UTF-8 "
                                   f"bytes (it goes into attempt histories), got {name!r:.80}")
-        self.endpoint = endpoint or default_endpoint()
+        self.endpoints = routing.endpoints(endpoint or default_endpoint())
         self.name = name or f"client-{os.getpid()}"
         self.publish_window = publish_window
         self.connect_timeout = connect_timeout
         self.producer_id = os.urandom(16)
-        self._conn: Connection | None = None
+        self._nodes = Nodes(self.endpoints, name=self.name, publish_window=publish_window,
+                            connect_timeout=connect_timeout, producer=self.producer_id)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint of the main connection (the first endpoint before connecting)."""
+        main = self._nodes.main
+        return main.endpoint if main is not None else self.endpoints[0]
+
+    @property
+    def _conn(self) -> Connection | None:
+        return self._nodes.main
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -74,43 +98,58 @@ class Client(Operations):
         await self.close()
 
     async def connect(self) -> None:
-        if self._conn is not None:
-            return
-        conn = Connection(self.endpoint, name=self.name, publish_window=self.publish_window,
-                          connect_timeout=self.connect_timeout, producer=self.producer_id)
-        await conn.open()
-        self._conn = conn
+        nodes = self._nodes  # as set now (a test may clear producer_id, say)
+        nodes.name, nodes.publish_window = self.name, self.publish_window
+        nodes.connect_timeout, nodes.producer = self.connect_timeout, self.producer_id
+        await nodes.connect()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        await self._nodes.close()
 
     @property
     def conn(self) -> Connection:
-        if self._conn is None:
+        """The main connection (raises if the client is closed or its node lost)."""
+        conn = self._nodes.main
+        if conn is None:
             raise RuntimeError("client is not connected: use 'async with Client(...)'")
-        self._conn.check()
-        if self._conn.broken is not None:
-            raise self._conn.broken
-        return self._conn
+        conn.check()
+        if conn.broken is not None:
+            raise conn.broken
+        return conn
 
     @property
     def connected(self) -> bool:
-        """Whether the broker currently knows this client's session."""
-        return self._conn is not None and self._conn.session.is_set()
+        """Whether the main node currently knows this client's session."""
+        main = self._nodes.main
+        return main is not None and main.session.is_set()
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """Wait until a session is open again after the broker was lost.
+        """Wait until a session is open again after a node was lost.
 
-        The client probes a lost broker every heartbeat interval; when a broker
-        answers on the endpoint again, a new session opens by itself, unconfirmed
-        publishes are sent again, and consumers get their credit back.
+        The client probes a lost node every heartbeat interval; when one answers
+        on the endpoint again, a new session opens by itself, unconfirmed
+        publishes are sent again, and consumers get their credit back. A client
+        with several endpoints fails over instead; a consumer whose broker was
+        lost looks for it (LOCATE) until it answers. This returns once the main
+        connection and every consumer's connection have a session again.
         """
-        if self._conn is None:
-            raise RuntimeError("client is not connected: use 'async with Client(...)'")
-        self._conn.check()
         async with asyncio.timeout(timeout):
-            await self._conn.session.wait()
+            await self._nodes.wait_connected()
+
+    async def _manage(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._nodes.manage(op, args)
+
+    async def _sync(self) -> None:
+        await self._nodes.sync()
+
+    async def locate(self, queue: str) -> dict[str, Any]:
+        """Where ``queue`` lives: ``{queue, broker, endpoint, version, exists}`` (the
+        broker that has it, or the one a new queue of that name would be placed on).
+
+        Raises ``zq.InvalidArgument`` if the main node is not in a cluster.
+        """
+        check_queue(queue)
+        return await self._nodes.locate(queue)
 
     @property
     def max_batch(self) -> int:
@@ -150,14 +189,17 @@ class Client(Operations):
         check_publishable_once(queue)
         body = check_body(body)
         headers = check_headers(headers)
-        conn = self.conn
+        nodes = self._nodes
+        conn = nodes.main
+        if conn is None or conn.broken is not None or conn.closed or nodes.routed:
+            conn = await nodes.conn_for(queue)  # a failover, a MOVED queue, or an error
         if (priority is None and delay is None and eta is None and ttl is None
                 and time_limit is None and max_attempts is None and tenant is None
                 and dedup_id is None):
             check_fits(queue, body, headers, conn.limits)
             if conn.unconfirmed >= conn.publish_window:
-                await conn.wait_window(1)
-                conn = self.conn  # the wait may outlive the session or the client
+                # The wait may outlive the session, the node or the client.
+                conn = await nodes.window(conn, 1, queue)
             fut = conn.publish(queue, body, headers)
         else:
             opts = make_options(priority, delay, eta, ttl, time_limit, max_attempts, tenant,
@@ -166,8 +208,7 @@ class Client(Operations):
                 return await self.publish(queue, body, headers=headers)
             check_fits(queue, body, headers, limits_with(conn.limits, options_size(opts)))
             if conn.unconfirmed >= conn.publish_window:
-                await conn.wait_window(1)
-                conn = self.conn  # the wait may outlive the session or the client
+                conn = await nodes.window(conn, 1, queue)
             fut = conn.publish_opts(queue, body, headers, opts)
         result: int = await fut
         return result
@@ -193,7 +234,10 @@ class Client(Operations):
             raise ValueError(f"{len(hdrs)} headers for {len(items)} bodies")
         if not any(h is not None for h in hdrs):
             hdrs = []
-        conn = self.conn
+        nodes = self._nodes
+        conn = nodes.main
+        if conn is None or conn.broken is not None or conn.closed or nodes.routed:
+            conn = await nodes.conn_for(queue)
         limits = conn.limits if opts is None else limits_with(conn.limits, options_size(opts))
         qlen = len(queue.encode())
         lens = list(map(len, items))
@@ -201,12 +245,14 @@ class Client(Operations):
         if hsizes is not None or not codec.fits_together(qlen, lens, limits):
             for i, body in enumerate(items):  # some message may be too big on its own
                 check_fits(queue, body, hdrs[i] if hdrs else None, limits)
-        ends = codec.split(qlen, lens, hsizes, self.max_batch, limits)
+        w = conn.welcome
+        ends = codec.split(qlen, lens, hsizes, w.max_batch if w is not None else 1000, limits)
         futs: list[asyncio.Future[Any]] = []
         start = 0
         for end in ends:
             chunk = items[start:end]
-            await conn.wait_window(len(chunk))
+            if conn.broken is not None or conn.unconfirmed + len(chunk) > conn.publish_window:
+                conn = await nodes.window(conn, len(chunk), queue)
             futs.append(conn.publish_frame(queue, chunk, hdrs[start:end] if hdrs else [],
                                            opts))
             start = end
@@ -227,7 +273,8 @@ class Client(Operations):
         check_queue_name(queue)
         if not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
-        return Consumer(self.conn, queue, prefetch, auto_start=auto_start)
+        return Consumer(self._nodes.current(), queue, prefetch, auto_start=auto_start,
+                        placer=self._nodes)
 
     async def stats(self) -> dict[str, Any]:
         """The broker's counters: totals, per queue, per connected peer."""

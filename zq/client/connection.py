@@ -16,14 +16,14 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from zq.client import session as s
 from zq.client.context import dealer, shared_context
 from zq.client.dispatch import Dispatch
-from zq.client.outbox import Outbox
+from zq.client.outbox import Outbox, Sent, Seqs
 from zq.client.requests import Requests
 from zq.errors import ClientClosed, ConnectionLost, ZqError
 from zq.protocol import codec
@@ -37,6 +37,19 @@ __all__ = ["Connection", "shared_context"]
 
 log = logging.getLogger("zq.client")
 
+
+class Owner(Protocol):
+    """The client that owns a connection among others (see :mod:`zq.client.nodes`)."""
+
+    def publish_moved(self, conn: Connection, sent: Sent, exc: ZqError) -> bool:
+        """A PUBLISH answered MOVED: whether the owner sends it elsewhere."""
+        ...
+
+    def lost(self, conn: Connection, exc: ZqError) -> None:
+        """``conn`` gave its node up; called before what waits on it fails, so the
+        owner may take its unanswered publishes first (:meth:`Connection.hand_over`)."""
+        ...
+
 _READY, _CLOSED = s.State.READY, s.State.CLOSED  # a member looked up on its Enum is slow
 
 
@@ -44,7 +57,8 @@ class Connection:
     """Session, flow of frames, confirms, heartbeats. Used by Client and Consumer."""
 
     def __init__(self, endpoint: str, *, name: str, publish_window: int,
-                 connect_timeout: float, producer: bytes = b"") -> None:
+                 connect_timeout: float, producer: bytes = b"", seqs: Seqs | None = None,
+                 owner: Owner | None = None) -> None:
         self.endpoint = endpoint
         self.name = name
         self.publish_window = publish_window
@@ -60,10 +74,12 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._sock: zmq.Socket[bytes] | None = None
         self._sess = s.Session(name, endpoint, producer)
-        self._outbox = Outbox()
+        self._outbox = Outbox(seqs)  # seqs: the client's, shared by all its connections
         self._requests = Requests()
         self._dispatch = Dispatch(self._sess, self._outbox, self._requests, self.consumers,
                                   self.errors)
+        self.owner = owner  # the client's connections: failover and MOVED
+        self._dispatch.moved = self._moved
         self._flush_scheduled = False
         self._welcome_fut: asyncio.Future[None] | None = None
         self._window_waiters: deque[asyncio.Future[None]] = deque()
@@ -163,6 +179,18 @@ class Connection:
         self._schedule_flush()
         return fut
 
+    def hand_over(self) -> list[Sent]:
+        """The PUBLISH frames without an answer, for another connection to send
+        (:meth:`adopt`); this one forgets them. Used when its node is lost."""
+        out = self._outbox.hand_over()
+        self._release_window()
+        return out
+
+    def adopt(self, sents: list[Sent], *, resent: bool) -> None:
+        """Send PUBLISH frames another connection has no answer for, with their seqs."""
+        self._outbox.adopt(sents, resent)
+        self._schedule_flush()
+
     async def wait_window(self, n: int) -> None:
         """Wait until ``n`` more unconfirmed messages fit the publish window."""
         while self.unconfirmed and self.unconfirmed + n > self.publish_window:
@@ -200,6 +228,20 @@ class Connection:
         """``consumer`` settled a message: its credit joins the frames at the end of
         the turn, after the settlements (see :meth:`Consumer.take_owed`)."""
         self._outbox.owe(consumer)
+        self._schedule_flush()
+
+    def detach(self, consumer: Consumer) -> None:
+        """``consumer`` goes to another connection: CANCEL here (after what it queued)."""
+        if self.consumers.get(consumer.queue) is consumer:
+            del self.consumers[consumer.queue]
+            if not self.closed and self.broken is None:
+                self.cancel(consumer.queue)
+        self._outbox.forget(consumer)
+
+    def start(self, mid: int, attempt: int) -> None:
+        """START for one delivery now (a consumer that moved took it from here)."""
+        if self._outbox.starts:
+            self._direct(codec.encode(f.Start([mid], [attempt])))
 
     def ack(self, mid: int, attempt: int) -> None:
         self._outbox.ack(mid, attempt)
@@ -230,14 +272,20 @@ class Connection:
         """
         return await self.request(op, args)
 
-    def request(self, op: str | None, args: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
-        """Send STATS (``op`` None) or MANAGE ``op`` now; the future gets the reply."""
+    async def locate(self, queue: str) -> dict[str, Any]:
+        """LOCATE ``queue``: the LOCATION map (send only to a node in a cluster)."""
+        return await self.request(None, {"queue": queue}, f.LOCATE)
+
+    def request(self, op: str | None, args: dict[str, Any],
+                kind: int | None = None) -> asyncio.Future[dict[str, Any]]:
+        """Send STATS (``op`` None), MANAGE ``op`` or LOCATE (``kind``) now; the future
+        gets the reply."""
         self.check()
         if self.broken is not None:
             raise self.broken
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         req = self._outbox.next_seq()
-        self._direct(self._requests.add(req, op, args, fut, self._sess.epoch))
+        self._direct(self._requests.add(req, op, args, fut, self._sess.epoch, kind))
         return fut
 
     async def settled(self, mid: int) -> None:
@@ -355,6 +403,20 @@ class Connection:
 
     # ------------------------------------------------------------ session actions
 
+    def _moved(self, sent: Sent, exc: ZqError) -> bool:
+        """A PUBLISH answered MOVED: whether the owner sends it elsewhere."""
+        return self.owner is not None and self.owner.publish_moved(self, sent, exc)
+
+    def _fail(self, error: ZqError, lost: bool) -> None:
+        """Fail what waits: the node is ``lost`` (its owner may take the unanswered
+        publishes to another first), or the client closed."""
+        if lost:
+            log.warning("%s", error)
+            if self.owner is not None:
+                self.owner.lost(self, error)
+        self._dispatch.fail(error)
+        self._release_window()
+
     def _apply(self, actions: Sequence[s.Action]) -> None:
         """Carry out what the session decided, in order."""
         for action in actions:
@@ -363,10 +425,7 @@ class Connection:
                     self._outbox.control(codec.encode(frame))
                     self._flush()  # now, after everything requested before
                 case s.Fail(error, lost):
-                    if lost:
-                        log.warning("%s", error)
-                    self._dispatch.fail(error)
-                    self._release_window()
+                    self._fail(error, lost)
                 case s.Void(epoch, error):
                     self._requests.void(epoch, error)
                 case s.Opened(welcome):

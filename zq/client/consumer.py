@@ -1,166 +1,40 @@
-"""Consumers and the messages they receive."""
+"""Consumers: the messages of one queue, under credit, from whichever broker holds it."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from zq.client.args import complete_args
-from zq.errors import AlreadySettled, InvalidArgument, ZqError
-from zq.protocol import codec, limits
+from zq.client.message import HISTORY, REASON, Message
+from zq.errors import ZqError
+from zq.protocol import codec
 from zq.protocol import frames as f
 
 if TYPE_CHECKING:
     from zq.client.connection import Connection
 
-__all__ = ["Consumer", "Message", "complete_args"]
+__all__ = ["HISTORY", "REASON", "Consumer", "Message", "complete_args"]
 
 
-HISTORY = limits.HISTORY  # header: the attempts of this message that did not end in an ack
-REASON = limits.REASON  # header of a dead letter: why it died
+class Placer(Protocol):
+    """What places a consumer on a connection: the client (see :mod:`zq.client.nodes`)."""
 
+    async def place(self, consumer: Consumer) -> Connection:
+        """The connection to consume from (the queue's broker, found with LOCATE
+        when the client's node is a router)."""
+        ...
 
-class Message:
-    """A delivered message. Settle it exactly once: ``ack()``, ``nack()`` or ``release()``.
+    def on_error(self, consumer: Consumer, exc: ZqError) -> bool:
+        """The consumer's credit was refused or its connection lost: True if the
+        placer deals with it (a MOVED it follows), False to let the application know."""
+        ...
 
-    ``ack`` and ``nack`` are fire and forget by default: the settlement is sent
-    at the end of the loop turn, and a refusal by the broker (the attempt is no
-    longer current, for instance because its time limit ran out and it went to
-    another consumer) is only logged and kept in the connection's ``errors``.
-    With ``wait=True`` they return once the broker has handled the settlement,
-    and raise ``zq.StaleDelivery`` or ``zq.UnknownDelivery`` if it refused it,
-    or ``zq.ConnectionLost`` if the broker went away first.
-    """
-
-    __slots__ = ("_consumer", "_settled", "attempt", "body", "headers", "id", "queue")
-
-    def __init__(self, consumer: Consumer, mid: int, queue: str, body: bytes,
-                 headers: dict[str, Any] | None, attempt: int) -> None:
-        self._consumer = consumer
-        self._settled = False
-        self.id = mid
-        self.queue = queue
-        self.body = body
-        self.headers: dict[str, Any] = headers if headers is not None else {}
-        self.attempt = attempt
-
-    def __repr__(self) -> str:
-        return (f"Message(id={self.id}, queue={self.queue!r}, attempt={self.attempt}, "
-                f"body={self.body[:32]!r}{'...' if len(self.body) > 32 else ''})")
-
-    def _settle(self) -> Connection:
-        if self._settled:
-            raise AlreadySettled(f"message {self.id} was already acked, nacked or released",
-                                 id=self.id)
-        self._settled = True
-        return self._consumer._settled_one()
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """Earlier attempts that did not end in an ack (``zq-history``), oldest first.
-
-        Each entry has ``attempt``, ``outcome`` (nacked, time limit, consumer
-        lost, expired, ...), ``end`` and, when known, ``start``, ``consumer`` and
-        ``reason``; times are wall-clock seconds.
-        """
-        h = self.headers.get(HISTORY)
-        return list(h) if isinstance(h, list) else []
-
-    @property
-    def dead_reason(self) -> str | None:
-        """Why a dead letter died (``zq-reason``); None for a live message."""
-        r = self.headers.get(REASON)
-        return None if r is None else str(r)
-
-    async def ack(self, wait: bool = False) -> None:
-        """Done with this message: the broker forgets it. Sent at the end of this loop turn.
-
-        With ``wait``, return once the broker has taken it; raise
-        ``zq.StaleDelivery`` if this attempt is no longer current.
-        """
-        conn = self._settle()
-        conn.ack(self.id, self.attempt)
-        self._consumer._recorded()
-        if wait:
-            await conn.settled(self.id)
-
-    async def nack(self, requeue: bool = True, delay: float = 0.0, reason: str = "",
-                   wait: bool = False) -> None:
-        """Failed: back to the queue (after ``delay`` seconds), or dead if not ``requeue``.
-
-        Without a ``delay`` the queue's retry policy decides when it comes back.
-        ``wait`` as for :meth:`ack`.
-        """
-        if delay < 0:
-            raise ValueError("delay must be >= 0")
-        conn = self._settle()
-        conn.nack(self.id, self.attempt, requeue, round(delay * 1000), reason)
-        self._consumer._recorded()
-        if wait:
-            await conn.settled(self.id)
-
-    async def extend(self, seconds: float) -> None:
-        """Move this attempt's time limit to ``seconds`` from now (sent at once).
-
-        A refusal (the attempt is no longer current) is logged and kept in the
-        connection's ``errors``, like a refused ack.
-        """
-        if self._settled:
-            raise AlreadySettled(f"message {self.id} was already acked, nacked or released",
-                                 id=self.id)
-        if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
-                or not math.isfinite(seconds) or seconds <= 0):
-            raise InvalidArgument(f"extend needs seconds > 0, got {seconds!r}")
-        ms = math.ceil(round(seconds * 1000, 6))
-        if ms >= 1 << 62:
-            raise InvalidArgument(f"extend: {seconds!r} seconds is too long")
-        conn = self._consumer._conn
-        conn.check()
-        conn.extend(self.id, self.attempt, ms)
-
-    async def complete(self, ok: bool, result: Any = None,
-                       error: dict[str, str] | None = None, retry: bool = True,
-                       delay: float | None = None) -> str:
-        """Settle with a task outcome and return the broker's verdict.
-
-        ``ok``: like an ack, and the broker keeps ``result`` (a msgpack value) if
-        the queue keeps results. Not ``ok``: like a nack with ``error``
-        (``{type, message, traceback}``); ``retry=False`` makes it dead at once,
-        ``delay`` seconds before the retry (None: the queue's backoff). Returns
-        ``"succeeded"``, ``"failed"`` (will retry) or ``"dead"``; raises
-        ``zq.StaleDelivery`` if this attempt is no longer current.
-        """
-        args = complete_args(self.queue, self.id, self.attempt, ok, result, error, retry, delay)
-        if self._settled:
-            raise AlreadySettled(f"message {self.id} was already acked, nacked or released",
-                                 id=self.id)
-        conn = self._consumer._conn
-        conn.check()
-        # The MANAGE goes out first, then the credit this settlement earns.
-        fut = conn.request("complete", args)
-        self._settle()
-        self._consumer._recorded()
-        reply = await fut
-        return str(reply["state"])
-
-    async def release(self) -> None:
-        """Give the message back unprocessed; this delivery does not count as an attempt."""
-        self._settle().release([self.id])
-        self._consumer._recorded()
-
-    def mark_started(self) -> None:
-        """Tell the broker that work on this message has begun (sent at the end of
-        this loop turn, or not at all if it is settled first).
-
-        If this client is lost, the messages it started count as failed attempts
-        and the others go back as if released. Consumers with ``auto_start`` (the
-        default) mark each message when the application takes it.
-        """
-        if not self._settled:
-            self._consumer._took(self)
+    def forget(self, consumer: Consumer) -> None:
+        """``consumer`` closed (or never started)."""
+        ...
 
 
 class Consumer:
@@ -169,11 +43,15 @@ class Consumer:
     Use it as ``async with client.consume(q) as c: async for m in c: ...``; plain
     ``async for m in client.consume(q)`` works too. Leaving the ``async with``
     stops delivery and gives back messages that were received but not handed out.
+
+    A consumer of a :class:`zq.Client` may move from one connection to another
+    (its queue MOVED, its broker was lost): see :meth:`move_to`.
     """
 
     def __init__(self, conn: Connection, queue: str, prefetch: int, *,
-                 auto_start: bool = True) -> None:
+                 auto_start: bool = True, placer: Placer | None = None) -> None:
         self._conn = conn
+        self._placer = placer
         self.queue = queue
         self.prefetch = prefetch
         self.auto_start = auto_start  # a message taken by the application is started
@@ -193,19 +71,30 @@ class Consumer:
         self._unflushed = 0
         self.owed = 0  # credit earned by settlements, not sent yet
 
-    def _start(self) -> None:
-        conn = self._conn
-        conn.check()
-        if self.queue in conn.consumers:
-            raise ValueError(f"this client already consumes {self.queue!r}; one consumer "
-                             "per queue per client")
+    async def _start(self) -> None:
+        self._conn.check()
+        self._started = True  # a second caller meanwhile waits for messages
+        try:
+            if self._placer is not None:
+                self._conn = await self._placer.place(self)
+            conn = self._conn
+            conn.check()
+            if self.queue in conn.consumers:
+                raise ValueError(f"this client already consumes {self.queue!r}; one "
+                                 "consumer per queue per client")
+        except BaseException:
+            self._started = False
+            if self._placer is not None:
+                self._placer.forget(self)
+            raise
+        if self._closed:  # while it was being placed
+            return
         conn.consumers[self.queue] = self
-        self._started = True
         conn.credit(self.queue, self.prefetch)
 
     async def __aenter__(self) -> Consumer:
         if not self._started:
-            self._start()
+            await self._start()
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -217,7 +106,7 @@ class Consumer:
 
     async def __anext__(self) -> Message:
         if not self._started:
-            self._start()
+            await self._start()
         while not self._buf:
             if self._error is not None:
                 raise self._error
@@ -254,11 +143,48 @@ class Consumer:
             del conn.consumers[self.queue]
             if not conn.closed and conn.broken is None:
                 conn.cancel(self.queue)
-                if self._buf:
-                    conn.release([m.id for m in self._buf])
-                    self.held -= len(self._buf)
+        back: dict[Connection, list[int]] = {}  # each goes back where it came from
+        for m in self._buf:
+            back.setdefault(m._conn, []).append(m.id)
+        for c, ids in back.items():
+            if not c.closed and c.broken is None:
+                c.release(ids)
+                self.held -= len(ids)
         self._buf.clear()
+        if self._placer is not None:
+            self._placer.forget(self)
         self._wake()
+
+    def move_to(self, conn: Connection, *, lost: bool) -> None:
+        """Consume from ``conn`` from now on: CANCEL on the old connection, grant the
+        window on the new one. Messages held from the old one are still settled
+        there, unless it was ``lost`` (its deliveries ended with its session)."""
+        old = self._conn
+        if old is not conn:
+            old.detach(self)
+            self._conn = conn
+        self.owed = 0
+        if lost:
+            self._buf.clear()
+            self.taken = []
+            self.held = 0
+        self._error = None
+        if not self._closed:
+            conn.consumers[self.queue] = self
+            n = self.prefetch - self.held
+            if n > 0 and conn.broken is None:
+                conn.credit(self.queue, n)
+        self._wake()
+
+    @property
+    def connection(self) -> Connection:
+        """The connection this consumer receives from now."""
+        return self._conn
+
+    @property
+    def error(self) -> ZqError | None:
+        """What iterating raises now (None: messages, or waiting for them)."""
+        return self._error
 
     @property
     def buffered(self) -> int:
@@ -295,9 +221,10 @@ class Consumer:
         hdrs = frame.headers
         q = self.queue
         buf = self._buf
+        conn = self._conn
         for i, mid in enumerate(frame.ids):
             buf.append(Message(self, mid, q, frame.bodies[i], hdrs[i] if hdrs else None,
-                               frame.attempts[i]))
+                               frame.attempts[i], conn))
         n = len(frame.ids)
         self.received += n
         self.held += n
@@ -307,7 +234,14 @@ class Consumer:
 
     def on_error(self, exc: ZqError) -> None:
         """The session is lost, the client closed, or the broker refused our credit:
-        iterating raises ``exc`` until a new session (:meth:`on_new_session`)."""
+        iterating raises ``exc`` until a new session (:meth:`on_new_session`) or a
+        move (:meth:`move_to`). A MOVED the client follows raises nothing."""
+        if self._placer is not None and not self._closed and self._placer.on_error(self, exc):
+            return
+        self.fail(exc)
+
+    def fail(self, exc: ZqError) -> None:
+        """Iterating raises ``exc`` (until a new session or a move)."""
         self._error = exc
         self._buf.clear()
         self._wake()
@@ -345,28 +279,35 @@ class Consumer:
 
     def _took(self, m: Message) -> None:
         """Work on ``m`` began; the connection reports it at the end of the turn."""
+        if m._conn is not self._conn:  # it came before this consumer moved
+            m._conn.start(m.id, m.attempt)
+            return
         if not self.taken:
             self._conn.note_starting(self)
         self.taken.append(m)
 
-    def _settled_one(self) -> Connection:
-        conn = self._conn
+    def _settled_one(self, conn: Connection) -> Connection:
+        """One message delivered on ``conn`` is settled (there); returns ``conn``."""
         conn.check()
         self.held -= 1
         if not self._closed:
             # Keep the window full: one settled, one more allowed. The credit is
-            # counted here and joins the frames at the end of the turn, after the acks.
+            # counted here and joins the frames at the end of the turn, after the acks
+            # (on the connection the consumer receives from now, which may be another).
             if not self.owed:
-                conn.owe(self)
+                self._conn.owe(self)
             self.owed += 1
         return conn
 
-    def _recorded(self) -> None:
-        """A settlement is queued (after its credit): send early if enough piled up."""
+    def _recorded(self, conn: Connection) -> None:
+        """A settlement is queued on ``conn`` (after its credit): send early if enough
+        piled up."""
         self._unflushed += 1
         if self._unflushed >= self._flush_every:
             self._unflushed = 0
-            self._conn.flush()
+            conn.flush()
+            if conn is not self._conn:
+                self._conn.flush()
 
     def _wake(self) -> None:
         w = self._waiter

@@ -11,18 +11,18 @@ waits (:meth:`Dispatch.fail`), a new one restores it (:meth:`Dispatch.restore`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from zq.client.session import FATAL_CODES, Action
-from zq.errors import SessionUnknown, ZqError, error_from_code
+from zq.errors import Moved, SessionUnknown, ZqError, error_from_code
 from zq.protocol import codec
 from zq.protocol import frames as f
 
 if TYPE_CHECKING:
     from collections import deque
 
-    from zq.client.outbox import Outbox
+    from zq.client.outbox import Outbox, Sent
     from zq.client.requests import Requests
     from zq.client.session import Session
 
@@ -52,6 +52,9 @@ class Dispatch:
         self.requests = requests
         self.consumers = consumers
         self.errors = errors  # errors nothing waited for: the application reads them
+        # A PUBLISH answered MOVED: True if it was taken to go elsewhere (the client
+        # that owns the connection follows MOVED), False to fail the publish with it.
+        self.moved: Callable[[Sent, ZqError], bool] | None = None
 
     def frame(self, frame: f.Frame, now: float) -> Sequence[Action]:
         """Handle one frame; what the session must do about it."""
@@ -74,10 +77,9 @@ class Dispatch:
                 return self._error(frame, now)
             case f.Welcome():
                 return self.session.on_welcome(frame, now)
-            case f.StatsReply():
-                self.requests.answer(frame.req, frame.stats)
-            case f.ManageReply():
-                self.requests.answer(frame.req, frame.result)
+            case (f.StatsReply(req=req, stats=reply) | f.ManageReply(req=req, result=reply)
+                  | f.Location(req=req, loc=reply)):
+                self.requests.answer(req, reply)
             case f.Bye():
                 return self.session.on_bye(frame.reason, now)
             case _:
@@ -103,9 +105,11 @@ class Dispatch:
         if op == f.PUBLISH and isinstance(ref, int):
             sent = self.outbox.answered(ref)
             if sent is not None:
-                sent.reject(exc)
+                if not (isinstance(exc, Moved) and self.moved is not None
+                        and self.moved(sent, exc)):
+                    sent.reject(exc)
                 return True
-        if op in (f.STATS, f.MANAGE) and isinstance(ref, int):
+        if op in (f.STATS, f.MANAGE, f.LOCATE) and isinstance(ref, int):
             return self.requests.refuse(ref, exc)
         if op in (f.ACK, f.NACK) and isinstance(ref, list) and self.requests.claim(ref, exc):
             log.debug("broker refused a settlement waited on: %s", exc)

@@ -29,10 +29,17 @@ _WAIT_MAX = 60.0  # seconds: the broker's bound on one MANAGE wait
 
 
 class Operations:
-    """Mixed into :class:`zq.Client`, which provides :attr:`conn`."""
+    """Mixed into :class:`zq.Client`, which provides :attr:`conn`, :meth:`_manage`
+    (a MANAGE request to the node that holds the queue it names) and :meth:`_sync`."""
 
     @property
     def conn(self) -> Connection:
+        raise NotImplementedError
+
+    async def _manage(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _sync(self) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------ queue operations
@@ -40,6 +47,8 @@ class Operations:
     # Each is one MANAGE request; the reply comes once its effects are stored.
     # A refusal raises the broker's error (zq.UnknownQueue, zq.InvalidArgument,
     # ...); a broker that goes away before answering raises zq.ConnectionLost.
+    # In a cluster, one refused with MOVED goes to the broker named (three hops
+    # at most), as a publish does.
 
     async def declare_queue(self, name: str, **settings: Any) -> dict[str, Any]:
         """Create queue ``name`` or change the given settings of it; others stay.
@@ -53,21 +62,21 @@ class Operations:
         check_queue_name(name)
         changes = {k.replace("-", "_"): v for k, v in settings.items()}
         from_map(changes)  # a bad name or value fails here, before anything is sent
-        result = await self.conn.manage("declare", {"queue": name, "settings": changes})
+        result = await self._manage("declare", {"queue": name, "settings": changes})
         out: dict[str, Any] = result["settings"]
         return out
 
     async def queue_info(self, name: str) -> dict[str, Any]:
         """``{"queue", "settings", "stats", "dlq"}`` of queue ``name``."""
         check_queue(name)
-        return await self.conn.manage("info", {"queue": name})
+        return await self._manage("info", {"queue": name})
 
     async def queues(self) -> dict[str, Any]:
         """Every queue's stats, by name (read a page of queues at a time)."""
         out: dict[str, Any] = {}
         after = ""
         while True:
-            result = await self.conn.manage("list", {"after": after} if after else {})
+            result = await self._manage("list", {"after": after} if after else {})
             page: dict[str, Any] = result["queues"]
             out.update(page)
             if not result.get("more") or not page:
@@ -77,23 +86,23 @@ class Operations:
     async def pause_queue(self, name: str) -> None:
         """Stop delivering from ``name`` (publishes are still stored)."""
         check_queue(name)
-        await self.conn.manage("pause", {"queue": name})
+        await self._manage("pause", {"queue": name})
 
     async def resume_queue(self, name: str) -> None:
         """Deliver from ``name`` again."""
         check_queue(name)
-        await self.conn.manage("resume", {"queue": name})
+        await self._manage("resume", {"queue": name})
 
     async def purge_queue(self, name: str) -> int:
         """Delete the ready and delayed messages of ``name``; return how many."""
         check_queue(name)
-        result = await self.conn.manage("purge", {"queue": name})
+        result = await self._manage("purge", {"queue": name})
         return int(result["purged"])
 
     async def delete_queue(self, name: str) -> int:
         """Remove ``name`` with its settings and all its messages; return how many."""
         check_queue(name)
-        result = await self.conn.manage("delete", {"queue": name})
+        result = await self._manage("delete", {"queue": name})
         return int(result["deleted"])
 
     async def redrive(self, dlq: str, *, to: str | None = None, match: str | None = None,
@@ -112,7 +121,7 @@ class Operations:
         left = -1
         loop = asyncio.get_running_loop()
         while True:
-            result = await self.conn.manage("redrive", args)
+            result = await self._manage("redrive", args)
             moved += int(result["moved"])
             if limit and moved >= limit:
                 return moved
@@ -142,7 +151,7 @@ class Operations:
         check_queue(queue)
         if type(limit) is not int or not 1 <= limit <= 100:
             raise InvalidArgument(f"limit must be an int 1..100, got {limit!r}")
-        result = await self.conn.manage("peek", {"queue": queue, "limit": limit})
+        result = await self._manage("peek", {"queue": queue, "limit": limit})
         out: list[dict[str, Any]] = result["messages"]
         return out
 
@@ -172,20 +181,20 @@ class Operations:
         opts = make_options(priority, None, None, ttl, time_limit, max_attempts, tenant)
         args = schedule_args(name, queue, body, check_headers(headers), every, cron, misfire,
                              opts.to_map() if opts is not None else None)
-        result = await self.conn.manage("schedule_add", args)
+        result = await self._manage("schedule_add", args)
         return float(result["next_due"])
 
     async def schedules(self) -> list[dict[str, Any]]:
         """Every schedule: ``{"name", "queue", "every_ms", "cron", "misfire",
         "next_due", "fired", "last_fired", "headers", "options"}``."""
-        result = await self.conn.manage("schedule_ls", {})
+        result = await self._manage("schedule_ls", {})
         out: list[dict[str, Any]] = result["schedules"]
         return out
 
     async def remove_schedule(self, name: str) -> bool:
         """Remove schedule ``name``; whether there was one. Messages it already
         published stay."""
-        result = await self.conn.manage("schedule_rm", {"name": check_name(name)})
+        result = await self._manage("schedule_rm", {"name": check_name(name)})
         return bool(result["removed"])
 
     # ------------------------------------------------------------ task outcomes
@@ -200,7 +209,7 @@ class Operations:
         """
         check_queue(queue)
         args = complete_args(queue, id, attempt, ok, result, error, retry, delay)
-        reply = await self.conn.manage("complete", args)
+        reply = await self._manage("complete", args)
         return str(reply["state"])
 
     async def task_status(self, queue: str, id: int) -> dict[str, Any]:
@@ -211,7 +220,7 @@ class Operations:
         unknown (never published there, or its outcome expired or was not kept).
         """
         check_queue(queue)
-        return await self.conn.manage("status", {"queue": queue, "id": id})
+        return await self._manage("status", {"queue": queue, "id": id})
 
     async def wait_result(self, queue: str, id: int,
                           timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
@@ -223,16 +232,17 @@ class Operations:
         while True:
             left = _WAIT_MAX if deadline is None else min(_WAIT_MAX, deadline - loop.time())
             ms = max(0, math.ceil(left * 1000))
-            state = await self.conn.manage("wait", {"queue": queue, "id": id,
+            state = await self._manage("wait", {"queue": queue, "id": id,
                                                     "timeout_ms": ms})
             if state.get("state") in ("succeeded", "dead", "unknown") or (
                     deadline is not None and loop.time() >= deadline):
                 return state
 
     async def sync(self) -> None:
-        """Return once the broker has handled and stored everything sent before.
+        """Return once the broker has handled and stored everything sent before
+        (each broker this client talks to, in a cluster).
 
         Errors for frames sent earlier (refused acks, for instance) have arrived
         by the time it returns.
         """
-        await self.conn.manage("sync", {})
+        await self._sync()

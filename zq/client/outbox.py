@@ -52,15 +52,32 @@ def limits_with(limits: codec.Limits, extra: int) -> codec.Limits:
                         max_batch=limits.max_batch)
 
 
-class Sent:
-    """A PUBLISH frame waiting for its CONFIRM (kept for resending after a broker restart)."""
+class Seqs:
+    """The numbers of one client's PUBLISH frames and requests, shared by all its
+    connections: the producer id is the client's, so no two frames of it, on any
+    connection, may have the same seq (PROTOCOL.md section 11.4)."""
 
-    __slots__ = ("frame", "futs", "many")
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+
+class Sent:
+    """A PUBLISH frame waiting for its CONFIRM (kept for resending after a broker restart,
+    or sending elsewhere when its node is lost or its queue MOVED)."""
+
+    __slots__ = ("frame", "futs", "hops", "many")
 
     def __init__(self, frame: f.Publish, futs: list[Promise], many: bool) -> None:
         self.frame = frame
         self.futs = futs  # one per body, or one for the whole frame when ``many``
         self.many = many
+        self.hops = 0  # MOVED answers it followed
 
     def resolve(self, first: int, count: int) -> None:
         """CONFIRM: the bodies got the ids ``first .. first + count - 1``."""
@@ -102,7 +119,7 @@ class Outbox:
     sent only to a broker that understands it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seqs: Seqs | None = None) -> None:
         self.limits = codec.DEFAULT_LIMITS
         self.max_batch = 1000
         self.starts = False
@@ -117,7 +134,7 @@ class Outbox:
         self.starting: list[Taker] = []  # consumers whose application took messages
         self.owing: list[Taker] = []  # consumers with credit earned by settling
         self.credit: dict[str, int] = {}
-        self.seq = 0  # PUBLISH seqs and request numbers share it
+        self.seqs = seqs if seqs is not None else Seqs()  # PUBLISH seqs and request numbers
         self.sent: dict[int, Sent] = {}  # PUBLISH frames awaiting their answer
         self.unconfirmed = 0  # messages published and not yet answered
         self.resent = 0  # PUBLISH frames sent again in a new session
@@ -129,9 +146,13 @@ class Outbox:
         self.max_batch = w.max_batch
         self.starts = w.starts
 
+    @property
+    def seq(self) -> int:
+        """The latest seq or request number taken (by any outbox sharing ``seqs``)."""
+        return self.seqs.last
+
     def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
+        return self.seqs.next()
 
     # ------------------------------------------------------------ publishing
 
@@ -194,6 +215,30 @@ class Outbox:
             self.frames.append(codec.encode(sent.frame))
         self.resent += len(self.sent)
 
+    def hand_over(self) -> list[Sent]:
+        """The node is lost and another connection takes over: every PUBLISH not
+        answered, in seq order (those still coalescing become frames first). This
+        outbox forgets them and sends none of them again."""
+        if self.batches:
+            self._publishes()
+        publish = codec.command(f.PUBLISH)
+        self.frames = [p for p in self.frames if p[0] != publish]
+        sent, self.sent = self.sent, {}
+        for s in sent.values():
+            self.unconfirmed -= len(s.frame.bodies)
+        return sorted(sent.values(), key=lambda s: s.frame.seq)
+
+    def adopt(self, sents: list[Sent], resent: bool = True) -> None:
+        """PUBLISH frames another connection sent and has no answer for: they go
+        out here, each with its seq (the broker knows a resend by producer and seq).
+        ``resent``: count them in :attr:`resent` (a failover, not a MOVED)."""
+        for s in sents:
+            self.sent[s.frame.seq] = s
+            self.unconfirmed += len(s.frame.bodies)
+            self.frames.append(codec.encode(s.frame))
+        if resent:
+            self.resent += len(sents)
+
     def drop(self) -> list[Promise]:
         """Forget every publish not answered (the session is lost); their futures."""
         sent, self.sent = self.sent, {}
@@ -236,6 +281,13 @@ class Outbox:
     def owe(self, taker: Taker) -> None:
         """``taker`` earned credit by settling (see :meth:`Taker.take_owed`)."""
         self.owing.append(taker)
+
+    def forget(self, taker: Taker) -> None:
+        """``taker`` left this connection: no START or credit of it goes out here."""
+        if taker in self.starting:
+            self.starting = [t for t in self.starting if t is not taker]
+        if taker in self.owing:
+            self.owing = [t for t in self.owing if t is not taker]
 
     # ------------------------------------------------------------ frames
 

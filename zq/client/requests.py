@@ -1,4 +1,5 @@
-"""Requests that wait for the broker's reply (STATS, MANAGE), and settlements waited on.
+"""Requests that wait for the broker's reply (STATS, MANAGE, LOCATE), and settlements
+waited on.
 
 No I/O: the connection records a request when it sends it and hands over the
 reply, the refusal or the loss of the session; this module decides which
@@ -24,18 +25,28 @@ RESENDABLE = frozenset({"sync", "info", "list", "peek", "declare", "pause", "res
 
 
 class Request:
-    """A STATS (``op`` None) or MANAGE request waiting for its reply."""
+    """A STATS (``op`` None), MANAGE or LOCATE (``kind``, ``args["queue"]``) request
+    waiting for its reply."""
 
-    __slots__ = ("args", "epoch", "fut", "op", "resend")
+    __slots__ = ("args", "epoch", "fut", "kind", "op", "resend")
 
-    def __init__(self, op: str | None, args: dict[str, Any], fut: Promise, epoch: int) -> None:
+    def __init__(self, op: str | None, args: dict[str, Any], fut: Promise, epoch: int,
+                 kind: int | None = None) -> None:
         self.op = op
         self.args = args
         self.fut = fut
         self.epoch = epoch  # the HELLO it was sent after
         self.resend = False  # refused with SESSION_UNKNOWN: send again on the new session
+        self.kind = kind if kind is not None else f.STATS if op is None else f.MANAGE
+
+    @property
+    def readonly(self) -> bool:
+        """Reading or idempotent: may go again on a new session."""
+        return self.kind != f.MANAGE or self.op in RESENDABLE
 
     def encode(self, req: int) -> list[bytes]:
+        if self.kind == f.LOCATE:
+            return codec.encode(f.Locate(req, self.args["queue"]))
         if self.op is None:
             return codec.encode(f.Stats(req))
         return codec.encode(f.Manage(req, self.op, self.args))
@@ -58,13 +69,13 @@ class Requests:
         self.waits: dict[int, list[Wait]] = {}  # message id -> settlements waited on
 
     def add(self, req: int, op: str | None, args: dict[str, Any], fut: Promise,
-            epoch: int) -> list[bytes]:
+            epoch: int, kind: int | None = None) -> list[bytes]:
         """Record request ``req``, sent in session ``epoch``; its frame."""
-        r = self.pending[req] = Request(op, args, fut, epoch)
+        r = self.pending[req] = Request(op, args, fut, epoch, kind)
         return r.encode(req)
 
     def answer(self, req: int, result: dict[str, Any]) -> None:
-        """A STATS_REPLY or MANAGE_REPLY."""
+        """A STATS_REPLY, MANAGE_REPLY or LOCATION."""
         r = self.pending.pop(req, None)
         if r is not None and not r.fut.done():
             r.fut.set_result(result)
@@ -89,7 +100,7 @@ class Requests:
                 continue
             if r.fut.done():
                 del self.pending[req]
-            elif r.op is None or r.op in RESENDABLE:
+            elif r.readonly:
                 r.resend = True
             else:
                 del self.pending[req]

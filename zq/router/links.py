@@ -132,6 +132,7 @@ class LinkSide(RouterState):
         link.process = w.broker
         link.state = UP
         link.reopened_at = None
+        self.release_held(link)
         link.catalog_seq = 0  # each link session numbers its CATALOG frames from 1
         link.refused = False
         link.silence_limit = max(self.cfg.heartbeat, w.heartbeat_ms / 1000.0) * self.cfg.liveness
@@ -163,6 +164,9 @@ class LinkSide(RouterState):
             if link.state == UP:  # it lost our link session: it restarted
                 link.session_kept = False
                 self.reset_link(link, "the broker does not know the link", now)
+            else:  # frames forwarded behind a HELLO that did not get there first
+                self.lose_clients(link, "the broker refused frames sent before the "
+                                        "link's HELLO")
         elif e.code in FATAL_CODES:
             log.error("broker %s ended the link: %s %s", link.broker_id, e.name, e.text)
             link.session_kept = False

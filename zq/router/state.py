@@ -51,6 +51,8 @@ class Link:
     up_since: float | None = None
     silence_limit: float = 3.0  # seconds without a frame before the link is lost
     catalog: set[bytes] = field(default_factory=set)  # queue names, UTF-8
+    # Client frames waiting for the link's WELCOME (it is being opened or reopened).
+    held: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
     catalog_seq: int = 0
     forwarded_in: int = 0  # frames from the broker relayed to clients
     forwarded_out: int = 0  # client frames forwarded to the broker
@@ -114,9 +116,20 @@ class RouterState:
             exc.code, exc.name, exc.message, op, ref, exc.attrs.get("info")))))
 
     def forward(self, link: Link, key: bytes, parts: list[bytes]) -> None:
-        """A client's frame to a broker, undecoded, in a FORWARD."""
+        """A client's frame to a broker, undecoded, in a FORWARD; held until the link's
+        WELCOME while it is being opened (a frame that reached the broker before the
+        link's HELLO would be refused, and a HELLO cannot be queued before the
+        connection is made)."""
         link.forwarded_out += 1
+        if link.state != UP:
+            link.held.append((key, parts))
+            return
         self.to_brokers.append((link.broker_id, codec.forward(key, parts)))
+
+    def release_held(self, link: Link) -> None:
+        """The link is up: what waited for it goes, in order."""
+        held, link.held = link.held, []
+        self.to_brokers.extend((link.broker_id, codec.forward(k, p)) for k, p in held)
 
     # ------------------------------------------------------------ routing
 
@@ -168,7 +181,9 @@ class RouterState:
 
     def lose_clients(self, link: Link, reason: str) -> None:
         """Every client with an inner session at ``link``'s broker gets SESSION_UNKNOWN
-        and its session ends: it says HELLO again and resends what has no answer."""
+        and its session ends: it says HELLO again and resends what has no answer (what
+        waited for the link is dropped: those clients resend it)."""
+        link.held.clear()
         exc = SessionUnknown(f"broker {link.broker_id} was lost ({reason}): say HELLO again")
         for client in [c for c in self.clients.values() if link.broker_id in c.inner]:
             self.error(client.identity, exc, 0, None)
@@ -177,6 +192,11 @@ class RouterState:
     def add_link(self, broker_id: str, endpoint: str, now: float) -> Link:
         link = self.links[broker_id] = Link(broker_id, endpoint, next_hello=now,
                                             silence_limit=self.cfg.heartbeat * self.cfg.liveness)
+        # Frames go behind its first HELLO (the socket keeps order), as for a reopened
+        # link: clients that reconnect to a restarted router before its links are up get
+        # their frames through, not UNAVAILABLE; no WELCOME within the silence limit and
+        # they are told their session is lost (and resend).
+        link.reopened_at = now
         self.link_actions.append(("open", broker_id, endpoint))
         return link
 

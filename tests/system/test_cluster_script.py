@@ -1,0 +1,79 @@
+"""``scripts/cluster`` and the README's cluster commands, as a new user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+from pathlib import Path
+
+from tests.helpers import eventually
+from tests.procs import ROOT
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _base() -> int:
+    """A base port whose brokers (base+1..3) and routers (base+101..102) are all free."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 40_000, 10)
+        if all(_free(base + d) for d in (1, 2, 3, 101, 102)):
+            return base
+    raise AssertionError("no free ports for a local cluster")
+
+
+async def _zq(env: dict[str, str], *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(ROOT / ".venv" / "bin" / "zq"), *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(ROOT))
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_scripts_cluster_starts_a_cluster_the_readme_commands_use(tmp_path: Path) -> None:
+    base = _base()
+    folder = tmp_path / "zq-cluster"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ZQ_ENDPOINT", None)
+    log = (tmp_path / "script.log").open("wb")
+    script = await asyncio.create_subprocess_exec(
+        "bash", str(ROOT / "scripts" / "cluster"), str(folder), str(base),
+        stdout=asyncio.subprocess.PIPE, stderr=log, env=env, cwd=str(ROOT),
+        start_new_session=True)
+    try:
+        assert script.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(60):
+            while not any(ln.startswith("cluster ready") for ln in lines):
+                line = await script.stdout.readline()
+                assert line, f"scripts/cluster ended early: {lines}"
+                lines.append(line.decode().rstrip())
+        assert [ln.split(":")[0] for ln in lines[:5]] == ["b1", "b2", "b3", "r1", "r2"]
+        routers = f"tcp://127.0.0.1:{base + 101},tcp://127.0.0.1:{base + 102}"
+        env["ZQ_ENDPOINT"] = routers
+        rc, out = await _zq(env, "publish", "jobs", "hello")
+        assert rc == 0, out
+        rc, out = await _zq(env, "consume", "jobs", "--count", "1")
+        assert rc == 0, out
+        assert "hello" in out
+        rc, out = await _zq(env, "cluster", "status", "--cluster", str(folder / "cluster.toml"),
+                            "--router", f"tcp://127.0.0.1:{base + 101}")
+        assert rc == 0, out
+        assert out.count(" up ") >= 3, out
+        assert "DOWN" not in out
+    finally:
+        os.killpg(script.pid, signal.SIGTERM)
+        await asyncio.wait_for(script.wait(), 30)
+        log.close()
+    await eventually(lambda: all(_free(base + d) for d in (1, 2, 3, 101, 102)),
+                     "every node of the cluster to stop", 15)
