@@ -9,6 +9,7 @@ processes'; its RSS (sampled through ``pid``) is the router's, the extra process
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,14 @@ class RouterCluster:
     @property
     def pid(self) -> int:
         return self.router.pid
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The broker's process if it has exited, else the router's (a run checks it)."""
+        b = self.broker.proc
+        if b is not None and b.poll() is not None:
+            return b
+        return self.router.proc
 
     def start(self, timeout: float = 15.0) -> str:
         self.broker_endpoint = self.broker.start(timeout)

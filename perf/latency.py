@@ -32,6 +32,7 @@ from typing import Any
 
 import zq
 from perf import harness, server
+from perf.cluster import RouterCluster
 from perf.common import QUEUE, Counts, Events, WorkerReport, cpu_seconds, run_async_worker
 from perf.config import RELAY_IO, RELAY_MODES, STORAGES
 from perf.hist import (
@@ -52,7 +53,7 @@ DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
 QUICK_DURATION = 2.0
 LEAD = 0.05  # seconds between the start signal and the first intended send
-SYSTEMS = ("zq", "baseline")
+SYSTEMS = ("zq", "baseline", "zq-router")
 METRICS = (("confirm", "publish→confirm"), ("deliver", "publish→deliver"))
 
 
@@ -239,10 +240,14 @@ def run(system: str, cfg: LatencyConfig, log_dir: Path) -> LatencyResult:
     """One run of ``system`` (zq or baseline): a server, a consumer, a producer."""
     from perf import rawlatency
 
+    srv: Any
     if system == "zq":
         data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"
         srv = server.zq_broker(log_dir / "zq-broker.log", cfg.storage, data)
         mod: Any = sys.modules[__name__]
+    elif system == "zq-router":  # a one-broker cluster behind a router (perf.cluster)
+        srv = RouterCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
+        mod = sys.modules[__name__]
     elif system == "baseline":
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
         mod = rawlatency
@@ -257,7 +262,7 @@ def run(system: str, cfg: LatencyConfig, log_dir: Path) -> LatencyResult:
 
 
 def _drive(system: str, mod: Any, cfg: LatencyConfig, endpoint: str,
-           srv: server.Server) -> tuple[list[WorkerReport], float]:
+           srv: Any) -> tuple[list[WorkerReport], float]:
     ctx = mp.get_context("spawn")
     events: Any = ctx.Queue()
     start = ctx.Event()
@@ -339,7 +344,7 @@ def _result(system: str, cfg: LatencyConfig, reports: list[WorkerReport], server
     span = cons.t_last - prod.t_first
     return LatencyResult(
         system=system, messages=n, rate=cfg.rate, size=cfg.size,
-        storage=cfg.storage if system == "zq" else "none",
+        storage=cfg.storage if system.startswith("zq") else "none",
         confirm=confirm.summary(), deliver=deliver.summary(), lag=lag.summary(),
         sent_per_s=prod.extra["sent_per_s"], delivered_per_s=cons.count / span if span > 0 else 0.0,
         received=cons.count, duplicates=cons.duplicates, missing=missing, confirmed=prod.count,
@@ -374,6 +379,12 @@ def table(results: dict[str, LatencyResult]) -> str:
             a, b = getattr(zq_r, key), getattr(base, key)
             rows.append(["zq/baseline", label,
                          *(f"{a[k] / b[k]:.1f}x" if b[k] else "-" for k in SUMMARY_KEYS)])
+    routed = results.get("zq-router")
+    if zq_r is not None and routed is not None:  # what the router adds, in ms
+        for key, label in METRICS:
+            a, b = getattr(routed, key), getattr(zq_r, key)
+            rows.append(["router adds", label,
+                         *(f"{(a[k] - b[k]) / 1000:+.3f}" for k in SUMMARY_KEYS)])
     widths = [max(len(row[c]) for row in rows) for c in range(len(cols))]
     lines = []
     for row in rows:
