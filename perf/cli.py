@@ -166,7 +166,7 @@ def _each_system(mod: Any, cfg: Any, systems: tuple[str, ...], prefix: str
     folder; the results so far and, if a run failed, "system: error" (the rest skipped)."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        for system in systems or mod.SYSTEMS:
+        for system in systems or getattr(mod, "DEFAULT_SYSTEMS", mod.SYSTEMS):
             try:
                 results[system] = mod.run(system, cfg, Path(tmp))
             except (harness.RunFailed, ServerError) as exc:

@@ -54,6 +54,7 @@ DEFAULT_DURATION = 10.0
 QUICK_DURATION = 2.0
 LEAD = 0.05  # seconds between the start signal and the first intended send
 SYSTEMS = ("zq", "baseline", "zq-router")
+DEFAULT_SYSTEMS = ("zq", "baseline")  # zq-router when asked: --system zq-router
 METRICS = (("confirm", "publish→confirm"), ("deliver", "publish→deliver"))
 
 
