@@ -770,3 +770,24 @@ def test_session_unknown_for_frames_before_the_links_hello_loses_their_clients()
     core.from_broker("b1", unknown, 0.6)
     [(key, e)] = errors(core)
     assert (key, e.code) == (C1, SessionUnknown.code)
+
+
+def test_a_stale_config_for_the_file_already_taken_makes_its_client_resend() -> None:
+    """Two clients' frames were placed with version 1; the first STALE_CONFIG makes the
+    router take version 2. The second, on its way meanwhile, names version 2 too: its
+    client is not failed with it but told to resend (to be placed with version 2)."""
+    core = make("b1", "b2")
+    client_ready(core, C1)
+    client_ready(core, C2)
+    core.from_client(C1, publish("a.x", 1), 0.0)
+    core.from_client(C2, publish("a.x", 1), 0.0)
+    core.take()
+    cfg2 = newer(2)
+    core.from_broker("b1", codec.forward(C1, stale(cfg2)), 1.0)
+    assert core.cluster.version == 2
+    core.take()
+    client_ready(core, C2, now=1.0)  # C2 happened to say HELLO again already
+    core.from_broker("b1", codec.forward(C2, stale(cfg2)), 1.0)
+    [(key, e)] = errors(core)
+    assert (key, e.code) == (C2, SessionUnknown.code)  # not STALE_CONFIG
+    assert C2 not in core.clients

@@ -78,7 +78,8 @@ class LinkSide(RouterState):
         if not isinstance(err, f.Error):
             self._relay(link, key, parts)
             return
-        if err.code == StaleConfig.code and self.adopt(err.info, link, now):
+        if err.code == StaleConfig.code and (self.adopt(err.info, link, now)
+                                             or self._taken_already(err.info, key)):
             return
         self._relay(link, key, parts)
         client = self.clients.get(key)
@@ -87,6 +88,20 @@ class LinkSide(RouterState):
             client.inner.pop(link.broker_id, None)  # the broker ended the inner session
             if err.code == SessionUnknown.code:
                 self.end_client(client, f"session unknown at broker {link.broker_id}")
+
+    def _taken_already(self, info: dict[str, Any] | None, key: bytes) -> bool:
+        """A STALE_CONFIG naming the version the router has now (one that was on its way
+        when the router took the file from another): the frame was placed with the old
+        file, so the client's session ends and it sends the frame again, to be placed
+        with the new one, instead of getting the error."""
+        if (info or {}).get("version") != self.cluster.version:
+            return False
+        client = self.clients.get(key)
+        if client is not None:
+            self.error(key, SessionUnknown("the router took a newer cluster file: say HELLO "
+                                           "again and resend"), 0, None)
+            self.end_client(client, "placed with an older cluster file")
+        return True
 
     def _link_frame(self, link: Link, parts: list[bytes], now: float) -> None:
         try:
