@@ -34,7 +34,7 @@ from zq.persistence import WriteBatch, make_store
 from zq.policies import make_dispatch
 from zq.protocol.frames import FORWARD
 from zq.protocol.wire import command
-from zq.transport import fd, readable, recv_parts, send_parts
+from zq.transport import Alarm, fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
@@ -68,8 +68,7 @@ class Broker:
         self._sock: zmq.Socket[bytes] | None = None
         self._wake = asyncio.Event()
         self._stop_requested = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._alarm = Alarm(self._wake)
         self._next_maintain = 0.0
         self._storage_error: ZqError | None = None
         self._committing: asyncio.Task[None] | None = None
@@ -130,8 +129,7 @@ class Broker:
             finally:
                 loop.remove_reader(fd(sock))
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._alarm.cancel()
             if self._committing is not None:  # only if serving ended by an error
                 self._committing.cancel()
                 with contextlib.suppress(BaseException):
@@ -190,7 +188,7 @@ class Broker:
         self._flush(sock)
         if n >= limit or (readable(sock) and core.staged < commit_max):
             self._wake.set()
-        self._arm_timer(loop, min(core.next_deadline(), self._next_maintain))
+        self._alarm.arm(loop, min(core.next_deadline(), self._next_maintain))
 
     async def _commit(self, c: Commit) -> None:
         """Store one batch (group commit), then confirm, queue and send what waited for it.
@@ -315,21 +313,6 @@ class Broker:
         core.counters["frames_out"] += len(out)
         if core.out:  # send failures may have produced more (requeues are dispatched later)
             self._wake.set()
-
-    def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None and when >= self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        # The loop's timers may fire up to a clock step early; the margin makes the
-        # pass that runs find its deadline due instead of spinning until it is.
-        self._timer = loop.call_later(max(0.0, when - time.monotonic()) + 0.001, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
-        self._wake.set()
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
         """Stop taking new work, finish frames already received, say BYE, and return."""

@@ -8,6 +8,8 @@ must check :func:`readable` before waiting on it again.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, cast
 
 import zmq
@@ -52,3 +54,35 @@ def send_parts(sock: zmq.Socket[Any], parts: list[bytes], flags: int = 0) -> Non
     last = len(parts) - 1
     for i, p in enumerate(parts):
         send(p, more if i < last else flags)
+
+
+class Alarm:
+    """Sets ``wake`` at the earliest deadline asked for (a monotonic time); the broker's
+    and the router's loops sleep on ``wake`` between passes."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._wake = wake
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = float("inf")
+
+    def arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Wake at ``when`` unless an earlier wake-up is already set."""
+        if self._handle is not None and when >= self._at:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = when
+        # The loop's timers may fire up to a clock step early; the margin makes the
+        # pass that runs find its deadline due instead of spinning until it is.
+        self._handle = loop.call_later(max(0.0, when - time.monotonic()) + 0.001, self._ring)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = float("inf")
+
+    def _ring(self) -> None:
+        self._handle = None
+        self._at = float("inf")
+        self._wake.set()

@@ -25,7 +25,7 @@ from zq.cluster.config import ClusterConfig, load
 from zq.router.config import RouterConfig
 from zq.router.core import RouterCore
 from zq.router.state import UP
-from zq.transport import fd, readable, recv_parts, send_parts
+from zq.transport import Alarm, fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.router")
 
@@ -51,8 +51,7 @@ class Router:
         self._stop_requested = False
         self._reload_requested = False
         self._linger_ms = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        self._alarm = Alarm(self._wake)
         self._on_ready: Callable[[str], None] | None = None
         self._ready_by: float | None = None  # None once ready was announced
 
@@ -93,8 +92,7 @@ class Router:
                 for bid in list(self._links):
                     self._close_link(loop, bid)
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._alarm.cancel()
             sock.close(linger=self._linger_ms)
             if ctx is not self._given_ctx:
                 ctx.term()
@@ -133,7 +131,7 @@ class Router:
             self._announce(now)
             if self._ready_by is not None:
                 when = min(when, self._ready_by)
-        self._arm_timer(loop, when)
+        self._alarm.arm(loop, when)
 
     def _announce(self, now: float) -> None:
         """Say ready once every link is up, or after one heartbeat if some broker does
@@ -255,21 +253,6 @@ class Router:
             return
         taken, what = self.core.offer(new, time.monotonic())
         (log.info if taken else log.warning)("SIGHUP: cluster file %s %s", path, what)
-
-    def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None and when >= self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        # The loop's timers may fire up to a clock step early; the margin makes the
-        # pass that runs find its deadline due instead of spinning until it is.
-        self._timer = loop.call_later(max(0.0, when - time.monotonic()) + 0.001, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
-        self._wake.set()
 
 
 def serve(cfg: RouterConfig, cluster: ClusterConfig | None = None, *,
