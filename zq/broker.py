@@ -34,6 +34,7 @@ from zq.persistence import WriteBatch, make_store
 from zq.policies import make_dispatch
 from zq.protocol.frames import FORWARD
 from zq.protocol.wire import command
+from zq.shipping import Shipper
 from zq.transport import Alarm, fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.broker")
@@ -72,6 +73,9 @@ class Broker:
         self._next_maintain = 0.0
         self._storage_error: ZqError | None = None
         self._committing: asyncio.Task[None] | None = None
+        self._commits = 0  # commits completed (what ``stored`` waits for)
+        self._commit_done = asyncio.Event()
+        self._shipper: Shipper | None = None  # queues moved to other brokers
 
     def reload(self) -> None:
         """Read the cluster file again (what SIGHUP does); a newer version replaces it."""
@@ -120,6 +124,9 @@ class Broker:
             for name, settings in cfg.queues.items():  # the config file's [queues.NAME]
                 declare(self.core, {"queue": name, "settings": settings}, time.monotonic())
             loop.add_reader(fd(sock), self._wake.set)
+            self._shipper = Shipper(self.core, ctx, cfg.id or self.core.broker_id,
+                                    self._wake.set, self.stored)
+            self._shipper.poll()  # moves under way when it stopped go on
             try:
                 if on_ready is not None:
                     on_ready(self.endpoint)
@@ -130,6 +137,8 @@ class Broker:
                 loop.remove_reader(fd(sock))
         finally:
             self._alarm.cancel()
+            if self._shipper is not None:
+                await self._shipper.close()
             if self._committing is not None:  # only if serving ended by an error
                 self._committing.cancel()
                 with contextlib.suppress(BaseException):
@@ -182,6 +191,9 @@ class Broker:
             core.committed()  # nothing to store: published means stored
         if not core.stopping:
             core.dispatch(now)
+            if core.moves_started and self._shipper is not None:
+                core.moves_started = False
+                self._shipper.poll()
         if self._committing is None and (core.has_unstored() or core.wants_pages()
                                          or now >= self._next_maintain):
             self._committing = loop.create_task(self._commit(core.take_commit()))
@@ -225,7 +237,20 @@ class Broker:
                 await self.store.maintain()
         finally:
             self._committing = None
+            self._commits += 1
+            self._commit_done.set()
             self._wake.set()
+
+    async def stored(self) -> None:
+        """Return once everything staged before the call is stored (a commit that began
+        after it has returned)."""
+        if not self.store.durable:
+            return
+        target = self._commits + (2 if self._committing is not None else 1)
+        self._wake.set()
+        while self._commits < target:
+            self._commit_done.clear()
+            await self._commit_done.wait()
 
     async def _store_failed(self, c: Commit, exc: ZqError) -> None:
         """A batch was not stored: the core refuses its publishes and keeps the rest

@@ -14,6 +14,7 @@ from zq.config import BrokerConfig
 from zq.core import _FATAL
 from zq.errors import InvalidArgument, ProtocolViolation, SessionUnknown, ZqError
 from zq.manage import manage
+from zq.manage import moves
 from zq.manage import queues as admin
 from zq.policies import make_dispatch
 from zq.protocol import codec
@@ -196,6 +197,12 @@ def test_bodies_column_matches_part_layout(frame_rows: dict[str, list[str]]) -> 
         parts = codec.encode(SAMPLES[name])
         if row[4] == "none":
             assert len(parts) == 2, name
+        elif name == "MANAGE":  # none, but move_in's bodies (section 17.5)
+            assert row[4].startswith("none (`move_in`: bodies"), name
+            assert len(parts) == 2, name
+            moving = f.Manage(1, "move_in", {"queue": "q"}, [b"a", b"b"])
+            assert codec.encode(moving)[2:] == [b"a", b"b"]
+            assert codec.decode(codec.encode(moving)) == moving
         elif name == "FORWARD":
             fwd = SAMPLES[name]
             assert parts[1:] == [fwd.key, *fwd.parts]  # type: ignore[union-attr]
@@ -355,3 +362,8 @@ def test_broker_headers_are_the_documented_ones() -> None:
     assert history.MAX_HISTORY == 50
     for outcome in ("nacked", "consumer lost", "time limit", "expired", "dropped"):
         assert f"`{outcome}`" in text, outcome
+
+
+def test_move_operations_are_the_documented_ones() -> None:
+    rows = table("| Operation | Sent to | Arguments | Result |")
+    assert [r[0] for r in rows] == list(moves.OPERATIONS)

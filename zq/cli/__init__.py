@@ -19,6 +19,7 @@ from zq.cli.broker import broker
 from zq.cli.cluster import cluster
 from zq.cli.dlq import dlq
 from zq.cli.messages import consume, publish, stats
+from zq.cli.moves import queue_move as _queue_move  # noqa: F401  (zq queue move)
 from zq.cli.queues import queue
 from zq.cli.router import router
 from zq.cli.tasks import schedule, worker

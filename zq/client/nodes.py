@@ -308,10 +308,13 @@ class Nodes:
 
     def _follow(self, consumer: Consumer, exc: Moved) -> bool:
         """CREDIT answered MOVED: to the broker named, at once if connected to it."""
+        ep = routing.next_hop(exc.attrs.get("info"), 0)
+        if ep is not None and (consumer.connection.endpoint == ep
+                               or consumer.queue in self._relocating):
+            return True  # one more answer to credit sent before it moved: it is on its way
         hops = self._hops.get(consumer.queue)
         if hops is None:
             hops = self._hops[consumer.queue] = routing.Hops(max(1.0, self.connect_timeout))
-        ep = routing.next_hop(exc.attrs.get("info"), 0)
         if ep is None or not hops.allow(asyncio.get_running_loop().time()):
             return False
         target = self._alive(ep)

@@ -66,6 +66,23 @@ class Operations:
         out: dict[str, Any] = result["settings"]
         return out
 
+    async def move_queue(self, name: str, to: str) -> dict[str, Any]:
+        """Move queue ``name`` to broker ``to`` of the cluster (PROTOCOL.md section 17.5).
+
+        Send it to the broker that holds the queue (a router forwards it there). The
+        reply comes once the move is recorded; it goes on in the background: see
+        :meth:`move_status` on the same broker. Returns the move's status.
+        """
+        check_queue(name)
+        return await self._manage("move", {"queue": name, "to": to})
+
+    async def move_status(self, name: str) -> dict[str, Any]:
+        """Where the move of queue ``name`` from this broker stands: ``phase``
+        (prepare, ship, done), ``announced`` (done and the target lists the queue),
+        ``shipped``, ``left`` (messages still on this broker), ``error``."""
+        check_queue(name)
+        return await self._manage("move_status", {"queue": name})
+
     async def queue_info(self, name: str) -> dict[str, Any]:
         """``{"queue", "settings", "stats", "dlq"}`` of queue ``name``."""
         check_queue(name)

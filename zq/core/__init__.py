@@ -22,6 +22,7 @@ reaches up to a later one:
     backlog    recovery and paging from disk
     stats      counters
     sessions   frames in: decoding, the session table, one handler per frame
+    moves      queues moved to and from other brokers of a cluster
     facade     BrokerCore, and the narrow interface queue operations use
 
 Queue and task operations (MANAGE) live in ``zq.manage`` and are handed to the

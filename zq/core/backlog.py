@@ -4,7 +4,9 @@ page. No I/O.
 
 from __future__ import annotations
 
-from zq.core.model import Msg
+from typing import Any
+
+from zq.core.model import MoveIn, MoveOut, Msg, Queue
 from zq.core.results import Outcome
 from zq.core.state import (
     log,
@@ -22,6 +24,17 @@ from zq.persistence.base import (
 from zq.protocol import codec
 from zq.settings import from_map
 
+MOVE_KEY = "\x00move\x00"  # dedup key a target keeps per moved message: + move id + \0 + id
+
+
+def _recover_move(q: Queue, state: dict[str, Any]) -> None:
+    """A queue's stored move, either way, after a restart."""
+    if state.get("moving"):
+        q.moving = MoveOut.from_map(q.name, state["moving"])
+    if state.get("incoming"):
+        d = state["incoming"]
+        q.incoming = MoveIn(str(d.get("from", "")), str(d.get("id", "")))
+
 
 class Backlog(Timers):
     """Stored messages into memory."""
@@ -29,13 +42,7 @@ class Backlog(Timers):
     def recover(self, rec: Recovered, now: float) -> None:
         """Load what the store holds; messages that were in flight count that attempt."""
         self.now = now
-        for name, state in rec.settings.items():
-            try:
-                q = self._queue(name)
-                self.configure(q, from_map(state.get("settings", {})))
-                q.paused = bool(state.get("paused", False))
-            except (ZqError, ValueError) as exc:
-                log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
+        self._recover_settings(rec)
         for name, n in rec.backlog.items():
             q = self._queue(name)
             q.disk = n
@@ -44,7 +51,9 @@ class Backlog(Timers):
         self.next_id = max(self.next_id, rec.next_id)
         wall = now + self.wall_offset
         for queue, key, mid, until in rec.dedups:
-            if until > wall:
+            if key.startswith(MOVE_KEY):  # a message moved here: its id at the source
+                self._recover_moved(queue, key, mid)
+            elif until > wall:
                 self._remember(queue, key, mid, now + until - wall)
         for pid, seen, entries in rec.producers:
             self.producers.load(pid, entries, now - (wall - seen))
@@ -55,6 +64,27 @@ class Backlog(Timers):
             if sched.next_due <= wall and sched.misfire == "skip":
                 sched.next_due = sched.after(wall)  # missed while down: go on from now
             self.schedules[sched.name] = sched
+
+    def _recover_settings(self, rec: Recovered) -> None:
+        """Queues' stored settings, and the moves under way or done."""
+        for name, state in rec.settings.items():
+            if state.get("moved"):  # moved to another broker (section 17.5)
+                self.moved_out[name] = MoveOut.from_map(name, state["moved"])
+                continue
+            try:
+                q = self._queue(name)
+                self.configure(q, from_map(state.get("settings", {})))
+                q.paused = bool(state.get("paused", False))
+                _recover_move(q, state)
+            except (ZqError, ValueError, KeyError, TypeError) as exc:
+                log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
+
+    def _recover_moved(self, queue: str, key: str, mid: int) -> None:
+        q = self.queues.get(queue)
+        inc = q.incoming if q is not None else None
+        move, _, src = key[len(MOVE_KEY):].rpartition("\x00")
+        if inc is not None and move == inc.id and src.isdigit():
+            inc.seen[int(src)] = mid
 
     def _admit(self, stored: list[StoredMessage], now: float) -> None:
         """Stored messages into memory: ready, or delayed until their due time.

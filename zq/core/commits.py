@@ -96,6 +96,11 @@ class Commits(Intake):
                     del self._dedup[key]
             if p.bodies and p.peer is not None and p.peer.producer:
                 self.producers.drop(p.peer.producer, p.seq, p.first)
+            if p.src:  # moved here: the source sends it again
+                inc = q.incoming
+                if inc is not None and inc.seen.get(p.src) == p.first:
+                    del inc.seen[p.src]
+                continue
             if p.peer is None:  # a schedule's message: that due time fires again
                 self._unfire(p.first)
                 continue

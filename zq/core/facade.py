@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from zq.core.api import QueueOps
 from zq.core.model import Msg, Queue
-from zq.core.sessions import Sessions
+from zq.core.moves import Moves
 from zq.protocol import codec
 from zq.protocol import frames as f
 
 
-class Core(Sessions):
+class Core(Moves):
     """The broker's decisions for one broker process."""
 
     def queue(self, name: str) -> Queue:
@@ -39,19 +39,30 @@ class Core(Sessions):
         super().dispatch(now)
 
     def announce(self) -> None:
-        """CATALOG add/remove frames for the queue changes since the last pass."""
+        """CATALOG add/remove frames for the queue changes since the last pass (a queue
+        moved away: a remove that says where it went)."""
         changes, self.catalog_changes = self.catalog_changes, []
-        frames: list[tuple[str, list[str]]] = []
+        frames: list[tuple[str, list[str], dict[str, str] | None]] = []
         for kind, name in changes:
-            if frames and frames[-1][0] == kind:
+            moved = None
+            if kind == "moved":
+                kind, moved = "remove", {name: self._moved_to(name)}
+            if frames and frames[-1][0] == kind and (frames[-1][2] is None) == (moved is None):
                 frames[-1][1].append(name)
+                if moved is not None and frames[-1][2] is not None:
+                    frames[-1][2].update(moved)
             else:
-                frames.append((kind, [name]))
+                frames.append((kind, [name], moved))
         for link in self.links.values():
-            for kind, names in frames:
+            for kind, names, to in frames:
                 link.catalog_seq += 1
                 self._send(link.identity, codec.encode(f.Catalog(link.catalog_seq, kind,
-                                                                 names)))
+                                                                 names, to)))
+
+    def _moved_to(self, name: str) -> str:
+        q = self.queues.get(name)
+        mv = q.moving if q is not None else self.moved_out.get(name)
+        return mv.to if mv is not None else ""
 
     def forget_backlog(self, q: Queue) -> None:
         """``q`` has nothing left on disk (purged, deleted)."""

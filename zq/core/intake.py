@@ -32,15 +32,8 @@ class Intake(Failures):
     def on_publish(self, peer: Peer, frame: f.Publish, now: float) -> None:
         if peer.producer and self._resent(peer, frame):
             return
-        if self.stopping:
-            raise ShuttingDown("broker is shutting down; message not stored", ref=frame.seq)
+        q = self._admitted(peer, frame)
         n = len(frame.bodies)
-        if n > self.cfg.max_publish_batch:
-            raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
-                                ref=frame.seq, limit=self.cfg.max_publish_batch)
-        if frame.queue.endswith(DLQ_SUFFIX):  # only the broker writes to dead-letter queues
-            _with_ref(check_publishable, frame.queue, frame.seq)
-        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.seq, peer)
         opts = frame.opts
         extra: Extra | None = None
         if opts is not None:
@@ -68,6 +61,23 @@ class Intake(Failures):
                                now + s.dedup_window + self.wall_offset)
         if extra is not None:
             self._stage_placed(q, first, n, extra)
+
+    def _admitted(self, peer: Peer, frame: f.Publish) -> Queue:
+        """The queue a PUBLISH goes to, or the error that refuses it."""
+        if self.stopping:
+            raise ShuttingDown("broker is shutting down; message not stored", ref=frame.seq)
+        n = len(frame.bodies)
+        if n > self.cfg.max_publish_batch:
+            raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
+                                ref=frame.seq, limit=self.cfg.max_publish_batch)
+        if frame.queue.endswith(DLQ_SUFFIX):  # only the broker writes to dead-letter queues
+            _with_ref(check_publishable, frame.queue, frame.seq)
+        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.seq, peer)
+        if q.moving is not None:  # MOVED once its target takes publishes (section 17.5)
+            moved = self.moved_away(q.name, frame.seq)
+            if moved is not None:
+                raise moved
+        return q
 
     def _deduplicated(self, peer: Peer, q: Queue, frame: f.Publish, opts: f.Options,
                       now: float) -> bool:
@@ -208,14 +218,16 @@ class Intake(Failures):
             q.mem_bytes += sum(map(len, bodies))
             self._dirty.add(q)
         else:
-            self._place_new(q, first, bodies, p.headers, p.extra, now)
+            self._place_new(q, first, bodies, p.headers, p.extra, now, p.attempts)
         q.published += n
         self.counters["published"] += n
         return q
 
     def _place_new(self, q: Queue, first: int, bodies: list[bytes],
-                   hdrs: list[f.Headers | None] | None, extra: Extra | None, now: float) -> None:
-        """New messages with options (or a queue TTL): their lane, due time, expiry."""
+                   hdrs: list[f.Headers | None] | None, extra: Extra | None, now: float,
+                   attempts: int = 0) -> None:
+        """New messages with options (or a queue TTL): their lane, due time, expiry
+        (``attempts``: those a message moved here from another broker had there)."""
         opts, due, exp = extra if extra is not None else (None, 0.0, 0.0)
         if not exp and q.settings.ttl:
             exp = now + q.settings.ttl
@@ -223,7 +235,7 @@ class Intake(Failures):
         hsize = codec.header_size
         for i, body in enumerate(bodies):
             h = hdrs[i] if hdrs else None
-            m = Msg(first + i, q, body, h, 0, hsize(h) if h is not None else 0, now)
+            m = Msg(first + i, q, body, h, attempts, hsize(h) if h is not None else 0, now)
             m.opts, m.lane, m.exp = opts, lane, exp
             if due > now:
                 self._delay(m, due)

@@ -42,6 +42,8 @@ class PendingPublish:
     headers: list[f.Headers | None] | None
     extra: Extra | None
     count: int = 0
+    src: int = 0  # moved here: its id on the broker it came from (section 17.5)
+    attempts: int = 0  # moved here: the deliveries it had there
 
 
 @dataclass(slots=True)

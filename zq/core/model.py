@@ -118,8 +118,8 @@ class Queue:
 
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
-        "keeps", "lanes", "limited", "mem_bytes", "moved_in", "nacked", "name", "name_b",
-        "order", "overflow",
+        "incoming", "keeps", "lanes", "limited", "mem_bytes", "moved_in", "moving", "nacked",
+        "name", "name_b", "order", "overflow",
         "paused", "published", "rates", "selector", "settings", "staged", "subs", "suspects",
         "tenants", "to_drop", "ttl_seen", "undeliverable",
     )
@@ -139,6 +139,8 @@ class Queue:
         self.staged = 0  # published, not committed yet
         self.to_drop = 0  # oldest messages to dead-letter once the pass commits (overflow)
         self.paused = False
+        self.moving: MoveOut | None = None  # being moved to another broker (section 17.5)
+        self.incoming: MoveIn | None = None  # being moved here from another broker
         self.rates: dict[str, float] = {"publish": 0.0, "deliver": 0.0, "ack": 0.0}
         self.tenants: dict[str, Tenant] = {}
         self.lanes: dict[tuple[int, str], Lane] = {}
@@ -250,3 +252,54 @@ class Peer:
         # id -> (attempt, queue). Their credit comes back when the consumer settles them.
         self.zombies: dict[int, tuple[int, str]] = {}
         self.confirms: list[list[int]] = []
+
+
+class MoveOut:
+    """A queue this broker moves to another (PROTOCOL.md section 17.5), and once it is
+    done, the record of where it went. Stored with the queue's settings while under
+    way (phases "prepare", then "ship"), then in place of them (phase "done")."""
+
+    __slots__ = ("announced", "due", "endpoint", "entries", "error", "id", "keys", "name",
+                 "phase", "shipped", "shipping", "spare", "started", "to")
+
+    def __init__(self, name: str, to: str, endpoint: str, id: str, phase: str,
+                 started: float, announced: bool = False) -> None:
+        self.name = name
+        self.to = to  # the target's broker id
+        self.endpoint = endpoint
+        self.id = id  # the move's id: the target keeps each message it stored under it
+        self.phase = phase
+        self.started = started  # wall clock
+        self.announced = announced  # done, and the target knows (it lists the queue)
+        self.shipped = 0  # messages the target stored (this process)
+        self.shipping = 0  # taken, waiting for the target's answer
+        self.spare: deque[Msg] = deque()  # delayed messages taken off the timers, to ship
+        self.due: dict[int, float] = {}  # their due times (monotonic)
+        self.keys: dict[int, list[tuple[str, float]]] = {}  # message id -> dedup keys
+        self.error = ""  # the last failure, for the operator
+        self.entries: list[list[Any]] = []  # the batch being shipped, as sent (and resent)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"to": self.to, "endpoint": self.endpoint, "id": self.id, "phase": self.phase,
+                "started": self.started, "announced": self.announced}
+
+    @classmethod
+    def from_map(cls, name: str, d: dict[str, Any]) -> MoveOut:
+        return cls(name, str(d["to"]), str(d.get("endpoint", "")), str(d["id"]),
+                   str(d.get("phase", "ship")), float(d.get("started", 0.0)),
+                   bool(d.get("announced", False)))
+
+
+class MoveIn:
+    """A queue being moved to this broker: who sends it, and the messages it sent that
+    are stored here (source id -> id here), so a batch sent again stores nothing twice."""
+
+    __slots__ = ("id", "seen", "source")
+
+    def __init__(self, source: str, id: str) -> None:
+        self.source = source
+        self.id = id
+        self.seen: dict[int, int] = {}
+
+    def to_map(self) -> dict[str, Any]:
+        return {"from": self.source, "id": self.id}

@@ -113,8 +113,7 @@ class Sessions(Stats):
             cluster=None if m is None else m.welcome())))
         if peer.inner is not None:  # a new link: the queue names it routes by
             peer.catalog_seq = 1
-            self._send(peer.identity, codec.encode(
-                f.Catalog(1, "snapshot", sorted(self.queues))))
+            self._send(peer.identity, codec.encode(self.catalog_snapshot()))
 
     def _open_link(self, peer: Peer, link: dict[str, Any]) -> bool:
         """A router's HELLO: refused (and the session ended) unless this broker is in
@@ -135,11 +134,25 @@ class Sessions(Stats):
         self.links[peer.identity] = peer
         return True
 
+    def catalog_snapshot(self) -> f.Catalog:
+        """A new link's CATALOG: the queues this broker lists (not those being moved in
+        or out), and where those it moved away went."""
+        names = sorted(n for n, q in self.queues.items()
+                       if q.moving is None and q.incoming is None)
+        moved = {n: mv.to for n, mv in self.moved_out.items()}
+        moved.update((n, q.moving.to) for n, q in self.queues.items()
+                     if q.moving is not None and q.moving.phase != "prepare")
+        return f.Catalog(1, "snapshot", names, moved or None)
+
     def on_locate(self, peer: Peer, frame: f.Locate) -> None:
         m = self.membership
         if m is None:
             raise InvalidArgument("LOCATE: this broker is not in a cluster", ref=frame.req)
-        loc = m.location(frame.queue, frame.queue in self.queues)
+        moved = self.moved_away(frame.queue, frame.req)
+        if moved is not None:  # it is (being) moved: where it is now
+            loc = {**moved.attrs["info"], "exists": True}
+        else:
+            loc = m.location(frame.queue, frame.queue in self.queues)
         self._send(peer.identity, codec.encode(f.Location(frame.req, loc)))
 
     def on_forward(self, peer: Peer, frame: f.Forward, now: float) -> None:
@@ -164,8 +177,17 @@ class Sessions(Stats):
                 raise InvalidArgument(f"unknown operation {frame.op!r}; known: "
                                       f"{', '.join(ops.handlers)}")
             queue = frame.args.get("queue")
+            if type(queue) is str and frame.op not in ops.read_only \
+                    and not frame.op.startswith("move"):
+                moved = self.moved_away(queue, frame.req)  # changed at its new broker
+                if moved is not None:
+                    raise moved
             if frame.op == "declare" and type(queue) is str:
                 self.may_create(queue, peer, frame.req)
+            if frame.bodies and frame.op != "move_in":
+                raise InvalidArgument(f"MANAGE {frame.op!r} takes no body parts")
+            if frame.op == "move_in":
+                frame.args["bodies"] = frame.bodies
             result = handler(self, frame.args, now, peer, frame.req)
         except ZqError as exc:
             exc.attrs["ref"] = frame.req

@@ -8,7 +8,7 @@ import heapq
 from typing import Any
 
 from zq.core.commits import Commits
-from zq.core.model import Msg, Peer, Sub
+from zq.core.model import Msg, Peer, Queue, Sub
 from zq.core.state import (
     HISTORY,
 )
@@ -19,11 +19,17 @@ from zq.errors import (
 )
 from zq.protocol import frames as f
 
+_NO_QUEUE = Queue("-")  # what ``queues.get`` gives for a name it lacks (not moving)
+
 
 class Settlement(Commits):
     """What consumers say about their deliveries."""
 
     def on_credit(self, peer: Peer, frame: f.Credit) -> None:
+        if self.moved_out or self.queues.get(frame.queue, _NO_QUEUE).moving is not None:
+            moved = self.moved_away(frame.queue, frame.queue)  # consume at its new broker
+            if moved is not None:
+                raise moved
         sub = peer.subs.get(frame.queue)
         if sub is None:
             if frame.n <= 0 or frame.n > self.cfg.max_credit:

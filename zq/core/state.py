@@ -19,11 +19,12 @@ from zq.config import BrokerConfig
 from zq.core.api import NO_OPERATIONS, Operations
 from zq.core.journal import Journal, PendingPublish
 from zq.core.membership import Membership
-from zq.core.model import Msg, Peer, Queue, Sub
+from zq.core.model import MoveOut, Msg, Peer, Queue, Sub
 from zq.core.outbox import Outbox, Outgoing
 from zq.core.producers import Producers
 from zq.core.results import Results
 from zq.errors import (
+    Moved,
     ZqError,
 )
 from zq.persistence.base import (
@@ -138,7 +139,10 @@ class CoreState:
         # An inner session (a client behind a router) -> (its link's routing id, the
         # client's key): the shell wraps what goes to it in a FORWARD on that link.
         self.routes: dict[bytes, tuple[bytes, bytes]] = {}
-        self.catalog_changes: list[tuple[str, str]] = []  # ("add" | "remove", queue)
+        self.catalog_changes: list[tuple[str, str]] = []  # ("add" | "remove" | "moved", queue)
+        # Queues moved from here to another broker: where they went (section 17.5).
+        self.moved_out: dict[str, MoveOut] = {}
+        self.moves_started = False  # a move was recorded: the shell starts shipping it
         self._next_heartbeat = 0.0
         self._next_second = 0.0
         self.results = Results()
@@ -184,6 +188,9 @@ class CoreState:
         queue ``name`` for ``peer``'s frame."""
         if self.membership is None or name in self.queues:
             return
+        moved = self.moved_away(name, ref)
+        if moved is not None:
+            raise moved
         version = None
         if peer is not None and peer.via is not None:
             link = self.links.get(peer.via)
@@ -235,8 +242,24 @@ class CoreState:
         self.outbox.unstored = frames
 
     def stage_settings(self, q: Queue) -> None:
-        self.journal.settings(q.name, _packb({"settings": q.settings.to_map(),
-                                              "paused": q.paused}))
+        state: dict[str, Any] = {"settings": q.settings.to_map(), "paused": q.paused}
+        if q.moving is not None:
+            state["moving"] = q.moving.to_map()
+        if q.incoming is not None:
+            state["incoming"] = q.incoming.to_map()
+        self.journal.settings(q.name, _packb(state))
+
+    def moved_away(self, name: str, ref: Any) -> Moved | None:
+        """MOVED (with ``ref``) if queue ``name`` is being moved, or was moved, from this
+        broker to another (section 17.5); None if not."""
+        q = self.queues.get(name)
+        mv = q.moving if q is not None else self.moved_out.get(name)
+        if mv is None or (q is not None and mv.phase == "prepare"):
+            return None
+        version = self.membership.cfg.version if self.membership is not None else 0
+        return Moved(f"queue {name!r} moved to broker {mv.to} at {mv.endpoint}", ref=ref,
+                     info={"queue": name, "broker": mv.to, "endpoint": mv.endpoint,
+                           "version": version})
 
     def stage_schedule(self, s: Schedule) -> None:
         self.journal.schedule(s.name, _packb(s.to_map()))

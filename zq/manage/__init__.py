@@ -10,7 +10,7 @@ from typing import Any
 
 from zq.core.api import Handler, Operations
 from zq.errors import InvalidArgument
-from zq.manage import cluster, queues, tasks
+from zq.manage import cluster, moves, queues, tasks
 
 
 def _queue_op(name: str) -> Handler:
@@ -29,15 +29,24 @@ def _peer_op(name: str) -> Handler:
     return handler
 
 
+def _move_op(name: str) -> Handler:
+    def handler(core: Any, args: dict[str, Any], now: float, peer: Any, req: int
+                ) -> dict[str, Any]:
+        return moves.OPERATIONS[name](core, args, now)
+
+    return handler
+
+
 OPERATIONS = Operations(
     handlers={**{name: _queue_op(name) for name in queues.OPERATIONS},
               **{name: _peer_op(name) for name in tasks.PEER_OPERATIONS},
+              **{name: _move_op(name) for name in moves.OPERATIONS},
               "wait": tasks.wait,
               "cluster_config": lambda core, args, now, peer, req: cluster.cluster_config(
                   core, args, now)},
     # These change nothing: their reply goes out even when the commit it waited for
     # fails (an operation that changed something gets the storage error instead).
-    read_only=frozenset({"info", "list", "peek", "status", "schedule_ls"}),
+    read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status"}),
     status=tasks.status_of,
 )
 
@@ -55,4 +64,4 @@ def manage(core: Any, frame: Any, now: float, peer: Any = None) -> dict[str, Any
     return result
 
 
-__all__ = ["OPERATIONS", "cluster", "manage", "queues", "tasks"]
+__all__ = ["OPERATIONS", "cluster", "manage", "moves", "queues", "tasks"]

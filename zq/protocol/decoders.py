@@ -69,6 +69,8 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
         return _deliver(parts, limits)
     if op == f.FORWARD:
         return _forward(parts)
+    if op == f.MANAGE and len(parts) > 2:
+        return _manage_with_bodies(parts, limits)
     if len(parts) != 2:
         raise bad(op, f"expects 2 parts, got {len(parts)}")
     h = unpack(parts[1], limits, op)
@@ -267,6 +269,17 @@ def _d_manage(h: Any, op: int, limits: Limits) -> f.Frame:
     return f.Manage(uint(h[0], op, "req"), op_name, mapping(h[2], op))
 
 
+def _manage_with_bodies(parts: Sequence[bytes], limits: Limits) -> f.Manage:
+    """MANAGE with raw parts after its header: bodies for ``move_in`` (section 17.5)."""
+    op = f.MANAGE
+    if len(parts) - 2 > limits.max_batch:
+        raise FrameTooLarge(f"{len(parts) - 2} bodies exceed {limits.max_batch}", op=op,
+                            limit=limits.max_batch)
+    m = _d_manage(unpack(parts[1], limits, op), op, limits)
+    assert isinstance(m, f.Manage)
+    return f.Manage(m.req, m.op, m.args, list(parts[2:]))
+
+
 def _d_manage_reply(h: Any, op: int, limits: Limits) -> f.Frame:
     h = array(h, 2, op)
     return f.ManageReply(uint(h[0], op, "req"), mapping(h[1], op))
@@ -304,6 +317,10 @@ def _d_location(h: Any, op: int, limits: Limits) -> f.Frame:
 
 
 def _d_catalog(h: Any, op: int, limits: Limits) -> f.Frame:
+    moved = None
+    if type(h) is list and len(h) == 4:
+        moved = _moved_map(h[3], op)
+        h = h[:3]
     h = array(h, 3, op)
     kind = string(h[1], op, "kind")
     if kind not in CATALOG_KINDS:
@@ -311,7 +328,15 @@ def _d_catalog(h: Any, op: int, limits: Limits) -> f.Frame:
     names = h[2]
     if type(names) is not list or len(names) > limits.max_batch * 100:
         raise bad(op, "queues must be an array of names")
-    return f.Catalog(uint(h[0], op, "seq"), kind, [queue_name(n, op) for n in names])
+    return f.Catalog(uint(h[0], op, "seq"), kind, [queue_name(n, op) for n in names], moved)
+
+
+def _moved_map(raw: Any, op: int) -> dict[str, str]:
+    """CATALOG's ``moved``: queue name -> broker id, both strings."""
+    if type(raw) is not dict or not all(
+            type(k) is str and type(v) is str and k and v for k, v in raw.items()):
+        raise bad(op, "moved must be a map of queue names to broker ids")
+    return raw
 
 
 _DECODERS = {

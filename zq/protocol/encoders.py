@@ -25,6 +25,8 @@ def encode(frame: f.Frame) -> list[bytes]:
                 packb([frame.ids, frame.attempts, frame.headers]), *frame.bodies]
     if type(frame) is f.Forward:
         return forward(frame.key, frame.parts)
+    if type(frame) is f.Manage and frame.bodies:
+        return [COMMANDS[f.MANAGE], packb([frame.req, frame.op, frame.args]), *frame.bodies]
     entry = _HEADERS.get(type(frame))
     if entry is None:
         raise TypeError(f"not a frame: {frame!r}")
@@ -113,7 +115,8 @@ _HEADER_OF: dict[type[Any], Callable[[Any], Any]] = {
     f.Error: _error,
     f.Locate: lambda fr: [fr.req, fr.queue],
     f.Location: lambda fr: [fr.req, fr.loc],
-    f.Catalog: lambda fr: [fr.seq, fr.kind, fr.queues],
+    f.Catalog: lambda fr: ([fr.seq, fr.kind, fr.queues] if fr.moved is None
+                           else [fr.seq, fr.kind, fr.queues, fr.moved]),
 }
 # Each frame type of two parts: its command part and what builds its header.
 _HEADERS = {kind: (COMMANDS[f.OPCODES[kind]], header) for kind, header in _HEADER_OF.items()}

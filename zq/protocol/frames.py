@@ -224,6 +224,8 @@ class Manage:
     req: int
     op: str
     args: dict[str, Any] = field(default_factory=dict)
+    # Raw parts after the header: message bodies, only for ``move_in`` (section 17.5).
+    bodies: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +301,9 @@ class Catalog:
     seq: int
     kind: str
     queues: list[str]
+    # Queues that moved from this broker: name -> the broker id they went to
+    # (section 17.5). In a snapshot, all of them; otherwise more of them.
+    moved: dict[str, str] | None = None
 
 
 Frame: TypeAlias = (

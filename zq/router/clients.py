@@ -236,7 +236,10 @@ class ClientSide(RouterState):
         if found == CONFLICT:
             self.counters["conflicts"] += 1
             raise QueueConflict(f"queue {queue!r} is on two brokers", ref=ref)
-        return (found, True) if found is not None else (self.owner(name), False)
+        if found is not None:
+            return found, True
+        moved = self.moved_to(name)  # being moved there: it exists, not listed yet
+        return (moved, True) if moved is not None else (self.owner(name), False)
 
     def _endpoint(self, bid: str) -> str:
         entry = self.cluster.broker(bid)

@@ -163,10 +163,16 @@ class LinkSide(RouterState):
         names = {q.encode() for q in c.queues}
         if c.kind == "snapshot":
             link.catalog = names
+            link.moved = {}
         elif c.kind == "add":
             link.catalog |= names
         else:
             link.catalog -= names
+        for name in names:  # a name listed again here is no longer moved from here
+            link.moved.pop(name, None)
+        if c.moved:  # queues this broker moved away, and where to (section 17.5)
+            link.moved.update((q.encode(), b) for q, b in c.moved.items())
+            self.forget_placements()
 
     def on_link_error(self, link: Link, e: f.Error, now: float) -> None:
         link.errors += 1

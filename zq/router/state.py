@@ -51,6 +51,7 @@ class Link:
     up_since: float | None = None
     silence_limit: float = 3.0  # seconds without a frame before the link is lost
     catalog: set[bytes] = field(default_factory=set)  # queue names, UTF-8
+    moved: dict[bytes, str] = field(default_factory=dict)  # queues it moved away -> to
     # Client frames waiting for the link's WELCOME (it is being opened or reopened).
     held: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
     catalog_seq: int = 0
@@ -150,6 +151,9 @@ class RouterState:
         found = self.catalogued(name)
         if found is not None:
             return found
+        found = self.moved_to(name)
+        if found is not None:
+            return found
         placed = self._placed.get(name)
         if placed is None:
             placed = place(name.decode(), self.cluster)
@@ -157,6 +161,21 @@ class RouterState:
                 del self._placed[next(iter(self._placed))]  # the oldest goes
             self._placed[name] = placed
         return placed
+
+    def moved_to(self, name: bytes) -> str | None:
+        """Where queue ``name`` went, if a broker moved it away and no broker lists it
+        (a move under way: its target does not list it until the move is done). Moves
+        are followed from broker to broker; a loop means none (placement decides)."""
+        links = self.links
+        hop = next((ln.moved[name] for ln in links.values() if name in ln.moved), None)
+        seen: set[str] = set()
+        while hop is not None and hop not in seen:
+            seen.add(hop)
+            link = links.get(hop)
+            if link is None or name not in link.moved:
+                return hop
+            hop = link.moved[name]
+        return None
 
     def forget_placements(self) -> None:
         self._placed.clear()
