@@ -160,10 +160,11 @@ class Shipper:
         log.info("moving queue %s to broker %s at %s (%s)", mv.name, mv.to, mv.endpoint,
                  mv.phase)
         held: list[Msg] = []  # taken, not yet stored by the target: sent again as they are
+        keys_sent: list[bool] = []  # the queue's dedup keys went (once per process)
         try:
             while not mv.announced:
                 try:
-                    await self._step(mv, link, held)
+                    await self._step(mv, link, held, keys_sent)
                 except (LinkError, ZqError, zmq.ZMQError, ValueError) as exc:
                     mv.error = f"{type(exc).__name__}: {exc}"
                     log.warning("move of %s to %s: %s; trying again", mv.name, mv.to, exc)
@@ -178,7 +179,8 @@ class Shipper:
         finally:
             link.close()
 
-    async def _step(self, mv: MoveOut, link: PeerLink, held: list[Msg]) -> None:
+    async def _step(self, mv: MoveOut, link: PeerLink, held: list[Msg],
+                    keys_sent: list[bool]) -> None:
         """One step of the move. ``held``: the batch taken and not yet stored by the
         target, kept (in place) across failures to be sent again as it is."""
         core = self.core
@@ -188,8 +190,6 @@ class Shipper:
             await link.request({**base, "phase": "begin", "settings": q.settings.to_map(),
                                 "paused": q.paused})
             core.move_prepared(mv.name)
-            await link.request({**base, "phase": "ship", "messages": [],
-                                "keys": core.move_keys(mv.name)})
             self.wake()
             return
         if mv.phase == "done":
@@ -197,6 +197,11 @@ class Shipper:
             await link.request({**base, "phase": "done"})
             core.move_announced(mv.name)
             self.wake()
+            return
+        if not keys_sent:  # every dedup key first (their messages may be gone)
+            await link.request({**base, "phase": "ship", "messages": [],
+                                "keys": core.move_keys(mv.name)})
+            keys_sent.append(True)
             return
         if not held:
             held.extend(core.move_take(mv.name, BATCH, BATCH_BYTES))

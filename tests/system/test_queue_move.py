@@ -250,6 +250,8 @@ async def test_move_resumes_after_kill_9(tmp_path: Path, victim: str) -> None:
                 if st is not None and st.get("announced"):
                     break
                 await asyncio.sleep(0.05)
+        async with zq.Client(router.endpoint, name="again") as c:  # dedup keys came along
+            await c.publish(QUEUE, b"dedup-5 again", dedup_id="key-5")
         assert await drain_rest(router.endpoint, chk) == 0
         assert set(chk.got) == chk.confirmed
         dups = [b for b, k in chk.got.items() if k > 1]

@@ -102,15 +102,18 @@ class Moves(Sessions):
             sub.active = False
             q.subs.remove(sub)
             self._fail(sub.peer.identity, moved, f.CREDIT, name)
+
+    def move_keys(self, name: str) -> list[list[Any]]:
+        """Every dedup key of ``name`` within its window, ``[key, id, until (wall)]``;
+        from now on each also goes with its message (once more after a restart)."""
+        q = self.queues[name]
+        mv = q.moving
+        assert mv is not None
+        mv.keys = {}
         for (queue, key), (mid, until) in self._dedup.items():
             if queue == name:
                 mv.keys.setdefault(mid, []).append((key, until + self.wall_offset))
-
-    def move_keys(self, name: str) -> list[list[Any]]:
-        """Every dedup key of ``name`` within its window: ``[key, id, until (wall)]``."""
-        q = self.queues[name]
-        assert q.moving is not None
-        return [[k, mid, until] for mid, keys in q.moving.keys.items() for k, until in keys]
+        return [[k, mid, until] for mid, keys in mv.keys.items() for k, until in keys]
 
     def move_take(self, name: str, max_n: int, max_bytes: int) -> list[Msg]:
         """Up to ``max_n`` ready or delayed messages of ``name`` (at least one, at most
