@@ -254,3 +254,31 @@ def test_a_restarted_source_keeps_the_move_and_the_record() -> None:
     again.hello(P)
     again.send(P, f.Publish("gone", 1, [b"x"]))
     assert errors_of(again.take())[0][1].info["broker"] == "b3"
+
+
+def test_body_parts_are_refused_on_any_other_operation() -> None:
+    h = broker("b1")
+    h.hello(A)
+    h.send(A, f.Manage(5, "declare", {"queue": names_on("b1")[0]}, [b"stray"]))
+    [(_, err)] = errors_of(h.take())
+    assert (err.code, err.ref) == (InvalidArgument.code, 5)
+    assert "takes no body parts" in err.text
+
+
+def test_move_in_checks_what_it_is_sent() -> None:
+    h, q = target()
+    with pytest.raises(InvalidArgument, match="no move"):
+        ship(h, q, [1])
+    op(h, "move_in", queue=q, move="m1", phase="begin", **{"from": "b1"}, settings={})
+    for bad in ([["x", 0, 0, 0, None, None, []]], [[1, -1, 0, 0, None, None, []]],
+                [[1, 0, "soon", 0, None, None, []]], [[1, 0, 0, 0, [], None, []]],
+                [[1, 0, 0, 0, None, None, [["k"]]]], [[1, 0, 0]]):
+        with pytest.raises(InvalidArgument):
+            manage(h.core, f.Manage(2, "move_in", {"queue": q, "move": "m1", "phase": "ship",
+                                                   "messages": bad, "bodies": [b"x"]}), h.now)
+    with pytest.raises(InvalidArgument, match="differ in count"):
+        manage(h.core, f.Manage(2, "move_in", {
+            "queue": q, "move": "m1", "phase": "ship",
+            "messages": [[1, 0, 0, 0, None, None, []]], "bodies": []}), h.now)
+    with pytest.raises(InvalidArgument, match="phase"):
+        op(h, "move_in", queue=q, move="m1", phase="sideways")
