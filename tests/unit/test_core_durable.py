@@ -6,7 +6,6 @@ from typing import Any
 
 from tests.unit.test_core import A, Harness, P, delivers
 from zq.persistence.base import (
-    AHEAD,
     DELIVERED,
     WAITING,
     Recovered,
@@ -49,11 +48,15 @@ def test_delivery_stages_its_attempt_and_ack_replaces_it_with_a_delete() -> None
     h.publish(3)
     h.core.take_batch()
     h.core.dispatch()
-    assert delivers(h.take()) == []  # not before its attempt numbers are stored
+    # Out at once: one commit (the publish's) between publish and deliver; the attempt
+    # numbers go with the next commit (a crash before it does not count an attempt in
+    # flight anyway, PROTOCOL.md 12.5).
+    [(_, d)] = delivers(h.take())
+    assert (d.ids, d.attempts) == ([1, 2, 3], [1, 1, 1])
     assert h.core.has_unstored()
     c = h.core.take_commit()
     assert c.batch.updates == [([1, 2, 3], [1, 1, 1], 0.0, DELIVERED)]
-    assert len(c.deliveries) == 1
+    assert c.deliveries == []
     h.core.dispatch()
     h.send(A, f.Nack([1], [1], True, 0, ""))  # back to the queue: attempt stays 1 on disk
     h.core.dispatch()  # delivered again as attempt 2
@@ -193,12 +196,9 @@ def test_deliveries_of_a_session_that_ended_during_the_commit_are_not_sent() -> 
     assert (d.ids, d.attempts) == ([1, 2], [2, 2])  # requeued by the BYE, counted
 
 
-def test_a_delayed_message_has_its_attempt_stored_ahead_and_goes_out_when_due() -> None:
-    """The next attempt of a delayed message is stored shortly before it is due, with
-    its due time kept, so that at the due time the DELIVER does not wait for a commit
-    (an fsync stalling then would make it late)."""
-    from zq import core as zcore
-
+def test_a_delayed_message_goes_out_when_due_without_waiting_for_a_commit() -> None:
+    """At the due time the DELIVER goes out at once (an fsync stalling then does not
+    make it late); its attempt number is stored with the next commit."""
     h = durable()
     h.core.wall_offset = 1000.0
     h.send(A, f.Credit("q", 5))
@@ -206,46 +206,16 @@ def test_a_delayed_message_has_its_attempt_stored_ahead_and_goes_out_when_due() 
     h.send(P, f.Publish("q", 1, [b"later"], [], f.Options(delay_ms=1000)))
     stored(h)  # the publish is stored; the message waits for its due time
     due = t0 + 1.0
-    h.core.tick(due - zcore.PRESTORE_LEAD - 0.01)
-    assert not h.core.has_unstored()  # not yet
-    h.core.tick(due - zcore.PRESTORE_LEAD / 2)
-    c = h.core.take_commit()
-    # attempt 1 stored ahead (AHEAD: not made yet), the due time kept on disk
-    assert c.batch.updates == [([1], [1], due + 1000.0, AHEAD)]
-    h.core.committed(c.pending)
+    assert h.core.next_deadline() <= due
     h.core.tick(due - 0.001)
     h.core.dispatch(due - 0.001)
     assert delivers(h.take()) == []  # never early
+    assert not h.core.has_unstored()  # and nothing stored ahead of it
     h.core.tick(due)
     h.core.dispatch(due)
     [(who, d)] = delivers(h.take())  # at once: no commit in between
     assert (who, d.ids, d.attempts) == (A, [1], [1])
-    # Stored afterwards: the attempt stored ahead was made (a crash before this commit
-    # makes the next delivery repeat attempt 1, never skip one).
     assert h.core.take_batch().updates == [([1], [1], 0.0, DELIVERED)]
-
-
-def test_a_prestored_attempt_that_failed_to_commit_goes_the_ordinary_way() -> None:
-    from zq import core as zcore
-    from zq.errors import StorageError
-
-    h = durable()
-    h.send(A, f.Credit("q", 5))
-    t0 = h.now
-    h.send(P, f.Publish("q", 1, [b"later"], [], f.Options(delay_ms=1000)))
-    stored(h)
-    h.core.tick(t0 + 1.0 - zcore.PRESTORE_LEAD / 2)
-    c = h.core.take_commit()
-    h.core.commit_failed(StorageError("io"), c.pending)
-    h.core.restage(c.batch)
-    h.core.tick(t0 + 1.0)
-    h.core.dispatch(t0 + 1.0)
-    assert delivers(h.take()) == []  # waits for its attempt's commit, as any delivery
-    c = h.core.take_commit()
-    assert c.batch.updates[-1] == ([1], [1], 0.0, DELIVERED)
-    h.core.committed(c.pending)
-    h.core.release(c.deliveries)
-    assert [d.ids for _, d in delivers(h.take())] == [[1]]
 
 
 def test_a_message_moved_into_a_queue_with_a_backlog_on_disk_is_not_lost_or_doubled() -> None:

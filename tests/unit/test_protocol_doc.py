@@ -13,8 +13,7 @@ from zq import core, errors, history
 from zq.config import BrokerConfig
 from zq.core import _FATAL
 from zq.errors import InvalidArgument, ProtocolViolation, SessionUnknown, ZqError
-from zq.manage import manage
-from zq.manage import moves
+from zq.manage import manage, moves
 from zq.manage import queues as admin
 from zq.policies import make_dispatch
 from zq.protocol import codec

@@ -42,7 +42,6 @@ from zq.core.state import (
     HISTORY,
     MAX_HEARTBEAT,
     ORIGIN,
-    PRESTORE_LEAD,
     REASON,
     STATS_SHOWN,
     Commit,
@@ -53,7 +52,7 @@ from zq.core.state import (
 if TYPE_CHECKING:
     from zq.core.default import BrokerCore
 
-__all__ = ["DEAD_AT", "HISTORY", "MAX_HEARTBEAT", "ORIGIN", "PRESTORE_LEAD", "REASON",
+__all__ = ["DEAD_AT", "HISTORY", "MAX_HEARTBEAT", "ORIGIN", "REASON",
            "STATS_SHOWN", "_FATAL", "BrokerCore", "Commit", "Peer", "charged", "pack_opts",
            "unpack_opts"]
 

@@ -43,19 +43,18 @@ class Delivery(Settlement):
                 if not cands:
                     break
                 sub = cands[self.policy.pick(q.name, cands)] if len(cands) > 1 else cands[0]
-                msgs, prestored = self._fill(q, sub, min(max_batch, sub.window.available),
-                                             now, expired)
+                msgs = self._fill(q, sub, min(max_batch, sub.window.available), now, expired)
                 if not msgs:
                     break
-                self._send_deliver(q, sub, msgs, prestored, now)
+                self._send_deliver(q, sub, msgs, now)
             for m in expired:
                 self._expire(m, now)
 
     def _fill(self, q: Queue, sub: Sub, want: int, now: float, expired: list[Msg]
-              ) -> tuple[list[Msg], bool]:
+              ) -> list[Msg]:
         """Take up to ``want`` messages for one DELIVER to ``sub``: lane by lane, within
         the frame's byte limits; each becomes that consumer's next attempt. Returns
-        them and whether all had their attempt stored ahead (see _prestore)."""
+        them."""
         max_frame = self.cfg.max_frame
         max_header = self.limits.max_header
         per_msg = codec.PER_MESSAGE
@@ -65,7 +64,6 @@ class Delivery(Settlement):
         hbytes = codec.ENVELOPE
         check_exp = q.ttl_seen
         multi = len(q.order) > 1
-        prestored = self.journal.durable
         full = False
         while len(msgs) < want and not full:
             lane, quota = q.next_lane()
@@ -93,14 +91,10 @@ class Delivery(Settlement):
                 hbytes += h
                 m.attempts += 1
                 m.start = now
-                if not m.pre:
-                    prestored = False
-                if m.pre or m.pre_pending:
-                    m.pre = m.pre_pending = False
                 held[m.id] = m
                 msgs.append(m)
             self._lane_took(q, lane, len(msgs) - before, multi)
-        return msgs, prestored
+        return msgs
 
     def _lane_took(self, q: Queue, lane: Lane, got: int, multi: bool) -> None:
         """Tenant bookkeeping after ``got`` messages left ``lane`` for one DELIVER."""
@@ -111,8 +105,7 @@ class Delivery(Settlement):
             if not lane.msgs:
                 q.selector.idle(lane.tenant)
 
-    def _send_deliver(self, q: Queue, sub: Sub, msgs: list[Msg], prestored: bool,
-                      now: float) -> None:
+    def _send_deliver(self, q: Queue, sub: Sub, msgs: list[Msg], now: float) -> None:
         """One DELIVER of ``msgs`` (attempts already counted) to ``sub``'s consumer."""
         ids = [m.id for m in msgs]
         attempts = [m.attempts for m in msgs]
@@ -120,8 +113,9 @@ class Delivery(Settlement):
         if headers.count(None) == len(headers):
             headers = []
         k = sub.window.take(len(msgs))  # == len(msgs): it was within the window
-        # Stored before the frame is sent; or, for attempts stored ahead, after it:
-        # then it only marks them delivered (see _admit for a crash between).
+        # Stored with the next commit, after the frame went out: a crash before that
+        # commit loses nothing but the count of an attempt in flight, which a crash
+        # never counts anyway (PROTOCOL.md 12.5; see _admit).
         self.journal.attempts(ids, attempts, 0.0, DELIVERED)
         if q.limited:
             self._arm_limits(q, msgs, sub.peer, now)
@@ -130,10 +124,7 @@ class Delivery(Settlement):
         counters["redelivered"] += k - attempts.count(1)
         counters["delivered"] += k
         counters["deliver_frames"] += 1
-        # With a durable store the frame waits for the commit of its attempts,
-        # unless they were stored ahead (delayed messages that came due).
-        outbox = self.outbox
-        (outbox.unstored if self.journal.durable and not prestored else outbox.out).append(
+        self.outbox.out.append(
             Outgoing(sub.peer.identity, codec.encode_deliver(q.name_b, ids, attempts, headers,
                                                              [m.body for m in msgs]), msgs))
 
@@ -167,7 +158,7 @@ class Delivery(Settlement):
             if msgs:
                 if alone:
                     sub.probe = msgs[0]
-                self._send_deliver(q, sub, msgs, False, now)
+                self._send_deliver(q, sub, msgs, now)
 
     def _too_large(self, m: Msg, now: float) -> None:
         """A ready message that cannot travel alone in a DELIVER (it was stored under

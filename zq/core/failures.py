@@ -137,15 +137,13 @@ class Failures(CoreState):
 
     def delayed_entries(self) -> list[tuple[float, int, Msg]]:
         """Every delayed message's (due, id, message), in no particular order."""
-        return self._delayed + self._soon
+        return list(self._delayed)
 
     def remove_delayed(self, q: Queue) -> list[Msg]:
         """Take ``q``'s delayed messages out of the timer heaps."""
         taken = [e[2] for e in self.delayed_entries() if e[2].q is q]
         self._delayed = [e for e in self._delayed if e[2].q is not q]
-        self._soon = [e for e in self._soon if e[2].q is not q]
         heapq.heapify(self._delayed)
-        heapq.heapify(self._soon)
         q.delayed = 0
         return taken
 
@@ -174,14 +172,10 @@ class Failures(CoreState):
         m.attempts -= 1
         if m.deadline:
             m.deadline = 0.0
-        if m.pre or m.pre_pending:
-            m.pre = m.pre_pending = False
         self.journal.attempts([m.id], [m.attempts], 0.0, WAITING)
 
     def _rewrite(self, m: Msg, ready_at: float = 0.0) -> None:
         """Stage a message's whole state: queue, attempts, due time, headers, options."""
-        if m.pre or m.pre_pending:
-            m.pre = m.pre_pending = False
         if self.journal.durable:  # (packing the options costs: only when stored)
             self.journal.rewrite(Rewrite(m.id, m.q.name, m.attempts, ready_at, m.headers,
                                          pack_opts(m, self.wall_offset)))

@@ -259,7 +259,7 @@ class Intake(Failures):
             lane = min(heads, key=lambda ln: ln.msgs[0].id) if heads else None
             if delayed and (lane is None or delayed[0][1] < lane.msgs[0].id):
                 entry = delayed.pop(0)
-                (self._delayed if entry in self._delayed else self._soon).remove(entry)
+                self._delayed.remove(entry)
                 m = entry[2]
                 q.delayed -= 1
                 taken_delayed = True
@@ -272,4 +272,3 @@ class Intake(Failures):
             k -= 1
         if taken_delayed:
             heapq.heapify(self._delayed)
-            heapq.heapify(self._soon)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from zq.persistence.base import AHEAD, Rewrite, WriteBatch
+from zq.persistence.base import Rewrite, WriteBatch
 
 if TYPE_CHECKING:
     from zq.core.model import Msg, Peer, Queue
@@ -55,8 +55,6 @@ class Journal:
     staged: int = 0  # messages published into the current batch
     pending: list[PendingPublish] = field(default_factory=list)  # not committed yet
     inflight: list[PendingPublish] = field(default_factory=list)  # in the commit under way
-    prestaged: list[Msg] = field(default_factory=list)  # next attempts staged ahead
-    prestaging: list[Msg] = field(default_factory=list)  # ... in the commit under way
 
     # ------------------------------------------------------------------ staging
 
@@ -126,13 +124,6 @@ class Journal:
         if self.durable:
             self.batch.schedules.append((name, spec))
 
-    def prestore(self, m: Msg, due_wall: float) -> None:
-        """``m``'s next attempt number, stored ahead of its due time (state AHEAD)."""
-        if self.durable:
-            self.batch.updates.append(([m.id], [m.attempts + 1], due_wall, AHEAD))
-            m.pre_pending = True
-            self.prestaged.append(m)
-
     # ------------------------------------------------------------- commit cycle
 
     def has_work(self) -> bool:
@@ -145,17 +136,11 @@ class Journal:
         self.staged = 0
         pending, self.pending = self.pending, []
         self.inflight = pending
-        self.prestaging, self.prestaged = self.prestaged, []
         return batch, pending
 
     def done(self, stored: bool) -> None:
-        """The commit under way returned: attempts stored ahead hold now, or not."""
+        """The commit under way returned (stored or not)."""
         self.inflight = []
-        for m in self.prestaging:
-            if m.pre_pending:  # not delivered or rewritten since it was staged
-                m.pre_pending = False
-                m.pre = stored
-        self.prestaging = []
 
     def in_progress(self) -> list[PendingPublish]:
         """Publishes not stored yet: the commit under way's, then the current batch's."""

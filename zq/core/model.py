@@ -35,8 +35,6 @@ class Msg:
     opts: f.Options | None = None  # its own publish options, if any
     exp: float = 0.0  # when it expires (monotonic); 0 = never
     deadline: float = 0.0  # when its current attempt hits its time limit; 0 = none
-    pre: bool = False  # the store already holds attempts + 1 (a delayed message due soon)
-    pre_pending: bool = False  # ... once the commit under way returns
     started: int = 0  # the attempt its consumer said it started (START); 0: none
     suspect: bool = False  # held by a consumer that vanished: goes out alone (a probe)
 

@@ -49,10 +49,6 @@ HISTORY = history.HISTORY  # header: the failed attempts of a message
 ORIGIN = history.ORIGIN  # header of a dead letter: the queue it died in
 REASON = history.REASON  # header of a dead letter: why it died
 DEAD_AT = history.DEAD_AT  # header of a dead letter: when (wall-clock seconds)
-# A durable broker stores the next attempt number of a delayed message this long before
-# it is due, so that at the due time its DELIVER goes out without waiting for a commit
-# (an fsync that stalls then does not make it late).
-PRESTORE_LEAD = 0.1
 
 # What new messages carry besides bodies: their options, due time and expiry (monotonic).
 Extra = tuple[f.Options, float, float]
@@ -126,7 +122,6 @@ class CoreState:
         self._spilled: set[Queue] = set()  # queues with messages on disk only
         self.draining: set[Queue] = set()  # spilled queues to page in without consumers (redrive)
         self._delayed: list[tuple[float, int, Msg]] = []
-        self._soon: list[tuple[float, int, Msg]] = []  # due within PRESTORE_LEAD: prestored
         self._limits: list[tuple[float, int, Msg, Peer]] = []  # attempts' time limits
         self._limits_compact_at = 10_000
         self._tie = itertools.count()

@@ -10,7 +10,6 @@ from zq.core.journal import PendingPublish
 from zq.core.leases import Leases
 from zq.core.model import Msg, Peer
 from zq.core.state import (
-    PRESTORE_LEAD,
     Extra,
 )
 from zq.persistence.base import ALL_SEQS
@@ -27,9 +26,7 @@ class Timers(Leases):
         if now >= self._next_heartbeat:
             self._heartbeat(now)
         delayed = self._delayed
-        if self.journal.durable and delayed and delayed[0][0] <= now + PRESTORE_LEAD:
-            self._prestore(now)
-        if (self._soon and self._soon[0][0] <= now) or (delayed and delayed[0][0] <= now):
+        if delayed and delayed[0][0] <= now:
             self._due(now)
         limits = self._limits
         while limits and limits[0][0] <= now:
@@ -56,15 +53,15 @@ class Timers(Leases):
 
     def _due(self, now: float) -> None:
         """Delayed messages whose time has come join the tail of their lanes."""
-        for heap in (self._soon, self._delayed):
-            while heap and heap[0][0] <= now:
-                _, _, m = heapq.heappop(heap)
-                q = m.q
-                q.delayed -= 1
-                if self.queues.get(q.name) is not q:
-                    continue  # its queue was deleted
-                m.lane.msgs.append(m)
-                self._dirty.add(q)
+        heap = self._delayed
+        while heap and heap[0][0] <= now:
+            _, _, m = heapq.heappop(heap)
+            q = m.q
+            q.delayed -= 1
+            if self.queues.get(q.name) is not q:
+                continue  # its queue was deleted
+            m.lane.msgs.append(m)
+            self._dirty.add(q)
 
     def _fire_schedules(self, now: float) -> None:
         """Publish a message for each schedule that is due, and store its next due time."""
@@ -95,22 +92,6 @@ class Timers(Leases):
             s.next_due = nxt if nxt > wall else s.after(wall)  # late: no second message
             self.stage_schedule(s)
             self.counters["scheduled"] += 1
-
-    def _prestore(self, now: float) -> None:
-        """Stage the next attempt of delayed messages due soon, keeping their due times.
-
-        Once that is stored, their DELIVER goes out at the due time at once instead
-        of waiting then for a commit. A crash in between leaves the stored attempt
-        count one ahead, as a crash during a delivery's commit can.
-        """
-        delayed, soon = self._delayed, self._soon
-        horizon = now + PRESTORE_LEAD
-        wall = self.wall_offset
-        while delayed and delayed[0][0] <= horizon:
-            e = heapq.heappop(delayed)
-            heapq.heappush(soon, e)
-            if e[0] > now:
-                self.journal.prestore(e[2], e[0] + wall)
 
     def _time_limited(self, m: Msg, peer: Peer, now: float) -> None:
         del peer.held[m.id]
@@ -168,12 +149,8 @@ class Timers(Leases):
 
     def next_deadline(self) -> float:
         t = min(self._next_heartbeat, self._next_second)
-        if self._delayed:
-            due = self._delayed[0][0] - (PRESTORE_LEAD if self.journal.durable else 0.0)
-            if due < t:
-                t = due
-        if self._soon and self._soon[0][0] < t:
-            t = self._soon[0][0]
+        if self._delayed and self._delayed[0][0] < t:
+            t = self._delayed[0][0]
         if self._limits and self._limits[0][0] < t:
             t = self._limits[0][0]
         if self.results._timeouts:

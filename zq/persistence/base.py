@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # only attempts that were made:
 WAITING = 0  # ready or delayed: ``attempts`` deliveries were made
 DELIVERED = 1  # delivery number ``attempts`` was stored before its DELIVER went out
-AHEAD = 2  # ``attempts`` is the next delivery's number, stored before its due time
+AHEAD = 2  # ``attempts`` is the next delivery's number, stored ahead (older brokers wrote it)
 
 
 @dataclass(slots=True)
