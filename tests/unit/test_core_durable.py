@@ -245,3 +245,27 @@ def test_a_message_moved_into_a_queue_with_a_backlog_on_disk_is_not_lost_or_doub
     (_, d), = delivers(stored(h))
     assert d.ids == [3]
     assert (dead.disk, dead.moved_in) == (0, set())
+
+
+def test_acked_places_free_only_once_the_acks_are_stored() -> None:
+    """A consumer never holds more unacked and unstored-acked messages together than it
+    granted, so a crash brings back at most its window of acked messages."""
+    h = durable()
+    h.send(A, f.Credit("q", 2))
+    h.publish(5)
+    h.core.take_batch()
+    h.core.dispatch()
+    [(_, d)] = delivers(h.take())
+    assert d.ids == [1, 2]
+    c = h.core.take_commit()  # their attempt numbers
+    h.core.committed(c.pending)
+    h.send(A, f.Ack([1, 2], [1, 1]))
+    h.send(A, f.Credit("q", 2))  # the SDK gives credit back with its acks
+    h.core.dispatch()
+    assert delivers(h.take()) == []  # the acks are not stored yet
+    c = h.core.take_commit()
+    assert c.batch.deletes == [1, 2]
+    h.core.committed(c.pending)  # stored: the places are free
+    h.core.dispatch()
+    [(_, d)] = delivers(h.take())
+    assert d.ids == [3, 4]

@@ -199,3 +199,28 @@ def test_random_ops_never_break_the_bound(ops: list[tuple[str, int]]) -> None:
             w.void()
         assert w.in_flight + w.available <= w.limit
         assert w.in_flight <= delivered
+
+
+def test_owed_places_stay_taken_until_repaid() -> None:
+    w = CreditWindow(100)
+    w.grant(2)
+    assert w.take(2) == 2
+    w.owe(1)  # acked, not stored: the place stays taken
+    assert w.available == -1
+    w.grant(1)  # the consumer's credit for it pays for the place, no more
+    assert w.take(5) == 0
+    w.repay(1)  # stored
+    assert (w.available, w.in_flight) == (1, 1)
+    assert w.take(5) == 1
+
+
+def test_cancel_keeps_owed_places_from_becoming_credit() -> None:
+    w = CreditWindow(100)
+    w.grant(3)
+    w.take(3)
+    w.owe(2)
+    w.void()
+    w.repay(2)
+    assert (w.available, w.in_flight) == (0, 1)
+    with pytest.raises(ValueError, match="cannot owe"):
+        w.owe(2)

@@ -128,7 +128,7 @@ class Backlog(Timers):
         for q in self._spilled:
             ready = q.ready_count()
             if (ready < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
-                    and (q in self.draining or any(s.window.available for s in q.subs))):
+                    and (q in self.draining or any(s.window.available > 0 for s in q.subs))):
                 out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - ready))))
         return out
 

@@ -86,7 +86,7 @@ class Commits(Intake):
         """A batch was not stored: refuse its publishes, store nothing."""
         if pending is None:
             pending, self.journal.pending = self.journal.pending, []
-        self.journal.done(stored=False)
+        self.repay(self.journal.done(stored=False))
         for p in pending:
             q = p.q
             q.staged -= len(p.bodies)

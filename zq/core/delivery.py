@@ -136,7 +136,7 @@ class Delivery(Settlement):
         ordinary batches."""
         for sub in q.subs:
             w = sub.window
-            if not q.suspects or sub.probe is not None or not w.available:
+            if not q.suspects or sub.probe is not None or w.available <= 0:
                 continue
             alone = sub.peer.marks
             if alone and w.in_flight and not all(

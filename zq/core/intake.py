@@ -8,7 +8,7 @@ from itertools import repeat
 
 from zq.core.failures import Failures
 from zq.core.journal import PendingPublish
-from zq.core.model import Msg, Peer, Queue
+from zq.core.model import Msg, Peer, Queue, Sub
 from zq.core.state import (
     Extra,
     _with_ref,
@@ -61,6 +61,13 @@ class Intake(Failures):
                                now + s.dedup_window + self.wall_offset)
         if extra is not None:
             self._stage_placed(q, first, n, extra)
+
+    def repay(self, subs: list[Sub]) -> None:
+        """Credit of acks now stored goes back to their consumers' windows."""
+        dirty = self._dirty
+        for sub in subs:
+            sub.window.repay(1)
+            dirty.add(sub.q)
 
     def _admitted(self, peer: Peer, frame: f.Publish) -> Queue:
         """The queue a PUBLISH goes to, or the error that refuses it."""
@@ -145,7 +152,7 @@ class Intake(Failures):
         """
         if pending is None:
             pending, self.journal.pending = self.journal.pending, []
-        self.journal.done(stored=True)
+        self.repay(self.journal.done(stored=True))
         touched: list[Peer] = []
         trim: list[Queue] = []
         for p in pending:

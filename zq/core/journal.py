@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from zq.persistence.base import Rewrite, WriteBatch
 
 if TYPE_CHECKING:
-    from zq.core.model import Msg, Peer, Queue
+    from zq.core.model import Msg, Peer, Queue, Sub
     from zq.protocol import frames as f
 
     # What new messages carry besides bodies: options, due time and expiry (monotonic).
@@ -55,6 +55,11 @@ class Journal:
     staged: int = 0  # messages published into the current batch
     pending: list[PendingPublish] = field(default_factory=list)  # not committed yet
     inflight: list[PendingPublish] = field(default_factory=list)  # in the commit under way
+    # Credit of acked deliveries, given back once their acks are stored (a durable
+    # store): a consumer never holds more unacked or unstored-acked messages than its
+    # window, so a crash brings back at most that many acked ones (PROTOCOL.md 12).
+    owed: list[Sub] = field(default_factory=list)  # acks in the current batch
+    owing: list[Sub] = field(default_factory=list)  # acks in the commit under way
 
     # ------------------------------------------------------------------ staging
 
@@ -136,11 +141,15 @@ class Journal:
         self.staged = 0
         pending, self.pending = self.pending, []
         self.inflight = pending
+        self.owing, self.owed = self.owed, []
         return batch, pending
 
-    def done(self, stored: bool) -> None:
-        """The commit under way returned (stored or not)."""
+    def done(self, stored: bool) -> list[Sub]:
+        """The commit under way returned (stored or not): the credit its acks owe (given
+        back even if the commit failed: consumers go on being served)."""
         self.inflight = []
+        owing, self.owing = self.owing, []
+        return owing
 
     def in_progress(self) -> list[PendingPublish]:
         """Publishes not stored yet: the commit under way's, then the current batch's."""

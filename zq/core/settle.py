@@ -60,12 +60,13 @@ class Settlement(Commits):
             sub.q.subs.remove(sub)
 
     def _settle(self, peer: Peer, frame: f.Ack | f.Nack | f.Extend, op: int,
-                take: bool = True) -> list[Msg]:
+                take: bool = True, owe: list[Sub] | None = None) -> list[Msg]:
         """The named deliveries ``peer`` holds (taken off it if ``take``); report the rest.
 
         An id the consumer does not hold is STALE_DELIVERY if it was ever
         delivered (its lease ended: acked, timed out, or its session dropped)
-        and UNKNOWN_DELIVERY if it never was.
+        and UNKNOWN_DELIVERY if it never was. With ``owe``, the credit of the
+        settled deliveries goes there (given back once their acks are stored).
         """
         held = peer.held
         track = self.track_tenants
@@ -78,7 +79,11 @@ class Settlement(Commits):
                 if take:
                     del held[mid]
                     sub = peer.subs[m.q.name]
-                    sub.window.settle(1)
+                    if owe is None:
+                        sub.window.settle(1)
+                    else:
+                        sub.window.owe(1)
+                        owe.append(sub)
                     if sub.probe is m:
                         self._unprobe(sub)
                         m.suspect = False  # its consumer lived through it
@@ -111,7 +116,8 @@ class Settlement(Commits):
 
     def on_ack(self, peer: Peer, frame: f.Ack, data: dict[str, Any] | None = None) -> None:
         """``data``: the outcome to keep for a single acked message (``complete``)."""
-        done = self._settle(peer, frame, f.ACK)
+        journal = self.journal
+        done = self._settle(peer, frame, f.ACK, owe=journal.owed if journal.durable else None)
         if not done:
             return
         self.counters["acked"] += len(done)

@@ -52,7 +52,7 @@ class Stats(Backlog):
         counts: dict[str, int] = {}
         for p in self.peers.values():  # cancelled subscriptions may still hold messages
             for name, s in p.subs.items():
-                counts[name] = counts.get(name, 0) + s.window.in_flight
+                counts[name] = counts.get(name, 0) + s.window.in_flight - s.window.owed
         return counts
 
     def stats(self) -> dict[str, Any]:
@@ -81,5 +81,6 @@ class Stats(Backlog):
     def _peer_stats(p: Peer) -> dict[str, Any]:
         subs = sorted(p.subs.items())[:STATS_SHOWN]
         return {"name": p.name, "held": len(p.held), "subs_total": len(p.subs), "subs": {
-            name: {"in_flight": s.window.in_flight, "available": s.window.available,
+            name: {"in_flight": s.window.in_flight - s.window.owed,
+                   "available": max(0, s.window.available),
                    "peak_in_flight": s.window.peak, "active": s.active} for name, s in subs}}

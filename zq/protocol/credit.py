@@ -12,7 +12,7 @@ from zq.errors import InvalidCredit
 
 
 class CreditWindow:
-    __slots__ = ("available", "in_flight", "limit", "peak")
+    __slots__ = ("available", "in_flight", "limit", "owed", "peak")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -20,6 +20,7 @@ class CreditWindow:
         self.limit = limit
         self.available = 0
         self.in_flight = 0
+        self.owed = 0  # of in_flight: acked, the acks not stored yet
         self.peak = 0  # highest in_flight ever seen (for counters and tests)
 
     def grant(self, n: int) -> None:
@@ -53,9 +54,27 @@ class CreditWindow:
             raise ValueError(f"cannot settle {n} with {self.in_flight} in flight")
         self.in_flight -= n
 
+    def owe(self, n: int) -> None:
+        """``n`` deliveries were acked, and their acks are not stored yet: they keep
+        their place in the window until :meth:`repay`. The credit the consumer sends
+        for them pays for that place (``available`` may be below 0 until it comes), so
+        a consumer never holds more unacked and unstored-acked messages together than
+        it granted, and a crash brings back at most that many acked ones."""
+        if n < 0 or n > self.in_flight:
+            raise ValueError(f"cannot owe {n} with {self.in_flight} in flight")
+        self.available -= n
+        self.owed += n
+
+    def repay(self, n: int) -> None:
+        """The acks of ``n`` owed deliveries are stored: their places are free."""
+        self.in_flight -= n
+        self.available += n
+        self.owed -= n
+
     def void(self) -> None:
-        """CANCEL: the unused credit is gone; in-flight messages stay in flight."""
-        self.available = 0
+        """CANCEL: the unused credit is gone; in-flight messages stay in flight (and
+        places owed stay owed: their repayment does not become credit)."""
+        self.available = min(self.available, 0)
 
     def __repr__(self) -> str:
         return (f"CreditWindow(available={self.available}, in_flight={self.in_flight}, "
