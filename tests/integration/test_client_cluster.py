@@ -17,7 +17,7 @@ import pytest
 
 import zq
 from tests.helpers import eventually, free_endpoint
-from tests.integration.cluster_fakes import error, fake, moved_to
+from tests.integration.cluster_fakes import error, fake, location, moved_to
 from zq.protocol import frames as f
 
 # ------------------------------------------------------------ MOVED: publishes
@@ -84,6 +84,25 @@ async def test_a_publish_follows_three_moves_then_fails_with_moved() -> None:
         assert len(seqs) == 4  # the first answer and three hops
         assert len(set(seqs)) == 1  # always the same frame
         assert caught.value.info["endpoint"] == a.endpoint  # type: ignore[attr-defined]
+
+
+async def test_sync_with_a_router_as_main_node_asks_the_brokers_only(
+        real: Callable[..., Any]) -> None:
+    b = await real()
+
+    def answer(fr: f.Frame) -> list[f.Frame]:  # as a router: MANAGE must name a queue
+        if isinstance(fr, f.Manage) and "queue" not in fr.args:
+            return [error(16, "INVALID_ARGUMENT", f.MANAGE, fr.req, None)]
+        if isinstance(fr, f.Locate):
+            return [location(fr.req, fr.queue, b.endpoint)]
+        return []
+
+    async with fake("r", "router", answer) as r, zq.Client(r.endpoint) as c:
+        await c.sync()  # nothing to ask: no broker yet
+        async with c.consume("q") as consumer:
+            await c.sync()  # the broker the consumer is on
+            assert consumer.connection.endpoint == b.endpoint
+        assert r.count(f.Manage) == 0
 
 
 async def test_unavailable_fails_the_publish_as_a_retriable_error() -> None:
