@@ -1,8 +1,8 @@
 """The SDK in a cluster (PROTOCOL.md sections 11.4 and 17), against fake nodes.
 
-No router or clustered broker exists yet, so the nodes that say MOVED, LOCATION or
-UNAVAILABLE are fakes written here: a pyzmq asyncio ROUTER socket that speaks ZQ/1
-through ``zq.protocol.codec``. The brokers that store messages are real ones, in
+The nodes that say MOVED, LOCATION or UNAVAILABLE are fakes
+(:mod:`tests.integration.cluster_fakes`): a pyzmq asyncio ROUTER socket that speaks
+ZQ/1 through ``zq.protocol.codec``. The brokers that store messages are real ones, in
 this process, on loopback. Failover uses two real brokers; the first is stopped
 abruptly (no BYE), so the client learns of it by silence.
 """
@@ -10,169 +10,15 @@ abruptly (no BYE), so the client learns of it by silence.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import zmq
-import zmq.asyncio
 
 import zq
 from tests.helpers import eventually, free_endpoint
-from zq.broker import Broker
-from zq.client.connection import Connection
-from zq.client.outbox import Sent
-from zq.config import BrokerConfig
-from zq.protocol import codec
+from tests.integration.cluster_fakes import error, fake, location, moved_to
 from zq.protocol import frames as f
-
-Answer = Callable[[f.Frame], list[f.Frame]]
-
-
-class FakeNode:
-    """A node that answers HELLO with a WELCOME naming its cluster ``role``,
-    HEARTBEAT with HEARTBEAT, and every other frame but BYE with what ``answer``
-    returns."""
-
-    def __init__(self, name: str, role: str, answer: Answer, heartbeat_ms: int) -> None:
-        self.name = name
-        self.role = role
-        self.answer = answer
-        self.heartbeat_ms = heartbeat_ms
-        self.ctx = zmq.asyncio.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.frames: list[f.Frame] = []  # every frame received, in order
-
-    def count(self, kind: type[Any], queue: str | None = None) -> int:
-        return sum(1 for fr in self.frames if isinstance(fr, kind)
-                   and (queue is None or getattr(fr, "queue", None) == queue))
-
-    async def serve(self) -> None:
-        while True:
-            rid, *parts = await self.sock.recv_multipart()
-            frame = codec.decode(parts)
-            self.frames.append(frame)
-            match frame:
-                case f.Hello():
-                    replies: list[f.Frame] = [f.Welcome(
-                        self.name, heartbeat_ms=self.heartbeat_ms, liveness=3, max_batch=1000,
-                        max_credit=1000, max_frame=1 << 20, starts=True,
-                        cluster={"id": "c1", "version": 1, "node": self.name,
-                                 "role": self.role})]
-                case f.Heartbeat():
-                    replies = [f.Heartbeat()]
-                case f.Bye():
-                    replies = []
-                case _:
-                    replies = self.answer(frame)
-            for reply in replies:
-                await self.sock.send_multipart([rid, *codec.encode(reply)])
-
-
-@contextlib.asynccontextmanager
-async def fake(name: str, role: str, answer: Answer,
-               heartbeat_ms: int = 10_000) -> AsyncIterator[FakeNode]:
-    node = FakeNode(name, role, answer, heartbeat_ms)
-    task = asyncio.ensure_future(node.serve())
-    try:
-        yield node
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        node.sock.close(linger=0)
-        node.ctx.term()
-
-
-class Real:
-    """A real broker in this process that can also die abruptly. In memory, or on
-    SQLite in ``data``: a durable broker confirms only after its commit, which
-    :meth:`hold` keeps from ever ending."""
-
-    def __init__(self, data: Path | None = None) -> None:
-        storage = {"storage": "memory"} if data is None else {"data": str(data)}
-        self.broker = Broker(BrokerConfig(bind="tcp://127.0.0.1:*", heartbeat=0.1,
-                                          liveness=3, **storage))  # type: ignore[arg-type]
-        self.task: asyncio.Task[None] | None = None
-        self.holding = asyncio.Event()
-
-    @property
-    def endpoint(self) -> str:
-        return self.broker.endpoint
-
-    async def start(self) -> Real:
-        ready = asyncio.Event()
-        self.task = asyncio.ensure_future(self.broker.run(lambda _ep: ready.set()))
-        await asyncio.wait_for(ready.wait(), 10)
-        return self
-
-    def hold(self) -> None:
-        """From now on PUBLISH frames are taken and never answered (the commit hangs)."""
-        async def never(batch: Any) -> None:
-            self.holding.set()
-            await asyncio.Event().wait()
-
-        self.broker.store.commit = never  # type: ignore[method-assign]
-
-    async def kill(self) -> None:
-        """Stop at once: no BYE, no frame at all; the socket just goes away."""
-        assert self.task is not None
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.broker.request_stop()
-            await asyncio.wait_for(self.task, 10)
-
-    async def ready(self, queue: str) -> int:
-        """Messages ready in ``queue``, as the broker tells any client."""
-        async with zq.Client(self.endpoint) as c:
-            return int((await c.queue_info(queue))["stats"]["ready"])
-
-
-@pytest.fixture
-async def real(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Real] = []
-
-    async def make(durable: bool = False) -> Real:
-        data = tmp_path / f"data{len(started)}" if durable else None
-        node = await Real(data).start()
-        started.append(node)
-        return node
-
-    yield make
-    for node in started:
-        await node.stop()
-
-
-def moved_to(endpoint: str, queue: str = "q") -> dict[str, Any]:
-    return {"queue": queue, "broker": "b", "endpoint": endpoint, "version": 1}
-
-
-def error(code: int, name: str, op: int, ref: Any, info: dict[str, Any] | None) -> f.Error:
-    return f.Error(code, name, f"{name.lower()} (fake)", op, ref, info)
-
-
-@pytest.fixture
-def adopted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
-    """(endpoint, seqs) of every batch of PUBLISH frames a connection took from another."""
-    seen: list[tuple[str, list[int]]] = []
-    original = Connection.adopt
-
-    def spy(self: Connection, sents: list[Sent], *, resent: bool) -> None:
-        seen.append((self.endpoint, [s.frame.seq for s in sents]))
-        original(self, sents, resent=resent)
-
-    monkeypatch.setattr(Connection, "adopt", spy)
-    return seen
-
 
 # ------------------------------------------------------------ MOVED: publishes
 
@@ -238,6 +84,25 @@ async def test_a_publish_follows_three_moves_then_fails_with_moved() -> None:
         assert len(seqs) == 4  # the first answer and three hops
         assert len(set(seqs)) == 1  # always the same frame
         assert caught.value.info["endpoint"] == a.endpoint  # type: ignore[attr-defined]
+
+
+async def test_sync_with_a_router_as_main_node_asks_the_brokers_only(
+        real: Callable[..., Any]) -> None:
+    b = await real()
+
+    def answer(fr: f.Frame) -> list[f.Frame]:  # as a router: MANAGE must name a queue
+        if isinstance(fr, f.Manage) and "queue" not in fr.args:
+            return [error(16, "INVALID_ARGUMENT", f.MANAGE, fr.req, None)]
+        if isinstance(fr, f.Locate):
+            return [location(fr.req, fr.queue, b.endpoint)]
+        return []
+
+    async with fake("r", "router", answer) as r, zq.Client(r.endpoint) as c:
+        await c.sync()  # nothing to ask: no broker yet
+        async with c.consume("q") as consumer:
+            await c.sync()  # the broker the consumer is on
+            assert consumer.connection.endpoint == b.endpoint
+        assert r.count(f.Manage) == 0
 
 
 async def test_unavailable_fails_the_publish_as_a_retriable_error() -> None:

@@ -52,8 +52,22 @@ class Client(Operations):
     lost, its unanswered publishes go, with the same seqs, to the next endpoint
     that answers, and fail with ``zq.ConnectionLost`` only if none answers within
     ``connect_timeout``. In a cluster, a publish answered MOVED goes to the broker
-    named (and later ones to that queue go there straight), and consumers
-    receive from the broker that holds their queue (see :meth:`locate`).
+    named (and later ones to that queue go there straight); when that broker is
+    lost, its unanswered publishes go, with their seqs, to where the queue is now
+    (through the router, or to the broker a LOCATE names, waited for within
+    ``connect_timeout`` if it is the lost one). Consumers receive from the broker
+    that holds their queue (see :meth:`locate`).
+
+    Requests waiting for an answer when their node is lost: with several
+    endpoints, those that are safe to send twice go to the next node that
+    answers: :meth:`stats`, :meth:`locate`, :meth:`sync` and the queue
+    operations that change nothing or that do the same when done twice
+    (``declare_queue``, ``queue_info``, ``queues``, ``peek``, ``pause_queue``,
+    ``resume_queue``, ``add_schedule``, ``schedules``, ``task_status``,
+    ``wait_result``). The others (``purge_queue``, ``delete_queue``,
+    ``redrive``, ``complete``, ``remove_schedule``) raise ``zq.ConnectionLost``:
+    they may have taken effect, and only the application knows whether to do
+    them again.
 
     ``publish_window`` bounds how many published messages may await their
     confirm; a producer that outruns the broker waits instead of growing memory.
@@ -277,5 +291,6 @@ class Client(Operations):
                         placer=self._nodes)
 
     async def stats(self) -> dict[str, Any]:
-        """The broker's counters: totals, per queue, per connected peer."""
-        return await self.conn.stats()
+        """The main node's counters: totals, per queue, per connected peer (a router's:
+        its own counters and each link's state)."""
+        return await self._nodes.stats()

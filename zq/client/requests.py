@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from zq.errors import ZqError
 
 # MANAGE operations sent again on a new session when the old one refused them with
-# SESSION_UNKNOWN (reading or idempotent); the others fail with SESSION_UNKNOWN.
+# SESSION_UNKNOWN (reading or idempotent); the others fail with SESSION_UNKNOWN. The
+# same ones go to the next node when theirs is lost (zq.client.nodes.MOVABLE).
 RESENDABLE = frozenset({"sync", "info", "list", "peek", "declare", "pause", "resume",
                         "schedule_ls", "schedule_add", "status", "wait"})
 
