@@ -40,6 +40,7 @@ from zq.transport import Alarm, fd, readable, recv_parts, send_parts
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
 ID_FILE = "broker-id"  # the broker id of a clustered broker's data folder
+SETTLE_DELAY = 0.02  # seconds settlements staged alone may wait for a commit to share
 
 
 class Broker:
@@ -71,6 +72,7 @@ class Broker:
         self._stop_requested = False
         self._alarm = Alarm(self._wake)
         self._next_maintain = 0.0
+        self._settle_since: float | None = None  # settlements staged alone since then
         self._storage_error: ZqError | None = None
         self._committing: asyncio.Task[None] | None = None
         self._commits = 0  # commits completed (what ``stored`` waits for)
@@ -194,13 +196,32 @@ class Broker:
             if core.moves_started and self._shipper is not None:
                 core.moves_started = False
                 self._shipper.poll()
-        if self._committing is None and (core.has_unstored() or core.wants_pages()
+        if self._committing is None and (self._commit_due(now) or core.wants_pages()
                                          or now >= self._next_maintain):
+            self._settle_since = None
             self._committing = loop.create_task(self._commit(core.take_commit()))
         self._flush(sock)
         if n >= limit or (readable(sock) and core.staged < commit_max):
             self._wake.set()
-        self._alarm.arm(loop, min(core.next_deadline(), self._next_maintain))
+        wake_at = min(core.next_deadline(), self._next_maintain)
+        if self._settle_since is not None:
+            wake_at = min(wake_at, self._settle_since + SETTLE_DELAY)
+        self._alarm.arm(loop, wake_at)
+
+    def _commit_due(self, now: float) -> bool:
+        """Whether what is staged goes to the store now. Settlements alone (acks, the
+        attempt numbers of deliveries) wait up to SETTLE_DELAY for a publish, a reply
+        or a consumer waiting for its window, to share that commit's fsync: a crash
+        meanwhile loses no confirmed message and brings back at most a consumer's
+        window of acked ones, as any crash before an ack's commit does."""
+        core = self.core
+        if not core.has_unstored():
+            return False
+        if core.commit_urgent():
+            return True
+        if self._settle_since is None:
+            self._settle_since = now
+        return now - self._settle_since >= SETTLE_DELAY
 
     async def _commit(self, c: Commit) -> None:
         """Store one batch (group commit), then confirm, queue and send what waited for it.

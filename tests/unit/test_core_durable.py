@@ -269,3 +269,30 @@ def test_acked_places_free_only_once_the_acks_are_stored() -> None:
     h.core.dispatch()
     [(_, d)] = delivers(h.take())
     assert d.ids == [3, 4]
+
+
+def test_settlements_alone_may_wait_unless_a_consumer_waits_for_them() -> None:
+    """Acks and attempt numbers alone are not urgent: the shell lets them wait a
+    little to share the fsync of the next publish. A consumer left without a place
+    until its acks are stored makes them urgent, as do publishes and replies."""
+    h = durable()
+    b = b"consumer-b"
+    h.hello(b)
+    h.send(A, f.Credit("q", 10))
+    h.send(b, f.Credit("r", 1))
+    h.publish(2)
+    h.publish(1, queue="r")
+    c = h.core.take_commit()
+    h.core.committed(c.pending)
+    h.core.dispatch()
+    h.take()
+    assert h.core.has_unstored()
+    assert not h.core.commit_urgent()  # the attempt numbers of the deliveries: they wait
+    h.send(A, f.Ack([1], [1]))
+    assert not h.core.commit_urgent()  # A has places left
+    h.send(b, f.Ack([3], [1]))
+    assert h.core.commit_urgent()  # B has none until its ack is stored
+    h.core.committed(h.core.take_commit().pending)
+    assert not h.core.commit_urgent()
+    h.publish(1, commit=False)
+    assert h.core.commit_urgent()

@@ -49,6 +49,16 @@ class Commits(Intake):
         """Send frames whose commit returned, unless their session ended meanwhile."""
         self.outbox.release(self.peers, deliveries)
 
+    def commit_urgent(self) -> bool:
+        """Whether the batch must be stored now: it holds publishes or changes that a
+        reply waits for, or a consumer waits for acks to be stored to get more (or
+        the broker is stopping). Acks and attempt numbers alone may wait."""
+        j = self.journal
+        b = j.batch
+        return bool(j.pending or self.outbox.unstored or j.starved or self.stopping
+                    or b.settings or b.purges or b.dedups or b.results or b.schedules
+                    or b.trims)
+
     def has_unstored(self) -> bool:
         """Whether anything waits for a commit."""
         return self.journal.has_work() or bool(self.outbox.unstored)

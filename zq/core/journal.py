@@ -60,6 +60,7 @@ class Journal:
     # window, so a crash brings back at most that many acked ones (PROTOCOL.md 12).
     owed: list[Sub] = field(default_factory=list)  # acks in the current batch
     owing: list[Sub] = field(default_factory=list)  # acks in the commit under way
+    starved: bool = False  # a consumer has no place left until owed acks are stored
 
     # ------------------------------------------------------------------ staging
 
@@ -142,6 +143,7 @@ class Journal:
         pending, self.pending = self.pending, []
         self.inflight = pending
         self.owing, self.owed = self.owed, []
+        self.starved = False
         return batch, pending
 
     def done(self, stored: bool) -> list[Sub]:

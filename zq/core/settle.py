@@ -84,6 +84,8 @@ class Settlement(Commits):
                     else:
                         sub.window.owe(1)
                         owe.append(sub)
+                        if sub.window.available <= 0:
+                            self.journal.starved = True  # waits for this ack's commit
                     if sub.probe is m:
                         self._unprobe(sub)
                         m.suspect = False  # its consumer lived through it
