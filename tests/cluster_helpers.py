@@ -13,7 +13,7 @@ import zmq
 import zmq.asyncio
 
 from tests.helpers import free_port
-from tests.procs import Proc, zq_argv
+from tests.procs import ROOT, Proc, zq_argv
 from zq.protocol import codec
 from zq.protocol import frames as f
 
@@ -62,6 +62,15 @@ async def start_router(tmp: Path, cluster: Path, *args: str, router_id: str = "r
     proc = await Proc.start(argv, tmp / f"router-{router_id}-{n}.log")
     await proc.ready_line()
     return proc
+
+
+async def zq_cli(*args: str, timeout: float = 30.0) -> tuple[int, str]:
+    """Run the real ``zq`` command line; its exit code and its stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *zq_argv(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=str(ROOT))
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode()
 
 
 class Wire:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -12,18 +11,11 @@ from tests.cluster_helpers import (
     start_cluster_broker,
     start_router,
     write_cluster,
+    zq_cli,
 )
 from tests.helpers import eventually
-from tests.procs import ROOT, Proc, zq_argv
+from tests.procs import Proc, zq_argv
 from zq.cluster import load, place
-
-
-async def zq_cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *zq_argv(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        cwd=str(ROOT))
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode or 0, out.decode()
 
 
 async def test_status_check_and_reload(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``zq cluster``: status, check and reload of a cluster described by its cluster file.
+"""``zq cluster``: status, check, reload and rebalance of a cluster described by its
+cluster file.
 
 Each command reads the cluster file (``--cluster``, or ZQ_CLUSTER) and asks every
 broker it names, and every router given with ``--router``, directly: a node that
@@ -16,6 +17,7 @@ import click
 from zq.cli.common import _clean, _echo_json, _run_client
 from zq.client import Client
 from zq.cluster.config import ClusterConfig, load
+from zq.cluster.rebalance import Plan, plan
 from zq.errors import ZqError
 
 cluster_option = click.option(
@@ -152,3 +154,74 @@ def reload(cluster_file: str, routers: tuple[str, ...], timeout: float) -> None:
             click.echo(f"{node}: version {r.get('version')} ({_clean(r.get('outcome', ''))})")
     if failed:
         sys.exit(1)
+
+
+@cluster.command()
+@cluster_option
+@click.option("--plan", "planning", is_flag=True,
+              help="Print the moves that would bring each broker to its share (the only "
+                   "mode: run them yourself).")
+@click.option("--tolerance", default=0.05, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True),
+              help="How far from its share a broker may stay, as a fraction of it.")
+@timeout_option
+@json_option
+def rebalance(cluster_file: str, planning: bool, tolerance: float, timeout: float,
+              as_json: bool) -> None:
+    """Propose queue moves, one 'zq queue move QUEUE --to BROKER' a line, so that each
+    active broker holds its weight's share of messages (then of queues) and draining
+    brokers hold nothing; pinned queues move only to their pin. Every broker must
+    answer (exit 1 if one does not)."""
+    if not planning:
+        click.echo("zq cluster rebalance only plans: run it with --plan, then carry out "
+                   "the moves it prints (zq queue move QUEUE --to BROKER)", err=True)
+        sys.exit(2)
+    cfg = _load(cluster_file)
+    got = _run_client(lambda: _gather(cfg, (), timeout, "queues"))
+    down = {bid: r["error"] for bid, r in got.items() if "error" in r}
+    if down:
+        for bid, why in down.items():
+            click.echo(f"DOWN {bid}: {_clean(why)}", err=True)
+        raise click.ClickException("every broker must answer for a plan: none was made")
+    held = {bid: {q: _messages(st) for q, st in r["queues"].items()} for bid, r in got.items()}
+    p = plan(cfg, held, tolerance)
+    if as_json:
+        _echo_json(_plan_doc(cfg, p, tolerance))
+        return
+    _plan_lines(cfg, p, tolerance)
+
+
+def _messages(stats: dict[str, Any]) -> int:
+    """What a queue holds: ready (on disk too), delayed and in flight."""
+    return sum(int(stats.get(k, 0)) for k in ("ready", "delayed", "in_flight"))
+
+
+def _plan_doc(cfg: ClusterConfig, p: Plan, tolerance: float) -> dict[str, Any]:
+    brokers = {}
+    for b in cfg.brokers:
+        x, y = p.before[b.id], p.after[b.id]
+        brokers[b.id] = {"state": b.state, "weight": b.weight,
+                         "messages": {"before": x.messages, "after": y.messages,
+                                      "target": round(x.target_messages, 1)},
+                         "queues": {"before": x.queues, "after": y.queues,
+                                    "target": round(x.target_queues, 1)}}
+    return {"cluster_id": cfg.cluster_id, "version": cfg.version, "tolerance": tolerance,
+            "moves": [{"queue": m.queue, "from": m.source, "to": m.target,
+                       "messages": m.messages, "reason": m.reason, "command": m.command}
+                      for m in p.moves],
+            "brokers": brokers, "conflicts": p.conflicts}
+
+
+def _plan_lines(cfg: ClusterConfig, p: Plan, tolerance: float) -> None:
+    """The summary as shell comments, then the commands: the output runs as a script."""
+    click.echo(f"# cluster {cfg.cluster_id}, file version {cfg.version}: {len(p.moves)} "
+               f"move(s), each broker within {tolerance:.0%} of its share where a move helps")
+    for b in cfg.brokers:
+        x, y = p.before[b.id], p.after[b.id]
+        click.echo(f"# broker {b.id:<12} {b.state:<8} weight {b.weight:g}  messages "
+                   f"{x.messages} -> {y.messages} (share {x.target_messages:.0f})  queues "
+                   f"{x.queues} -> {y.queues} (share {x.target_queues:.1f})")
+    for q in p.conflicts:
+        click.echo(f"# QUEUE_CONFLICT {_clean(q)}: on two brokers, not moved (zq cluster check)")
+    for m in p.moves:
+        click.echo(m.command)

@@ -9,7 +9,8 @@ The shell (:mod:`zq.router.process`) feeds it events, each with the time ``now``
 * :meth:`~zq.router.links.LinkSide.link_connected` ``(broker_id, now)``: the shell
   opened the socket of a link it was asked to open;
 * :meth:`tick` ``(now)``, once :meth:`next_deadline` has come: heartbeats, silent
-  clients and brokers, links to open again;
+  clients and brokers, links to open again (a link whose HELLO goes unanswered for its
+  silence limit is closed and opened again: a new connection);
 * :meth:`~zq.router.links.LinkSide.offer` ``(cluster, now)``: the cluster file, read again;
 * send failures: :meth:`client_unreachable`, :meth:`client_send_failed`,
   :meth:`~zq.router.links.LinkSide.link_send_failed`.
@@ -28,7 +29,7 @@ from zq.protocol import frames as f
 from zq.router.clients import ClientSide
 from zq.router.config import RouterConfig
 from zq.router.links import LinkSide
-from zq.router.state import CMD, DOWN, UP, log
+from zq.router.state import CMD, DOWN, HELLO_SENT, UP, Link, log
 
 _HEARTBEAT = CMD[f.HEARTBEAT]
 _NIL = b"\xc0"
@@ -83,6 +84,9 @@ class RouterCore(ClientSide, LinkSide):
                 # No WELCOME: what was forwarded behind the HELLO has no answer coming.
                 link.reopened_at = None
                 self.lose_clients(link, "it did not answer the link's new HELLO")
+            if link.state == HELLO_SENT and link.connected and now - max(
+                    link.last_heard or 0.0, link.dialed_at) > link.silence_limit:
+                self._renew(link, now)
             if link.state != UP:
                 continue
             heard = link.last_heard if link.last_heard is not None else now
@@ -90,6 +94,26 @@ class RouterCore(ClientSide, LinkSide):
                 self.reset_link(link, f"silent for {now - heard:.1f} s", now, answering=False)
             else:
                 self.to_brokers.append((link.broker_id, beat))
+
+    def _renew(self, link: Link, now: float) -> None:
+        """A new socket, so a new connection, for a link whose HELLO had no answer and
+        that heard nothing for its silence limit. The connection may be dead without
+        either side knowing (a half-open TCP connection: a firewall or NAT that forgot
+        it drops its packets, and TCP gives up only after many minutes), or its stream
+        broken: HELLOs said on it again and again would never get there. A broker that
+        is merely down costs a socket per silence limit. The new socket has a new
+        routing id: no BYE is owed, the broker's old link session ends by its liveness."""
+        link.renewals += 1
+        (log.warning if link.renewals == 1 else log.debug)(
+            "link to broker %s: no answer for %.1f s, opening a new connection (%d)",
+            link.broker_id, now - max(link.last_heard or 0.0, link.dialed_at), link.renewals)
+        self.counters["links_renewed"] += 1
+        link.state = DOWN
+        link.connected = False
+        link.session_kept = False
+        link.dialed_at = now
+        self.link_actions += [("close", link.broker_id, ""), ("open", link.broker_id,
+                                                              link.endpoint)]
 
     def client_unreachable(self, identity: bytes) -> None:
         """A send to ``identity`` found no connection: the client is gone."""

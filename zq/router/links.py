@@ -33,6 +33,7 @@ class LinkSide(RouterState):
         link = self.links.get(broker_id)
         if link is not None:
             link.connected = True
+            link.dialed_at = now
             self.say_hello(link, now)
 
     def from_broker(self, broker_id: str, parts: list[bytes], now: float) -> None:
@@ -146,6 +147,7 @@ class LinkSide(RouterState):
                      (w.cluster or {}).get("version"))
         link.process = w.broker
         link.state = UP
+        link.renewals = 0
         link.reopened_at = None
         self.release_held(link)
         link.catalog_seq = 0  # each link session numbers its CATALOG frames from 1

@@ -32,7 +32,8 @@ CMD = {op: codec.command(op) for op in f.NAMES}
 
 COUNTERS = ("frames_in", "frames_out", "forwarded", "relayed", "errors_sent", "unavailable",
             "conflicts", "clients_expired", "clients_unreachable", "send_failed",
-            "links_lost", "catalog_resets", "configs_adopted", "hello_retries", "dropped")
+            "links_lost", "links_renewed", "catalog_resets", "configs_adopted", "hello_retries",
+            "dropped")
 
 
 @dataclass(slots=True)
@@ -43,6 +44,8 @@ class Link:
     endpoint: str
     state: str = DOWN
     connected: bool = False  # the shell has a socket for it (link_connected)
+    dialed_at: float = 0.0  # when the shell's socket for it was opened
+    renewals: int = 0  # new sockets opened since its last WELCOME (unanswered HELLOs)
     process: str = ""  # WELCOME's ``broker``: a new value after a restart
     announced: int = 0  # the cluster version our latest HELLO said
     session_kept: bool = False  # the broker may hold a link session for us (BYE it first)
