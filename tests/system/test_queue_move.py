@@ -13,6 +13,7 @@ no row of the queue is left on the old broker.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import sqlite3
 import time
@@ -243,6 +244,13 @@ async def test_move_resumes_after_kill_9(tmp_path: Path, victim: str) -> None:
                 await asyncio.sleep(0.01)
         b = source if victim == "source" else target
         await brokers[b].kill()
+        if victim == "target":  # the move cannot end now: zq cluster check shows it
+            rc, out, _ = await zq_cli("cluster", "check", "--cluster", str(file), "--json")
+            report = json.loads(out)
+            assert rc == 1, out  # the target is down
+            assert report["down"] == [target]
+            assert report["moving"] == {QUEUE: f"{source} -> {target}"}
+            assert report["conflicts"] == {}
         brokers[b] = await start_cluster_broker(tmp_path, file, b)
         async with asyncio.timeout(60):
             while True:

@@ -118,13 +118,19 @@ def check(cluster_file: str, timeout: float, as_json: bool) -> None:
     got = _run_client(lambda: _gather(cfg, (), timeout, "queues"))
     holders: dict[str, list[str]] = {}
     down = [bid for bid, r in got.items() if "error" in r]
+    moving: dict[str, str] = {}  # a queue being moved is on two brokers for a while
     for bid, r in got.items():
-        for name in r.get("queues", {}):
+        for name, st in r.get("queues", {}).items():
             holders.setdefault(name, []).append(bid)
-    conflicts = {q: sorted(b) for q, b in holders.items() if len(b) > 1}
+            if isinstance(st, dict) and isinstance(st.get("moving"), dict):
+                moving[name] = f"{bid} -> {st['moving'].get('to')}"
+    conflicts = {q: sorted(b) for q, b in holders.items() if len(b) > 1 and q not in moving}
     if as_json:
-        _echo_json({"conflicts": conflicts, "down": down, "queues": len(holders)})
+        _echo_json({"conflicts": conflicts, "down": down, "queues": len(holders),
+                    "moving": moving})
     else:
+        for q, how in sorted(moving.items()):
+            click.echo(f"MOVING {_clean(q)}: {how}")
         for q, bids in sorted(conflicts.items()):
             click.echo(f"QUEUE_CONFLICT {_clean(q)}: held by {', '.join(bids)}")
         for bid in down:

@@ -12,6 +12,15 @@ from zq.core.state import (
 )
 
 
+def _move_of(q: Queue) -> dict[str, Any]:
+    """A move under way (PROTOCOL.md 17.5): ``moving`` to, or ``incoming`` from, a broker."""
+    if q.moving is not None:
+        return {"moving": {"to": q.moving.to, "phase": q.moving.phase}}
+    if q.incoming is not None:
+        return {"incoming": {"from": q.incoming.source}}
+    return {}
+
+
 class Stats(Backlog):
     """What the broker reports about itself."""
 
@@ -46,6 +55,7 @@ class Stats(Backlog):
             "tenants": {t.name: {"in_flight": counts.get(t.name, 0), "weight": t.weight,
                                  "cap": t.cap}
                         for t in q.tenants.values() if t.name},
+            **_move_of(q),
         }
 
     def in_flight(self) -> dict[str, int]:
