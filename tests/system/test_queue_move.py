@@ -13,8 +13,8 @@ no row of the queue is left on the old broker.
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import sqlite3
 import time
 from collections import Counter
