@@ -68,7 +68,7 @@ class Broker:
         self._sock: zmq.Socket[bytes] | None = None
         self._wake = asyncio.Event()
         self._stop_requested = False
-        self._alarm = Alarm(self._wake)
+        self._alarm = Alarm(self._wake.set)
         self._next_maintain = 0.0
         self._storage_error: ZqError | None = None
         self._committing: asyncio.Task[None] | None = None
