@@ -18,6 +18,7 @@ from perf import (
     delays,
     fanin,
     harness,
+    hop,
     idle,
     lanes,
     latency,
@@ -627,6 +628,15 @@ def suite_cmd(quick: bool, tiny: bool, only: tuple[str, ...], skip: tuple[str, .
 def relay_cmd(bind: str, mode: str, io: str) -> None:
     """Run the baseline relay until SIGTERM (prints `RELAY READY <endpoint>`)."""
     sys.exit(relay.serve(bind, mode, io))
+
+
+@main.command("hop")
+@click.option("--bind", default="tcp://127.0.0.1:*", show_default=True)
+@click.option("--backend", required=True, help="The zq broker's endpoint.")
+def hop_cmd(bind: str, backend: str) -> None:
+    """Run the thinnest Python hop in front of a broker until SIGTERM (prints `HOP READY
+    <endpoint>`): what one more process on the path costs (latency --system zq-hop)."""
+    sys.exit(hop.serve(bind, backend))
 
 
 def _nothing() -> contextlib.nullcontext[None]:

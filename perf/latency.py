@@ -14,6 +14,11 @@ The baseline sends the same traffic, one body per ZeroMQ message, through the
 bare ROUTER relay of :mod:`perf.relay` (workers in :mod:`perf.rawlatency`).
 Its "confirm" is the consumer's ack coming back through the relay, a full
 round trip; zq's confirm is the broker's, once the message is stored.
+
+When asked (``--system``): ``zq-router``, the producer publishing through a router
+(:mod:`perf.cluster`), and ``zq-hop``, through the thinnest Python hop
+(:mod:`perf.hop`), the consumer on the broker directly in both; "router adds" and
+"hop adds" are their differences from ``zq`` in the same run.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from perf.hist import (
     make_body,
     read_body,
 )
+from perf.hop import HopCluster
 from perf.progress import BAR
 from perf.report import machine, scenario_header
 from perf.zqload import consume_timed
@@ -53,8 +59,8 @@ DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
 QUICK_DURATION = 2.0
 LEAD = 0.05  # seconds between the start signal and the first intended send
-SYSTEMS = ("zq", "baseline", "zq-router")
-DEFAULT_SYSTEMS = ("zq", "baseline")  # zq-router when asked: --system zq-router
+SYSTEMS = ("zq", "baseline", "zq-router", "zq-hop")
+DEFAULT_SYSTEMS = ("zq", "baseline")  # the others when asked: --system zq-router
 METRICS = (("confirm", "publish→confirm"), ("deliver", "publish→deliver"))
 
 
@@ -249,6 +255,9 @@ def run(system: str, cfg: LatencyConfig, log_dir: Path) -> LatencyResult:
     elif system == "zq-router":  # a one-broker cluster behind a router (perf.cluster)
         srv = RouterCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
         mod = sys.modules[__name__]
+    elif system == "zq-hop":  # a broker behind the thinnest Python hop (perf.hop)
+        srv = HopCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
+        mod = sys.modules[__name__]
     elif system == "baseline":
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
         mod = rawlatency
@@ -272,8 +281,9 @@ def _drive(system: str, mod: Any, cfg: LatencyConfig, endpoint: str,
     n = cfg.messages
     procs: list[Any] = []
 
-    def spec(role: str) -> LatencySpec:
-        return LatencySpec(role, 0, endpoint, n, cfg.rate, cfg.size, cfg.prefetch,
+    def spec(role: str) -> LatencySpec:  # zq-hop's consumer consumes from the broker
+        at = getattr(srv, "consumer_endpoint", "") if role == "consumer" else ""
+        return LatencySpec(role, 0, at or endpoint, n, cfg.rate, cfg.size, cfg.prefetch,
                            cfg.timeout)
 
     try:
@@ -380,11 +390,13 @@ def table(results: dict[str, LatencyResult]) -> str:
             a, b = getattr(zq_r, key), getattr(base, key)
             rows.append(["zq/baseline", label,
                          *(f"{a[k] / b[k]:.1f}x" if b[k] else "-" for k in SUMMARY_KEYS)])
-    routed = results.get("zq-router")
-    if zq_r is not None and routed is not None:  # what the router adds, in ms
-        for key, label in METRICS:
+    for name, label_ in (("zq-router", "router adds"), ("zq-hop", "hop adds")):
+        routed = results.get(name)
+        if zq_r is None or routed is None:
+            continue
+        for key, label in METRICS:  # what the router (or the bare hop) adds, in ms
             a, b = getattr(routed, key), getattr(zq_r, key)
-            rows.append(["router adds", label,
+            rows.append([label_, label,
                          *(f"{(a[k] - b[k]) / 1000:+.3f}" for k in SUMMARY_KEYS)])
     widths = [max(len(row[c]) for row in rows) for c in range(len(cols))]
     lines = []

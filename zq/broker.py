@@ -70,7 +70,7 @@ class Broker:
         self._sock: zmq.Socket[bytes] | None = None
         self._wake = asyncio.Event()
         self._stop_requested = False
-        self._alarm = Alarm(self._wake)
+        self._alarm = Alarm(self._wake.set)
         self._next_maintain = 0.0
         self._settle_since: float | None = None  # settlements staged alone since then
         self._storage_error: ZqError | None = None
@@ -338,6 +338,7 @@ class Broker:
         more = int(zmq.SNDMORE | zmq.NOBLOCK)
         noblock = int(zmq.NOBLOCK)
         routes = core.routes
+        forwarded: list[bytes] = []  # the link of each frame sent in a FORWARD
         for identity, parts, msgs in out:
             # ROUTER queues a message atomically, so Again or EHOSTUNREACH can only
             # come with the first part (the peer's identity), before anything was queued.
@@ -350,6 +351,8 @@ class Broker:
                     send(_FORWARD, more)
                     send(route[1], more)
                 send_parts(sock, parts, noblock)
+                if route is not None:
+                    forwarded.append(route[0])
             except zmq.Again:
                 core.send_failed(identity, msgs, unroutable=False)
             except zmq.ZMQError as exc:
@@ -357,8 +360,19 @@ class Broker:
                     raise
                 core.send_failed(identity, msgs, unroutable=True)
         core.counters["frames_out"] += len(out)
+        if forwarded:
+            self._count_forwards(forwarded)
         if core.out:  # send failures may have produced more (requeues are dispatched later)
             self._wake.set()
+
+    def _count_forwards(self, links: list[bytes]) -> None:
+        """Frames sent in FORWARD, on these links (the routers' count of them, for STATS)."""
+        core = self.core
+        core.counters["forwards_out"] += len(links)
+        for identity in links:
+            link = core.links.get(identity)
+            if link is not None:
+                link.forwards_out += 1
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
         """Stop taking new work, finish frames already received, say BYE, and return."""

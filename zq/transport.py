@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import zmq
@@ -57,11 +58,11 @@ def send_parts(sock: zmq.Socket[Any], parts: list[bytes], flags: int = 0) -> Non
 
 
 class Alarm:
-    """Sets ``wake`` at the earliest deadline asked for (a monotonic time); the broker's
-    and the router's loops sleep on ``wake`` between passes."""
+    """Calls ``ring`` at the earliest deadline asked for (a monotonic time): the broker
+    sets the event its loop sleeps on, the router runs its timers."""
 
-    def __init__(self, wake: asyncio.Event) -> None:
-        self._wake = wake
+    def __init__(self, ring: Callable[[], None]) -> None:
+        self._ring_cb = ring
         self._handle: asyncio.TimerHandle | None = None
         self._at = float("inf")
 
@@ -85,4 +86,4 @@ class Alarm:
     def _ring(self) -> None:
         self._handle = None
         self._at = float("inf")
-        self._wake.set()
+        self._ring_cb()

@@ -6,8 +6,11 @@
   message: lost = 0, unexpected = 0, stored duplicates = 0. Over 1,000 new names
   each broker owns 33 % +- 5 points.
 * Misdirected clients: a producer and a consumer pointed at a broker that does not
-  own the queue get MOVED and carry on at the owner within 1 s; the brokers forward
-  nothing, and the routers forward each client frame once.
+  own the queue get MOVED and carry on at the owner within 1 s. Then, with more
+  traffic through both routers and a broker misdirected again, every router's and
+  broker's STATS: the FORWARD frames the routers sent are those the brokers received
+  (and back), each PUBLISH sent through a router was forwarded once, and brokers
+  have links from routers only (a broker never forwards).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +151,57 @@ async def test_misdirected_producer_and_consumer_carry_on_at_the_owner(
         assert info["stats"]["published"] == 2
         s1 = await b1.stats()
         assert s1["counters"]["errors_sent"] >= 2  # the MOVED answers
+    # The same queue and one on each broker through both routers, alongside a client
+    # misdirected again: then every router's and broker's count of what was forwarded.
+    queues = [q, *(next(n for n in (f"via-{b}-{i}" for i in range(100))
+                        if place(n, cfg) == b) for b in IDS)]
+    sent_through_routers = await _publish_through_routers_and_one_broker(cluster, queues)
+    await _check_forwarding_counts(cluster, sent_through_routers)
+
+
+async def _publish_through_routers_and_one_broker(cluster: Cluster, queues: list[str]) -> int:
+    """20 PUBLISH frames per queue through each router (one publish_many each) and as
+    many through b1 directly, MOVED for all but its own queue; the PUBLISH frames the
+    routers' clients sent, resends counted by the SDK (``resent``)."""
+    r1, r2 = (r.endpoint for r in cluster.routers)
+    async with zq.Client(r1, name="via-r1") as c1, zq.Client(r2, name="via-r2") as c2, \
+            zq.Client(cluster.endpoints["b1"], name="misdirected-2") as c3:
+        async def produce(client: zq.Client, q: str) -> None:
+            for k in range(20):
+                await client.publish_many(q, [f"{client.name}/{q}/{k}/{i}".encode()
+                                              for i in range(5)])
+
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(produce(c, q) for c in (c1, c2, c3) for q in queues))
+        return 2 * 20 * len(queues) + c1.conn.resent + c2.conn.resent
+
+
+async def _stats(endpoint: str) -> dict[str, Any]:
+    async with zq.Client(endpoint, name="stats") as c:
+        return await c.stats()
+
+
+async def _check_forwarding_counts(cluster: Cluster, publishes: int) -> None:
+    """No frame forwarded twice, counted on every router and broker (acceptance 7): what
+    the routers sent on their links is what the brokers received on links, and the
+    other way round; each PUBLISH a client sent through a router was forwarded once;
+    the brokers' links are the routers' only (a broker never forwards to a broker)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while True:  # the clients' BYE frames may still be on their way to the brokers
+        routers = [await _stats(r.endpoint) for r in cluster.routers]
+        brokers = [await _stats(e) for e in cluster.endpoints.values()]
+        out = sum(link["forwarded_out"] for s in routers for link in s["links"].values())
+        back = sum(link["forwarded_in"] for s in routers for link in s["links"].values())
+        got = sum(s["counters"]["forwards_in"] for s in brokers)
+        sent = sum(s["counters"]["forwards_out"] for s in brokers)
+        if (out, back) == (got, sent) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert [s["counters"]["links_lost"] for s in routers] == [0, 0]  # no fault here
+    assert out == got > publishes  # the PUBLISH frames, inner HELLO and BYE frames
+    assert back == sent > 0
+    assert sum(s["counters"]["forwarded_publishes"] for s in routers) == publishes
+    links = [link for s in brokers for link in s["cluster"]["by_link"].values()]
+    assert {link["name"] for link in links} == {"router r1", "router r2"}
+    assert sum(link["forwards_out"] for link in links) == sent

@@ -93,6 +93,24 @@ def test_perf_latency_tiny_reports_percentiles_for_zq_and_baseline(tmp_path: Pat
     assert results["zq"]["ratio_to_baseline"]["deliver"]["p99"] > 0
 
 
+def test_perf_latency_tiny_through_a_router_and_the_bare_hop() -> None:
+    """``zq-router`` and ``zq-hop`` (the floor under what a router adds) run beside zq and
+    print what each adds, per percentile."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "perf", "latency", "--rate", "2000", "--duration", "0.5",
+         "--system", "zq", "--system", "zq-router", "--system", "zq-hop", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for label in ("router adds", "hop adds"):
+        assert re.search(rf"^{label}\s+publish→deliver(\s+[-+\d.,]+){{5}}$", proc.stdout,
+                         re.M), proc.stdout
+    results = {r["system"]: r for r in _json_lines(proc.stdout)}
+    assert set(results) == {"zq", "zq-router", "zq-hop"}
+    for r in results.values():
+        assert r["ok"], r["problems"]
+        assert r["received"] == r["confirmed"] == 1000
+
+
 def test_perf_backlog_tiny_pages_restarts_and_drains() -> None:
     # A window of 500 messages makes the broker page 3,000 messages in from disk.
     proc = subprocess.run(

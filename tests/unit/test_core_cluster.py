@@ -119,6 +119,11 @@ def test_clients_behind_a_link_are_inner_sessions_answered_by_forward() -> None:
     h.core.committed()
     assert inner(h.take(), b"c1") == [f.Confirm([(9, 1, 1)])]
     assert h.core.routes[L + b"\x00c1"] == (L, b"c1")
+    # STATS counts the FORWARD frames received, on the link and in all (those sent back
+    # are counted by the shell, which wraps them: tests/system/test_federation.py).
+    assert h.core.counters["forwards_in"] == 2
+    [shown] = h.core.stats()["cluster"]["by_link"].values()
+    assert (shown["name"], shown["forwards_in"], shown["inner_sessions"]) == ("router r1", 2, 1)
     # The inner session needs no heartbeats of its own: it lives with its link.
     h.send(L, f.Heartbeat(), at=h.now + 2.5)
     h.core.tick(h.now + 4.0)  # the client was silent for 4 s, past a session's 3 s
@@ -147,6 +152,7 @@ def test_forward_from_a_plain_client_or_nested_is_a_violation() -> None:
     h.send(A, f.Forward(b"c1", codec.encode(f.Heartbeat())))
     [(_, err)] = errors_of(h.take())
     assert err.code == ProtocolViolation.code
+    assert h.core.counters["forwards_in"] == 0  # not over a link: not counted
     link(h)
     forward(h, b"c2", f.Forward(b"c3", codec.encode(f.Heartbeat())))
     [err] = [fr for fr in inner(h.take(), b"c2") if isinstance(fr, f.Error)]

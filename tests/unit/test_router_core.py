@@ -270,7 +270,8 @@ def test_broker_welcome_is_swallowed_and_confirm_relayed_unchanged() -> None:
     assert key == C1
     assert parts == confirm
     assert all(a is b for a, b in zip(parts, confirm, strict=True))
-    assert core.links["b1"].forwarded_in == 1
+    assert core.links["b1"].forwarded_in == 2  # every FORWARD read, the WELCOME too
+    assert core.counters["relayed"] == 1
 
 
 def test_link_down_answers_unavailable_with_the_publish_seq() -> None:
@@ -700,6 +701,31 @@ def test_a_failed_forward_answers_unavailable() -> None:
     [(_, e)] = errors(core)
     assert (e.code, e.op, e.ref) == (Unavailable.code, f.PUBLISH, 11)
     assert "b1" not in core.clients[C1].inner  # the inner HELLO did not go either
+
+
+def test_forwards_are_counted_once_each_as_the_broker_counts_them() -> None:
+    """A link's forwarded_out counts FORWARD frames handed to its socket (what the broker
+    counts as forwards_in): not while held for a WELCOME, and not one whose send failed;
+    forwarded_in counts every FORWARD read from it, relayed or not; forwarded_publishes
+    the PUBLISH frames routed, once each."""
+    core = make("b2")
+    client_ready(core)
+    core.from_client(C1, publish("a.x", 1), 0.0)  # b1 is not up yet: held
+    assert core.links["b1"].forwarded_out == 0
+    core.from_broker("b1", welcome("b1"), 0.1)  # HELLO and PUBLISH go
+    assert core.links["b1"].forwarded_out == 2
+    core.from_client(C1, publish("a.x", 2), 0.2)
+    core.from_client(C1, publish("b.x", 3), 0.2)  # to b2: its inner HELLO, then it
+    sent = to_brokers(core)
+    assert [b for b, _ in sent] == ["b1", "b1", "b1", "b2", "b2"]
+    core.link_send_failed(*sent[-1], 0.3)  # the PUBLISH for b2 never left
+    assert (core.links["b1"].forwarded_out, core.links["b2"].forwarded_out) == (3, 1)
+    assert core.counters["forwarded_publishes"] == 3
+    core.from_broker("b1", codec.forward(C1, welcome("b1")), 0.4)
+    core.from_broker("b1", codec.forward(C1, codec.encode_confirm([[1, 7, 1]])), 0.4)
+    core.from_broker("b1", codec.forward(C3, codec.encode_confirm([[9, 8, 1]])), 0.4)
+    assert core.links["b1"].forwarded_in == 3  # the WELCOME, a CONFIRM, one for nobody
+    assert (core.counters["relayed"], core.counters["dropped"]) == (1, 1)
 
 
 def test_close_says_bye_to_clients_and_links() -> None:

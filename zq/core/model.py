@@ -226,9 +226,9 @@ class Queue:
 
 
 class Peer:
-    __slots__ = ("catalog_seq", "confirms", "held", "identity", "inner", "last_seen",
-                 "link_version", "liveness_s", "marks", "name", "producer", "state", "subs",
-                 "via", "zombies")
+    __slots__ = ("catalog_seq", "confirms", "forwards_in", "forwards_out", "held", "identity",
+                 "inner", "last_seen", "link_version", "liveness_s", "marks", "name",
+                 "producer", "state", "subs", "via", "zombies")
 
     def __init__(self, identity: bytes, now: float) -> None:
         self.identity = identity
@@ -240,6 +240,8 @@ class Peer:
         self.inner: set[bytes] | None = None
         self.link_version: int | None = None
         self.catalog_seq = 0
+        self.forwards_in = 0  # a link: FORWARD frames received on it
+        self.forwards_out = 0  # a link: frames sent on it for its clients, in FORWARD
         self.via: bytes | None = None
         self.state = State.NEW
         self.last_seen = now

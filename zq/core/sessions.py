@@ -159,6 +159,8 @@ class Sessions(Stats):
         """A frame of a client behind a router: handled as that client's own session."""
         if peer.inner is None:
             raise ProtocolViolation("FORWARD from a session that is not a router's link")
+        peer.forwards_in += 1
+        self.counters["forwards_in"] += 1
         inner = peer.identity + b"\x00" + frame.key
         if inner not in self.routes:
             self.routes[inner] = (peer.identity, frame.key)

@@ -149,7 +149,7 @@ class CoreState:
              "nacked", "released", "dead", "expired", "time_limited", "deduplicated", "resent",
              "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
-             "undeliverable"), 0)
+             "undeliverable", "forwards_in", "forwards_out"), 0)
         self.outbox = Outbox(self.counters)  # frames for the shell to send
 
     def untrack(self, m: Msg) -> None:

@@ -84,8 +84,16 @@ class Stats(Backlog):
         m = self.membership
         if m is not None:
             out["cluster"] = {**m.welcome(), "links": len(self.links),
-                              "inner_sessions": len(self.routes)}
+                              "inner_sessions": len(self.routes),
+                              "by_link": self._link_stats()}
         return out
+
+    def _link_stats(self) -> dict[str, Any]:
+        """Each router's link, by routing id: who said it is (``router <id>``), its
+        clients, and the FORWARD frames received on it and sent on it."""
+        return {identity.hex(): {"name": p.name, "inner_sessions": len(p.inner or ()),
+                                 "forwards_in": p.forwards_in, "forwards_out": p.forwards_out}
+                for identity, p in sorted(self.links.items())[:STATS_SHOWN]}
 
     @staticmethod
     def _peer_stats(p: Peer) -> dict[str, Any]:

@@ -7,7 +7,8 @@ that names a queue, to the broker that holds the queue, over one link per broker
 * :mod:`zq.router.core`: ``RouterCore``, every rule, with no I/O (built on
   :mod:`~zq.router.state`, :mod:`~zq.router.clients`, :mod:`~zq.router.links` and
   :mod:`~zq.router.stats`);
-* :mod:`zq.router.process`: the asyncio shell around it, and ``serve``.
+* :mod:`zq.router.process`: the asyncio shell around it, and ``serve`` (its sockets in
+  :mod:`~zq.router.sockets`).
 
 Nothing is imported here, so that importing the core loads no I/O module.
 """

@@ -70,6 +70,7 @@ class ClientSide(RouterState):
         exc = self._to_owner(client, parts[1], bid, parts)
         if exc is None:
             client.last_seen = now
+            self.counters["forwarded_publishes"] += 1
         else:
             self._refuse(client, parts, exc)
 

@@ -44,6 +44,7 @@ class LinkSide(RouterState):
             return
         link.last_heard = now
         if parts[0] == _FORWARD and len(parts) >= 3:
+            link.forwarded_in += 1
             inner = parts[2]
             if inner == _WELCOME:
                 client = self.clients.get(parts[1])
@@ -59,7 +60,6 @@ class LinkSide(RouterState):
     def _relay(self, link: Link, key: bytes, parts: list[bytes]) -> None:
         if key in self.clients:
             self.to_clients.append((key, parts))
-            link.forwarded_in += 1
             self.counters["relayed"] += 1
         else:  # the client's session ended at the router: the broker's answer is void
             self.counters["dropped"] += 1
@@ -220,6 +220,7 @@ class LinkSide(RouterState):
             return
         if parts[0] != _FORWARD or len(parts) < 3:
             return  # the link's own BYE or HEARTBEAT: its liveness covers them
+        link.forwarded_out -= 1  # counted when it was queued: it never left
         self.counters["send_failed"] += 1
         client = self.clients.get(parts[1])
         if client is None:

@@ -30,10 +30,10 @@ CONFLICT = ""  # the owner of a name two catalogs list (broker ids are never emp
 # Command parts, compared by identity of value on the hot paths.
 CMD = {op: codec.command(op) for op in f.NAMES}
 
-COUNTERS = ("frames_in", "frames_out", "forwarded", "relayed", "errors_sent", "unavailable",
-            "conflicts", "clients_expired", "clients_unreachable", "send_failed",
-            "links_lost", "links_renewed", "catalog_resets", "configs_adopted", "hello_retries",
-            "dropped")
+COUNTERS = ("frames_in", "frames_out", "forwarded", "forwarded_publishes", "relayed",
+            "errors_sent", "unavailable", "conflicts", "clients_expired",
+            "clients_unreachable", "send_failed", "links_lost", "links_renewed",
+            "catalog_resets", "configs_adopted", "hello_retries", "dropped")
 
 
 @dataclass(slots=True)
@@ -58,8 +58,12 @@ class Link:
     # Client frames waiting for the link's WELCOME (it is being opened or reopened).
     held: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
     catalog_seq: int = 0
-    forwarded_in: int = 0  # frames from the broker relayed to clients
-    forwarded_out: int = 0  # client frames forwarded to the broker
+    # FORWARD frames read from the link (whatever became of them: relayed, an inner
+    # WELCOME swallowed, dropped for a client gone), and FORWARD frames handed to its
+    # socket (counted when queued for the shell; one the shell fails to send is taken
+    # back by link_send_failed): what the broker counts as forwards_out and forwards_in.
+    forwarded_in: int = 0
+    forwarded_out: int = 0
     errors: int = 0  # ERROR frames and undecodable frames from the broker
     refused: bool = False  # logged a refusal (CLUSTER_MISMATCH) since the last WELCOME
     # Set when a link to a broker that answers is opened again (a new cluster version,
@@ -124,15 +128,16 @@ class RouterState:
         WELCOME while it is being opened (a frame that reached the broker before the
         link's HELLO would be refused, and a HELLO cannot be queued before the
         connection is made)."""
-        link.forwarded_out += 1
         if link.state != UP:
             link.held.append((key, parts))
             return
+        link.forwarded_out += 1
         self.to_brokers.append((link.broker_id, codec.forward(key, parts)))
 
     def release_held(self, link: Link) -> None:
         """The link is up: what waited for it goes, in order."""
         held, link.held = link.held, []
+        link.forwarded_out += len(held)
         self.to_brokers.extend((link.broker_id, codec.forward(k, p)) for k, p in held)
 
     # ------------------------------------------------------------ routing
