@@ -166,8 +166,9 @@ class Broker:
         With a durable store, what must be stored first (new messages, acks,
         the attempt numbers of new deliveries) goes to the store as one batch
         in a commit task, at most one at a time. While it runs, passes go on
-        draining and dispatching into the next batch. Confirms and the batch's
-        DELIVER frames go out when its commit returns.
+        draining and dispatching into the next batch. Confirms go out when the
+        batch's commit returns; DELIVER frames go out in the pass that makes them
+        (their attempt numbers are stored with the next commit).
         """
         core = self.core
         # time.monotonic, not loop.time: uvloop's clock has millisecond steps, and a
