@@ -35,7 +35,7 @@ from zq.policies import make_dispatch
 from zq.protocol.frames import FORWARD
 from zq.protocol.wire import command
 from zq.shipping import Shipper
-from zq.transport import Alarm, fd, readable, recv_parts, send_parts
+from zq.transport import Alarm, fd, readable, recv_parts, send_parts, serve_options
 
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
@@ -106,14 +106,8 @@ class Broker:
         sock = ctx.socket(zmq.ROUTER)
         self._ctx, self._sock = ctx, sock
         try:
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, cfg.send_hwm)
-            sock.setsockopt(zmq.RCVHWM, cfg.send_hwm)
-            sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame)
-            # With libzmq's default of 100, a burst of connecting clients (1,000 at
-            # once in the fan-in benchmark) has some of them retry a second later.
-            sock.setsockopt(zmq.BACKLOG, cfg.listen_backlog)
+            serve_options(sock, hwm=cfg.send_hwm, max_frame=cfg.max_frame,
+                          backlog=cfg.listen_backlog)
             sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()

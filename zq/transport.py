@@ -16,6 +16,19 @@ from typing import Any, cast
 import zmq
 
 
+def serve_options(sock: zmq.Socket[Any], *, hwm: int, max_frame: int, backlog: int) -> None:
+    """The options of a server's ROUTER socket (broker and router alike): unroutable
+    sends fail instead of vanishing, no linger, the high-water marks, the largest
+    message, and the listen backlog (libzmq's default of 100 makes a burst of 1,000
+    connecting clients retry a second later)."""
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
+    sock.setsockopt(zmq.BACKLOG, backlog)
+
+
 def fd(sock: zmq.Socket[Any]) -> int:
     """The socket's file descriptor, for ``loop.add_reader``."""
     return cast(int, sock.getsockopt(zmq.FD))

@@ -179,7 +179,8 @@ def test_plans_keep_their_promises(case: tuple[ClusterConfig, dict[str, dict[str
         if m.reason == MESSAGES:
             assert after[0] < costs[0], m
         elif m.reason == QUEUES:
-            assert after[0] <= costs[0], m
+            # not worse in messages (to float rounding: sums taken in another order)
+            assert after[0] <= costs[0] * (1 + 1e-12) + 1e-9, m
             assert after[1] < costs[1], m
     assert {b: (x.messages, x.queues) for b, x in load.items()} == \
         {b: (x.messages, x.queues) for b, x in p.after.items()}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from zq.transport import readable, send_parts
+from zq.transport import readable, send_parts, serve_options
 
 if TYPE_CHECKING:
     from zq.router.config import RouterConfig
@@ -30,12 +30,7 @@ def client_socket(ctx: zmq.Context[Socket], cfg: RouterConfig) -> Socket:
     """The ROUTER socket clients connect to, bound to ``cfg.bind``."""
     sock = ctx.socket(zmq.ROUTER)
     try:
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, cfg.send_hwm)
-        sock.setsockopt(zmq.RCVHWM, cfg.send_hwm)
-        sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame)
-        sock.setsockopt(zmq.BACKLOG, 1024)
+        serve_options(sock, hwm=cfg.send_hwm, max_frame=cfg.max_frame, backlog=1024)
         sock.bind(cfg.bind)
     except zmq.ZMQError:
         sock.close(linger=0)
