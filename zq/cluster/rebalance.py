@@ -16,7 +16,10 @@ The goal, in order (a move is proposed only if it makes this better, never worse
 4. **Queues by weight**, the tie-breaker: the same for the number of queues, moving
    only queues whose move does not make the message balance worse (mostly empty ones).
 
-A queue is moved at most once in a plan. Dead-letter queues (``.dlq``) are never
+Phases 3 and 4 take turns until neither finds a move: a queue-count move may leave
+the messages outside ``tolerance`` again, and the next message pass mends that with
+a queue not moved yet. A queue is moved at most once in a plan, so a plan has at most
+as many moves as there are queues. Dead-letter queues (``.dlq``) are never
 proposed: only their broker writes them, so they stay with their source queue; their
 messages count where they are. A queue held by two brokers (QUEUE_CONFLICT) is left
 for an operator to settle, and counted where it is.
@@ -220,6 +223,10 @@ def plan(cfg: ClusterConfig, held: Mapping[str, Mapping[str, int]],
     for bid, x in before.items():
         x.target_messages, x.target_queues = s.load[bid].target_messages, s.load[bid].target_queues
     _drain(s)
-    _balance(s, by_queues=False)
-    _balance(s, by_queues=True)
+    while True:  # each move spends a queue: at most len(s.where) rounds
+        made = len(s.moves)
+        _balance(s, by_queues=False)
+        _balance(s, by_queues=True)
+        if len(s.moves) == made:
+            break
     return Plan(s.moves, before, _copy(s.load), s.conflicts)
