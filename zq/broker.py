@@ -186,14 +186,17 @@ class Broker:
             core.tick(now)
         if not self.store.durable:
             core.committed()  # nothing to store: published means stored
+        elif self._committing is None and self._commit_due(now):
+            self._settle_since = None
+            c = core.take_commit()
+            if not self._commit_now(c):
+                self._committing = loop.create_task(self._commit(c))
         if not core.stopping:
             core.dispatch(now)
             if core.moves_started and self._shipper is not None:
                 core.moves_started = False
                 self._shipper.poll()
-        if self._committing is None and (self._commit_due(now) or core.wants_pages()
-                                         or now >= self._next_maintain):
-            self._settle_since = None
+        if self._committing is None and (core.wants_pages() or now >= self._next_maintain):
             self._committing = loop.create_task(self._commit(core.take_commit()))
         self._flush(sock)
         if n >= limit or (readable(sock) and core.staged < commit_max):
@@ -217,6 +220,22 @@ class Broker:
         if self._settle_since is None:
             self._settle_since = now
         return now - self._settle_since >= SETTLE_DELAY
+
+    def _commit_now(self, c: Commit) -> bool:
+        """Store a small batch in this pass, on the loop's thread (see
+        SqliteStore.commit_now), so that the confirms and deliveries it releases go
+        out in this pass's flush. False: it goes to a commit task the usual way."""
+        if c.batch and not self.store.commit_now(c.batch):
+            return False
+        core = self.core
+        if c.batch and self._storage_error is not None and not self.store.full:
+            log.warning("storage works again after: %s", self._storage_error)
+            self._storage_error = None
+        core.committed(c.pending)
+        core.release(c.deliveries)
+        self._commits += 1
+        self._commit_done.set()
+        return True
 
     async def _commit(self, c: Commit) -> None:
         """Store one batch (group commit), then confirm, queue and send what waited for it.

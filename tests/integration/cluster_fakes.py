@@ -127,6 +127,7 @@ class Real:
             await asyncio.Event().wait()
 
         self.broker.store.commit = never  # type: ignore[method-assign]
+        self.broker.store.commit_now = lambda batch: False  # type: ignore[method-assign]
 
     async def kill(self) -> None:
         """Stop at once: no BYE, no frame at all; the socket just goes away."""

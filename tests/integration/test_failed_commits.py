@@ -51,7 +51,17 @@ class Node:
                 raise StorageError("disk I/O error (injected, once)")
             await real(batch)
 
+        real_now = b.store.commit_now
+
+        def commit_now(batch: WriteBatch) -> bool:
+            # The failure hits the commit on the loop's thread too: it leaves the
+            # batch to commit(), which fails and reports it (as SqliteStore does).
+            if self.pick is not None and self.pick(batch):
+                return False
+            return real_now(batch)
+
         b.store.commit = commit  # type: ignore[method-assign]
+        b.store.commit_now = commit_now  # type: ignore[method-assign]
         self.broker = b
         return b.endpoint
 

@@ -10,7 +10,7 @@ import pytest
 
 from zq.errors import StorageError, StorageFull
 from zq.persistence.base import WAITING, WriteBatch
-from zq.persistence.sqlite import DB_NAME, SqliteStore
+from zq.persistence.sqlite import DB_NAME, NOW_ROWS, SqliteStore
 
 
 @pytest.fixture(autouse=True, params=["one hop", "per statement"])
@@ -97,6 +97,78 @@ async def test_a_failed_commit_stores_nothing(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path)
     rec = await s.open(window=10)
     assert [(m.id, m.queue) for m in rec.messages] == [(1, "q"), (2, "q"), (3, "new")]
+    await s.close()
+
+
+async def _only_commit(s: SqliteStore) -> bool:
+    """Whether commit_now can apply; without the one-hop path it never does (shown
+    here), and the store is closed."""
+    if SqliteStore.one_hop:
+        return True
+    assert not s.commit_now(inserts(1, 1))
+    assert rows(s.dir) == []
+    await s.close()
+    return False
+
+
+async def test_a_small_batch_commits_on_the_calling_thread(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    if not await _only_commit(s):
+        return
+    assert s.commit_now(inserts(1, 3))
+    assert [r[0] for r in rows(tmp_path)] == [1, 2, 3]  # committed: another connection sees it
+    assert s.commit_now(WriteBatch(updates=[([2], [1], 0.0, WAITING)], deletes=[1]))
+    assert rows(tmp_path) == [(2, 1, 0.0), (3, 0, 0.0)]
+    assert not s.commit_now(inserts(4, NOW_ROWS + 1))  # too big: left for commit()
+    assert not s.commit_now(WriteBatch(purges=[("q", 0, 3)]))  # any number of rows
+    assert [r[0] for r in rows(tmp_path)] == [2, 3]
+    assert (s.stats()["commits"], s.stats()["commits_now"]) == (2, 2)
+    await s.close()
+
+
+async def test_a_failed_commit_now_stores_nothing_and_leaves_it_to_commit(
+        tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    await s.commit(inserts(1, 2))
+    clash = WriteBatch(inserts=[(3, "new", None, [b"x"]), (2, "new", None, [b"y"])],
+                       deletes=[1])
+    assert not s.commit_now(clash)  # rolled back
+    assert [r[0] for r in rows(tmp_path)] == [1, 2]
+    with pytest.raises(StorageError):  # commit() says what went wrong
+        await s.commit(clash)
+    assert s.commit_now(inserts(3, 1, queue="new")) is SqliteStore.one_hop
+    await s.close()
+
+
+async def test_commit_now_on_a_full_database_leaves_it_to_commit(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path, max_bytes=128 * 1024)
+    await s.open(window=10)
+    if not await _only_commit(s):
+        return
+    stored = 0
+    while s.commit_now(inserts(stored + 1, 10, size=100)):
+        stored += 10
+    assert stored > 0
+    assert len(rows(tmp_path)) == stored
+    with pytest.raises(StorageFull):
+        await s.commit(inserts(stored + 1, 10, size=100))
+    await s.close()
+
+
+async def test_slow_commits_go_to_the_thread(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    s = SqliteStore(tmp_path)
+    await s.open(window=10)
+    if not await _only_commit(s):
+        return
+    clock = iter(i * 0.5 for i in range(1000))  # each commit_now "takes" 0.5 s
+    monkeypatch.setattr("zq.persistence.sqlite.time.monotonic", lambda: next(clock))
+    assert s.commit_now(inserts(1, 1))
+    assert not s.commit_now(inserts(2, 1))  # the disk was found slow: the thread's turn
+    await s.commit(inserts(2, 1))
+    assert [r[0] for r in rows(tmp_path)] == [1, 2]
     await s.close()
 
 

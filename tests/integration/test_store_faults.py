@@ -29,6 +29,7 @@ async def test_unexpected_store_exception_is_storage_error_and_the_broker_goes_o
         await real(batch)
 
     monkeypatch.setattr(store, "commit", flaky)
+    monkeypatch.setattr(store, "commit_now", lambda batch: False)  # all through it
     async with zq.Client(inproc_broker.endpoint) as c:
         with pytest.raises(zq.StorageError) as info:
             await c.publish("q", b"lost")
@@ -57,6 +58,7 @@ async def test_acks_commit_on_their_own_when_publishes_cannot(
             ack_stored.set()
 
     monkeypatch.setattr(store, "commit", disk_full_for_inserts)
+    monkeypatch.setattr(store, "commit_now", lambda batch: False)  # all through it
     async with zq.Client(inproc_broker.endpoint) as c:
         ids = await c.publish_many("q", [b"a", b"b"])
         full["on"] = True
@@ -92,6 +94,7 @@ async def test_on_a_full_disk_the_batch_is_retried_without_its_inserts(
             raise StorageFull("no space")
 
     monkeypatch.setattr(broker.store, "commit", full_for_inserts)
+    monkeypatch.setattr(broker.store, "commit_now", lambda batch: False)  # all through it
     batch = WriteBatch(inserts=[(10, "q", None, [b"x"])], deletes=[3, 4])
     await broker._commit(Commit(batch, [], []))
     # the acks did not wait for a batch without publishes, which may never come

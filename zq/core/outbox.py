@@ -1,7 +1,7 @@
 """The outbox: frames for the shell to send, now or once the current batch is stored. No I/O.
 
 A frame that must not go before the store has what it says (a CONFIRM, a MANAGE
-reply, a DELIVER whose attempt numbers are staged) waits in ``unstored``; the
+reply that changed something) waits in ``unstored``; the
 shell sends ``out``. One entry is ``(identity, parts, msgs)``: ``msgs`` are the
 messages of a DELIVER (so a failed send can undo the delivery), ``[]`` for a reply
 that only read (sent even when its commit fails), None for any other frame.

@@ -201,6 +201,11 @@ class Store(Protocol):
         """Persist ``batch`` atomically; raise StorageFull or StorageError on failure."""
         ...
 
+    def commit_now(self, batch: WriteBatch) -> bool:
+        """Persist ``batch`` without awaiting, if the store can do that cheaply (a small
+        batch); False if it did not (nothing of it is stored): :meth:`commit` then."""
+        ...
+
     async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` stored messages of ``queue`` with ids above ``after_id``."""
         ...

@@ -19,6 +19,9 @@ class MemoryStore:
     async def commit(self, batch: WriteBatch) -> None:
         return None
 
+    def commit_now(self, batch: WriteBatch) -> bool:
+        return True  # nothing is stored, at once
+
     async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
         return []  # nothing is ever left on disk
 

@@ -2,9 +2,16 @@
 
 One connection, one writer: the broker's loop. Each :meth:`SqliteStore.commit`
 is one transaction (group commit) made of at most one ``executemany`` per kind
-of change and a COMMIT, so a loop pass costs two to four thread hops however
-many messages it carries. Python's sqlite3 opens the transaction implicitly
-with the first statement, so there is no separate BEGIN.
+of change and a COMMIT, run on aiosqlite's thread in one hop however many
+messages it carries. Python's sqlite3 opens the transaction implicitly with the
+first statement, so there is no separate BEGIN.
+
+A small batch when nothing else uses the connection (a quiet broker: a few
+messages per commit) is committed on the loop's own thread instead
+(:meth:`SqliteStore.commit_now`): the fsync then blocks the loop for about as
+long as the thread hop and the GIL hand-overs it saves, and the confirms and
+deliveries it releases go out in the same loop pass. A disk whose commits are
+slow turns this off, so a slow fsync never stalls the loop.
 
 The tables and their upgrades are in :mod:`zq.persistence.schema`, the SQL a
 batch becomes in :mod:`zq.persistence.sql`, the disk reserve in
@@ -47,6 +54,9 @@ log = logging.getLogger("zq.store")
 
 DB_NAME = "zq.db"
 LOCK_NAME = "zq.lock"
+NOW_ROWS = 64  # rows a batch may change to be committed on the loop's thread
+NOW_SLOW = 0.002  # seconds: commits slower than this on average go to the thread
+NOW_PAUSE = 10.0  # seconds before a disk found slow is tried again
 
 
 def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | StorageFull:
@@ -88,8 +98,11 @@ class SqliteStore:
         self._last_checkpoint = time.monotonic()
         self._dirty_since_checkpoint = False
         self.commits = 0
+        self.commits_now = 0  # of them, on the loop's thread
         self.messages_written = 0
         self.pages_read = 0
+        self._now_cost = 0.0  # moving average of commit_now's duration (seconds)
+        self._now_off_until = 0.0  # monotonic: slow commits, no commit_now before this
 
     # ------------------------------------------------------------- lifecycle
 
@@ -103,7 +116,10 @@ class SqliteStore:
         # Room to open and recover even on a full disk (see zq.persistence.reserve).
         self.reserve.discard()
         try:
-            self._db = await aiosqlite.connect(self.path, isolation_level="DEFERRED")
+            # check_same_thread=False: commit_now uses the connection from the loop's
+            # thread, only while no call on aiosqlite's thread is under way.
+            self._db = await aiosqlite.connect(self.path, isolation_level="DEFERRED",
+                                               check_same_thread=False)
             rec = await self._open(window)
             self._hold_reserve()
             return rec
@@ -224,6 +240,7 @@ class SqliteStore:
 
     def stats(self) -> dict[str, Any]:
         return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
+                "commits_now": self.commits_now,
                 "messages_written": self.messages_written, "pages_read": self.pages_read,
                 "full": self.full, "reserve_bytes": self.reserve.size if self.reserve.held
                 else 0}
@@ -261,17 +278,54 @@ class SqliteStore:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.rollback()
-            for qid, name in new_queues:
-                del self._qids[name]
-                del self._names[qid]
-            self._next_qid -= len(new_queues)
+            self._unassign(new_queues)
             err = storage_error(exc, "commit")
             if isinstance(err, StorageFull):
                 await self._disk_full()
             raise err from None
+        self._stored(batch)
+
+    def commit_now(self, batch: WriteBatch) -> bool:
+        """Commit ``batch`` on the calling thread if it is small and commits are fast;
+        the caller must know that no other call on the connection is under way.
+
+        Returns False when it did not apply or the commit failed (rolled back, nothing
+        of it stored): the caller then awaits :meth:`commit`, which tries again and
+        turns a failure into STORAGE_FULL or STORAGE_ERROR.
+        """
+        if not self.one_hop or self.full or self._db is None or not _small(batch):
+            return False
+        start = time.monotonic()
+        if start < self._now_off_until:
+            return False
+        new_queues = self._assign_qids(batch)
+        try:
+            write(self._db._conn, new_queues, batch, self._qids)
+        except sqlite3.Error:
+            self._unassign(new_queues)
+            return False
+        took = time.monotonic() - start
+        self._now_cost += (took - self._now_cost) / 8
+        if self._now_cost > NOW_SLOW:
+            self._now_off_until = start + NOW_PAUSE
+            self._now_cost = 0.0
+            log.info("commits take %.1f ms: committing on the store's thread for %.0f s",
+                     took * 1000, NOW_PAUSE)
+        self.commits_now += 1
+        self._stored(batch)
+        return True
+
+    def _stored(self, batch: WriteBatch) -> None:
         self.commits += 1
         self.messages_written += sum(len(e[3]) for e in batch.inserts)
         self._dirty_since_checkpoint = True
+
+    def _unassign(self, new_queues: list[tuple[int, str]]) -> None:
+        """Forget the queue numbers of a batch that was not stored."""
+        for qid, name in new_queues:
+            del self._qids[name]
+            del self._names[qid]
+        self._next_qid -= len(new_queues)
 
     async def _commit_per_statement(self, db: aiosqlite.Connection,
                                     new_queues: list[tuple[int, str]],
@@ -426,3 +480,15 @@ class SqliteStore:
             raise StorageError(f"{self.dir} is in use by another zq broker "
                                f"(could not lock {path})") from None
         self._lock_fd = fd
+
+
+def _small(batch: WriteBatch) -> bool:
+    """Whether ``batch`` changes at most NOW_ROWS rows (a purge may change any number)."""
+    if batch.purges or len(batch.inserts) + len(batch.updates) > NOW_ROWS:
+        return False
+    rows = len(batch.deletes) + len(batch.dedups) + len(batch.results)
+    for e in batch.inserts:
+        rows += len(e[3])
+    for u in batch.updates:
+        rows += 1 if isinstance(u, Rewrite) else len(u[0])
+    return rows <= NOW_ROWS
