@@ -68,9 +68,11 @@ class Broker:
         self.endpoint = ""
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sock: zmq.Socket[bytes] | None = None
-        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pass_due = False  # a pass is scheduled (call_soon) and has not run yet
+        self._stopped: asyncio.Future[None] | None = None  # done: serving ends
         self._stop_requested = False
-        self._alarm = Alarm(self._wake.set)
+        self._alarm = Alarm(self._poke)
         self._next_maintain = 0.0
         self._settle_since: float | None = None  # settlements staged alone since then
         self._storage_error: ZqError | None = None
@@ -95,7 +97,7 @@ class Broker:
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
         self._stop_requested = True
-        self._wake.set()
+        self._poke()
 
     async def run(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Bind, recover the store, announce readiness, and serve until stopped."""
@@ -119,9 +121,9 @@ class Broker:
             self.core.recover(await self.store.open(cfg.window), time.monotonic())
             for name, settings in cfg.queues.items():  # the config file's [queues.NAME]
                 declare(self.core, {"queue": name, "settings": settings}, time.monotonic())
-            loop.add_reader(fd(sock), self._wake.set)
+            loop.add_reader(fd(sock), self._poke)
             self._shipper = Shipper(self.core, ctx, cfg.id or self.core.broker_id,
-                                    self._wake.set, self.stored)
+                                    self._poke, self.stored)
             self._shipper.poll()  # moves under way when it stopped go on
             try:
                 if on_ready is not None:
@@ -145,14 +147,34 @@ class Broker:
                 ctx.term()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
-        self._wake.set()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stop_requested:
-                await self._shutdown(loop, sock)
-                return
+        """Passes run as plain callbacks (no task step or event per wake-up) until a stop
+        is asked for or a pass raises; then the shutdown, or the error, here."""
+        self._loop, self._stopped = loop, loop.create_future()
+        self._poke()
+        try:
+            await self._stopped
+        finally:
+            self._loop = None  # no more passes: the shutdown runs its own
+        await self._shutdown(loop, sock)
+
+    def _poke(self) -> None:
+        """Run a pass soon: once, however often this is called before it runs."""
+        if not self._pass_due and self._loop is not None:
+            self._pass_due = True
+            self._loop.call_soon(self._run_pass)
+
+    def _run_pass(self) -> None:
+        self._pass_due = False
+        stopped, loop, sock = self._stopped, self._loop, self._sock
+        if stopped is None or stopped.done() or loop is None or sock is None:
+            return
+        if self._stop_requested:
+            stopped.set_result(None)
+            return
+        try:
             self._pass(loop, sock)
+        except Exception as exc:  # serving ends with it (run() raises it)
+            stopped.set_exception(exc)
 
     def _pass(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
         """Drain the socket, act, and send; never waits for the store.
@@ -200,7 +222,7 @@ class Broker:
             self._committing = loop.create_task(self._commit(core.take_commit()))
         self._flush(sock)
         if n >= limit or (readable(sock) and core.staged < commit_max):
-            self._wake.set()
+            self._poke()
         wake_at = min(core.next_deadline(), self._next_maintain)
         if self._settle_since is not None:
             wake_at = min(wake_at, self._settle_since + SETTLE_DELAY)
@@ -274,7 +296,7 @@ class Broker:
             self._committing = None
             self._commits += 1
             self._commit_done.set()
-            self._wake.set()
+            self._poke()
 
     async def stored(self) -> None:
         """Return once everything staged before the call is stored (a commit that began
@@ -282,7 +304,7 @@ class Broker:
         if not self.store.durable:
             return
         target = self._commits + (2 if self._committing is not None else 1)
-        self._wake.set()
+        self._poke()
         while self._commits < target:
             self._commit_done.clear()
             await self._commit_done.wait()
@@ -377,7 +399,7 @@ class Broker:
         if forwarded:
             self._count_forwards(forwarded)
         if core.out:  # send failures may have produced more (requeues are dispatched later)
-            self._wake.set()
+            self._poke()
 
     def _count_forwards(self, links: list[bytes]) -> None:
         """Frames sent in FORWARD, on these links (the routers' count of them, for STATS)."""

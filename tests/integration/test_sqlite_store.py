@@ -54,6 +54,33 @@ async def test_commit_then_recover_in_order_with_headers(tmp_path: Path) -> None
     await s.close()
 
 
+async def test_inserts_of_every_size_store_each_message_once(tmp_path: Path) -> None:
+    # Rows go in 64, 16, 4 and 1 per statement: frames of sizes around those
+    # boundaries, several queues and headers, in one batch and in several.
+    sizes = [1, 3, 63, 64, 65, 86, 200, 5]
+    batch, first, want = WriteBatch(), 1, []
+    for k, n in enumerate(sizes):
+        queue = f"q{k % 3}"
+        headers = None if k % 2 else [{"n": first + i} if i % 3 else None for i in range(n)]
+        bodies = [b"m%d" % (first + i) for i in range(n)]
+        batch.inserts.append((first, queue, headers, bodies))
+        want += [(first + i, queue, None if headers is None else headers[i], bodies[i])
+                 for i in range(n)]
+        first += n
+    s = SqliteStore(tmp_path)
+    await s.open(window=1000)
+    await s.commit(batch)
+    assert s.commit_now(inserts(first, 7)) is SqliteStore.one_hop
+    await s.close()
+    s = SqliteStore(tmp_path)
+    rec = await s.open(window=1000)
+    got = sorted((m.id, m.queue, m.headers, m.body) for m in rec.messages)
+    assert got[:len(want)] == want
+    assert len(got) == len(want) + (7 if SqliteStore.one_hop else 0)
+    assert s.stats()["messages_written"] == 0  # counts this process's writes only
+    await s.close()
+
+
 async def test_ids_are_never_reused_after_everything_is_acked(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path)
     await s.open(window=10)
