@@ -139,6 +139,7 @@ class Journal:
         """The batch and its publishes, for the store; the next batch starts empty."""
         batch, self.batch = self.batch, WriteBatch()
         batch.created = created_wall
+        batch.skip_deleted_updates()
         self.staged = 0
         pending, self.pending = self.pending, []
         self.inflight = pending

@@ -134,6 +134,27 @@ class WriteBatch:
             out.trims += b.trims
         return out
 
+    def skip_deleted_updates(self) -> None:
+        """Leave out the attempt updates of messages this batch also deletes: deletes
+        apply last, so they would write rows that go in the same transaction (under
+        load an ack usually comes within the batch that holds its delivery's update)."""
+        if not self.deletes or not self.updates:
+            return
+        gone = set(self.deletes)
+        kept: list[Update | Rewrite] = []
+        for u in self.updates:
+            if type(u) is Rewrite:
+                kept.append(u)
+                continue
+            ids, attempts, ready_at, state = u  # type: ignore[misc]
+            if gone.isdisjoint(ids):
+                kept.append(u)
+            elif not gone.issuperset(ids):
+                left = [k for k, i in enumerate(ids) if i not in gone]
+                kept.append(([ids[k] for k in left], [attempts[k] for k in left],
+                             ready_at, state))
+        self.updates = kept
+
     def compact(self) -> None:
         """Keep only the last word on each message, queue and outcome.
 
