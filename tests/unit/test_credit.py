@@ -224,3 +224,23 @@ def test_cancel_keeps_owed_places_from_becoming_credit() -> None:
     assert (w.available, w.in_flight) == (0, 1)
     with pytest.raises(ValueError, match="cannot owe"):
         w.owe(2)
+
+
+def test_owed_acks_are_wanted_in_the_store_at_half_the_window_or_when_nothing_is_left() -> None:
+    w = CreditWindow(100_000)
+    w.grant(10)
+    w.take(6)  # 4 places left
+    assert not w.waits_for_repay()  # nothing owed
+    w.owe(4)
+    w.grant(4)  # the SDK's credit for the acked ones: it pays for their places
+    assert (w.available, w.in_flight, w.owed) == (4, 6, 4)
+    assert not w.waits_for_repay()  # 4 of a window of 10 owed, 4 places left
+    w.owe(1)
+    w.grant(1)
+    assert w.waits_for_repay()  # half the window: store them while it works on the rest
+    w.repay(5)
+    assert not w.waits_for_repay()
+    w.take(9)
+    w.owe(1)  # every place taken and one owed: nothing can go out until it is stored
+    assert (w.available, w.owed) == (-1, 1)
+    assert w.waits_for_repay()

@@ -113,8 +113,8 @@ class Delivery(Settlement):
         if headers.count(None) == len(headers):
             headers = []
         k = sub.window.take(len(msgs))  # == len(msgs): it was within the window
-        if sub.window.owed and not sub.window.available:
-            self.journal.starved = True  # its next place comes with a commit
+        if sub.window.waits_for_repay():
+            self.journal.starved = True  # its next places come with a commit
         # Stored with the next commit, after the frame went out: a crash before that
         # commit loses nothing but the count of an attempt in flight, which a crash
         # never counts anyway (PROTOCOL.md 12.5; see _admit).

@@ -84,7 +84,7 @@ class Settlement(Commits):
                     else:
                         sub.window.owe(1)
                         owe.append(sub)
-                        if sub.window.available <= 0:
+                        if sub.window.waits_for_repay():
                             self.journal.starved = True  # waits for this ack's commit
                     if sub.probe is m:
                         self._unprobe(sub)

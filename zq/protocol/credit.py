@@ -71,6 +71,14 @@ class CreditWindow:
         self.available += n
         self.owed -= n
 
+    def waits_for_repay(self) -> bool:
+        """Whether the owed acks should be stored now: nothing is left to deliver
+        until they are, or half the window is owed (stored while the consumer works
+        through the other half, they keep it busy instead of idle for a commit)."""
+        owed = self.owed
+        return owed > 0 and (self.available <= 0
+                             or 2 * owed >= self.available + self.in_flight)
+
     def void(self) -> None:
         """CANCEL: the unused credit is gone; in-flight messages stay in flight (and
         places owed stay owed: their repayment does not become credit)."""
