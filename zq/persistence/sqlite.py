@@ -14,8 +14,8 @@ deliveries it releases go out in the same loop pass. A disk whose commits are
 slow turns this off, so a slow fsync never stalls the loop.
 
 The tables and their upgrades are in :mod:`zq.persistence.schema`, the SQL a
-batch becomes in :mod:`zq.persistence.sql`, the disk reserve in
-:mod:`zq.persistence.reserve`.
+batch becomes in :mod:`zq.persistence.sql`, checkpoints and the full-disk cycle in
+:mod:`zq.persistence.upkeep`, the disk reserve in :mod:`zq.persistence.reserve`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import msgpack
 
 from zq.errors import StorageError, StorageFull
 from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
-from zq.persistence.reserve import DiskReserve, disk_free
-from zq.persistence.schema import SCHEMA_VERSION, migrate, pragma
+from zq.persistence.reserve import DiskReserve
+from zq.persistence.schema import SCHEMA_VERSION, migrate
 from zq.persistence.sql import (
     NEW_QUEUE,
     PAGE,
@@ -45,6 +45,7 @@ from zq.persistence.sql import (
     update_runs,
     write,
 )
+from zq.persistence.upkeep import DiskUpkeep
 from zq.schedules import from_map as schedule_from_map
 
 __all__ = ["DB_NAME", "LOCK_NAME", "SCHEMA_VERSION", "SqliteStore", "id_runs", "insert_rows",
@@ -67,8 +68,9 @@ def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | StorageFull:
     return StorageError(f"{doing}: {exc} ({name or type(exc).__name__})")
 
 
-class SqliteStore:
-    """Messages in ``<data>/zq.db``; ``<data>/zq.lock`` keeps a second broker out."""
+class SqliteStore(DiskUpkeep):
+    """Messages in ``<data>/zq.db``; ``<data>/zq.lock`` keeps a second broker out.
+    Checkpoints and the full-disk cycle are in :class:`DiskUpkeep`."""
 
     durable = True
     one_hop = hasattr(aiosqlite.Connection, "_execute")
@@ -218,26 +220,6 @@ class SqliteStore:
                  sum(c for _, c in counts), len(counts), len(messages))
         return messages, backlog
 
-    async def _size_wal(self) -> None:
-        """Bound the WAL by the filesystem too: on a small disk (an 8 MiB tmpfs, an edge
-        box's flash) a 4 MB log between checkpoints would be half of it."""
-        total, _ = disk_free(self.dir)
-        page = int(await self._pragma("page_size") or 4096)
-        pages = max(16, min(1000, total // 64 // page))
-        limit = min(int(self.wal_limit), max(page * 64, total // 16))
-        self._wal_room = pages * page  # the WAL's size between two checkpoints
-        await self.db.execute_fetchall(f"PRAGMA journal_size_limit = {limit}")
-        await self.db.execute_fetchall(f"PRAGMA wal_autocheckpoint = {pages}")
-
-    def _hold_reserve(self) -> None:
-        # At least twice the log between checkpoints: given back on a full disk, it must
-        # let the checkpoint that was stuck copy the log's new pages into the database.
-        self.reserve.fit(at_least=2 * self._wal_room)
-        if not self.reserve.take():
-            self.full = True
-            log.warning("%s: no room for the %d-byte disk reserve; publishes are refused "
-                        "until acks free space", self.dir, self.reserve.size)
-
     def stats(self) -> dict[str, Any]:
         return {"kind": "sqlite", "fsync": self.fsync, "commits": self.commits,
                 "commits_now": self.commits_now,
@@ -373,102 +355,7 @@ class SqliteStore:
                               ready_at, created, None if o is None else unpack(o), state)
                 for mid, attempts, ready_at, h, body, created, o, state in rows]
 
-    # ------------------------------------------------------------ maintenance
-
-    async def _disk_full(self) -> None:
-        """A commit found no room. If the filesystem is the limit (not ``max_bytes``),
-        give the reserve back and move the log into the database, so that what frees
-        space (acks) can commit; publishes are refused until :meth:`_recover_room`."""
-        if not self.reserve.pressure():
-            return  # the database's own cap: inserts fail, deletes still work
-        self.reserve.release()
-        self.full = True
-        await self._checkpoint()
-
-    async def _checkpoint(self) -> bool:
-        try:
-            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
-            now = time.monotonic()
-            if now >= self._quiet_until:  # on a full disk this fails again and again
-                self._quiet_until = now + 10.0
-                log.warning("checkpoint failed: %s", exc)
-            return False
-        return True
-
-    async def _recover_room(self) -> None:
-        """On a full disk: give the pages acks freed back to the filesystem (a database
-        made by this zq has ``auto_vacuum = INCREMENTAL``), then accept publishes again
-        once the reserve is held again and the WAL has room to grow to its next
-        checkpoint: without that room the next commit would fail at once."""
-        try:
-            if await self._pragma("auto_vacuum") == 2:
-                await self._give_back_pages()
-        except sqlite3.Error as exc:
-            log.warning("giving free pages back failed: %s", exc)
-        if not await self._checkpoint() or not self.reserve.take():
-            return
-        _, free = disk_free(self.dir)
-        if free >= self._wal_room:
-            self.full = False
-            log.warning("%s: room again (%d bytes free besides the reserve); publishes are "
-                        "accepted", self.dir, free)
-
-    async def _give_back_pages(self) -> None:
-        """Shrink the database file by its free pages, a few at a time: moving pages
-        goes through the WAL, so each step may use a third of the free disk, and a
-        checkpoint after it gives that room back."""
-        page = int(await self._pragma("page_size") or 4096)
-        for _ in range(64):  # bounded: the rest waits for the next second
-            free_pages = int(await self._pragma("freelist_count") or 0)
-            if not free_pages:
-                return
-            _, free = disk_free(self.dir)
-            n = max(1, min(free_pages, free // page // 3))
-            # executescript steps the pragma to its end (each step frees one page).
-            await self.db.executescript(f"PRAGMA incremental_vacuum({n});")
-            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    async def maintain(self) -> None:
-        """Checkpoint the WAL into the database on a timer, so it stays small when idle;
-        on a full disk, look for room to accept publishes again.
-
-        SQLite also checkpoints by itself every ``wal_autocheckpoint`` WAL pages, and
-        ``journal_size_limit`` truncates the file after each checkpoint.
-        """
-        if self.full:
-            await self._recover_room()
-            return
-        if not self._dirty_since_checkpoint:
-            return
-        now = time.monotonic()
-        if now - self._last_checkpoint < self.checkpoint_interval:
-            return
-        self._last_checkpoint = now
-        self._dirty_since_checkpoint = False
-        # Each statement is run to completion (execute_fetchall): a cursor left with a
-        # row unread keeps its statement active, and the next COMMIT fails with
-        # "SQL statements in progress".
-        try:
-            await self.db.execute_fetchall("DELETE FROM dedup WHERE expires_at < ?",
-                                           (time.time(),))
-            await self.db.execute_fetchall("DELETE FROM results WHERE expires_at < ?",
-                                           (time.time(),))
-            await self.db.commit()
-            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
-            log.warning("checkpoint failed: %s", exc)
-
     # ---------------------------------------------------------------- helpers
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StorageError("the store is not open")
-        return self._db
-
-    async def _pragma(self, name: str) -> Any:
-        return await pragma(self.db, name)
 
     def _lock(self) -> None:
         path = self.dir / LOCK_NAME
