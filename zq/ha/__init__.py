@@ -1,0 +1,6 @@
+"""High availability (issue 15): one broker id served by a primary and a synchronous
+standby, the primary chosen by a lease in etcd. Optional: ``pip install 'zq[ha]'``.
+
+Built so far: :mod:`zq.ha.lease` (the leader lease and its term). Replication, fencing
+in the broker and ``zq broker --ha`` come next; docs/HA.md says what is promised.
+"""

@@ -1,0 +1,153 @@
+"""The leader lease of one broker id in etcd: which node is primary, and at which term.
+
+The key ``/zq/<cluster>/brokers/<id>/leader`` names the primary (its node name and
+endpoint, JSON) and is attached to an etcd lease of ``ttl`` seconds. A node becomes
+primary by creating the key in a transaction that requires it to be absent (its
+create revision is 0), so at most one node holds it at a time; the key's create
+revision is the **term**, higher for every new holder, which replication and acks
+carry so that a replica can refuse an older primary.
+
+A holder keeps the lease alive with :meth:`LeaderLease.renew`. It counts itself
+primary only until ``ttl - margin`` seconds after the start of its last successful
+renewal (monotonic clock), whatever etcd says later: when etcd cannot be reached or
+the process was paused, the lease may expire on etcd's side and another node may
+take the key, and by then the old holder has already stopped (the Patroni rule: the
+renew interval plus the time a renewal may take stays under the TTL). Availability
+is given up, never the single primary.
+
+aetcd is an optional dependency (``pip install 'zq[ha]'``): only this package imports
+it, and only a broker started with ``--ha`` imports this package.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aetcd
+
+MIN_TTL = 2  # etcd refuses shorter leases (1.5 s with its default election timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    node: str
+    endpoint: str
+    term: int  # the leader key's create revision
+
+
+def broker_prefix(cluster: str, broker_id: str) -> bytes:
+    """``/zq/<cluster>/brokers/<id>/``: the keys of one broker id."""
+    for name, what in ((cluster, "cluster"), (broker_id, "broker id")):
+        if not name or "/" in name:
+            raise ValueError(f"{what} must be non-empty and without '/': {name!r}")
+    return f"/zq/{cluster}/brokers/{broker_id}/".encode()
+
+
+def leader_key(cluster: str, broker_id: str) -> bytes:
+    return broker_prefix(cluster, broker_id) + b"leader"
+
+
+def _decode(value: bytes, term: int) -> Leader | None:
+    try:
+        d = json.loads(value)
+        return Leader(str(d["node"]), str(d["endpoint"]), term)
+    except (ValueError, KeyError, TypeError):
+        return None  # not written by zq: nobody we can follow
+
+
+class LeaderLease:
+    """One node's claim on a broker id's leader key."""
+
+    def __init__(self, client: aetcd.Client, key: bytes, node: str, endpoint: str, *,
+                 ttl: int = 5, margin: float = 1.0) -> None:
+        if ttl < MIN_TTL:
+            raise ValueError(f"ttl must be at least {MIN_TTL} s, got {ttl!r}")
+        if not 0 < margin < ttl:
+            raise ValueError(f"margin must be in (0, ttl), got {margin!r}")
+        self.client = client
+        self.key = key
+        self.node = node
+        self.endpoint = endpoint
+        self.ttl = ttl
+        self.margin = margin
+        self.term: int | None = None  # set while this node holds the key
+        self._lease: Any = None
+        self._valid_until = 0.0  # monotonic: primary until then, if term is set
+
+    def holds(self, now: float | None = None) -> bool:
+        """Whether this node may act as primary now (see the module's rule)."""
+        if self.term is None:
+            return False
+        return (time.monotonic() if now is None else now) < self._valid_until
+
+    @property
+    def valid_until(self) -> float:
+        """The monotonic time at which this node stops acting as primary unless a
+        renewal succeeds first (0 when it holds nothing)."""
+        return self._valid_until if self.term is not None else 0.0
+
+    async def campaign(self) -> Leader | None:
+        """Take the key if nobody holds it; return this node as leader, or None."""
+        start = time.monotonic()
+        lease = await self.client.lease(self.ttl)
+        tx = self.client.transactions
+        value = json.dumps({"node": self.node, "endpoint": self.endpoint}).encode()
+        ok, replies = await self.client.transaction(
+            compare=[tx.create(self.key) == 0],
+            success=[tx.put(self.key, value, lease=lease), tx.get(self.key)],
+            failure=[],
+        )
+        if not ok:
+            await lease.revoke()
+            return None
+        _, kv = replies[1][0]
+        self._lease = lease
+        self.term = int(kv.create_revision)
+        self._valid_until = start + self.ttl - self.margin
+        return Leader(self.node, self.endpoint, self.term)
+
+    async def renew(self) -> bool:
+        """Keep the lease alive; False (and no longer leader) if it has expired or the
+        key is no longer this node's. An error reaching etcd propagates: the caller
+        retries, and :meth:`holds` turns false on its own when the time is up."""
+        if self.term is None or self._lease is None:
+            return False
+        start = time.monotonic()
+        reply = await self._lease.refresh()
+        if reply is None or reply.TTL <= 0:
+            self._lost()
+            return False
+        got = await self.client.get(self.key)
+        if got is None or int(got.create_revision) != self.term:
+            self._lost()  # deleted or replaced by an operator
+            return False
+        self._valid_until = start + self.ttl - self.margin
+        return True
+
+    async def resign(self) -> None:
+        """Give the key up at once (a clean stop): the next node need not wait for the
+        TTL. Only this term's key is deleted."""
+        term, lease = self.term, self._lease
+        self._lost()
+        if term is None:
+            return
+        tx = self.client.transactions
+        await self.client.transaction(compare=[tx.create(self.key) == term],
+                                      success=[tx.delete(self.key)], failure=[])
+        if lease is not None:
+            await lease.revoke()
+
+    async def current(self) -> Leader | None:
+        """Who holds the key now, as etcd says (None: nobody)."""
+        got = await self.client.get(self.key)
+        if got is None:
+            return None
+        return _decode(got.value, int(got.create_revision))
+
+    def _lost(self) -> None:
+        self.term = None
+        self._lease = None
+        self._valid_until = 0.0
