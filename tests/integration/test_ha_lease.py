@@ -14,7 +14,7 @@ import pytest
 
 from tests.etcd import Etcd
 from tests.helpers import eventually
-from zq.ha.lease import LeaderLease, broker_prefix, leader_key
+from zq.ha.lease import LeaderLease, broker_prefix, leader_key, sync_key
 
 TTL = 2  # etcd's shortest lease
 
@@ -108,11 +108,71 @@ async def test_resign_of_an_old_term_leaves_the_new_holder_alone(etcd: Etcd) -> 
     assert await b.current() == second
 
 
+async def test_only_the_primary_names_the_standby(etcd: Etcd) -> None:
+    a, b = contender(etcd, "n1"), contender(etcd, "n2")
+    assert not await a.set_sync("n2")  # holds nothing: writes nothing
+    assert await a.sync() is None
+    first = await a.campaign()
+    assert first is not None
+    assert await a.set_sync("n2")
+    sync = await b.sync()
+    assert sync is not None
+    assert (sync.standby, sync.term) == ("n2", first.term)
+    assert not await b.set_sync("n1")  # not the primary
+    assert await a.set_sync(None)  # alone
+    sync = await b.sync()
+    assert sync is not None
+    assert sync.standby is None
+    await etcd.client().delete(a.key)  # a's claim removed behind its back
+    assert await b.campaign() is not None
+    assert a.holds()  # by its own clock a still does, for now
+    assert not await a.set_sync("n1")  # etcd's compare refuses its old term
+    sync = await b.sync()
+    assert sync is not None
+    assert sync.standby is None
+
+
+async def test_only_the_standby_in_sync_takes_over(etcd: Etcd) -> None:
+    a, b, c = contender(etcd, "n1"), contender(etcd, "n2"), contender(etcd, "n3")
+    first = await a.campaign()
+    assert first is not None
+    assert await a.set_sync("n2")
+    await a.resign()  # the primary is gone (as if it had died: the key is free)
+    assert await c.campaign(in_sync=True) is None  # n3 is not in sync
+    second = await b.campaign(in_sync=True)
+    assert second is not None
+    assert second.term > first.term
+    assert await b.set_sync("n1")  # the new primary names its standby, at its term
+    sync = await c.sync()
+    assert sync is not None
+    assert (sync.standby, sync.term) == ("n1", second.term)
+    assert not await a.set_sync("n3")  # the old primary cannot, whatever it thinks
+
+
+async def test_a_takeover_compares_the_sync_entry_it_read(etcd: Etcd) -> None:
+    a, b = contender(etcd, "n1"), contender(etcd, "n2")
+    assert await a.campaign() is not None
+    assert await a.set_sync("n2")
+    read = await b.sync()
+    assert read is not None
+    assert await a.set_sync(None)  # the primary drops n2 from sync
+    await a.resign()
+    tx = b.client.transactions
+    ok, _ = await b.client.transaction(  # what campaign(in_sync=True) would send
+        compare=[tx.create(b.key) == 0, tx.mod(b.sync_key) == read.revision],
+        success=[tx.put(b.key, b"{}")], failure=[])
+    assert not ok  # the entry it read is stale: no takeover
+    assert await b.campaign(in_sync=True) is None  # and read afresh, it is not named
+
+
 def test_keys_and_arguments_are_checked() -> None:
     assert leader_key("c1", "b1") == b"/zq/c1/brokers/b1/leader"
     for cluster, bid in (("", "b1"), ("c1", "a/b")):
         with pytest.raises(ValueError, match="without '/'"):
             broker_prefix(cluster, bid)
+    assert sync_key(b"/zq/c1/brokers/b1/leader") == b"/zq/c1/brokers/b1/sync"
+    with pytest.raises(ValueError, match="not a leader key"):
+        sync_key(b"/zq/c1/brokers/b1/other")
     with pytest.raises(ValueError, match="ttl"):
         LeaderLease(None, b"k", "n", "e", ttl=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="margin"):

@@ -15,6 +15,13 @@ take the key, and by then the old holder has already stopped (the Patroni rule: 
 renew interval plus the time a renewal may take stays under the TTL). Availability
 is given up, never the single primary.
 
+The key ``sync`` names the standby that may be promoted, with the term of the primary
+that wrote it. Only the current primary changes it (:meth:`LeaderLease.set_sync`
+compares the leader key's create revision with its term in the same transaction),
+and a standby takes the leader key only while ``sync`` names it, unchanged since it
+read it (:meth:`LeaderLease.campaign` with ``in_sync=True``): a standby that fell out
+of sync never takes over.
+
 aetcd is an optional dependency (``pip install 'zq[ha]'``): only this package imports
 it, and only a broker started with ``--ha`` imports this package.
 """
@@ -29,6 +36,13 @@ from typing import Any
 import aetcd
 
 MIN_TTL = 2  # etcd refuses shorter leases (1.5 s with its default election timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    standby: str | None  # the node that may be promoted; None: the primary is alone
+    term: int  # the term of the primary that wrote it
+    revision: int  # the key's mod revision (what a takeover compares)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,13 @@ def broker_prefix(cluster: str, broker_id: str) -> bytes:
 
 def leader_key(cluster: str, broker_id: str) -> bytes:
     return broker_prefix(cluster, broker_id) + b"leader"
+
+
+def sync_key(leader: bytes) -> bytes:
+    """The ``sync`` key beside a ``leader`` key."""
+    if not leader.endswith(b"/leader"):
+        raise ValueError(f"not a leader key: {leader!r}")
+    return leader[:-len(b"leader")] + b"sync"
 
 
 def _decode(value: bytes, term: int) -> Leader | None:
@@ -73,6 +94,7 @@ class LeaderLease:
         self.endpoint = endpoint
         self.ttl = ttl
         self.margin = margin
+        self.sync_key = sync_key(key)
         self.term: int | None = None  # set while this node holds the key
         self._lease: Any = None
         self._valid_until = 0.0  # monotonic: primary until then, if term is set
@@ -89,14 +111,24 @@ class LeaderLease:
         renewal succeeds first (0 when it holds nothing)."""
         return self._valid_until if self.term is not None else 0.0
 
-    async def campaign(self) -> Leader | None:
-        """Take the key if nobody holds it; return this node as leader, or None."""
+    async def campaign(self, in_sync: bool = False) -> Leader | None:
+        """Take the key if nobody holds it; return this node as leader, or None.
+
+        ``in_sync``: only if ``sync`` names this node and has not changed since it was
+        read here (a standby's takeover; the first primary of a broker id campaigns
+        without it)."""
+        tx = self.client.transactions
+        compare = [tx.create(self.key) == 0]
+        if in_sync:
+            sync = await self.sync()
+            if sync is None or sync.standby != self.node:
+                return None
+            compare.append(tx.mod(self.sync_key) == sync.revision)
         start = time.monotonic()
         lease = await self.client.lease(self.ttl)
-        tx = self.client.transactions
         value = json.dumps({"node": self.node, "endpoint": self.endpoint}).encode()
         ok, replies = await self.client.transaction(
-            compare=[tx.create(self.key) == 0],
+            compare=compare,
             success=[tx.put(self.key, value, lease=lease), tx.get(self.key)],
             failure=[],
         )
@@ -108,6 +140,33 @@ class LeaderLease:
         self.term = int(kv.create_revision)
         self._valid_until = start + self.ttl - self.margin
         return Leader(self.node, self.endpoint, self.term)
+
+    async def set_sync(self, standby: str | None) -> bool:
+        """As primary: name the standby that may be promoted (None: nobody, this node
+        confirms alone). False, and nothing written, unless this node holds the key at
+        its term, in etcd as well as by its own clock."""
+        term = self.term
+        if term is None or not self.holds():
+            return False
+        tx = self.client.transactions
+        value = json.dumps({"standby": standby, "term": term}).encode()
+        ok, _ = await self.client.transaction(
+            compare=[tx.create(self.key) == term],
+            success=[tx.put(self.sync_key, value)], failure=[])
+        return bool(ok)
+
+    async def sync(self) -> Sync | None:
+        """The ``sync`` key as etcd has it (None: never written, or not zq's)."""
+        got = await self.client.get(self.sync_key)
+        if got is None:
+            return None
+        try:
+            d = json.loads(got.value)
+            standby = d["standby"]
+            return Sync(None if standby is None else str(standby), int(d["term"]),
+                        int(got.mod_revision))
+        except (ValueError, KeyError, TypeError):
+            return None
 
     async def renew(self) -> bool:
         """Keep the lease alive; False (and no longer leader) if it has expired or the
