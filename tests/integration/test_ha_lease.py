@@ -14,6 +14,7 @@ import pytest
 
 from tests.etcd import Etcd
 from tests.helpers import eventually
+from zq.ha.keeper import LeaseKeeper
 from zq.ha.lease import LeaderLease, broker_prefix, leader_key, sync_key
 
 TTL = 2  # etcd's shortest lease
@@ -163,6 +164,68 @@ async def test_a_takeover_compares_the_sync_entry_it_read(etcd: Etcd) -> None:
         success=[tx.put(b.key, b"{}")], failure=[])
     assert not ok  # the entry it read is stale: no takeover
     assert await b.campaign(in_sync=True) is None  # and read afresh, it is not named
+
+
+async def test_the_keeper_holds_the_lease_as_long_as_etcd_answers(etcd: Etcd) -> None:
+    a, b = contender(etcd, "n1"), contender(etcd, "n2")
+    assert await a.campaign() is not None
+    lost: list[str] = []
+    keeper = LeaseKeeper(a, lost.append)
+    task = asyncio.create_task(keeper.run())
+    try:
+        await eventually(lambda: keeper.renewals >= 7, "seven renewals", timeout=4 * TTL)
+        assert a.holds()  # more than twice the TTL later
+        assert await b.campaign() is None
+        assert lost == []
+    finally:
+        task.cancel()
+
+
+async def test_the_keeper_gives_up_at_the_deadline_when_etcd_is_silent(etcd: Etcd) -> None:
+    a, b = contender(etcd, "n1", margin=0.5), contender(etcd, "n2")
+    first = await a.campaign()
+    assert first is not None
+    lost: list[str] = []
+    keeper = LeaseKeeper(a, lost.append)
+    task = asyncio.create_task(keeper.run())
+    await eventually(lambda: keeper.renewals >= 1, "a renewal")
+    etcd.pause()
+    paused_at = time.monotonic()
+    try:
+        why = await asyncio.wait_for(task, 2 * TTL)
+        gave_up = time.monotonic()
+        assert lost == [why]
+        assert "deadline" in why
+        assert keeper.failures >= 1
+        assert not a.holds()
+        # It stopped within TTL - margin of its last good renewal, so before etcd can
+        # have let anyone else in (at least TTL after that renewal).
+        assert gave_up - paused_at <= TTL - 0.5 + 0.3
+    finally:
+        etcd.resume()
+    second = await eventually_campaign(b)
+    assert second > first.term
+
+
+async def test_the_keeper_reports_a_claim_taken_away(etcd: Etcd) -> None:
+    a = contender(etcd, "n1")
+    assert await a.campaign() is not None
+    lost: list[str] = []
+    task = asyncio.create_task(LeaseKeeper(a, lost.append).run())
+    await etcd.client().delete(a.key)  # an operator removes it
+    why = await asyncio.wait_for(task, TTL)
+    assert lost == [why]
+    assert "ended" in why
+    assert not a.holds()
+
+
+async def eventually_campaign(node: LeaderLease) -> int:
+    async def won() -> bool:
+        return await node.campaign() is not None
+
+    await eventually(won, f"{node.node} to take the key", timeout=TTL + 5, step=0.1)
+    assert node.term is not None
+    return node.term
 
 
 def test_keys_and_arguments_are_checked() -> None:

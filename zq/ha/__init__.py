@@ -1,6 +1,7 @@
 """High availability (issue 15): one broker id served by a primary and a synchronous
 standby, the primary chosen by a lease in etcd. Optional: ``pip install 'zq[ha]'``.
 
-Built so far: :mod:`zq.ha.lease` (the leader lease and its term). Replication, fencing
+Built so far: :mod:`zq.ha.lease` (the leader lease, its term, the ``sync`` key) and
+:mod:`zq.ha.keeper` (renewals, and the loss said at once). Replication, fencing
 in the broker and ``zq broker --ha`` come next; docs/HA.md says what is promised.
 """
