@@ -9,7 +9,6 @@ all outgoing frames before it waits again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -23,14 +22,14 @@ import zmq
 
 from zq import policies
 from zq.cluster.config import load as load_cluster
+from zq.committer import Committer
 from zq.config import BrokerConfig
 from zq.core.facade import Core
 from zq.core.membership import Membership
-from zq.core.state import Commit
-from zq.errors import StorageError, StorageFull, ZqError
+from zq.errors import ZqError
 from zq.manage import OPERATIONS
 from zq.manage.queues import declare
-from zq.persistence import WriteBatch, make_store
+from zq.persistence import make_store
 from zq.policies import make_dispatch
 from zq.protocol.frames import FORWARD
 from zq.protocol.wire import command
@@ -40,7 +39,6 @@ from zq.transport import Alarm, fd, readable, recv_parts, send_parts, serve_opti
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
 ID_FILE = "broker-id"  # the broker id of a clustered broker's data folder
-SETTLE_DELAY = 0.02  # seconds settlements staged alone may wait for a commit to share
 
 
 class Broker:
@@ -73,12 +71,7 @@ class Broker:
         self._stopped: asyncio.Future[None] | None = None  # done: serving ends
         self._stop_requested = False
         self._alarm = Alarm(self._poke)
-        self._next_maintain = 0.0
-        self._settle_since: float | None = None  # settlements staged alone since then
-        self._storage_error: ZqError | None = None
-        self._committing: asyncio.Task[None] | None = None
-        self._commits = 0  # commits completed (what ``stored`` waits for)
-        self._commit_done = asyncio.Event()
+        self.commits = Committer(self.core, self.store, self._poke)
         self._shipper: Shipper | None = None  # queues moved to other brokers
 
     def reload(self) -> None:
@@ -123,7 +116,7 @@ class Broker:
                 declare(self.core, {"queue": name, "settings": settings}, time.monotonic())
             loop.add_reader(fd(sock), self._poke)
             self._shipper = Shipper(self.core, ctx, cfg.id or self.core.broker_id,
-                                    self._poke, self.stored)
+                                    self._poke, self.commits.stored)
             self._shipper.poll()  # moves under way when it stopped go on
             try:
                 if on_ready is not None:
@@ -137,10 +130,7 @@ class Broker:
             self._alarm.cancel()
             if self._shipper is not None:
                 await self._shipper.close()
-            if self._committing is not None:  # only if serving ended by an error
-                self._committing.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._committing
+            await self.commits.close()  # a commit left only if serving ended by an error
             await self.store.close()
             sock.close(linger=0)
             if ctx is not self._given_ctx:
@@ -177,14 +167,14 @@ class Broker:
             stopped.set_exception(exc)
 
     def _pass(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
-        """Drain the socket, act, and send; never waits for the store.
+        """Drain the socket, act, and send; never awaits the store.
 
-        With a durable store, what must be stored first (new messages, acks,
-        the attempt numbers of new deliveries) goes to the store as one batch
-        in a commit task, at most one at a time. While it runs, passes go on
-        draining and dispatching into the next batch. Confirms go out when the
-        batch's commit returns; DELIVER frames go out in the pass that makes them
-        (their attempt numbers are stored with the next commit).
+        With a durable store, what must be stored first (new messages, acks, the
+        attempt numbers of deliveries) goes to the store as one batch when it is due
+        (zq.committer): a small one in this pass, before dispatching, a bigger one in
+        a commit task, at most one at a time, while passes go on draining and
+        dispatching into the next batch. Confirms go out once their batch is stored;
+        DELIVER frames go out in the pass that makes them.
         """
         core = self.core
         # time.monotonic, not loop.time: uvloop's clock has millisecond steps, and a
@@ -208,164 +198,18 @@ class Broker:
             core.tick(now)
         if not self.store.durable:
             core.committed()  # nothing to store: published means stored
-        elif self._committing is None and self._commit_due(now):
-            self._settle_since = None
-            c = core.take_commit()
-            if not self._commit_now(c):
-                self._committing = loop.create_task(self._commit(c))
+        else:
+            self.commits.start(loop, now)
         if not core.stopping:
             core.dispatch(now)
             if core.moves_started and self._shipper is not None:
                 core.moves_started = False
                 self._shipper.poll()
-        if self._committing is None and (core.wants_pages() or now >= self._next_maintain):
-            self._committing = loop.create_task(self._commit(core.take_commit()))
+        self.commits.start_upkeep(loop, now)
         self._flush(sock)
         if n >= limit or (readable(sock) and core.staged < commit_max):
             self._poke()
-        wake_at = min(core.next_deadline(), self._next_maintain)
-        if self._settle_since is not None:
-            wake_at = min(wake_at, self._settle_since + SETTLE_DELAY)
-        self._alarm.arm(loop, wake_at)
-
-    def _commit_due(self, now: float) -> bool:
-        """Whether what is staged goes to the store now. Settlements alone (acks, the
-        attempt numbers of deliveries) wait up to SETTLE_DELAY for a publish, a reply
-        or a consumer waiting for its window, to share that commit's fsync: a crash
-        meanwhile loses no confirmed message and brings back at most a consumer's
-        window of acked ones, as any crash before an ack's commit does."""
-        core = self.core
-        if not core.has_unstored():
-            return False
-        if core.commit_urgent():
-            return True
-        if self._settle_since is None:
-            self._settle_since = now
-        return now - self._settle_since >= SETTLE_DELAY
-
-    def _commit_now(self, c: Commit) -> bool:
-        """Store a small batch in this pass, on the loop's thread (see
-        SqliteStore.commit_now), so that the confirms and deliveries it releases go
-        out in this pass's flush. False: it goes to a commit task the usual way."""
-        if c.batch and not self.store.commit_now(c.batch):
-            return False
-        core = self.core
-        if c.batch and self._storage_error is not None and not self.store.full:
-            log.warning("storage works again after: %s", self._storage_error)
-            self._storage_error = None
-        core.committed(c.pending)
-        core.release(c.deliveries)
-        self._commits += 1
-        self._commit_done.set()
-        return True
-
-    async def _commit(self, c: Commit) -> None:
-        """Store one batch (group commit), then confirm, queue and send what waited for it.
-
-        If the batch cannot be stored, its publishes are refused and the rest is
-        tried on its own (see :meth:`_store_failed`); deliveries go out anyway, so
-        consumers keep being served.
-        """
-        core = self.core
-        try:
-            if not c.batch:
-                core.committed(c.pending)
-            elif c.batch.inserts and self.store.full:
-                # No room on the disk: refuse without trying, commit the settlements.
-                await self._store_failed(c, StorageFull(
-                    "the disk is full: publishes are refused until acks free space"))
-            else:
-                try:
-                    await self._store_commit(c.batch)
-                except ZqError as exc:
-                    await self._store_failed(c, exc)
-                else:
-                    if self._storage_error is not None and not self.store.full:
-                        log.warning("storage works again after: %s", self._storage_error)
-                        self._storage_error = None
-                    core.committed(c.pending)
-            core.release(c.deliveries)
-            # The store's connection is free now: page backlogs in and do upkeep.
-            now = time.monotonic()
-            if not core.stopping:
-                await self._page_in(now)
-            if now >= self._next_maintain:
-                self._next_maintain = now + 1.0
-                await self.store.maintain()
-        finally:
-            self._committing = None
-            self._commits += 1
-            self._commit_done.set()
-            self._poke()
-
-    async def stored(self) -> None:
-        """Return once everything staged before the call is stored (a commit that began
-        after it has returned)."""
-        if not self.store.durable:
-            return
-        target = self._commits + (2 if self._committing is not None else 1)
-        self._poke()
-        while self._commits < target:
-            self._commit_done.clear()
-            await self._commit_done.wait()
-
-    async def _store_failed(self, c: Commit, exc: ZqError) -> None:
-        """A batch was not stored: the core refuses its publishes and keeps the rest
-        (acks, attempt numbers, history, queue changes: what frees space on a full
-        disk), which is tried at once on its own, in small transactions if the disk
-        has no room for a big one. What still fails goes with the next batch, and the
-        replies that waited for it are answered with the error: no request hangs on a
-        store that cannot write."""
-        core = self.core
-        self._storage_failed(exc)
-        rest = core.refuse(c, exc)
-        if not rest:
-            return
-        try:
-            await self._store_commit(rest)
-        except ZqError as again:
-            left = await self._store_pieces(rest) if isinstance(again, StorageFull) else rest
-            if left is not None:
-                self._storage_failed(again)
-                c.deliveries = core.carry(left, again, c.deliveries)
-
-    async def _store_pieces(self, rest: WriteBatch) -> WriteBatch | None:
-        """Commit ``rest`` as small transactions (a full disk may have room for a small
-        write-ahead log, not a big one); return what could not be stored, or None."""
-        pieces = rest.pieces()
-        for i, piece in enumerate(pieces):
-            try:
-                await self._store_commit(piece)
-            except ZqError:
-                return WriteBatch.joined(pieces[i:])
-        return None
-
-    async def _store_commit(self, batch: WriteBatch) -> None:
-        """``store.commit``, with anything unexpected turned into STORAGE_ERROR, so that
-        a store bug still answers every publish of the batch instead of leaving it hanging."""
-        try:
-            await self.store.commit(batch)
-        except (ZqError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            log.exception("store commit raised")
-            raise StorageError(f"unexpected store failure: {exc!r}") from None
-
-    def _storage_failed(self, exc: ZqError) -> None:
-        if self._storage_error is None or self._storage_error.name != exc.name:
-            log.error("commit failed, publishes are refused until it works: %s", exc)
-        self._storage_error = exc
-
-    async def _page_in(self, now: float) -> None:
-        """Read the next part of each draining queue's on-disk backlog."""
-        core = self.core
-        for queue, after, limit in core.wanted_pages():
-            try:
-                stored = await self.store.load(queue, after, limit)
-            except ZqError as exc:
-                log.error("cannot read the backlog of %s: %s", queue, exc)
-                continue
-            core.paged_in(queue, limit, stored, now)
+        self._alarm.arm(loop, min(core.next_deadline(), self.commits.wake_at()))
 
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         core = self.core
@@ -419,14 +263,14 @@ class Broker:
         while loop.time() < deadline:
             before = core.counters["frames_in"]
             self._pass(loop, sock)
-            while self._committing is not None:
-                await self._committing
+            while self.commits.running is not None:
+                await self.commits.running
             if core.counters["frames_in"] == before and not core.has_unstored():
                 break
         core.close_sessions("broker shutting down")
         self._flush(sock)
         if core.has_unstored():  # what ending the sessions changed (attempts, history)
-            await self._commit(core.take_commit())
+            await self.commits.commit(core.take_commit())
         log.info("stopped: %s", core.counters)
 
 

@@ -96,7 +96,7 @@ async def test_on_a_full_disk_the_batch_is_retried_without_its_inserts(
     monkeypatch.setattr(broker.store, "commit", full_for_inserts)
     monkeypatch.setattr(broker.store, "commit_now", lambda batch: False)  # all through it
     batch = WriteBatch(inserts=[(10, "q", None, [b"x"])], deletes=[3, 4])
-    await broker._commit(Commit(batch, [], []))
+    await broker.commits.commit(Commit(batch, [], []))
     # the acks did not wait for a batch without publishes, which may never come
     assert seen == [(True, [3, 4]), (False, [3, 4])]
     assert not broker.core.has_unstored()

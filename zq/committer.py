@@ -1,0 +1,207 @@
+"""The broker's side of the commit cycle: when a batch goes to the store, on which
+thread, and what a failed commit refuses, retries and answers.
+
+The core (``zq.core``) stages what must be stored and says what waits for it; this
+shell takes the batch when it is due, commits a small one in the pass that took it
+(SqliteStore.commit_now: no thread hop) and a bigger one in a task, at most one at a
+time, then releases confirms and replies, pages backlogs in and does the store's
+upkeep while the connection is free. DESIGN.md, "The loop" and "Settlements wait".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from zq.core.facade import Core
+from zq.core.state import Commit
+from zq.errors import StorageError, StorageFull, ZqError
+from zq.persistence import Store, WriteBatch
+
+log = logging.getLogger("zq.broker")
+SETTLE_DELAY = 0.02  # seconds settlements staged alone may wait for a commit to share
+
+
+class Committer:
+    """One broker's commits. ``wake`` asks the loop for a pass (a commit returned)."""
+
+    def __init__(self, core: Core, store: Store, wake: Callable[[], None]) -> None:
+        self.core = core
+        self.store = store
+        self._wake = wake
+        self.running: asyncio.Task[None] | None = None  # the commit task, if one runs
+        self.next_maintain = 0.0  # monotonic: the store's next upkeep
+        self.count = 0  # commits completed (what ``stored`` waits for)
+        self._done = asyncio.Event()
+        self._settle_since: float | None = None  # settlements staged alone since then
+        self._storage_error: ZqError | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """In a pass, once the frames are in: store what is due, here if it is small
+        (its confirms and deliveries then go out in this pass), else in a task."""
+        if self.running is None and self.due(now):
+            self._settle_since = None
+            c = self.core.take_commit()
+            if not self.commit_now(c):
+                self.running = loop.create_task(self.commit(c))
+
+    def start_upkeep(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """Page backlogs in, or do the store's upkeep, if due and the store is free."""
+        if self.running is None and (self.core.wants_pages() or now >= self.next_maintain):
+            self.running = loop.create_task(self.commit(self.core.take_commit()))
+
+    def wake_at(self) -> float:
+        """When a pass must run for this side: upkeep, or settlements that waited."""
+        if self._settle_since is None:
+            return self.next_maintain
+        return min(self.next_maintain, self._settle_since + SETTLE_DELAY)
+
+    async def close(self) -> None:
+        """Cancel a commit still running (only when serving ended by an error)."""
+        task, self.running = self.running, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):  # serving ended on another error
+                await task
+
+    def due(self, now: float) -> bool:
+        """Whether what is staged goes to the store now. Settlements alone (acks, the
+        attempt numbers of deliveries) wait up to SETTLE_DELAY for a publish, a reply
+        or a consumer waiting for its window, to share that commit's fsync: a crash
+        meanwhile loses no confirmed message and brings back at most a consumer's
+        window of acked ones, as any crash before an ack's commit does."""
+        core = self.core
+        if not core.has_unstored():
+            return False
+        if core.commit_urgent():
+            return True
+        if self._settle_since is None:
+            self._settle_since = now
+        return now - self._settle_since >= SETTLE_DELAY
+
+    def commit_now(self, c: Commit) -> bool:
+        """Store a small batch in this pass, on the loop's thread (see
+        SqliteStore.commit_now), so that the confirms and deliveries it releases go
+        out in this pass's flush. False: it goes to a commit task the usual way."""
+        if c.batch and not self.store.commit_now(c.batch):
+            return False
+        core = self.core
+        if c.batch and self._storage_error is not None and not self.store.full:
+            log.warning("storage works again after: %s", self._storage_error)
+            self._storage_error = None
+        core.committed(c.pending)
+        core.release(c.deliveries)
+        self.count += 1
+        self._done.set()
+        return True
+
+    async def commit(self, c: Commit) -> None:
+        """Store one batch (group commit), then confirm, queue and send what waited for it.
+
+        If the batch cannot be stored, its publishes are refused and the rest is
+        tried on its own (see :meth:`_store_failed`); deliveries go out anyway, so
+        consumers keep being served.
+        """
+        core = self.core
+        try:
+            if not c.batch:
+                core.committed(c.pending)
+            elif c.batch.inserts and self.store.full:
+                # No room on the disk: refuse without trying, commit the settlements.
+                await self._store_failed(c, StorageFull(
+                    "the disk is full: publishes are refused until acks free space"))
+            else:
+                try:
+                    await self._store_commit(c.batch)
+                except ZqError as exc:
+                    await self._store_failed(c, exc)
+                else:
+                    if self._storage_error is not None and not self.store.full:
+                        log.warning("storage works again after: %s", self._storage_error)
+                        self._storage_error = None
+                    core.committed(c.pending)
+            core.release(c.deliveries)
+            # The store's connection is free now: page backlogs in and do upkeep.
+            now = time.monotonic()
+            if not core.stopping:
+                await self._page_in(now)
+            if now >= self.next_maintain:
+                self.next_maintain = now + 1.0
+                await self.store.maintain()
+        finally:
+            self.running = None
+            self.count += 1
+            self._done.set()
+            self._wake()
+
+    async def stored(self) -> None:
+        """Return once everything staged before the call is stored (a commit that began
+        after it has returned)."""
+        if not self.store.durable:
+            return
+        target = self.count + (2 if self.running is not None else 1)
+        self._wake()
+        while self.count < target:
+            self._done.clear()
+            await self._done.wait()
+
+    async def _store_failed(self, c: Commit, exc: ZqError) -> None:
+        """A batch was not stored: the core refuses its publishes and keeps the rest
+        (acks, attempt numbers, history, queue changes: what frees space on a full
+        disk), which is tried at once on its own, in small transactions if the disk
+        has no room for a big one. What still fails goes with the next batch, and the
+        replies that waited for it are answered with the error: no request hangs on a
+        store that cannot write."""
+        core = self.core
+        self._storage_failed(exc)
+        rest = core.refuse(c, exc)
+        if not rest:
+            return
+        try:
+            await self._store_commit(rest)
+        except ZqError as again:
+            left = await self._store_pieces(rest) if isinstance(again, StorageFull) else rest
+            if left is not None:
+                self._storage_failed(again)
+                c.deliveries = core.carry(left, again, c.deliveries)
+
+    async def _store_pieces(self, rest: WriteBatch) -> WriteBatch | None:
+        """Commit ``rest`` as small transactions (a full disk may have room for a small
+        write-ahead log, not a big one); return what could not be stored, or None."""
+        pieces = rest.pieces()
+        for i, piece in enumerate(pieces):
+            try:
+                await self._store_commit(piece)
+            except ZqError:
+                return WriteBatch.joined(pieces[i:])
+        return None
+
+    async def _store_commit(self, batch: WriteBatch) -> None:
+        """``store.commit``, with anything unexpected turned into STORAGE_ERROR, so that
+        a store bug still answers every publish of the batch instead of leaving it hanging."""
+        try:
+            await self.store.commit(batch)
+        except (ZqError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("store commit raised")
+            raise StorageError(f"unexpected store failure: {exc!r}") from None
+
+    def _storage_failed(self, exc: ZqError) -> None:
+        if self._storage_error is None or self._storage_error.name != exc.name:
+            log.error("commit failed, publishes are refused until it works: %s", exc)
+        self._storage_error = exc
+
+    async def _page_in(self, now: float) -> None:
+        """Read the next part of each draining queue's on-disk backlog."""
+        core = self.core
+        for queue, after, limit in core.wanted_pages():
+            try:
+                stored = await self.store.load(queue, after, limit)
+            except ZqError as exc:
+                log.error("cannot read the backlog of %s: %s", queue, exc)
+                continue
+            core.paged_in(queue, limit, stored, now)
