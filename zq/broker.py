@@ -9,10 +9,7 @@ all outgoing frames before it waits again.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +23,6 @@ from zq.committer import Committer
 from zq.config import BrokerConfig
 from zq.core.facade import Core
 from zq.core.membership import Membership
-from zq.errors import ZqError
 from zq.manage import OPERATIONS
 from zq.manage.queues import declare
 from zq.persistence import make_store
@@ -51,9 +47,11 @@ class Broker:
     """
 
     def __init__(self, cfg: BrokerConfig, *,
-                 context: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None,
+                 socket: zmq.Socket[bytes] | None = None) -> None:
         self.cfg = cfg
         self._given_ctx = context
+        self._given_sock = socket  # bound already, left open (a replicated node's, zq.ha)
         self.store = make_store(cfg.storage, cfg.data, fsync=cfg.fsync,
                                 max_bytes=cfg.max_db_bytes,
                                 checkpoint_interval=cfg.checkpoint_interval,
@@ -70,6 +68,7 @@ class Broker:
         self._pass_due = False  # a pass is scheduled (call_soon) and has not run yet
         self._stopped: asyncio.Future[None] | None = None  # done: serving ends
         self._stop_requested = False
+        self.demoted = ""  # why this broker stopped being primary (zq.ha), if it did
         self._alarm = Alarm(self._poke)
         self.commits = Committer(self.core, self.store, self._poke)
         self._shipper: Shipper | None = None  # queues moved to other brokers
@@ -92,18 +91,30 @@ class Broker:
         self._stop_requested = True
         self._poke()
 
+    def wake(self) -> None:
+        """Run a pass soon (what a replicated broker's link asks after an ack)."""
+        self._poke()
+
+    def demote(self, why: str) -> None:
+        """Stop at once, confirming nothing more: another node is primary now (zq.ha)."""
+        if not self.demoted:
+            log.error("no longer the primary: %s", why)
+            self.demoted = why
+        self._poke()
+
     async def run(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Bind, recover the store, announce readiness, and serve until stopped."""
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         ctx: zmq.Context[zmq.Socket[bytes]] = (
             zmq.Context() if self._given_ctx is None else self._given_ctx)
-        sock = ctx.socket(zmq.ROUTER)
+        sock = ctx.socket(zmq.ROUTER) if self._given_sock is None else self._given_sock
         self._ctx, self._sock = ctx, sock
         try:
-            serve_options(sock, hwm=cfg.send_hwm, max_frame=cfg.max_frame,
-                          backlog=cfg.listen_backlog)
-            sock.bind(cfg.bind)
+            if sock is not self._given_sock:
+                serve_options(sock, hwm=cfg.send_hwm, max_frame=cfg.max_frame,
+                              backlog=cfg.listen_backlog)
+                sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()
             if cfg.cluster and cfg.storage == "sqlite":
@@ -132,7 +143,8 @@ class Broker:
                 await self._shipper.close()
             await self.commits.close()  # a commit left only if serving ended by an error
             await self.store.close()
-            sock.close(linger=0)
+            if sock is not self._given_sock:
+                sock.close(linger=0)
             if ctx is not self._given_ctx:
                 ctx.term()
 
@@ -158,7 +170,7 @@ class Broker:
         stopped, loop, sock = self._stopped, self._loop, self._sock
         if stopped is None or stopped.done() or loop is None or sock is None:
             return
-        if self._stop_requested:
+        if self._stop_requested or self.demoted:
             stopped.set_result(None)
             return
         try:
@@ -200,7 +212,7 @@ class Broker:
             core.committed()  # nothing to store: published means stored
         else:
             self.commits.start(loop, now)
-        if not core.stopping:
+        if not core.stopping and self._primary():
             core.dispatch(now)
             if core.moves_started and self._shipper is not None:
                 core.moves_started = False
@@ -210,6 +222,12 @@ class Broker:
         if n >= limit or (readable(sock) and core.staged < commit_max):
             self._poke()
         self._alarm.arm(loop, min(core.next_deadline(), self.commits.wake_at()))
+
+    def _primary(self) -> bool:
+        """Whether this broker may deliver: always, unless replicated and its lease is
+        not confirmed now (etcd unreachable: zq.ha.primary)."""
+        repl = self.commits.replicator
+        return repl is None or repl.holds()
 
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         core = self.core
@@ -258,56 +276,27 @@ class Broker:
         """Stop taking new work, finish frames already received, say BYE, and return."""
         core = self.core
         core.stopping = True
+        if self.demoted:  # nothing more is confirmed or stored: clients go elsewhere
+            core.close_sessions("this broker is not the primary any more")
+            self._flush(sock)
+            return
         log.info("shutting down: finishing in-flight frames")
         deadline = loop.time() + self.cfg.shutdown_grace
+        repl = self.commits.replicator
         while loop.time() < deadline:
             before = core.counters["frames_in"]
             self._pass(loop, sock)
             while self.commits.running is not None:
                 await self.commits.running
             if core.counters["frames_in"] == before and not core.has_unstored():
-                break
+                if repl is None or repl.idle:
+                    break
+                await asyncio.sleep(0.01)  # the standby's acks release the last confirms
         core.close_sessions("broker shutting down")
         self._flush(sock)
         if core.has_unstored():  # what ending the sessions changed (attempts, history)
             await self.commits.commit(core.take_commit())
         log.info("stopped: %s", core.counters)
-
-
-def serve(cfg: BrokerConfig, *, print_ready: bool = True) -> int:
-    """Run a broker until SIGTERM or SIGINT; return the process exit code."""
-
-    async def main() -> None:
-        # Queued messages are long-lived objects in reference cycles (a message
-        # points at its queue), so the default GC thresholds make the collector
-        # rescan a large backlog again and again. Collect young objects less often.
-        gc.set_threshold(50_000, 50, 100)
-        broker = Broker(cfg)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, broker.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, broker.reload)
-
-        def ready(endpoint: str) -> None:
-            gc.freeze()  # what start-up and recovery built is never garbage: stop scanning it
-            if print_ready:
-                sys.stdout.write(f"ZQ READY {endpoint}\n")
-                sys.stdout.flush()
-
-        await broker.run(ready)
-
-    try:
-        run_loop(main())
-    except zmq.ZMQError as exc:
-        log.error("cannot start broker on %s: %s", cfg.bind, exc)
-        return 2
-    except ZqError as exc:  # the store could not open: locked, not WAL, unreadable
-        log.error("cannot start broker: %s", exc)
-        return 2
-    except (ValueError, OSError) as exc:  # the cluster file or the broker id
-        log.error("cannot start broker: %s", exc)
-        return 2
-    return 0
 
 
 def claim_identity(data: Path, broker_id: str) -> None:

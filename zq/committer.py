@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from zq.core.facade import Core
 from zq.core.state import Commit
@@ -25,13 +26,45 @@ log = logging.getLogger("zq.broker")
 SETTLE_DELAY = 0.02  # seconds settlements staged alone may wait for a commit to share
 
 
+class Replicator(Protocol):
+    """A replicated broker's standby link (zq.ha.primary): every batch this broker
+    commits is numbered before and shipped after, and what waits for a batch (its
+    confirms, replies and deliveries) waits for the standby's ack too."""
+
+    def prepare(self, batch: WriteBatch) -> None:
+        """Number ``batch`` (its ``position``) before it is committed here."""
+
+    def shipped(self, batch: WriteBatch) -> None:
+        """``batch`` is committed here: send it to the standby."""
+
+    def hold(self, confirm: Callable[[ZqError | None], None], send: Callable[[], None]
+             ) -> None:
+        """Once the standby has every batch shipped so far (at once when this broker
+        confirms alone): ``confirm(None)``, then ``send()``, while this broker is
+        primary. ``confirm(error)`` instead if it cannot confirm (its lease is not
+        confirmed, or the standby was lost and ``--ha-strict``); ``send`` waits for
+        the lease."""
+
+    def refusal(self) -> ZqError | None:
+        """The error new publishes are refused with now (None: they are taken)."""
+
+    def holds(self) -> bool:
+        """Whether this broker is the primary now (it may deliver and confirm)."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits for the standby."""
+
+
 class Committer:
     """One broker's commits. ``wake`` asks the loop for a pass (a commit returned)."""
 
-    def __init__(self, core: Core, store: Store, wake: Callable[[], None]) -> None:
+    def __init__(self, core: Core, store: Store, wake: Callable[[], None],
+                 replicator: Replicator | None = None) -> None:
         self.core = core
         self.store = store
         self._wake = wake
+        self.replicator = replicator
         self.running: asyncio.Task[None] | None = None  # the commit task, if one runs
         self.next_maintain = 0.0  # monotonic: the store's next upkeep
         self.count = 0  # commits completed (what ``stored`` waits for)
@@ -86,14 +119,20 @@ class Committer:
         """Store a small batch in this pass, on the loop's thread (see
         SqliteStore.commit_now), so that the confirms and deliveries it releases go
         out in this pass's flush. False: it goes to a commit task the usual way."""
-        if c.batch and not self.store.commit_now(c.batch):
-            return False
-        core = self.core
-        if c.batch and self._storage_error is not None and not self.store.full:
-            log.warning("storage works again after: %s", self._storage_error)
-            self._storage_error = None
-        core.committed(c.pending)
-        core.release(c.deliveries)
+        repl = self.replicator
+        if c.batch:
+            if repl is not None:
+                if c.batch.inserts and repl.refusal() is not None:
+                    return False  # refused in a commit task, with the rest stored
+                repl.prepare(c.batch)
+            if not self.store.commit_now(c.batch):
+                return False
+            if repl is not None:
+                repl.shipped(c.batch)
+            if self._storage_error is not None and not self.store.full:
+                log.warning("storage works again after: %s", self._storage_error)
+                self._storage_error = None
+        self._settle(c, stored=True)
         self.count += 1
         self._done.set()
         return True
@@ -107,23 +146,25 @@ class Committer:
         """
         core = self.core
         try:
+            refusal = self._refusal() if c.batch.inserts else None
             if not c.batch:
-                core.committed(c.pending)
-            elif c.batch.inserts and self.store.full:
-                # No room on the disk: refuse without trying, commit the settlements.
-                await self._store_failed(c, StorageFull(
-                    "the disk is full: publishes are refused until acks free space"))
+                self._settle(c, stored=True)
+            elif refusal is not None:
+                # No room on the disk, or no standby: refuse without trying, commit the
+                # settlements.
+                await self._store_failed(c, refusal, storage=isinstance(refusal, StorageFull))
+                self._settle(c, stored=False)
             else:
                 try:
                     await self._store_commit(c.batch)
                 except ZqError as exc:
                     await self._store_failed(c, exc)
+                    self._settle(c, stored=False)
                 else:
                     if self._storage_error is not None and not self.store.full:
                         log.warning("storage works again after: %s", self._storage_error)
                         self._storage_error = None
-                    core.committed(c.pending)
-            core.release(c.deliveries)
+                    self._settle(c, stored=True)
             # The store's connection is free now: page backlogs in and do upkeep.
             now = time.monotonic()
             if not core.stopping:
@@ -137,6 +178,35 @@ class Committer:
             self._done.set()
             self._wake()
 
+    def _refusal(self) -> ZqError | None:
+        if self.store.full:
+            return StorageFull("the disk is full: publishes are refused until acks free space")
+        return None if self.replicator is None else self.replicator.refusal()
+
+    def _settle(self, c: Commit, stored: bool) -> None:
+        """``c``'s batch was stored (or refused, its publishes answered): queue and
+        confirm its publishes and send the frames that waited for it; on a replicated
+        broker, once the standby has it too."""
+        core = self.core
+        repl = self.replicator
+        if repl is None:
+            if stored:
+                core.committed(c.pending)
+            core.release(c.deliveries)
+            return
+        pending = c.pending if stored else []
+        deliveries = c.deliveries
+        if stored:
+            core.stored_awaiting(pending)
+
+        def confirm(error: ZqError | None) -> None:
+            core.replicated(pending, error)
+
+        def send() -> None:
+            core.release(deliveries)
+
+        repl.hold(confirm, send)
+
     async def stored(self) -> None:
         """Return once everything staged before the call is stored (a commit that began
         after it has returned)."""
@@ -148,7 +218,7 @@ class Committer:
             self._done.clear()
             await self._done.wait()
 
-    async def _store_failed(self, c: Commit, exc: ZqError) -> None:
+    async def _store_failed(self, c: Commit, exc: ZqError, storage: bool = True) -> None:
         """A batch was not stored: the core refuses its publishes and keeps the rest
         (acks, attempt numbers, history, queue changes: what frees space on a full
         disk), which is tried at once on its own, in small transactions if the disk
@@ -156,7 +226,8 @@ class Committer:
         replies that waited for it are answered with the error: no request hangs on a
         store that cannot write."""
         core = self.core
-        self._storage_failed(exc)
+        if storage:  # (not a replicated broker's refusal: its link logs why)
+            self._storage_failed(exc)
         rest = core.refuse(c, exc)
         if not rest:
             return
@@ -182,8 +253,13 @@ class Committer:
     async def _store_commit(self, batch: WriteBatch) -> None:
         """``store.commit``, with anything unexpected turned into STORAGE_ERROR, so that
         a store bug still answers every publish of the batch instead of leaving it hanging."""
+        repl = self.replicator
         try:
+            if repl is not None:
+                repl.prepare(batch)
             await self.store.commit(batch)
+            if repl is not None:
+                repl.shipped(batch)
         except (ZqError, asyncio.CancelledError):
             raise
         except Exception as exc:

@@ -57,6 +57,15 @@ class BrokerConfig:
     # In a cluster: the cluster file and this broker's id in it (PROTOCOL.md section 17).
     cluster: str = ""
     id: str = ""
+    # High availability (docs/HA.md): etcd, and this node's part in serving --id.
+    ha: str = ""  # etcd://HOST:PORT; empty: not replicated
+    ha_cluster: str = "zq"  # keys live under /zq/<ha_cluster>/brokers/<id>/
+    ha_node: str = ""  # this node's name (default: one kept in the data folder)
+    ha_bind: str = ""  # the replication endpoint (default: --bind's host, a free port)
+    ha_advertise: str = ""  # the replication endpoint standbys connect to (default: ha_bind's)
+    ha_ttl: int = 5  # seconds of the leader lease
+    ha_liveness: float = 1.0  # seconds of silence before the standby is dropped
+    ha_strict: bool = False  # no standby in sync: refuse publishes instead of confirming alone
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -70,7 +79,7 @@ class BrokerConfig:
                 raise ValueError(f"[queues.{name}]: {exc.message}") from None
 
     def _check_choices(self) -> None:
-        if bool(self.cluster) != bool(self.id):
+        if bool(self.cluster) != bool(self.id) and not self.ha:
             raise ValueError("a broker in a cluster needs both --cluster FILE and --id NAME")
         if "://" not in self.bind:
             raise ValueError(
@@ -81,6 +90,22 @@ class BrokerConfig:
         if self.fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
+        if self.ha:
+            self._check_ha()
+
+    def _check_ha(self) -> None:
+        if not self.id:
+            raise ValueError("a replicated broker (--ha) needs --id NAME")
+        if self.storage != "sqlite":
+            raise ValueError("a replicated broker (--ha) needs --storage sqlite")
+        etcd_address(self.ha)
+        if self.ha_ttl < 2:
+            raise ValueError("ha_ttl must be at least 2 seconds (etcd's shortest lease)")
+        if not 0.05 <= self.ha_liveness <= self.ha_ttl:
+            raise ValueError("ha_liveness must be between 0.05 s and ha_ttl")
+        for name in ("ha_cluster", "id", "ha_node"):
+            if "/" in getattr(self, name):
+                raise ValueError(f"{name} must not contain '/'")
 
     def _check_numbers(self) -> None:
         for name in ("heartbeat", "checkpoint_interval", "shutdown_grace", "producer_ttl"):
@@ -105,6 +130,16 @@ class BrokerConfig:
             raise ValueError("reserve_bytes must be >= 0")
         if self.producer_ttl <= 0:
             raise ValueError("producer_ttl must be > 0 seconds")
+
+
+def etcd_address(url: str) -> tuple[str, int]:
+    """``etcd://HOST:PORT`` as (host, port); ValueError says what is wrong."""
+    if not url.startswith("etcd://"):
+        raise ValueError(f"--ha must look like etcd://127.0.0.1:2379, got {url!r}")
+    host, _, port = url[len("etcd://"):].rstrip("/").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--ha must look like etcd://127.0.0.1:2379, got {url!r}")
+    return host.strip("[]"), int(port)
 
 
 # One line of help per BrokerConfig field (but ``queues``), shown by ``zq broker --help``.
@@ -146,7 +181,23 @@ SETTING_HELP: dict[str, str] = {
     "cluster": "A cluster file (cluster.toml): this broker serves the queues it places "
                "on --id, and binds that entry's endpoint unless --bind is given.",
     "id": "This broker's id in the --cluster file (kept in the data folder: a folder "
-          "of another id is refused).",
+          "of another id is refused); with --ha, the id the pair of nodes serves.",
+    "ha": "Replicate: etcd://HOST:PORT of the etcd that chooses the primary of --id; two "
+          "nodes (two data folders) serve it, a primary and a synchronous standby "
+          "(docs/HA.md). [default: not replicated]",
+    "ha_cluster": "With --ha: the name whose etcd keys (/zq/NAME/brokers/ID/) this broker uses.",
+    "ha_node": "With --ha: this node's name. [default: one made once and kept in --data]",
+    "ha_bind": "With --ha: the endpoint standbys replicate from. [default: --bind's host, "
+               "a free port]",
+    "ha_advertise": "With --ha: the replication endpoint standbys are told to connect to, "
+                    "when it is not the bound one (a wildcard host, NAT, a proxy). "
+                    "[default: the bound endpoint]",
+    "ha_ttl": "With --ha: seconds of the primary's lease in etcd; a primary that cannot "
+              "renew it stops confirming within it.",
+    "ha_liveness": "With --ha: seconds of silence after which the primary drops its standby "
+                   "from sync (and confirms alone, unless --ha-strict).",
+    "ha_strict": "With --ha: while no standby is in sync, refuse publishes (UNAVAILABLE) "
+                 "instead of confirming alone.",
 }
 
 
@@ -156,10 +207,18 @@ def setting_help(name: str) -> str:
     text = SETTING_HELP.get(name, name.replace("_", " ").capitalize() + ".")
     if "{default}" in text:
         return text.replace("{default}", str(default))
+    if "[default:" in text:
+        return text
     return f"{text} [default: {default}]"
 
 
 def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
+    if field.type in (bool, "bool"):
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"{field.name}: cannot read {raw!r} as true or false")
     kind = field.type if isinstance(field.type, type) else {"str": str, "int": int, "float": float}[
         str(field.type)
     ]

@@ -70,6 +70,8 @@ def test_a_batch_comes_back_as_it_went(term: int, seq: int, b: WriteBatch) -> No
     assert parts[2:] == bodies  # raw parts, in insert order
     got = decode(parts)
     assert (got.term, got.seq) == (term, seq)
+    assert got.batch.position == (term, seq)  # stored with it on the standby
+    got.batch.position = None
     assert got.batch == b
 
 

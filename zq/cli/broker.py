@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from zq.broker import serve
 from zq.config import FSYNC_MODES, STORAGE_KINDS, BrokerConfig, broker_config, setting_help
+from zq.serving import serve
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +26,8 @@ _FLAG_SHAPES: dict[str, dict[str, Any]] = {
     "storage": {"type": click.Choice(STORAGE_KINDS)},
     "fsync": {"type": click.Choice(FSYNC_MODES)},
     "dispatch": {"metavar": "POLICY"},
+    "ha": {"metavar": "etcd://HOST:PORT"},
+    "ha_strict": {"is_flag": True, "type": None},
 }
 _TYPES: dict[str, click.ParamType[Any]] = {
     "int": click.INT, "float": click.FLOAT, "str": click.STRING}
@@ -49,6 +51,8 @@ def _setting_option(field: dataclasses.Field[Any]) -> Callable[[F], F]:
         decls.append(short)
     kind = field.type if isinstance(field.type, str) else field.type.__name__
     shape.setdefault("type", _TYPES.get(kind, click.STRING))
+    if shape.get("type") is None:
+        del shape["type"]
     # Unset flags stay None, so that broker_config can tell them from given ones.
     return click.option(*decls, default=None, help=setting_help(field.name), **shape)
 

@@ -19,6 +19,7 @@ from zq.errors import (
     QueueFull,
     ShuttingDown,
     StorageError,
+    ZqError,
 )
 from zq.protocol import codec
 from zq.protocol import frames as f
@@ -153,18 +154,42 @@ class Intake(Failures):
         if pending is None:
             pending, self.journal.pending = self.journal.pending, []
         self.repay(self.journal.done(stored=True))
+        self._queue_stored(pending)
+
+    def stored_awaiting(self, pending: list[PendingPublish]) -> None:
+        """A replicated broker's batch is stored here (the commit under way is over);
+        its publishes wait for the standby's ack (:meth:`replicated`) to be queued and
+        confirmed."""
+        self.repay(self.journal.done(stored=True))
+        self.journal.awaiting += pending
+
+    def replicated(self, pending: list[PendingPublish], error: ZqError | None = None) -> None:
+        """The standby has the batch of ``pending`` (the oldest awaiting): queue its
+        messages, confirm its publishes. ``error``: the standby was lost first (and
+        the broker may not confirm alone): the messages stay, stored here, and their
+        publishes are answered with ``error``, not confirmed."""
+        j = self.journal
+        if pending and j.awaiting[0] is not pending[0]:
+            raise AssertionError("replicated batches must be released in order")
+        del j.awaiting[:len(pending)]
+        self._queue_stored(pending, error)
+
+    def _queue_stored(self, pending: list[PendingPublish], error: ZqError | None = None
+                      ) -> None:
         touched: list[Peer] = []
         trim: list[Queue] = []
         for p in pending:
-            if not p.bodies:
-                if p.peer is not None:  # a deduplicated publish: the original's id
-                    self._confirm_duplicate(p, p.peer, touched)
+            if not p.bodies:  # a deduplicated publish: the original's id
+                self._answer_duplicate(p, touched, error)
                 continue
             q = self._queue_published(p)
             if q.to_drop:
                 trim.append(q)
             if p.peer is None:  # fired by a schedule: nobody to confirm to
                 self._fired_due.pop(p.first, None)
+                continue
+            if error is not None:
+                self._fail(p.peer.identity, error, f.PUBLISH, p.seq)
                 continue
             if not p.peer.confirms:
                 touched.append(p.peer)
@@ -178,6 +203,13 @@ class Intake(Failures):
         outbox = self.outbox
         if not self.journal.durable and outbox.unstored:  # replies, after the confirms
             outbox.out.extend(outbox.take_unstored())
+
+    def _answer_duplicate(self, p: PendingPublish, touched: list[Peer],
+                          error: ZqError | None) -> None:
+        if p.peer is not None and error is not None:
+            self._fail(p.peer.identity, error, f.PUBLISH, p.seq)
+        elif p.peer is not None:
+            self._confirm_duplicate(p, p.peer, touched)
 
     def _confirm_duplicate(self, p: PendingPublish, peer: Peer, touched: list[Peer]) -> None:
         """A publish deduplicated to a stored message, or a frame resent: confirmed with

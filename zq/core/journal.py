@@ -55,6 +55,9 @@ class Journal:
     staged: int = 0  # messages published into the current batch
     pending: list[PendingPublish] = field(default_factory=list)  # not committed yet
     inflight: list[PendingPublish] = field(default_factory=list)  # in the commit under way
+    # Stored here, waiting for the standby's ack before they are queued and confirmed
+    # (a replicated broker, zq.ha), oldest first.
+    awaiting: list[PendingPublish] = field(default_factory=list)
     # Credit of acked deliveries, given back once their acks are stored (a durable
     # store): a consumer never holds more unacked or unstored-acked messages than its
     # window, so a crash brings back at most that many acked ones (PROTOCOL.md 12).
@@ -155,8 +158,9 @@ class Journal:
         return owing
 
     def in_progress(self) -> list[PendingPublish]:
-        """Publishes not stored yet: the commit under way's, then the current batch's."""
-        return self.inflight + self.pending
+        """Publishes not queued yet: those waiting for the standby, the commit under
+        way's, then the current batch's."""
+        return self.awaiting + self.inflight + self.pending
 
     @staticmethod
     def kept(batch: WriteBatch, schedules: list[tuple[str, bytes | None]]) -> WriteBatch:

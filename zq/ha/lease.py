@@ -43,6 +43,12 @@ class Sync:
     standby: str | None  # the node that may be promoted; None: the primary is alone
     term: int  # the term of the primary that wrote it
     revision: int  # the key's mod revision (what a takeover compares)
+    primary: str | None = None  # the node that wrote it (the primary at ``term``)
+
+    def may_lead(self, node: str) -> bool:
+        """Whether ``node`` has every confirmed message: the standby in sync, or the
+        primary that wrote this (nobody else confirmed anything after it)."""
+        return node in (self.standby, self.primary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,7 @@ class Leader:
     node: str
     endpoint: str
     term: int  # the leader key's create revision
+    repl: str = ""  # the endpoint its standby replicates from
 
 
 def broker_prefix(cluster: str, broker_id: str) -> bytes:
@@ -74,7 +81,7 @@ def sync_key(leader: bytes) -> bytes:
 def _decode(value: bytes, term: int) -> Leader | None:
     try:
         d = json.loads(value)
-        return Leader(str(d["node"]), str(d["endpoint"]), term)
+        return Leader(str(d["node"]), str(d["endpoint"]), term, str(d.get("repl", "")))
     except (ValueError, KeyError, TypeError):
         return None  # not written by zq: nobody we can follow
 
@@ -83,7 +90,7 @@ class LeaderLease:
     """One node's claim on a broker id's leader key."""
 
     def __init__(self, client: aetcd.Client, key: bytes, node: str, endpoint: str, *,
-                 ttl: int = 5, margin: float = 1.0) -> None:
+                 ttl: int = 5, margin: float = 1.0, repl: str = "") -> None:
         if ttl < MIN_TTL:
             raise ValueError(f"ttl must be at least {MIN_TTL} s, got {ttl!r}")
         if not 0 < margin < ttl:
@@ -92,6 +99,7 @@ class LeaderLease:
         self.key = key
         self.node = node
         self.endpoint = endpoint
+        self.repl = repl
         self.ttl = ttl
         self.margin = margin
         self.sync_key = sync_key(key)
@@ -124,9 +132,28 @@ class LeaderLease:
             if sync is None or sync.standby != self.node:
                 return None
             compare.append(tx.mod(self.sync_key) == sync.revision)
+        return await self._take(compare)
+
+    async def take_over(self, sync: Sync | None) -> Leader | None:
+        """Take the key if nobody holds it and ``sync`` (as read just before) lets this
+        node lead (:meth:`Sync.may_lead`; None: the broker id never had a primary), and
+        is still what etcd has."""
+        tx = self.client.transactions
+        compare = [tx.create(self.key) == 0]
+        if sync is None:
+            compare.append(tx.version(self.sync_key) == 0)
+        elif sync.may_lead(self.node):
+            compare.append(tx.mod(self.sync_key) == sync.revision)
+        else:
+            return None
+        return await self._take(compare)
+
+    async def _take(self, compare: list[Any]) -> Leader | None:
+        tx = self.client.transactions
         start = time.monotonic()
         lease = await self.client.lease(self.ttl)
-        value = json.dumps({"node": self.node, "endpoint": self.endpoint}).encode()
+        value = json.dumps({"node": self.node, "endpoint": self.endpoint,
+                            "repl": self.repl}).encode()
         ok, replies = await self.client.transaction(
             compare=compare,
             success=[tx.put(self.key, value, lease=lease), tx.get(self.key)],
@@ -139,7 +166,7 @@ class LeaderLease:
         self._lease = lease
         self.term = int(kv.create_revision)
         self._valid_until = start + self.ttl - self.margin
-        return Leader(self.node, self.endpoint, self.term)
+        return Leader(self.node, self.endpoint, self.term, self.repl)
 
     async def set_sync(self, standby: str | None) -> bool:
         """As primary: name the standby that may be promoted (None: nobody, this node
@@ -149,7 +176,7 @@ class LeaderLease:
         if term is None or not self.holds():
             return False
         tx = self.client.transactions
-        value = json.dumps({"standby": standby, "term": term}).encode()
+        value = json.dumps({"standby": standby, "term": term, "primary": self.node}).encode()
         ok, _ = await self.client.transaction(
             compare=[tx.create(self.key) == term],
             success=[tx.put(self.sync_key, value)], failure=[])
@@ -162,9 +189,9 @@ class LeaderLease:
             return None
         try:
             d = json.loads(got.value)
-            standby = d["standby"]
+            standby, primary = d["standby"], d.get("primary")
             return Sync(None if standby is None else str(standby), int(d["term"]),
-                        int(got.mod_revision))
+                        int(got.mod_revision), None if primary is None else str(primary))
         except (ValueError, KeyError, TypeError):
             return None
 

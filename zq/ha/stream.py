@@ -56,6 +56,17 @@ class Outgoing(Generic[T]):
         self._trim()
         return self.last_seq
 
+    def waiting_last(self) -> T | None:
+        """What waits for the newest batch, if it is not acked yet (None: it is)."""
+        if self.last_seq > self.last_acked and self._window:
+            return self._window[-1].waiting
+        return None
+
+    def waiting_unacked(self) -> list[T]:
+        """What waits for the batches not acked yet, oldest first."""
+        return [s.waiting for s in self._window
+                if s.seq > self.last_acked and s.waiting is not None]
+
     @property
     def unacked(self) -> int:
         return self.last_seq - self.last_acked

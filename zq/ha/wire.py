@@ -20,6 +20,7 @@ from zq.errors import MalformedFrame
 from zq.persistence.base import Rewrite, Update, WriteBatch
 
 MAGIC = b"ZQR1"
+CONTROL = b"ZQRC"  # [CONTROL, msgpack map with "op", (a backup's chunk)]: everything else
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -65,9 +66,54 @@ def decode(parts: list[bytes]) -> Shipped:
     if not isinstance(h, dict):
         raise MalformedFrame("a shipped batch's header is not a map")
     try:
-        return _decode(h, parts[2:])
+        shipped = _decode(h, parts[2:])
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedFrame(f"a shipped batch's header is wrong: {exc!r}") from None
+    shipped.batch.position = (shipped.term, shipped.seq)
+    return shipped
+
+
+def control(op: str, data: bytes | None = None, **fields: Any) -> list[bytes]:
+    """A control message: ``op`` and its fields, and a backup's chunk if ``data``."""
+    parts = [CONTROL, _packb({"op": op, **fields})]
+    if data is not None:
+        parts.append(data)
+    return parts
+
+
+# The fields each control op must carry, and their types.
+OPS: dict[str, dict[str, type]] = {
+    "follow": {"node": str, "term": int, "seq": int},  # standby: where it stands
+    "ack": {"term": int, "seq": int},  # standby: applied up to (term, seq)
+    "stale": {"term": int},  # standby: it has seen a newer term than the sender's
+    "ping": {"term": int},  # primary: still here (the standby answers with an ack)
+    "refused": {"why": str},  # primary: not taken as standby
+    "chunk": {"term": int, "seq": int, "last": bool},  # primary: a backup's part
+}
+
+
+def decode_control(parts: list[bytes]) -> dict[str, Any]:
+    """A control message's map, checked against OPS (MalformedFrame if it is not one)."""
+    if len(parts) not in (2, 3) or parts[0] != CONTROL:
+        raise MalformedFrame("not a replication control message")
+    try:
+        h = msgpack.unpackb(parts[1], raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise MalformedFrame("a control message is not msgpack") from None
+    if not isinstance(h, dict):
+        raise MalformedFrame("a control message is not a map")
+    fields = OPS.get(str(h.get("op")))
+    if fields is None:
+        raise MalformedFrame(f"unknown control message: {h!r:.80}")
+    for name, kind in fields.items():
+        if type(h.get(name)) is not kind:
+            raise MalformedFrame(f"control {h['op']!r}: {name} must be {kind.__name__}")
+    if (h["op"] == "chunk") != (len(parts) == 3):
+        raise MalformedFrame("only a chunk carries data")
+    out: dict[str, Any] = h
+    if len(parts) == 3:
+        out["data"] = parts[2]
+    return out
 
 
 def _int(v: Any, what: str, low: int = 0) -> int:

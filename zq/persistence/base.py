@@ -92,6 +92,9 @@ class WriteBatch:
     produced: list[Produced] = field(default_factory=list)  # with the inserts they name
     trims: list[tuple[bytes, int]] = field(default_factory=list)  # (producer, below seq)
     created: float = 0.0  # wall-clock time of this batch's new messages
+    # (term, seq): the batch's place in a replicated broker's stream (zq.ha), stored
+    # in the same transaction, so that a restarted replica knows where it stands.
+    position: tuple[int, int] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.deletes or self.updates or self.settings

@@ -1,6 +1,6 @@
 """The SQLite store's tables, and the upgrades from older versions of them.
 
-Layout (``PRAGMA user_version`` 4; versions 1 to 3 are upgraded in place)::
+Layout (``PRAGMA user_version`` 5; versions 1 to 4 are upgraded in place)::
 
     queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
     messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
@@ -12,6 +12,8 @@ Layout (``PRAGMA user_version`` 4; versions 1 to 3 are upgraded in place)::
     producers(pid, last, entries, at) -- idempotent producers' stored PUBLISH seqs: one
                                          row per producer per commit, ``entries`` the
                                          msgpack'd [seq, first id, count] of its frames
+    replica(one, term, seq)           -- a replicated broker's place in its primary's
+                                         stream (zq.ha): one row, written with each batch
 
 ``settings`` is the queue's msgpack'd settings and paused flag; ``opts`` a
 message's msgpack'd publish options (priority, tenant, limits, expiry), NULL
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -81,6 +83,11 @@ CREATE TABLE IF NOT EXISTS producers (
     at REAL NOT NULL,
     PRIMARY KEY (pid, last)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replica (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    term INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
 """
 # The script that takes a database of the version in the key to the next version.
 UPGRADES = {
@@ -93,6 +100,7 @@ ALTER TABLE messages ADD COLUMN opts BLOB;
 ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
 """,
     3: "",  # version 4 adds a table (the producers), which SCHEMA creates
+    4: "",  # version 5 adds a table (replica), which SCHEMA creates
 }
 
 

@@ -47,6 +47,7 @@ NEW_QUEUE = "INSERT INTO queues (qid, name) VALUES (?, ?)"
 PRODUCED = "INSERT OR REPLACE INTO producers (pid, last, entries, at) VALUES (?, ?, ?, ?)"
 TRIM = "DELETE FROM producers WHERE pid = ? AND last < ?"
 FORGET_PRODUCER = "DELETE FROM producers WHERE pid = ?"
+POSITION = "INSERT OR REPLACE INTO replica (one, term, seq) VALUES (1, ?, ?)"
 PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts, state FROM messages "
         "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
 
@@ -84,6 +85,8 @@ def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
     if gone:  # deleted queues: their settings and dedup ids go, their name and qid stay
         yield FORGET_DEDUPS, gone
         yield FORGET_SETTINGS, gone
+    if batch.position is not None:
+        yield POSITION, [batch.position]
 
 
 def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
@@ -198,11 +201,19 @@ def insert_statements(inserts: Iterable[Insert], qids: dict[str, int], created: 
 def write(conn: sqlite3.Connection, new_queues: list[tuple[int, str]], batch: WriteBatch,
           qids: dict[str, int]) -> None:
     """One transaction, run on aiosqlite's thread (Python's sqlite3 begins it implicitly)."""
+    write_all(conn, new_queues, [batch], qids)
+
+
+def write_all(conn: sqlite3.Connection, new_queues: list[tuple[int, str]],
+              batches: list[WriteBatch], qids: dict[str, int]) -> None:
+    """Several batches, in order, as one transaction (a standby applying what its
+    primary shipped: one fsync for all that arrived together)."""
     try:
         if new_queues:
             conn.executemany(NEW_QUEUE, new_queues)
-        for sql, rows in statements(batch, qids):
-            conn.executemany(sql, rows)
+        for batch in batches:
+            for sql, rows in statements(batch, qids):
+                conn.executemany(sql, rows)
         conn.commit()
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

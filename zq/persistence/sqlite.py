@@ -44,6 +44,7 @@ from zq.persistence.sql import (
     statements,
     update_runs,
     write,
+    write_all,
 )
 from zq.persistence.upkeep import DiskUpkeep
 from zq.schedules import from_map as schedule_from_map
@@ -245,8 +246,15 @@ class SqliteStore(DiskUpkeep):
 
     async def commit(self, batch: WriteBatch) -> None:
         """One transaction for the whole batch; on failure nothing of it is stored."""
+        await self.apply([batch])
+
+    async def apply(self, batches: list[WriteBatch]) -> None:
+        """Several batches, in order, as one transaction (a standby applying what its
+        primary shipped); on failure nothing of them is stored."""
         db = self.db
-        new_queues = self._assign_qids(batch)
+        new_queues: list[tuple[int, str]] = []
+        for batch in batches:
+            new_queues += self._assign_qids(batch)
         try:
             if self.one_hop:
                 # The whole transaction in one call on aiosqlite's thread: one thread
@@ -254,9 +262,9 @@ class SqliteStore(DiskUpkeep):
                 # it, so this uses its ``_execute``; ``one_hop`` is False (and the
                 # statements go one call each) if that ever disappears.
                 await db._execute(  # type: ignore[no-untyped-call]
-                    write, db._conn, new_queues, batch, self._qids)
+                    write_all, db._conn, new_queues, batches, self._qids)
             else:
-                await self._commit_per_statement(db, new_queues, batch)
+                await self._commit_per_statement(db, new_queues, batches)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.rollback()
@@ -265,7 +273,8 @@ class SqliteStore(DiskUpkeep):
             if isinstance(err, StorageFull):
                 await self._disk_full()
             raise err from None
-        self._stored(batch)
+        for batch in batches:
+            self._stored(batch)
 
     def commit_now(self, batch: WriteBatch) -> bool:
         """Commit ``batch`` on the calling thread if it is small and commits are fast;
@@ -311,11 +320,12 @@ class SqliteStore(DiskUpkeep):
 
     async def _commit_per_statement(self, db: aiosqlite.Connection,
                                     new_queues: list[tuple[int, str]],
-                                    batch: WriteBatch) -> None:
+                                    batches: list[WriteBatch]) -> None:
         if new_queues:
             await db.executemany(NEW_QUEUE, new_queues)
-        for sql, rows in statements(batch, self._qids):
-            await db.executemany(sql, rows)
+        for batch in batches:
+            for sql, rows in statements(batch, self._qids):
+                await db.executemany(sql, rows)
         await db.commit()
 
     def _assign_qids(self, batch: WriteBatch) -> list[tuple[int, str]]:

@@ -1,0 +1,243 @@
+"""The standby's side of replication: apply what the primary ships, in order, and ack.
+
+:class:`Follower` keeps the node's store open while it is a standby. It names its
+position to the primary (``follow``), applies the batches that arrive in order
+(those that arrived together in one transaction, with ``synchronous=FULL``, their
+position in the same transaction), and acks the last one; a batch of an older term
+is refused (``stale``), a gap makes it name its position again, and a backup that
+arrives in chunks replaces its database. It stops following when etcd names another
+leader, or nobody. See docs/HA.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import zmq
+
+from zq.errors import MalformedFrame, ZqError
+from zq.ha import wire
+from zq.ha.lease import Leader
+from zq.ha.stream import Incoming, Verdict
+from zq.persistence import WriteBatch
+from zq.persistence import replica as files
+from zq.persistence.sqlite import SqliteStore
+from zq.transport import fd, readable, recv_parts, send_parts
+
+log = logging.getLogger("zq.ha")
+
+CHECK = 0.25  # seconds between looks at etcd while following
+DRAIN = 500  # messages read before what they carry is applied
+
+
+class Follower:
+    """A standby's store and its place in the primary's stream."""
+
+    def __init__(self, data: Path, node: str, ctx: zmq.Context[zmq.Socket[bytes]], *,
+                 liveness: float = 1.0) -> None:
+        self.data = data
+        self.node = node
+        self.ctx = ctx
+        self.liveness = liveness
+        self.store: SqliteStore | None = None
+        self.incoming = Incoming()
+        self.applied = 0  # batches applied (tests and logs)
+        self.backups = 0  # backups installed
+        self._copy: IO[bytes] | None = None  # a backup being received
+        self._copy_at: tuple[int, int] = (0, 0)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.incoming.term, self.incoming.seq
+
+    async def open(self) -> None:
+        store = SqliteStore(self.data, fsync="full")
+        await store.open(1)  # what recovery reads is not used here
+        self.store = store
+        self.incoming = Incoming(*await files.position(store))
+
+    async def close(self) -> None:
+        self._drop_copy()
+        store, self.store = self.store, None
+        if store is not None:
+            await store.close()
+
+    async def follow(self, leader: Leader, changed: Callable[[], Awaitable[bool]]) -> None:
+        """Follow ``leader`` until ``changed()`` says etcd names another (or nobody)."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(leader.repl)
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(fd(sock), ready.set)
+        log.info("following %s (term %d) at %s from %s", leader.node, leader.term,
+                 leader.repl, self.position)
+        try:
+            await self._follow(sock, ready, changed)
+        finally:
+            loop.remove_reader(fd(sock))
+            sock.close(linger=0)
+            self._drop_copy()
+
+    async def _follow(self, sock: zmq.Socket[bytes], ready: asyncio.Event,
+                      changed: Callable[[], Awaitable[bool]]) -> None:
+        asked = 0.0  # when it last named its position
+        heard = 0.0  # (it names its position at once)
+        checked = time.monotonic()
+        maintained = checked
+        while True:
+            now = time.monotonic()
+            if now - heard > self.liveness and now - asked > self.liveness:
+                self._send(sock, wire.control("follow", node=self.node, term=self.incoming.term,
+                                              seq=self.incoming.seq))
+                asked = now
+            if now - checked >= CHECK:
+                checked = now
+                if await changed():
+                    return
+            if now - maintained >= 1.0 and self._copy is None:
+                maintained = now
+                await self._store().maintain()
+            ready.clear()
+            msgs = _drain(sock)
+            if not msgs:
+                if readable(sock):  # re-arms the edge-triggered descriptor
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ready.wait(), CHECK)
+                continue
+            heard = time.monotonic()
+            if await self._take(sock, msgs):
+                asked = 0.0  # a gap: name the position at once
+                heard = 0.0
+
+    async def _take(self, sock: zmq.Socket[bytes], msgs: list[list[bytes]]) -> bool:
+        """Apply and ack what arrived; True if the primary must be told the position
+        again (a gap, or a bad message)."""
+        t = _Taking(Incoming(self.incoming.term, self.incoming.seq))
+        for parts in msgs:
+            try:
+                if parts[0] == wire.MAGIC:
+                    if self._copy is None and not self._batch(sock, t, wire.decode(parts)):
+                        break
+                else:
+                    await self._control(sock, t, wire.decode_control(parts))
+            except MalformedFrame as exc:
+                log.warning("replication: bad message from the primary: %s", exc)
+                t.gap = True
+                break
+        if t.group:
+            await self._apply(t.group)
+            t.ack = True
+        if t.ack and self._copy is None:
+            self._send(sock, wire.control("ack", term=self.incoming.term,
+                                          seq=self.incoming.seq))
+        return t.gap
+
+    def _batch(self, sock: zmq.Socket[bytes], t: _Taking, s: wire.Shipped) -> bool:
+        """One shipped batch: into the group, or acked again, or refused; False: a gap
+        (what follows is not looked at)."""
+        verdict = t.inc.check(s.term, s.seq)
+        if verdict is Verdict.APPLY:
+            t.inc.applied(s.term, s.seq)
+            t.group.append(s.batch)
+        elif verdict is Verdict.DUPLICATE:
+            t.ack = True
+        elif verdict is Verdict.STALE:
+            self._send(sock, wire.control("stale", term=t.inc.term))
+        else:
+            t.gap = True
+            return False
+        return True
+
+    async def _control(self, sock: zmq.Socket[bytes], t: _Taking, m: dict[str, Any]) -> None:
+        if m["op"] == "chunk":  # a backup: what came before it is applied first
+            await self._apply(t.group)
+            t.group = []
+            t.ack = await self._chunk(m) or t.ack
+            t.inc = Incoming(self.incoming.term, self.incoming.seq)
+        elif m["op"] == "ping":
+            if m["term"] < t.inc.term:
+                self._send(sock, wire.control("stale", term=t.inc.term))
+            t.ack = True
+        elif m["op"] == "refused":
+            log.warning("the primary does not take this node as standby: %s", m["why"])
+
+    async def _apply(self, group: list[WriteBatch]) -> None:
+        """Commit ``group`` as one transaction; the position moves only once it is stored."""
+        if not group:
+            return
+        await self._store().apply(group)
+        last = group[-1].position
+        assert last is not None
+        self.incoming = Incoming(*last)
+        self.applied += len(group)
+
+    async def _chunk(self, m: dict[str, Any]) -> bool:
+        """Write a backup's chunk; the last one replaces the database. True: installed."""
+        at = (m["term"], m["seq"])
+        if self._copy is None or at != self._copy_at:
+            self._drop_copy()
+            self._copy = (self.data / "replica-in.db").open("wb")
+            self._copy_at = at
+        self._copy.write(m["data"])
+        if not m["last"]:
+            return False
+        copy, self._copy = self._copy, None
+        copy.flush()
+        os.fsync(copy.fileno())
+        copy.close()
+        await self.close()
+        files.install(self.data, self.data / "replica-in.db")
+        await self.open()
+        self.backups += 1
+        if self.position != at:
+            raise ZqError(f"the backup says {self.position}, its chunks said {at}")
+        log.info("replication: installed a backup at %s", at)
+        return True
+
+    def _drop_copy(self) -> None:
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            copy.close()
+            with contextlib.suppress(OSError):
+                (self.data / "replica-in.db").unlink()
+
+    def _store(self) -> SqliteStore:
+        if self.store is None:
+            raise ZqError("the standby's store is not open")
+        return self.store
+
+    @staticmethod
+    def _send(sock: zmq.Socket[bytes], parts: list[bytes]) -> None:
+        with contextlib.suppress(zmq.Again):
+            send_parts(sock, parts, zmq.NOBLOCK)
+
+
+@dataclass(slots=True)
+class _Taking:
+    """What one drain of the socket leaves to do."""
+
+    inc: Incoming  # where the group leaves the standby
+    group: list[WriteBatch] = field(default_factory=list)  # to apply, in one transaction
+    ack: bool = False
+    gap: bool = False
+
+
+def _drain(sock: zmq.Socket[bytes]) -> list[list[bytes]]:
+    msgs: list[list[bytes]] = []
+    while len(msgs) < DRAIN:
+        try:
+            msgs.append(recv_parts(sock))
+        except zmq.Again:
+            break
+    return msgs
