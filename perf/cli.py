@@ -228,6 +228,18 @@ def router(**opts: Any) -> None:
 
 @main.command()
 @load_options
+def ha(**opts: Any) -> None:
+    """zq alone, zq replicated (`zq broker --ha`: a primary and its synchronous standby
+    on this machine's one disk, with etcd), and the baseline relay, same traffic and run.
+
+    Use --storage sqlite (the replicated pair always is): the issue's figure is
+    replicated / single at --batch 100. Needs etcd (apt-get install etcd-server).
+    """
+    _run(("zq", "zq-ha", "baseline"), **opts)
+
+
+@main.command()
+@load_options
 def baseline(**opts: Any) -> None:
     """Only the baseline: the traffic through a bare pyzmq ROUTER relay."""
     _run(("baseline",), **opts)

@@ -32,11 +32,12 @@ from perf import rawload, server, stamps, zqload
 from perf.cluster import RouterCluster
 from perf.common import RssSampler, WorkerReport, WorkerSpec, rss_kib, subscribed
 from perf.config import LoadConfig
+from perf.ha import HaPair
 from perf.progress import BAR
 from zq import Client
 from zq.broker import run_loop
 
-SYSTEMS = ("zq", "baseline", "zq-router")
+SYSTEMS = ("zq", "baseline", "zq-router", "zq-ha")
 
 
 class RunFailed(RuntimeError):
@@ -86,6 +87,8 @@ def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
         srv = server.zq_broker(log_dir / "zq-broker.log", cfg.storage, data)
     elif system == "zq-router":
         srv = RouterCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
+    elif system == "zq-ha":  # a primary and its synchronous standby (perf.ha): sqlite
+        srv = HaPair(log_dir, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
     elif system == "baseline":
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
     else:

@@ -40,6 +40,7 @@ from perf import harness, server
 from perf.cluster import RouterCluster
 from perf.common import QUEUE, Counts, Events, WorkerReport, cpu_seconds, run_async_worker
 from perf.config import RELAY_IO, RELAY_MODES, STORAGES
+from perf.ha import HaPair
 from perf.hist import (
     HEAD,
     SUMMARY_KEYS,
@@ -59,7 +60,7 @@ DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
 QUICK_DURATION = 2.0
 LEAD = 0.05  # seconds between the start signal and the first intended send
-SYSTEMS = ("zq", "baseline", "zq-router", "zq-hop")
+SYSTEMS = ("zq", "baseline", "zq-router", "zq-hop", "zq-ha")
 DEFAULT_SYSTEMS = ("zq", "baseline")  # the others when asked: --system zq-router
 METRICS = (("confirm", "publish→confirm"), ("deliver", "publish→deliver"))
 
@@ -258,6 +259,9 @@ def run(system: str, cfg: LatencyConfig, log_dir: Path) -> LatencyResult:
     elif system == "zq-hop":  # a broker behind the thinnest Python hop (perf.hop)
         srv = HopCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
         mod = sys.modules[__name__]
+    elif system == "zq-ha":  # a primary and its synchronous standby (perf.ha): sqlite
+        srv = HaPair(log_dir, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
+        mod = sys.modules[__name__]
     elif system == "baseline":
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
         mod = rawlatency
@@ -390,7 +394,8 @@ def table(results: dict[str, LatencyResult]) -> str:
             a, b = getattr(zq_r, key), getattr(base, key)
             rows.append(["zq/baseline", label,
                          *(f"{a[k] / b[k]:.1f}x" if b[k] else "-" for k in SUMMARY_KEYS)])
-    for name, label_ in (("zq-router", "router adds"), ("zq-hop", "hop adds")):
+    for name, label_ in (("zq-router", "router adds"), ("zq-hop", "hop adds"),
+                         ("zq-ha", "replication adds")):
         routed = results.get(name)
         if zq_r is None or routed is None:
             continue

@@ -176,7 +176,11 @@ class Follower:
         """Commit ``group`` as one transaction; the position moves only once it is stored."""
         if not group:
             return
-        await self._store().apply(group)
+        store = self._store()
+        if store.one_hop:
+            store.apply_now(group)  # this loop has nothing else to do meanwhile
+        else:
+            await store.apply(group)
         last = group[-1].position
         assert last is not None
         self.incoming = Incoming(*last)

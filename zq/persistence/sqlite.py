@@ -276,6 +276,23 @@ class SqliteStore(DiskUpkeep):
         for batch in batches:
             self._stored(batch)
 
+    def apply_now(self, batches: list[WriteBatch]) -> None:
+        """:meth:`apply` on the calling thread (a standby, whose loop has nothing else to
+        do meanwhile: no thread hop per commit). The caller must know that no other
+        call on the connection is under way. Raises StorageError or StorageFull."""
+        if not self.one_hop or self._db is None:
+            raise StorageError("apply_now needs an open store and aiosqlite's connection")
+        new_queues: list[tuple[int, str]] = []
+        for batch in batches:
+            new_queues += self._assign_qids(batch)
+        try:
+            write_all(self._db._conn, new_queues, batches, self._qids)
+        except sqlite3.Error as exc:
+            self._unassign(new_queues)
+            raise storage_error(exc, "commit") from None
+        for batch in batches:
+            self._stored(batch)
+
     def commit_now(self, batch: WriteBatch) -> bool:
         """Commit ``batch`` on the calling thread if it is small and commits are fast;
         the caller must know that no other call on the connection is under way.
