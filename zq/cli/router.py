@@ -24,8 +24,14 @@ from zq.router.process import serve
               help="Seconds between heartbeats, to clients and on links.")
 @click.option("--liveness", type=int, default=3, show_default=True, metavar="N",
               help="Heartbeats a client or a broker may miss before it is lost.")
+@click.option("--ha", default="", metavar="etcd://HOST:PORT",
+              help="Follow replicated brokers (zq broker --ha) in this etcd: each link goes "
+                   "to its broker id's current primary. [default: none]")
+@click.option("--ha-cluster", default="zq", show_default=True, metavar="NAME",
+              help="With --ha: the name the brokers' etcd keys live under (their "
+                   "--ha-cluster).")
 def router(bind: str, cluster_file: str, router_id: str | None, heartbeat: float,
-           liveness: int) -> None:
+           liveness: int, ha: str, ha_cluster: str) -> None:
     """Run a cluster router until SIGTERM or Ctrl-C.
 
     Clients connect to it as to a broker. It forwards each publish, and each queue
@@ -42,7 +48,8 @@ def router(bind: str, cluster_file: str, router_id: str | None, heartbeat: float
     """
     try:
         cfg = RouterConfig(bind=bind, cluster=cluster_file, id=router_id or "",
-                           heartbeat=heartbeat, liveness=liveness)
+                           heartbeat=heartbeat, liveness=liveness, ha=ha,
+                           ha_cluster=ha_cluster)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

@@ -109,6 +109,8 @@ class CoreState:
         self.journal = Journal(durable)
         self.wall_offset = 0.0  # time.time() - time.monotonic(), for due times kept on disk
         self.store_stats: Callable[[], dict[str, Any]] = dict  # the shell plugs in its store's
+        # A replicated broker's shell plugs in its replication's state (zq.ha), for STATS.
+        self.ha_stats: Callable[[], dict[str, Any]] | None = None
         self.policy = dispatch
         self.broker_id = broker_id
         self.limits = codec.Limits(max_frame=cfg.max_frame, max_batch=max(cfg.max_publish_batch,

@@ -81,6 +81,8 @@ class Stats(Backlog):
         out = {"broker": self.broker_id, "counters": c, "queues": queues, "peers": peers,
                "queues_total": len(self.queues), "peers_total": len(self.peers),
                "store": self.store_stats()}
+        if self.ha_stats is not None:
+            out["ha"] = self.ha_stats()
         m = self.membership
         if m is not None:
             out["cluster"] = {**m.welcome(), "links": len(self.links),

@@ -28,6 +28,7 @@ from aetcd.exceptions import ClientError
 
 from zq.broker import Broker, claim_identity
 from zq.config import BrokerConfig, etcd_address
+from zq.ha.directory import Directory, with_leaders
 from zq.ha.keeper import LeaseKeeper
 from zq.ha.lease import Leader, LeaderLease, leader_key
 from zq.ha.primary import StandbyLink
@@ -68,6 +69,7 @@ class Node:
         self._stop = asyncio.Event()
         self._announced = False
         self._on_ready: Callable[[str], None] | None = None
+        self._leaders: dict[str, str] = {}  # in a cluster: broker id -> its primary
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -101,8 +103,18 @@ class Node:
             log.info("node %s of broker %s: clients at %s, replication at %s, position %s",
                      self.node, cfg.id, self.endpoint, self.repl_endpoint,
                      self.follower.position)
-            while not self._stop.is_set():
-                await self._round(lease, client, repl, ctx)
+            directory = None
+            if cfg.cluster:  # MOVED answers name the other ids' primaries
+                directory = asyncio.create_task(
+                    Directory(etcd, cfg.ha_cluster, self._primaries).run(), name="zq primaries")
+            try:
+                while not self._stop.is_set():
+                    await self._round(lease, client, repl, ctx)
+            finally:
+                if directory is not None:
+                    directory.cancel()
+                    with contextlib.suppress(BaseException):
+                        await directory
         finally:
             if self.follower is not None:
                 await self.follower.close()
@@ -172,7 +184,10 @@ class Node:
                                wake=broker.wake, liveness=cfg.ha_liveness,
                                strict=cfg.ha_strict)
             broker.commits.replicator = link
+            broker.core.ha_stats = lambda: {**link.stats(), "node": self.node,
+                                            "id": cfg.id, "history_end": list(history_end)}
             self.broker, self.role = broker, "primary"
+            self._use_leaders()
             link.start(asyncio.get_running_loop())
             try:
                 await broker.run(lambda _ep: self._announce())
@@ -218,6 +233,20 @@ class Node:
                     link.resumed()
                 self._wake()
                 break
+
+    def _primaries(self, leaders: dict[str, str]) -> None:
+        """In a cluster: the replicated broker ids' primaries now, for MOVED answers."""
+        self._leaders = leaders
+        self._use_leaders()
+
+    def _use_leaders(self) -> None:
+        m = None if self.broker is None else self.broker.core.membership
+        if m is None or not self._leaders:
+            return
+        try:
+            m.reload(with_leaders(m.cfg, self._leaders))
+        except ValueError as exc:
+            log.error("primaries from etcd not used: %s", exc)
 
     def _link(self) -> StandbyLink | None:
         link = None if self.broker is None else self.broker.commits.replicator

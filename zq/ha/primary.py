@@ -116,6 +116,14 @@ class StandbyLink:
                     await task
         self._task = self._backup = None
 
+    def stats(self) -> dict[str, Any]:
+        """For STATS (``ha``): this term, the mode, the standby and how far behind it is."""
+        return {"role": "primary", "term": self.term, "mode": self.mode,
+                "standby": self.node or None, "standby_connected": self.standby is not None,
+                "shipped": self.out.last_seq, "acked": self.acked,
+                "lag": self.out.last_seq - self.acked if self.standby is not None else None,
+                "backups_sent": self.backups, "lease_holds": self.holds()}
+
     @property
     def idle(self) -> bool:
         """Nothing waits for the standby."""

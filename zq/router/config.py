@@ -34,6 +34,8 @@ class RouterConfig:
     drain_max: int = 2000  # frames read from one socket per loop pass
     placements: int = 100_000  # decoded queue-name placements kept (a bounded cache)
     shutdown_linger: float = 0.5  # seconds the final BYE frames may take to leave
+    ha: str = ""  # etcd://HOST:PORT: link to each replicated broker id's primary (zq.ha)
+    ha_cluster: str = "zq"  # the name under /zq/ whose broker ids' leaders it follows
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -47,6 +49,10 @@ class RouterConfig:
             raise ValueError(f"router id must be 1-128 characters of A-Z a-z 0-9 . _ -, "
                              f"got {self.id!r}")
         self._check_numbers()
+        if self.ha:
+            from zq.config import etcd_address
+
+            etcd_address(self.ha)
 
     def _check_numbers(self) -> None:
         for name in ("heartbeat", "shutdown_linger"):

@@ -19,11 +19,12 @@ perf/RESULTS.md, "Federation").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import zmq
 
@@ -61,6 +62,7 @@ class Router:
         self._soon: set[str] = set()  # sockets to read in the next turn (_CLIENTS, ids)
         self._on_ready: Callable[[str], None] | None = None
         self._ready_by: float | None = None  # None once ready was announced
+        self._leaders: dict[str, str] = {}  # --ha: replicated broker ids' primaries
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (SIGTERM, SIGINT)."""
@@ -95,7 +97,8 @@ class Router:
                 self._event(_CLIENTS)  # opens the links: each says HELLO
                 if self._stop_requested and not self._done.done():
                     self._done.set_result(None)
-                await self._done
+                async with self._primaries():
+                    await self._done
                 self.core.close("router shutting down")
                 self._flush()
                 self._linger_ms = int(cfg.shutdown_linger * 1000)
@@ -109,6 +112,51 @@ class Router:
             sock.close(linger=self._linger_ms)
             if ctx is not self._given_ctx:
                 ctx.term()
+
+    @contextlib.asynccontextmanager
+    async def _primaries(self) -> AsyncIterator[None]:
+        """With ``--ha``: follow each replicated broker id's primary in etcd, and link
+        to it (zq.ha.directory); otherwise nothing."""
+        if not self.cfg.ha:
+            yield
+            return
+        import aetcd
+
+        from zq.config import etcd_address
+        from zq.ha.directory import Directory
+
+        host, port = etcd_address(self.cfg.ha)
+        client = aetcd.Client(host=host, port=port, timeout=2)
+        task = asyncio.create_task(Directory(client, self.cfg.ha_cluster, self.point_at).run(),
+                                   name="zq router primaries")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    def point_at(self, leaders: dict[str, str]) -> None:
+        """Replicated broker ids' primaries now (etcd): links go to them."""
+        self._leaders = leaders
+        if self._loop is not None:
+            self._loop.call_soon(self._event, None, self._repoint)
+
+    def _repoint(self) -> None:
+        from zq.ha.directory import with_leaders
+
+        cur = self.core.cluster
+        try:
+            new = with_leaders(cur, self._leaders)
+        except ValueError as exc:
+            log.error("primaries from etcd not used: %s", exc)
+            return
+        if new is not cur:
+            log.info("primaries from etcd: %s", ", ".join(
+                f"{b.id} at {b.endpoint}" for b in new.brokers if b not in cur.brokers))
+            self.core.reload(new, time.monotonic())
 
     # ------------------------------------------------------------ events
 
@@ -244,6 +292,8 @@ class Router:
             return
         taken, what = self.core.offer(new, time.monotonic())
         (log.info if taken else log.warning)("SIGHUP: cluster file %s %s", path, what)
+        if taken and self._leaders:
+            self._repoint()
 
 
 def serve(cfg: RouterConfig, cluster: ClusterConfig | None = None, *,
