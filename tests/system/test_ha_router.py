@@ -59,6 +59,13 @@ async def test_a_router_links_to_the_new_primary_and_publishes_lose_nothing(
             assert (await c.locate("q"))["endpoint"] == pair.endpoints[1]
         await pair.start(0)
         await pair.wait_sync("n0")
+        status = await Proc.start(zq_argv("cluster", "status", "--cluster", str(cluster),
+                                          "--ha", pair.etcd_url), tmp_path / "status.log")
+        assert await status.wait(20) == 0, status.stderr()
+        out = (await status.proc.stdout.read()).decode()  # type: ignore[union-attr]
+        term = await pair.term()
+        assert f"broker B1           {pair.endpoints[1]}" in out, out
+        assert f"ha: primary n1 term {term}, standby n0 in sync, mode sync, lag 0" in out, out
         check_stored(pair, producers.confirmed, 1)
         await same_rows(pair)
     finally:

@@ -30,6 +30,13 @@ timeout_option = click.option(
     "--timeout", default=2.0, show_default=True, type=click.FloatRange(0, 3600, min_open=True),
     help="Seconds to wait for each node.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+ha_option = click.option(
+    "--ha", default="", envvar="ZQ_HA", show_envvar=True, metavar="etcd://HOST:PORT",
+    help="The etcd of replicated brokers (zq broker --ha): each broker id is asked at its "
+         "primary, and its primary, standby, term, sync state and lag are shown.")
+ha_cluster_option = click.option(
+    "--ha-cluster", default="zq", show_default=True, metavar="NAME",
+    help="With --ha: the name the brokers' etcd keys live under.")
 
 
 def _load(path: str) -> ClusterConfig:
@@ -72,26 +79,87 @@ def cluster() -> None:
 @router_option
 @timeout_option
 @json_option
-def status(cluster_file: str, routers: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Brokers up or down, cluster file versions, queues per broker, routers' links."""
+@ha_option
+@ha_cluster_option
+def status(cluster_file: str, routers: tuple[str, ...], timeout: float, as_json: bool,
+           ha: str, ha_cluster: str) -> None:
+    """Brokers up or down, cluster file versions, queues per broker, routers' links;
+    with --ha, each replicated broker's primary, standby, term, sync state and lag."""
     cfg = _load(cluster_file)
+    replicas: dict[str, dict[str, Any]] = {}
+    if ha:
+        replicas = _run_client(lambda: _ha_snapshot(ha, ha_cluster, timeout))
+        cfg = _with_primaries(cfg, replicas)
     got = _run_client(lambda: _gather(cfg, routers, timeout, "stats"))
     if as_json:
-        _echo_json({"cluster_id": cfg.cluster_id, "version": cfg.version, "nodes": got})
+        _echo_json({"cluster_id": cfg.cluster_id, "version": cfg.version, "nodes": got,
+                    **({"ha": replicas} if ha else {})})
         return
     click.echo(f"cluster {cfg.cluster_id}, file version {cfg.version}")
     for b in cfg.brokers:
         s = got[b.id]
         if "error" in s:
             click.echo(f"  broker {b.id:<12} {b.endpoint:<28} DOWN  {_clean(s['error'])}")
-            continue
-        c = s.get("cluster") or {}
-        click.echo(f"  broker {b.id:<12} {b.endpoint:<28} up    version "
-                   f"{c.get('version', '?')}  queues {s.get('queues_total', 0)}  "
-                   f"sessions {s.get('peers_total', 0)}  links {c.get('links', 0)}  "
-                   f"{b.state}")
+        else:
+            c = s.get("cluster") or {}
+            click.echo(f"  broker {b.id:<12} {b.endpoint:<28} up    version "
+                       f"{c.get('version', '?')}  queues {s.get('queues_total', 0)}  "
+                       f"sessions {s.get('peers_total', 0)}  links {c.get('links', 0)}  "
+                       f"{b.state}")
+        if ha:
+            click.echo("    " + ha_line(replicas.get(b.id, {}), s.get("ha")))
     for r in routers:
         _router_lines(r, got[f"router {r}"])
+
+
+async def _ha_snapshot(url: str, name: str, wait: float) -> dict[str, dict[str, Any]]:
+    try:
+        import aetcd
+
+        from zq.config import etcd_address
+        from zq.ha.directory import snapshot
+    except ImportError as exc:
+        raise click.ClickException(f"--ha needs the HA extra: pip install 'zq[ha]' ({exc})"
+                                   ) from None
+    try:
+        host, port = etcd_address(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--ha'") from None
+    client = aetcd.Client(host=host, port=port, timeout=wait)
+    try:
+        return await snapshot(client, name)
+    except (aetcd.ClientError, TimeoutError) as exc:
+        raise click.ClickException(f"etcd at {url} did not answer: {exc!r}") from None
+    finally:
+        await client.close()
+
+
+def _with_primaries(cfg: ClusterConfig, replicas: dict[str, dict[str, Any]]) -> ClusterConfig:
+    from zq.ha.directory import with_leaders
+
+    leaders = {bid: str(r["leader"]["endpoint"]) for bid, r in replicas.items()
+               if isinstance(r.get("leader", {}).get("endpoint"), str)}
+    try:
+        return with_leaders(cfg, leaders)
+    except ValueError as exc:
+        raise click.ClickException(f"the primaries in etcd do not fit the cluster file: "
+                                   f"{exc}") from None
+
+
+def ha_line(etcd: dict[str, Any], stats: dict[str, Any] | None) -> str:
+    """One replicated broker id, as etcd and its primary's STATS say."""
+    leader, sync = etcd.get("leader"), etcd.get("sync") or {}
+    if leader is None:
+        return "ha: NO PRIMARY" + (f" (sync names {sync.get('standby')}, last primary "
+                                   f"{sync.get('primary')})" if sync else " (not replicated?)")
+    standby = sync.get("standby")
+    words = [f"ha: primary {leader['node']} term {leader['term']}",
+             f"standby {standby} in sync" if standby else "no standby in sync (confirms alone)"]
+    if stats:
+        lag = stats.get("lag")
+        words.append(f"mode {stats.get('mode')}")
+        words.append(f"lag {lag} batch(es)" if lag is not None else "standby not connected")
+    return ", ".join(words)
 
 
 def _router_lines(endpoint: str, s: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import aetcd
 
@@ -54,6 +55,29 @@ def parse(prefix: bytes, kvs: list[tuple[bytes, bytes]]) -> dict[str, str]:
             continue
         if isinstance(endpoint, str) and "://" in endpoint:
             out[bid] = endpoint
+    return out
+
+
+async def snapshot(client: aetcd.Client, cluster: str) -> dict[str, dict[str, Any]]:
+    """What etcd says of every broker id of ``cluster``: ``{id: {"leader": {node,
+    endpoint, term}, "sync": {standby, term, primary}}}`` (either may be missing)."""
+    prefix = f"/zq/{cluster}/brokers/".encode()
+    got = await asyncio.wait_for(client.get_prefix(prefix), 5.0)
+    out: dict[str, dict[str, Any]] = {}
+    for kv in got:
+        bid, _, name = kv.key[len(prefix):].decode(errors="replace").partition("/")
+        if name not in ("leader", "sync") or not bid:
+            continue
+        try:
+            value = json.loads(kv.value)
+        except ValueError:
+            continue
+        if not isinstance(value, dict):
+            continue
+        if name == "leader":
+            value = {"node": value.get("node"), "endpoint": value.get("endpoint"),
+                     "term": int(kv.create_revision)}
+        out.setdefault(bid, {})[name] = value
     return out
 
 
