@@ -283,3 +283,18 @@ async def test_etcd_lost_for_10s_stops_confirms_with_unavailable_and_they_resume
         if not producers._stop.is_set():
             await producers.stop()
         await pair.stop()
+
+
+async def test_a_client_that_tries_the_standby_first_goes_on_to_the_primary_at_once(
+        tmp_path: Path, etcd: Etcd) -> None:
+    pair = HaPair(tmp_path, etcd)
+    try:
+        await pair.start_both()
+        began = time.monotonic()
+        async with zq.Client([pair.endpoints[1], pair.endpoints[0]], connect_timeout=30) as c:
+            took = time.monotonic() - began
+            await c.publish("q", b"x")
+            assert c.endpoint == pair.endpoints[0]
+        assert took < 1.0, f"connecting took {took:.1f}s: the standby did not refuse the HELLO"
+    finally:
+        await pair.stop()

@@ -80,6 +80,7 @@ class Connection:
                                   self.errors)
         self.owner = owner  # the client's connections: failover and MOVED
         self._dispatch.moved = self._moved
+        self._dispatch.hello_refused = self._hello_refused
         self._flush_scheduled = False
         self._welcome_fut: asyncio.Future[None] | None = None
         self._window_waiters: deque[asyncio.Future[None]] = deque()
@@ -402,6 +403,17 @@ class Connection:
         self._apply(self._sess.give_up(exc, self._loop.time()))
 
     # ------------------------------------------------------------ session actions
+
+    def _hello_refused(self, exc: ZqError) -> bool:
+        """Our HELLO was refused while open() waits for WELCOME (a standby): open()
+        fails now with ConnectionLost, instead of when its timeout runs out."""
+        fut = self._welcome_fut
+        if fut is None or fut.done() or self.welcome is not None:
+            return False
+        log.info("%s refused the session: %s", self.endpoint, exc)
+        fut.set_exception(ConnectionLost(f"{self.endpoint} refused the session: {exc}",
+                                         endpoint=self.endpoint))
+        return True
 
     def _moved(self, sent: Sent, exc: ZqError) -> bool:
         """A PUBLISH answered MOVED: whether the owner sends it elsewhere."""

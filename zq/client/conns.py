@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Conns"]
 
+ATTEMPT = 1.5  # seconds: the longest first try of one of several endpoints (doubles per round)
+ROUND_PAUSE = 0.1  # seconds between two rounds over the endpoints
+
 
 class Conns:
     """The main connection, the side connections and what is known about where
@@ -66,21 +69,36 @@ class Conns:
 
     async def _connect_any(self, eps: list[str], budget: float,
                            old: Connection | None = None) -> Connection:
-        """A new connection to the first of ``eps`` that answers, each tried within a
-        fair share of ``budget`` seconds; ``old`` if its node answers again first."""
+        """A new connection to the first of ``eps`` that answers, within ``budget``
+        seconds; ``old`` if its node answers again first. With several endpoints they
+        are tried in turn, round after round, each attempt within a fair share of what
+        is left and at most ATTEMPT seconds in the first round (twice that in the next,
+        and so on): an endpoint that refuses at once (a replicated broker's standby)
+        or is down costs little, and one that comes up later (the standby promoted)
+        is found in a later round."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         error: ConnectionLost | None = None
-        for i, ep in enumerate(eps):
-            if old is not None and old.broken is None and not old.closed:
-                return old
-            conn = self._make(ep, routing.attempt_timeout(deadline - loop.time(), len(eps) - i))
-            try:
-                await conn.open()
-            except ConnectionLost as exc:
-                error = exc
-                continue
-            return conn
+        cap = ATTEMPT
+        while True:
+            for i, ep in enumerate(eps):
+                if old is not None and old.broken is None and not old.closed:
+                    return old
+                left = deadline - loop.time()
+                if left <= 0 and error is not None:
+                    break
+                share = routing.attempt_timeout(left, len(eps) - i)
+                conn = self._make(ep, share if len(eps) == 1 else min(share, cap))
+                try:
+                    await conn.open()
+                except ConnectionLost as exc:
+                    error = exc
+                    continue
+                return conn
+            if len(eps) == 1 or loop.time() >= deadline:
+                break
+            cap *= 2
+            await asyncio.sleep(min(ROUND_PAUSE, max(0.0, deadline - loop.time())))
         if len(eps) == 1 and error is not None:
             raise error
         raise ConnectionLost(f"no zq node answered at {', '.join(eps)} within {budget:g}s",

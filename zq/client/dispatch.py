@@ -55,6 +55,9 @@ class Dispatch:
         # A PUBLISH answered MOVED: True if it was taken to go elsewhere (the client
         # that owns the connection follows MOVED), False to fail the publish with it.
         self.moved: Callable[[Sent, ZqError], bool] | None = None
+        # A HELLO refused (a replicated broker's standby names its primary): True if
+        # the connection took it (its open() fails at once, the next endpoint is tried).
+        self.hello_refused: Callable[[ZqError], bool] | None = None
 
     def frame(self, frame: f.Frame, now: float) -> Sequence[Action]:
         """Handle one frame; what the session must do about it."""
@@ -92,6 +95,8 @@ class Dispatch:
         if isinstance(exc, SessionUnknown):
             return self.session.on_session_unknown(exc, now)
         if self._claimed(frame.op, frame.ref, exc):
+            return _NOTHING
+        if frame.op == f.HELLO and self.hello_refused is not None and self.hello_refused(exc):
             return _NOTHING
         log.warning("broker error: %s", exc)
         self.errors.append(exc)

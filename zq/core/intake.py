@@ -169,7 +169,7 @@ class Intake(Failures):
         the broker may not confirm alone): the messages stay, stored here, and their
         publishes are answered with ``error``, not confirmed."""
         j = self.journal
-        if pending and j.awaiting[0] is not pending[0]:
+        if pending and (not j.awaiting or j.awaiting[0] is not pending[0]):
             raise AssertionError("replicated batches must be released in order")
         del j.awaiting[:len(pending)]
         self._queue_stored(pending, error)

@@ -145,7 +145,7 @@ class Node:
                 self.role = "standby"
                 self._announce()
                 assert self.follower is not None
-                await self.follower.follow(leader, lambda: self._changed(lease, leader))
+                await self.follower.follow(leader, lambda: self._changed(lease, leader), client)
                 return
         except (ClientError, TimeoutError) as exc:
             log.warning("etcd cannot be reached (%s)", type(exc).__name__)

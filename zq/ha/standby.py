@@ -26,6 +26,7 @@ import zmq
 from zq.errors import MalformedFrame, ZqError
 from zq.ha import wire
 from zq.ha.lease import Leader
+from zq.ha.refuse import refuse_hellos
 from zq.ha.stream import Incoming, Verdict
 from zq.persistence import WriteBatch
 from zq.persistence import replica as files
@@ -70,8 +71,11 @@ class Follower:
         if store is not None:
             await store.close()
 
-    async def follow(self, leader: Leader, changed: Callable[[], Awaitable[bool]]) -> None:
-        """Follow ``leader`` until ``changed()`` says etcd names another (or nobody)."""
+    async def follow(self, leader: Leader, changed: Callable[[], Awaitable[bool]],
+                     clients: zmq.Socket[bytes] | None = None) -> None:
+        """Follow ``leader`` until ``changed()`` says etcd names another (or nobody).
+        ``clients``: this node's client socket, whose HELLOs are refused (naming the
+        leader) while the leader is heard from (zq.ha.refuse)."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
@@ -79,17 +83,22 @@ class Follower:
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         loop.add_reader(fd(sock), ready.set)
+        if clients is not None:
+            loop.add_reader(fd(clients), ready.set)
         log.info("following %s (term %d) at %s from %s", leader.node, leader.term,
                  leader.repl, self.position)
         try:
-            await self._follow(sock, ready, changed)
+            await self._follow(sock, ready, changed, leader, clients)
         finally:
             loop.remove_reader(fd(sock))
+            if clients is not None:
+                loop.remove_reader(fd(clients))
             sock.close(linger=0)
             self._drop_copy()
 
     async def _follow(self, sock: zmq.Socket[bytes], ready: asyncio.Event,
-                      changed: Callable[[], Awaitable[bool]]) -> None:
+                      changed: Callable[[], Awaitable[bool]], leader: Leader,
+                      clients: zmq.Socket[bytes] | None) -> None:
         asked = 0.0  # when it last named its position
         heard = 0.0  # (it names its position at once)
         checked = time.monotonic()
@@ -108,6 +117,8 @@ class Follower:
                 maintained = now
                 await self._store().maintain()
             ready.clear()
+            if clients is not None and now - heard <= self.liveness:
+                refuse_hellos(clients, leader.node, leader.endpoint)
             msgs = _drain(sock)
             if not msgs:
                 if readable(sock):  # re-arms the edge-triggered descriptor

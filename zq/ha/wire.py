@@ -110,6 +110,8 @@ def decode_control(parts: list[bytes]) -> dict[str, Any]:
             raise MalformedFrame(f"control {h['op']!r}: {name} must be {kind.__name__}")
     if (h["op"] == "chunk") != (len(parts) == 3):
         raise MalformedFrame("only a chunk carries data")
+    if "data" in h:
+        raise MalformedFrame("a control message's header may not carry data")
     out: dict[str, Any] = h
     if len(parts) == 3:
         out["data"] = parts[2]
