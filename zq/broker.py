@@ -23,17 +23,19 @@ from zq.committer import Committer
 from zq.config import BrokerConfig
 from zq.core.facade import Core
 from zq.core.membership import Membership
+from zq.core.outbox import Outgoing
 from zq.manage import OPERATIONS
 from zq.manage.queues import declare
 from zq.persistence import make_store
 from zq.policies import make_dispatch
-from zq.protocol.frames import FORWARD
+from zq.protocol.frames import CONFIRM, DELIVER, FORWARD
 from zq.protocol.wire import command
 from zq.shipping import Shipper
 from zq.transport import Alarm, fd, readable, recv_parts, send_parts, serve_options
 
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
+_HELD = (command(CONFIRM), command(DELIVER))  # not sent while a replicated broker is fenced
 ID_FILE = "broker-id"  # the broker id of a clustered broker's data folder
 
 
@@ -69,6 +71,7 @@ class Broker:
         self._stopped: asyncio.Future[None] | None = None  # done: serving ends
         self._stop_requested = False
         self.demoted = ""  # why this broker stopped being primary (zq.ha), if it did
+        self._held_out: list[Outgoing] = []  # CONFIRM and DELIVER frames held while fenced
         self._alarm = Alarm(self._poke)
         self.commits = Committer(self.core, self.store, self._poke)
         self._shipper: Shipper | None = None  # queues moved to other brokers
@@ -232,6 +235,12 @@ class Broker:
     def _flush(self, sock: zmq.Socket[bytes]) -> None:
         core = self.core
         out, core.out = core.out, []
+        repl = self.commits.replicator
+        if repl is not None:
+            if not repl.holds():
+                out = self._fenced(out)
+            elif self._held_out:
+                out, self._held_out = self._held_out + out, []
         send = sock.send
         more = int(zmq.SNDMORE | zmq.NOBLOCK)
         noblock = int(zmq.NOBLOCK)
@@ -263,6 +272,16 @@ class Broker:
         if core.out:  # send failures may have produced more (requeues are dispatched later)
             self._poke()
 
+    def _fenced(self, out: list[Outgoing]) -> list[Outgoing]:
+        """A replicated broker whose lease is not confirmed now: its CONFIRM and
+        DELIVER frames wait (sent if the lease holds again, dropped if it is lost);
+        the rest (errors, replies) goes."""
+        go: list[Outgoing] = []
+        held = self._held_out
+        for o in out:
+            (held if o.parts and o.parts[0] in _HELD else go).append(o)
+        return go
+
     def _count_forwards(self, links: list[bytes]) -> None:
         """Frames sent in FORWARD, on these links (the routers' count of them, for STATS)."""
         core = self.core
@@ -277,6 +296,8 @@ class Broker:
         core = self.core
         core.stopping = True
         if self.demoted:  # nothing more is confirmed or stored: clients go elsewhere
+            core.out = [o for o in core.out if not (o.parts and o.parts[0] in _HELD)]
+            self._held_out = []
             core.close_sessions("this broker is not the primary any more")
             self._flush(sock)
             return

@@ -18,12 +18,14 @@ import pytest
 import zq
 from tests.etcd import Etcd
 from tests.helpers import eventually, free_port
+from tests.system.durability_helpers import read_db
 from tests.system.ha_helpers import HaPair, Producers, check_stored, same_rows
 from tests.tcp_relay import TcpRelay
 from zq.errors import ZqError
 
 pytestmark = pytest.mark.timeout(180)
 TTL = 5
+ATTEMPT = "SELECT attempts, state FROM messages"
 
 
 @pytest.fixture
@@ -296,5 +298,36 @@ async def test_a_client_that_tries_the_standby_first_goes_on_to_the_primary_at_o
             await c.publish("q", b"x")
             assert c.endpoint == pair.endpoints[0]
         assert took < 1.0, f"connecting took {took:.1f}s: the standby did not refuse the HELLO"
+    finally:
+        await pair.stop()
+
+
+async def test_a_delivery_of_the_old_primary_comes_again_and_its_late_ack_counts_for_nothing(
+        tmp_path: Path, etcd: Etcd) -> None:
+    """PROTOCOL.md 18: deliveries and acks are per session. The delivery's state, once
+    stored (it may follow its DELIVER by up to 20 ms, as on one broker), is on the
+    standby too; the new primary delivers it again with the same attempt number (a lost
+    broker never costs a message an attempt, section 12.5). The old delivery's ack is
+    refused, and only the new one's settles it."""
+    pair = HaPair(tmp_path, etcd)
+    try:
+        await pair.start_both()
+        async with zq.Client(pair.endpoints, connect_timeout=30) as c:
+            await c.publish("q", b"one")
+            async with c.consume("q", prefetch=1) as consumer:
+                m = await consumer.get(timeout=10)
+                assert m.attempt == 1
+                await eventually(lambda: read_db(pair.data(1) / "zq.db", ATTEMPT) == [(1, 1)],
+                                 "the attempt stored on n1", 5)
+                pair.kill(0)
+                await pair.reap(0)
+                await pair.wait_leader("n1")
+                again = await consumer.get(timeout=30)
+                assert (again.body, again.id, again.attempt) == (b"one", m.id, 1)
+                with pytest.raises(zq.errors.StaleDelivery, match="lost"):
+                    await m.ack(wait=True)
+                assert pair.bodies(1) == [b"one"]
+                await again.ack(wait=True)
+        await eventually(lambda: pair.bodies(1) == [], "the ack stored on n1", 5)
     finally:
         await pair.stop()

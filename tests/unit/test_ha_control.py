@@ -168,3 +168,15 @@ def test_random_headers_are_a_control_message_or_malformed(h: Any, op: str,
     for name, kind in OPS[got["op"]].items():
         assert type(got[name]) is kind
     assert ("data" in got) == (got["op"] == "chunk")
+
+
+def test_a_standby_refuses_a_hello_naming_its_primary() -> None:
+    """PROTOCOL.md 18: ERROR UNAVAILABLE, op HELLO, ref nil, info endpoint and node."""
+    from zq.ha.refuse import refusal
+    from zq.protocol import codec
+    from zq.protocol import frames as f
+
+    frame = codec.decode(refusal("n0", "tcp://127.0.0.1:5555"))
+    assert isinstance(frame, f.Error)
+    assert (frame.name, frame.op, frame.ref) == ("UNAVAILABLE", f.HELLO, None)
+    assert frame.info == {"endpoint": "tcp://127.0.0.1:5555", "node": "n0"}

@@ -366,3 +366,23 @@ def test_broker_headers_are_the_documented_ones() -> None:
 def test_move_operations_are_the_documented_ones() -> None:
     rows = table("| Operation | Sent to | Arguments | Result |")
     assert [r[0] for r in rows] == list(moves.OPERATIONS)
+
+
+CONTROL_HEADER = "| Op | From | Fields | Meaning |"
+
+
+def test_replication_control_table_matches_the_wire() -> None:
+    """Section 18.1 lists every control op the nodes exchange, with its fields and
+    types, as zq.ha.wire checks them."""
+    from zq.ha.wire import OPS
+
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index(CONTROL_HEADER)
+    rows: dict[str, dict[str, str]] = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        op, _, fields, _ = (c.strip() for c in line.strip("|").split("|"))
+        rows[op] = dict(tuple(part.strip().split(": ")) for part in fields.split(","))
+    assert rows == {op: {name: kind.__name__ for name, kind in fields.items()}
+                    for op, fields in OPS.items()}

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Conns"]
 
-ATTEMPT = 1.5  # seconds: the longest first try of one of several endpoints (doubles per round)
-ROUND_PAUSE = 0.1  # seconds between two rounds over the endpoints
+STAGGER = 0.25  # seconds between the starts of two racing connection attempts
+RETRY = 0.25  # seconds before an endpoint that refused or failed is tried again
 
 
 class Conns:
@@ -70,39 +70,19 @@ class Conns:
     async def _connect_any(self, eps: list[str], budget: float,
                            old: Connection | None = None) -> Connection:
         """A new connection to the first of ``eps`` that answers, within ``budget``
-        seconds; ``old`` if its node answers again first. With several endpoints they
-        are tried in turn, round after round, each attempt within a fair share of what
-        is left and at most ATTEMPT seconds in the first round (twice that in the next,
-        and so on): an endpoint that refuses at once (a replicated broker's standby)
-        or is down costs little, and one that comes up later (the standby promoted)
-        is found in a later round."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget
-        error: ConnectionLost | None = None
-        cap = ATTEMPT
-        while True:
-            for i, ep in enumerate(eps):
-                if old is not None and old.broken is None and not old.closed:
-                    return old
-                left = deadline - loop.time()
-                if left <= 0 and error is not None:
-                    break
-                share = routing.attempt_timeout(left, len(eps) - i)
-                conn = self._make(ep, share if len(eps) == 1 else min(share, cap))
-                try:
-                    await conn.open()
-                except ConnectionLost as exc:
-                    error = exc
-                    continue
-                return conn
-            if len(eps) == 1 or loop.time() >= deadline:
-                break
-            cap *= 2
-            await asyncio.sleep(min(ROUND_PAUSE, max(0.0, deadline - loop.time())))
-        if len(eps) == 1 and error is not None:
-            raise error
-        raise ConnectionLost(f"no zq node answered at {', '.join(eps)} within {budget:g}s",
-                             endpoint=eps[0] if eps else "")
+        seconds; ``old`` if its node answers again first.
+
+        With several endpoints the attempts race, as Happy Eyeballs (RFC 8305) does
+        for addresses: the first starts at once and each next one STAGGER seconds
+        later unless one answered, so the first endpoint wins when it is up; an
+        endpoint that refuses (a replicated broker's standby) or fails is tried again
+        after RETRY; one that stays silent (a node that is down, or a standby about to
+        be promoted, whose socket keeps the HELLO) keeps its attempt to the end."""
+        if len(eps) == 1:
+            conn = self._make(eps[0], budget)
+            await conn.open()
+            return conn
+        return await _Race(self, eps, budget, old).run()
 
     # ------------------------------------------------------------ finding a connection
 
@@ -179,3 +159,75 @@ class Conns:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+
+class _Race:
+    """Attempts to connect to several endpoints at once (see Conns._connect_any)."""
+
+    def __init__(self, conns: Conns, eps: list[str], budget: float,
+                 old: Connection | None) -> None:
+        self.conns = conns
+        self.eps = eps
+        self.old = old
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + budget
+        self.budget = budget
+        self.tasks: dict[asyncio.Task[Connection], str] = {}
+
+    async def run(self) -> Connection:
+        due: list[tuple[float, str]] = [(self.loop.time() + i * STAGGER, ep)
+                                        for i, ep in enumerate(self.eps)]
+        try:
+            while True:
+                now = self.loop.time()
+                old = self.old
+                if old is not None and old.broken is None and not old.closed:
+                    return old
+                for at, ep in [d for d in due if d[0] <= now]:
+                    due.remove((at, ep))
+                    self._start(ep)
+                if now >= self.deadline or (not self.tasks and not due):
+                    raise self._lost()
+                wake = min([at for at, _ in due] + [self.deadline, now + STAGGER])
+                if not self.tasks:  # every attempt refused: the next is due at ``wake``
+                    await asyncio.sleep(max(0.0, wake - now))
+                    continue
+                done, _ = await asyncio.wait(self.tasks, timeout=max(0.0, wake - now),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    ep = self.tasks.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result()
+                    if not isinstance(exc, ConnectionLost):
+                        raise exc
+                    if self.loop.time() + RETRY < self.deadline:
+                        due.append((self.loop.time() + RETRY, ep))
+        finally:
+            await self._cancel()
+
+    def _start(self, ep: str) -> None:
+        left = self.deadline - self.loop.time()
+        conn = self.conns._make(ep, max(0.0, left))
+        task = self.loop.create_task(self._open(conn), name=f"zq connect {ep}")
+        self.tasks[task] = ep
+
+    @staticmethod
+    async def _open(conn: Connection) -> Connection:
+        await conn.open()
+        return conn
+
+    async def _cancel(self) -> None:
+        """The losers: cancelled, and closed if they connected meanwhile."""
+        tasks = list(self.tasks)
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                conn = await task
+                await conn.close()
+
+    def _lost(self) -> ConnectionLost:
+        return ConnectionLost(f"no zq node answered at {', '.join(self.eps)} within "
+                              f"{self.budget:g}s", endpoint=self.eps[0] if self.eps else "")

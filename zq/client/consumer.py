@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from zq.client.args import complete_args
 from zq.client.message import HISTORY, REASON, Message
-from zq.errors import ZqError
+from zq.errors import StaleDelivery, ZqError
 from zq.protocol import codec
 from zq.protocol import frames as f
 
@@ -287,7 +287,12 @@ class Consumer:
         self.taken.append(m)
 
     def _settled_one(self, conn: Connection) -> Connection:
-        """One message delivered on ``conn`` is settled (there); returns ``conn``."""
+        """One message delivered on ``conn`` is settled (there); returns ``conn``.
+        StaleDelivery if ``conn`` was lost and the consumer moved on (its deliveries
+        ended with its session: the broker delivers them again)."""
+        if conn.closed and conn is not self._conn and not self._closed:
+            raise StaleDelivery(f"delivered on a connection to {conn.endpoint} that was "
+                                f"lost: the message is delivered again")
         conn.check()
         self.held -= 1
         if not self._closed:

@@ -149,6 +149,8 @@ class Failover(Conns):
                     break
                 except ConnectionLost as exc:
                     _fail(pending, switch, exc)  # as a client with one endpoint would
+                    for consumer in list(old.consumers.values()):
+                        consumer.fail(exc)  # (it moves on if a later round connects)
                     pending = []
                     switch = self._switch = loop.create_future()
                     await asyncio.sleep(max(0.0, _PAUSE - (loop.time() - began)))

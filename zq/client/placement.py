@@ -56,6 +56,8 @@ class Placement(Conns):
             return self._follow(consumer, exc)
         if isinstance(exc, ConnectionLost) and consumer.connection is not self.main:
             self._relocate(consumer, None)
+        elif isinstance(exc, ConnectionLost) and self._switch is not None:
+            return True  # a failover is under way: it moves the consumer (or fails it)
         return False
 
     def _follow(self, consumer: Consumer, exc: Moved) -> bool:

@@ -28,6 +28,7 @@ from aetcd.exceptions import ClientError
 
 from zq.broker import Broker, claim_identity
 from zq.config import BrokerConfig, etcd_address
+from zq.errors import ZqError
 from zq.ha.directory import Directory, with_leaders
 from zq.ha.keeper import LeaseKeeper
 from zq.ha.lease import Leader, LeaderLease, leader_key
@@ -149,6 +150,10 @@ class Node:
                 return
         except (ClientError, TimeoutError) as exc:
             log.warning("etcd cannot be reached (%s)", type(exc).__name__)
+        except ZqError as exc:  # the standby's store failed (a full disk): try again
+            log.error("cannot follow the primary: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
         self.role = "waiting"
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), PAUSE)
@@ -187,6 +192,8 @@ class Node:
             broker.core.ha_stats = lambda: {**link.stats(), "node": self.node,
                                             "id": cfg.id, "history_end": list(history_end)}
             self.broker, self.role = broker, "primary"
+            if self._stop.is_set():  # SIGTERM while it was taking over
+                broker.request_stop()
             self._use_leaders()
             link.start(asyncio.get_running_loop())
             try:

@@ -141,6 +141,8 @@ class StandbyLink:
             self._send(parts)
         if self.mode == "alone":
             self._run(self.out.acked(seq))
+        elif self.mode == "waiting":  # (strict, no standby): nothing waits for an ack
+            self._run(self.out.acked(seq), self._no_standby())
 
     def hold(self, confirm: Callable[[ZqError | None], None], send: Callable[[], None]
              ) -> None:

@@ -87,9 +87,14 @@ class Follower:
             loop.add_reader(fd(clients), ready.set)
         log.info("following %s (term %d) at %s from %s", leader.node, leader.term,
                  leader.repl, self.position)
+        gone = asyncio.Event()  # etcd names another leader, or nobody (or this node stops)
+        watch = loop.create_task(_watch(changed, gone, ready), name="zq ha follow check")
         try:
-            await self._follow(sock, ready, changed, leader, clients)
+            await self._follow(sock, ready, gone, leader, clients)
         finally:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
             loop.remove_reader(fd(sock))
             if clients is not None:
                 loop.remove_reader(fd(clients))
@@ -97,22 +102,17 @@ class Follower:
             self._drop_copy()
 
     async def _follow(self, sock: zmq.Socket[bytes], ready: asyncio.Event,
-                      changed: Callable[[], Awaitable[bool]], leader: Leader,
+                      gone: asyncio.Event, leader: Leader,
                       clients: zmq.Socket[bytes] | None) -> None:
         asked = 0.0  # when it last named its position
         heard = 0.0  # (it names its position at once)
-        checked = time.monotonic()
-        maintained = checked
-        while True:
+        maintained = time.monotonic()
+        while not gone.is_set():
             now = time.monotonic()
             if now - heard > self.liveness and now - asked > self.liveness:
                 self._send(sock, wire.control("follow", node=self.node, term=self.incoming.term,
                                               seq=self.incoming.seq))
                 asked = now
-            if now - checked >= CHECK:
-                checked = now
-                if await changed():
-                    return
             if now - maintained >= 1.0 and self._copy is None:
                 maintained = now
                 await self._store().maintain()
@@ -236,6 +236,16 @@ class Follower:
     def _send(sock: zmq.Socket[bytes], parts: list[bytes]) -> None:
         with contextlib.suppress(zmq.Again):
             send_parts(sock, parts, zmq.NOBLOCK)
+
+
+async def _watch(changed: Callable[[], Awaitable[bool]], gone: asyncio.Event,
+                 ready: asyncio.Event) -> None:
+    """Ask etcd every CHECK seconds, beside the applying (a slow etcd never holds up
+    the acks), until it names another leader than the one followed."""
+    while not await changed():  # noqa: ASYNC110 - asking etcd again is the point
+        await asyncio.sleep(CHECK)
+    gone.set()
+    ready.set()
 
 
 @dataclass(slots=True)
