@@ -11,8 +11,9 @@ modes (docs/HA.md, "Replication"):
 * ``joining``: a standby has acked everything shipped; from now on what waits waits
   for its acks, while the primary names it in ``sync`` (compare-and-swap in etcd).
 * ``sync``: the standby is in ``sync``; nothing is confirmed before its ack.
-* ``dropping``: the standby went silent (or fell too far behind) for ``liveness``
-  seconds; the primary takes it out of ``sync`` and only then confirms alone.
+* ``dropping``: the standby went silent, or acked nothing new while batches waited,
+  for ``liveness`` seconds (or fell more than the window behind); the primary takes it
+  out of ``sync`` and only then confirms alone.
 * ``waiting`` (``strict`` only, instead of ``dropping``): the standby stays in
   ``sync``; the publishes that waited for it are answered UNAVAILABLE (their
   messages stay stored here: not confirmed, not forgotten), and new ones are refused
@@ -86,6 +87,7 @@ class StandbyLink:
         self.node = ""  # its node name
         self.acked = 0  # the standby has applied this term's batches up to here
         self.heard = 0.0  # monotonic: the standby's last message
+        self.progress_at = 0.0  # monotonic: its last ack that moved on (or the wait began)
         self.streaming = False  # batches go out as they are committed (no backup under way)
         self.parked: Helds = []  # answered while the lease did not hold: to send later
         self.backups = 0
@@ -136,6 +138,8 @@ class StandbyLink:
 
     def shipped(self, batch: WriteBatch) -> None:
         parts = wire.encode(self.term, self.out.last_seq + 1, batch)
+        if self.out.unacked == 0:
+            self.progress_at = time.monotonic()  # from now on an ack is awaited
         seq = self.out.ship(parts, [])
         if self.streaming and self.standby is not None:
             self._send(parts)
@@ -296,6 +300,8 @@ class StandbyLink:
             log.warning("replication: %s acked batch %d of %d shipped: ignored",
                         self.node, seq, self.out.last_seq)
             return
+        if seq > self.acked:
+            self.progress_at = time.monotonic()
         self.acked = max(self.acked, seq)
         if self.mode not in ("alone", "waiting"):
             self._run(self.out.acked(seq))
@@ -317,8 +323,12 @@ class StandbyLink:
         now = time.monotonic()
         if self.standby is None:
             return
-        if now - self.heard > self.liveness or (self.mode == "sync" and self.out.over):
-            why = "silent" if now - self.heard > self.liveness else "too far behind"
+        stalled = (self.mode in ("sync", "joining") and self.out.unacked > 0
+                   and now - self.progress_at > self.liveness)
+        if now - self.heard > self.liveness or stalled or (
+                self.mode == "sync" and self.out.over):
+            why = ("silent" if now - self.heard > self.liveness else
+                   "not acking" if stalled else "too far behind")
             log.warning("replication: standby %s is %s", self.node, why)
             self.standby, self.streaming = None, False
             if self.mode in ("sync", "joining") and self.strict:
