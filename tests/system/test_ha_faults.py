@@ -298,6 +298,9 @@ async def test_a_client_that_tries_the_standby_first_goes_on_to_the_primary_at_o
             await c.publish("q", b"x")
             assert c.endpoint == pair.endpoints[0]
         assert took < 1.0, f"connecting took {took:.1f}s: the standby did not refuse the HELLO"
+        async with zq.Client(pair.endpoints[1], connect_timeout=30) as c:  # the standby only
+            await c.publish("q", b"y")
+            assert c.endpoint == pair.endpoints[0]  # it named its primary
     finally:
         await pair.stop()
 

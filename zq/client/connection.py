@@ -411,8 +411,11 @@ class Connection:
         if fut is None or fut.done() or self.welcome is not None:
             return False
         log.info("%s refused the session: %s", self.endpoint, exc)
+        info = exc.attrs.get("info")
+        primary = info.get("endpoint") if isinstance(info, dict) else None
         fut.set_exception(ConnectionLost(f"{self.endpoint} refused the session: {exc}",
-                                         endpoint=self.endpoint))
+                                         endpoint=self.endpoint,
+                                         primary=primary if isinstance(primary, str) else None))
         return True
 
     def _moved(self, sent: Sent, exc: ZqError) -> bool:

@@ -79,8 +79,18 @@ class Conns:
         after RETRY; one that stays silent (a node that is down, or a standby about to
         be promoted, whose socket keeps the HELLO) keeps its attempt to the end."""
         if len(eps) == 1:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + budget
             conn = self._make(eps[0], budget)
-            await conn.open()
+            try:
+                await conn.open()
+            except ConnectionLost as exc:
+                # A standby names its primary: go there (once), as for MOVED.
+                primary = exc.attrs.get("primary")
+                if not isinstance(primary, str) or primary == eps[0]:
+                    raise
+                conn = self._make(primary, max(0.0, deadline - loop.time()))
+                await conn.open()
             return conn
         return await _Race(self, eps, budget, old).run()
 
@@ -173,6 +183,7 @@ class _Race:
         self.deadline = self.loop.time() + budget
         self.budget = budget
         self.tasks: dict[asyncio.Task[Connection], str] = {}
+        self.started: set[str] = set()
 
     async def run(self) -> Connection:
         due: list[tuple[float, str]] = [(self.loop.time() + i * STAGGER, ep)
@@ -201,12 +212,18 @@ class _Race:
                         return task.result()
                     if not isinstance(exc, ConnectionLost):
                         raise exc
+                    primary = exc.attrs.get("primary")
+                    if isinstance(primary, str) and primary not in self.started:
+                        self._start(primary)  # a standby named its primary: race it too
                     if self.loop.time() + RETRY < self.deadline:
                         due.append((self.loop.time() + RETRY, ep))
         finally:
             await self._cancel()
 
     def _start(self, ep: str) -> None:
+        if ep in self.tasks.values():
+            return  # under way already (a standby named it before its turn)
+        self.started.add(ep)
         left = self.deadline - self.loop.time()
         conn = self.conns._make(ep, max(0.0, left))
         task = self.loop.create_task(self._open(conn), name=f"zq connect {ep}")
