@@ -71,9 +71,10 @@ async def test_primary_kills_lose_nothing_and_store_nothing_twice(
             await pair.start(i)  # the old primary comes back as standby ...
             await pair.wait_sync(f"n{i}")  # ... catches up and is in sync again
         await producers.stop()
-        for killed, resumed in kills:
-            gap = producers.largest_gap(killed - 1.0, resumed)
-            assert gap <= FAILOVER_MAX, f"failover took {gap:.1f}s (kills: {kills})"
+        gaps = [producers.largest_gap(killed - 1.0, resumed) for killed, resumed in kills]
+        print(f"failovers (s): {', '.join(f'{g:.2f}' for g in gaps)}; "
+              f"confirmed {producers.count}")  # shown with -s, for perf/RESULTS.md
+        assert max(gaps) <= FAILOVER_MAX, f"failovers took {gaps} s (kills: {kills})"
         primary = int((await pair.leader() or "n?")[1])
         check_stored(pair, producers.confirmed, primary)
         await same_rows(pair)

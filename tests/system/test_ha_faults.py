@@ -191,10 +191,10 @@ async def test_a_lost_standby_leaves_sync_and_a_node_out_of_sync_is_never_promot
         killed = time.monotonic()
         await pair.reap(1)
         await pair.wait_sync(None, timeout=10)
-        assert time.monotonic() - killed <= 2 * 1.0 + 0.5  # 2 x liveness, and etcd's write
+        assert time.monotonic() - killed <= 2 * 1.0  # within 2 x liveness (1 s)
         count = producers.count
         await eventually(lambda: producers.count > count + 200, "confirms alone", 10)
-        assert producers.largest_gap(killed, time.monotonic()) <= 2 * 1.0 + 0.5
+        assert producers.largest_gap(killed, time.monotonic()) <= 2 * 1.0
         pair.kill(0)
         await pair.reap(0)
         await pair.start(1)  # out of sync: it must not lead
