@@ -54,6 +54,14 @@ class Follower:
         self.backups = 0  # backups installed
         self._copy: IO[bytes] | None = None  # a backup being received
         self._copy_at: tuple[int, int] = (0, 0)
+        # While following: the loop is awaiting (the reader leaves the socket to it),
+        # messages the reader left to it, a store failure the reader met, and when the
+        # primary was last heard from and the position last named.
+        self._busy = False
+        self._pending: list[list[bytes]] = []
+        self._failure: ZqError | None = None
+        self._heard = 0.0
+        self._asked = 0.0
 
     @property
     def position(self) -> tuple[int, int]:
@@ -82,7 +90,9 @@ class Follower:
         sock.connect(leader.repl)
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        loop.add_reader(fd(sock), ready.set)
+        self._busy, self._pending, self._failure = False, [], None
+        self._heard = self._asked = 0.0  # (it names its position at once)
+        loop.add_reader(fd(sock), self._fast, sock, ready)
         if clients is not None:
             loop.add_reader(fd(clients), ready.set)
         log.info("following %s (term %d) at %s from %s", leader.node, leader.term,
@@ -104,32 +114,78 @@ class Follower:
     async def _follow(self, sock: zmq.Socket[bytes], ready: asyncio.Event,
                       gone: asyncio.Event, leader: Leader,
                       clients: zmq.Socket[bytes] | None) -> None:
-        asked = 0.0  # when it last named its position
-        heard = 0.0  # (it names its position at once)
         maintained = time.monotonic()
         while not gone.is_set():
+            if self._failure is not None:
+                raise self._failure
             now = time.monotonic()
-            if now - heard > self.liveness and now - asked > self.liveness:
+            if now - self._heard > self.liveness and now - self._asked > self.liveness:
                 self._send(sock, wire.control("follow", node=self.node, term=self.incoming.term,
                                               seq=self.incoming.seq))
-                asked = now
-            if now - maintained >= 1.0 and self._copy is None:
-                maintained = now
-                await self._store().maintain()
+                self._asked = now
             ready.clear()
-            if clients is not None and now - heard <= self.liveness:
+            if clients is not None and now - self._heard <= self.liveness:
                 refuse_hellos(clients, leader.node, leader.endpoint)
-            msgs = _drain(sock)
-            if not msgs:
-                if readable(sock):  # re-arms the edge-triggered descriptor
+            self._busy = True
+            try:
+                if now - maintained >= 1.0 and self._copy is None:
+                    maintained = now
+                    await self._store().maintain()
+                msgs, self._pending = self._pending + _drain(sock), []
+                if msgs:
+                    self._heard = time.monotonic()
+                    if await self._take(sock, msgs):
+                        self._asked = self._heard = 0.0  # a gap: name the position at once
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ready.wait(), CHECK)
+            finally:
+                self._busy = False
+            if readable(sock):  # re-arms the edge-triggered descriptor
                 continue
-            heard = time.monotonic()
-            if await self._take(sock, msgs):
-                asked = 0.0  # a gap: name the position at once
-                heard = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), CHECK)
+
+    def _fast(self, sock: zmq.Socket[bytes], ready: asyncio.Event) -> None:
+        """The socket's reader: shipped batches and pings are applied and acked here, in
+        the callback (no task switch per batch); anything else (a backup's chunk, a bad
+        message, a store that cannot commit on this thread) goes to the loop."""
+        store = self.store
+        if (self._busy or self._pending or self._copy is not None or store is None
+                or not store.one_hop):
+            ready.set()
+            return
+        msgs = _drain(sock)
+        if not msgs:
+            return
+        self._heard = time.monotonic()
+        t = _Taking(Incoming(self.incoming.term, self.incoming.seq))
+        try:
+            for i, parts in enumerate(msgs):
+                if parts[0] == wire.MAGIC:
+                    if not self._batch(sock, t, wire.decode(parts)):
+                        break
+                    continue
+                m = wire.decode_control(parts)
+                if m["op"] != "ping" or m["term"] < t.inc.term:
+                    self._pending += msgs[i:]  # for the loop, after what came before
+                    ready.set()
+                    break
+                t.ack = True
+            self._apply_now(t.group)
+        except MalformedFrame as exc:
+            log.warning("replication: bad message from the primary: %s", exc)
+            t.gap = True
+        except ZqError as exc:  # the store failed: the loop raises it
+            self._failure = exc
+            ready.set()
+            return
+        if t.group or t.ack:
+            self._send(sock, wire.control("ack", term=self.incoming.term,
+                                          seq=self.incoming.seq))
+        if t.gap:
+            self._asked = self._heard = 0.0  # the loop names the position at once
+            ready.set()
+        if readable(sock):
+            asyncio.get_running_loop().call_soon(self._fast, sock, ready)
 
     async def _take(self, sock: zmq.Socket[bytes], msgs: list[list[bytes]]) -> bool:
         """Apply and ack what arrived; True if the primary must be told the position
@@ -185,13 +241,19 @@ class Follower:
 
     async def _apply(self, group: list[WriteBatch]) -> None:
         """Commit ``group`` as one transaction; the position moves only once it is stored."""
-        if not group:
-            return
-        store = self._store()
-        if store.one_hop:
-            store.apply_now(group)  # this loop has nothing else to do meanwhile
+        if group and not self._store().one_hop:
+            await self._store().apply(group)
+            self._applied(group)
         else:
-            await store.apply(group)
+            self._apply_now(group)
+
+    def _apply_now(self, group: list[WriteBatch]) -> None:
+        """:meth:`_apply` on this thread (the loop has nothing else to do meanwhile)."""
+        if group:
+            self._store().apply_now(group)
+            self._applied(group)
+
+    def _applied(self, group: list[WriteBatch]) -> None:
         last = group[-1].position
         assert last is not None
         self.incoming = Incoming(*last)
