@@ -26,7 +26,8 @@ from zq.core.membership import Membership
 from zq.core.outbox import Outgoing
 from zq.manage import OPERATIONS
 from zq.manage.queues import declare
-from zq.persistence import make_store
+from zq.persistence import make_store, replica
+from zq.persistence.sqlite import SqliteStore
 from zq.policies import make_dispatch
 from zq.protocol.frames import CONFIRM, DELIVER, FORWARD
 from zq.protocol.wire import command
@@ -126,6 +127,10 @@ class Broker:
             if found:
                 log.info("policy plugins: %s", ", ".join(found))
             self.core.recover(await self.store.open(cfg.window), time.monotonic())
+            if (self.commits.replicator is None and isinstance(self.store, SqliteStore)
+                    and await replica.forget(self.store)):
+                log.warning("%s was a replicated broker's: served alone now, it will "
+                                "count as never replicated", cfg.data)
             for name, settings in cfg.queues.items():  # the config file's [queues.NAME]
                 declare(self.core, {"queue": name, "settings": settings}, time.monotonic())
             loop.add_reader(fd(sock), self._poke)

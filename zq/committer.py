@@ -198,7 +198,8 @@ class Committer:
         deliveries = c.deliveries
         if stored:
             core.stored_awaiting(pending)
-
+        if not pending and not deliveries:
+            return  # nothing waits for this batch
         def confirm(error: ZqError | None) -> None:
             core.replicated(pending, error)
 

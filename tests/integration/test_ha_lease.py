@@ -133,6 +133,30 @@ async def test_only_the_primary_names_the_standby(etcd: Etcd) -> None:
     assert sync.standby is None
 
 
+async def test_a_sync_write_decided_on_an_older_revision_never_lands(etcd: Etcd) -> None:
+    """The link writes sync only if it is as it read it: a join that etcd applies
+    late (sent before a drop, answered after) cannot name the dropped standby again."""
+    a = contender(etcd, "n1")
+    assert await a.campaign() is not None
+    assert await a.set_sync(None, revision=0)  # never written: revision 0
+    first = await a.sync()
+    assert first is not None
+    assert await a.set_sync("n2", first.revision)  # the join, on what it read
+    joined = await a.sync()
+    assert joined is not None
+    assert joined.standby == "n2"
+    assert await a.set_sync(None, joined.revision)  # the drop
+    assert not await a.set_sync("n2", first.revision)  # the join again, late: refused
+    now = await a.sync()
+    assert now is not None
+    assert now.standby is None
+    await etcd.client().put(a.sync_key, b"not zq's")
+    odd = await a.sync()  # a value not zq's: nobody may be promoted, and it can be replaced
+    assert odd is not None
+    assert (odd.standby, odd.primary) == (None, None)
+    assert await a.set_sync(None, odd.revision)
+
+
 async def test_only_the_standby_in_sync_takes_over(etcd: Etcd) -> None:
     a, b, c = contender(etcd, "n1"), contender(etcd, "n2"), contender(etcd, "n3")
     first = await a.campaign()

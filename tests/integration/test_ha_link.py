@@ -19,6 +19,7 @@ import zmq.asyncio
 from tests.helpers import eventually
 from zq.errors import ZqError
 from zq.ha import wire
+from zq.ha.lease import Sync
 from zq.ha.primary import StandbyLink
 from zq.persistence import WriteBatch
 
@@ -74,12 +75,18 @@ async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     strict = getattr(request, "param", False)
     w: World
 
-    async def set_sync(node: str | None) -> bool:
+    async def set_sync(node: str | None, revision: int) -> bool:
+        if revision != len(w.syncs):  # etcd's compare on sync's revision
+            return False
         w.syncs.append(node)
         return True
 
+    async def read_sync() -> Sync | None:
+        return Sync(w.syncs[-1], 5, len(w.syncs), "p") if w.syncs else None
+
     link = StandbyLink(sock, term=5, history_end=(0, 0), data=tmp_path,
                        lease_holds=lambda: w.holds[0], set_sync=set_sync,
+                       read_sync=read_sync,
                        deposed=lambda why: w.deposed.append(why), wake=lambda: None,
                        liveness=LIVENESS, strict=strict)
     w = World(link, standby)

@@ -155,10 +155,20 @@ async def test_a_backup_in_chunks_replaces_the_database(tmp_path: Path,
         await primary.send(wire.encode(3, 1, batch(1, b"diverged")))  # its old history
         await primary.expect("ack")
         n = 65536
-        for at in range(0, len(data), n):
-            last = at + n >= len(data)
-            await primary.send(wire.control("chunk", data[at:at + n], term=9, seq=40,
-                                            last=last))
+        await primary.send(wire.control("chunk", data[:n], term=9, seq=40, at=0, last=False))
+        await primary.send(wire.control("chunk", data[2 * n:3 * n], term=9, seq=40, at=2 * n,
+                                        last=False))  # out of place: it starts over
+        assert (await primary.expect("follow"))["seq"] == 1
+        assert not (mine / "replica-in.db").exists()
+        broken = bytearray(data)
+        broken[n + 100:n + 4000] = b"\xff" * 3900  # a page of the copy damaged
+        for copy in (bytes(broken), data):
+            for at in range(0, len(copy), n):
+                await primary.send(wire.control("chunk", copy[at:at + n], term=9, seq=40,
+                                                at=at, last=at + n >= len(copy)))
+            if copy is not data:  # refused: SQLite's check fails; it asks again
+                assert (await primary.expect("follow"))["seq"] == 1
+                assert f.backups == 0
         ack = await primary.expect("ack")
         assert (ack["term"], ack["seq"]) == (9, 40)
         assert f.position == (9, 40)

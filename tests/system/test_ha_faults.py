@@ -18,6 +18,7 @@ import pytest
 import zq
 from tests.etcd import Etcd
 from tests.helpers import eventually, free_port
+from tests.procs import Proc, zq_argv
 from tests.system.durability_helpers import read_db
 from tests.system.ha_helpers import HaPair, Producers, check_stored, same_rows
 from tests.tcp_relay import TcpRelay
@@ -332,5 +333,27 @@ async def test_a_delivery_of_the_old_primary_comes_again_and_its_late_ack_counts
                 assert pair.bodies(1) == [b"one"]
                 await again.ack(wait=True)
         await eventually(lambda: pair.bodies(1) == [], "the ack stored on n1", 5)
+    finally:
+        await pair.stop()
+
+
+async def test_a_broker_that_was_never_replicated_gives_its_standby_a_backup(
+        tmp_path: Path, etcd: Etcd) -> None:
+    """Its database holds messages at position (0, 0), as an empty one does: a standby
+    at (0, 0) must not be taken for having the same history."""
+    pair = HaPair(tmp_path, etcd)
+    solo = await Proc.start(zq_argv("broker", "--data", str(pair.data(0)), "--bind",
+                                    pair.endpoints[0], "--storage", "sqlite"),
+                            tmp_path / "solo.log")
+    try:
+        await solo.ready_line()
+        async with zq.Client(pair.endpoints[0]) as c:
+            for i in range(10):
+                await c.publish("q", b"solo-%d" % i)
+        await solo.terminate_and_expect_exit(0)
+        await pair.start_both()
+        await same_rows(pair)
+        assert len(pair.rows(1)) == 10
+        assert "installed a backup" in pair.procs[1].stderr()  # type: ignore[union-attr]
     finally:
         await pair.stop()

@@ -52,3 +52,23 @@ async def test_a_node_waits_for_etcd_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         proc.signal(signal.SIGTERM)
     assert await proc.wait(10) == 0
+
+
+async def test_a_replicas_folder_served_alone_forgets_its_position(tmp_path: Path) -> None:
+    """Served without --ha its content moves on: it must not claim, later, to end where
+    a replica's history does (it then counts as never replicated)."""
+    from tests.system.durability_helpers import read_db
+    from zq.persistence import WriteBatch
+    from zq.persistence.sqlite import SqliteStore
+
+    data = tmp_path / "d"
+    store = SqliteStore(data)
+    await store.open(1)
+    await store.commit(WriteBatch(inserts=[(1, "q", None, [b"x"])], position=(4, 2)))
+    await store.close()
+    proc = await Proc.start(zq_argv("broker", "--data", str(data), "--storage", "sqlite",
+                                    "--bind", "tcp://127.0.0.1:*"), tmp_path / "solo.log")
+    await proc.ready_line()
+    await proc.terminate_and_expect_exit(0)
+    assert read_db(data / "zq.db", "SELECT term, seq FROM replica") == []
+    assert "count as never replicated" in proc.stderr()

@@ -49,8 +49,8 @@ def test_every_op_comes_back_as_it_went(op: str) -> None:
 
 
 def test_a_chunk_keeps_its_last_flag_and_empty_data() -> None:
-    got = decode_control(control("chunk", b"", term=2, seq=9, last=False))
-    assert (got["last"], got["data"], got["seq"]) == (False, b"", 9)
+    got = decode_control(control("chunk", b"", term=2, seq=9, at=0, last=False))
+    assert (got["last"], got["data"], got["seq"], got["at"]) == (False, b"", 9, 0)
 
 
 def test_extra_fields_are_kept() -> None:
@@ -115,7 +115,7 @@ def test_a_field_of_the_wrong_type_is_refused(op: str, name: str) -> None:
     ("term", "1"), ("term", True), ("term", 1.0), ("term", None),
     ("seq", [1]), ("last", 1), ("last", 0), ("last", "yes"), ("last", None)])
 def test_named_type_mistakes_are_refused(field: str, value: Any) -> None:
-    fields: dict[str, Any] = {"term": 1, "seq": 1, "last": True, field: value}
+    fields: dict[str, Any] = {"term": 1, "seq": 1, "at": 0, "last": True, field: value}
     refused(control("chunk", b"d", **fields), f"{field} must be")
 
 

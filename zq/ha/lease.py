@@ -168,18 +168,22 @@ class LeaderLease:
         self._valid_until = start + self.ttl - self.margin
         return Leader(self.node, self.endpoint, self.term, self.repl)
 
-    async def set_sync(self, standby: str | None) -> bool:
+    async def set_sync(self, standby: str | None, revision: int | None = None) -> bool:
         """As primary: name the standby that may be promoted (None: nobody, this node
         confirms alone). False, and nothing written, unless this node holds the key at
-        its term, in etcd as well as by its own clock."""
+        its term, in etcd as well as by its own clock, and (``revision`` given) ``sync``
+        was last written at that revision (0: never): a write decided on what was read
+        then, or one sent earlier that etcd applies late, never lands on a newer one."""
         term = self.term
         if term is None or not self.holds():
             return False
         tx = self.client.transactions
         value = json.dumps({"standby": standby, "term": term, "primary": self.node}).encode()
+        compare = [tx.create(self.key) == term]
+        if revision is not None:
+            compare.append(tx.mod(self.sync_key) == revision)
         ok, _ = await self.client.transaction(
-            compare=[tx.create(self.key) == term],
-            success=[tx.put(self.sync_key, value)], failure=[])
+            compare=compare, success=[tx.put(self.sync_key, value)], failure=[])
         return bool(ok)
 
     async def sync(self) -> Sync | None:
@@ -192,8 +196,8 @@ class LeaderLease:
             standby, primary = d["standby"], d.get("primary")
             return Sync(None if standby is None else str(standby), int(d["term"]),
                         int(got.mod_revision), None if primary is None else str(primary))
-        except (ValueError, KeyError, TypeError):
-            return None
+        except (ValueError, KeyError, TypeError):  # not zq's: nobody may be promoted
+            return Sync(None, 0, int(got.mod_revision))
 
     async def renew(self) -> bool:
         """Keep the lease alive; False (and no longer leader) if it has expired or the

@@ -41,6 +41,8 @@ log = logging.getLogger("zq.ha")
 NODE_FILE = "ha-node"  # the node name kept in the data folder
 PAUSE = 0.2  # seconds between looks at etcd while nobody leads
 MARGIN = 1.0  # seconds of the lease a primary gives up before etcd's deadline
+NO_HISTORY = (-1, -1)  # the history end of a database that was never replicated
+REPL_HWM = 10_000  # messages queued to the standby (batches, or 1 MiB backup chunks)
 
 
 def node_name(data: Path, given: str) -> str:
@@ -93,7 +95,10 @@ class Node:
                           backlog=cfg.listen_backlog)
             client.bind(cfg.bind)
             self.endpoint = client.getsockopt_string(zmq.LAST_ENDPOINT)
-            serve_options(repl, hwm=0, max_frame=cfg.max_frame + (1 << 20), backlog=64)
+            # A bounded queue to the standby: a backup's chunks wait for room (the
+            # sender yields), a standby that cannot keep up stops the stream (it asks
+            # again from where it is) instead of the primary's memory growing.
+            serve_options(repl, hwm=REPL_HWM, max_frame=cfg.max_frame + (1 << 20), backlog=64)
             repl.bind(cfg.ha_bind or _beside(self.endpoint))
             self.repl_endpoint = cfg.ha_advertise or repl.getsockopt_string(zmq.LAST_ENDPOINT)
             lease = LeaderLease(etcd, leader_key(cfg.ha_cluster, cfg.id), self.node,
@@ -179,13 +184,16 @@ class Node:
                 log.warning("took the lead at term %d but could not write sync", leader.term)
                 return
             history_end = self.follower.position
+            if history_end == (0, 0):  # never replicated: its content may be anything,
+                history_end = NO_HISTORY  # so no follower is taken to share it
             await self.follower.close()
             log.info("primary of broker %s at term %d (history ends at %s)", cfg.id,
                      leader.term, history_end)
             broker = Broker(cfg, context=ctx, socket=client)
             link = StandbyLink(repl, term=leader.term, history_end=history_end,
                                data=self.data, lease_holds=lease.holds,
-                               set_sync=lease.set_sync, deposed=broker.demote,
+                               set_sync=lease.set_sync, read_sync=lease.sync,
+                               deposed=broker.demote,
                                wake=broker.wake, liveness=cfg.ha_liveness,
                                strict=cfg.ha_strict)
             broker.commits.replicator = link
@@ -194,6 +202,8 @@ class Node:
             self.broker, self.role = broker, "primary"
             if self._stop.is_set():  # SIGTERM while it was taking over
                 broker.request_stop()
+            if keeper.done():  # the lease was lost while it was taking over
+                broker.demote("the lease was lost while taking over")
             self._use_leaders()
             link.start(asyncio.get_running_loop())
             try:

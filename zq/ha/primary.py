@@ -40,6 +40,7 @@ import zmq
 
 from zq.errors import MalformedFrame, Unavailable, ZqError
 from zq.ha import wire
+from zq.ha.lease import Sync
 from zq.ha.stream import Outgoing
 from zq.persistence import WriteBatch
 from zq.persistence import replica as files
@@ -68,7 +69,8 @@ class StandbyLink:
 
     def __init__(self, sock: zmq.Socket[bytes], *, term: int, history_end: tuple[int, int],
                  data: Path, lease_holds: Callable[[], bool],
-                 set_sync: Callable[[str | None], Awaitable[bool]],
+                 set_sync: Callable[[str | None, int], Awaitable[bool]],
+                 read_sync: Callable[[], Awaitable[Sync | None]],
                  deposed: Callable[[str], None], wake: Callable[[], None],
                  liveness: float = 1.0, strict: bool = False) -> None:
         self.sock = sock
@@ -77,6 +79,7 @@ class StandbyLink:
         self.data = data
         self._holds = lease_holds
         self._set_sync = set_sync
+        self._read_sync = read_sync
         self._deposed = deposed
         self._wake = wake
         self.liveness = liveness
@@ -89,6 +92,7 @@ class StandbyLink:
         self.heard = 0.0  # monotonic: the standby's last message
         self.progress_at = 0.0  # monotonic: its last ack that moved on (or the wait began)
         self.streaming = False  # batches go out as they are committed (no backup under way)
+        self.installing: tuple[int, int] | None = None  # a backup sent, not acked yet
         self.parked: Helds = []  # answered while the lease did not hold: to send later
         self.backups = 0
         self._backup: asyncio.Task[None] | None = None
@@ -273,10 +277,13 @@ class StandbyLink:
         log.info("replication: %s follows from %s", node, position)
         self._catch_up(position)
 
-    def _catch_up(self, position: tuple[int, int]) -> None:
-        """Send the batches after ``position`` from the window, else a backup."""
+    def _catch_up(self, position: tuple[int, int], backup: bool = False) -> None:
+        """Send the batches after ``position`` from the window, else a backup. After a
+        ``backup`` (at ``position``) the standby is not taken into ``sync`` before it
+        acks that position or a batch after it: until then it may not have installed it."""
         term, seq = position
-        if position == self.history_end:
+        if position == self.history_end or (backup and term != self.term):
+            # (a backup taken before this term's first commit is as of the takeover)
             base: int | None = 0
         elif term == self.term:
             base = seq
@@ -288,13 +295,18 @@ class StandbyLink:
                 self._backup = self._loop.create_task(self._send_backup(), name="zq ha backup")
             return
         self.acked = base or 0
+        self.installing = position if backup else None
         self.streaming = True
         for _, parts in missed:
             self._send(parts)
         self._maybe_join()
 
     def _ack(self, term: int, seq: int) -> None:
+        if self.installing is not None and (term == self.term or
+                                            (term, seq) == self.installing):
+            self.installing = None  # the backup is in place: joining may follow
         if term != self.term:
+            self._maybe_join()
             return  # its position before this term's first batch
         if seq > self.out.last_seq:
             log.warning("replication: %s acked batch %d of %d shipped: ignored",
@@ -309,7 +321,8 @@ class StandbyLink:
 
     def _maybe_join(self) -> None:
         if (self.mode in ("alone", "waiting") and self.streaming and self._task is None
-                and self.acked == self.out.last_seq and self.holds()):
+                and self.installing is None and self.acked == self.out.last_seq
+                and self.holds()):
             # Everything confirmed so far is on the standby: from now on confirms wait
             # for it, and it is named in ``sync``.
             self.mode = "joining"
@@ -321,11 +334,14 @@ class StandbyLink:
         assert self._loop is not None
         self._timer = self._loop.call_later(self.liveness / 4, self._on_timer)
         now = time.monotonic()
+        if self.parked and self.holds():  # the lease holds again (renewed in time)
+            self.resumed()
         if self.standby is None:
             return
         stalled = (self.mode in ("sync", "joining") and self.out.unacked > 0
                    and now - self.progress_at > self.liveness)
-        if now - self.heard > self.liveness or stalled or (
+        behind = self.streaming and self.out.last_seq - self.acked > self.out.keep
+        if now - self.heard > self.liveness or stalled or behind or (
                 self.mode == "sync" and self.out.over):
             why = ("silent" if now - self.heard > self.liveness else
                    "not acking" if stalled else "too far behind")
@@ -342,18 +358,41 @@ class StandbyLink:
             self._send(wire.control("ping", term=self.term))
 
     async def _change_sync(self, standby: str | None) -> None:
-        """Name ``standby`` in ``sync`` (None: confirm alone), then switch modes. A
-        write whose outcome is unknown (etcd did not answer) is tried again: until etcd
-        says, the standby may be named there, so confirms keep waiting for it."""
+        """Name ``standby`` in ``sync`` (None: confirm alone), then switch modes.
+
+        Each attempt reads ``sync`` and writes it only if it is unchanged since (etcd
+        compares its revision), under a lock: a write decided earlier, or sent earlier
+        and applied late by etcd, never lands on a later one. A write whose outcome is
+        unknown (etcd did not answer) is tried again; until etcd says, the standby may
+        be named there, so confirms keep waiting for it. A join no longer wanted (the
+        standby was dropped meanwhile) is not written."""
         while True:
+            if not self.holds():  # fenced: etcd cannot be written now
+                self._task = None
+                if standby is None:  # it can neither confirm nor drop: it steps down,
+                    self._deposed("fenced with its standby lost")  # and clients move on
+                else:
+                    self._sync_changed(standby, False)
+                return
             try:
                 async with self._sync_lock:
-                    ok = await asyncio.wait_for(self._set_sync(standby), 2.0)
-                break
+                    if standby is not None and self.mode != "joining":
+                        self._task = None
+                        return
+                    cur = await asyncio.wait_for(self._read_sync(), 2.0)
+                    revision = 0 if cur is None else cur.revision
+                    ok = await asyncio.wait_for(self._set_sync(standby, revision), 2.0)
             except Exception as exc:  # (TimeoutError, an etcd client error)
-                log.warning("replication: writing sync failed (%s), trying again", exc)
+                log.warning("replication: writing sync failed (%r), trying again", exc)
                 await asyncio.sleep(0.1)
+                continue
+            if ok or not self.holds() or standby is not None:
+                break
+            await asyncio.sleep(0.1)  # a drop that found sync changed since: read it again
         self._task = None
+        self._sync_changed(standby, ok)
+
+    def _sync_changed(self, standby: str | None, ok: bool) -> None:
         if standby is None:
             if ok:
                 self.mode = "alone"
@@ -381,13 +420,14 @@ class StandbyLink:
         try:
             position = await asyncio.to_thread(files.backup, self.data, tmp)
             with tmp.open("rb") as f:
-                last = False
+                last, at = False, 0
                 while not last:
-                    data = f.read(CHUNK)
+                    data = await asyncio.to_thread(f.read, CHUNK)
                     last = len(data) < CHUNK
                     await self._send_async(identity, wire.control(
-                        "chunk", data, term=position[0], seq=position[1], last=last))
-        except ZqError as exc:
+                        "chunk", data, term=position[0], seq=position[1], at=at, last=last))
+                    at += len(data)
+        except (ZqError, OSError) as exc:
             log.error("replication: backup for %s failed: %s", self.node, exc)
             return
         finally:
@@ -397,7 +437,7 @@ class StandbyLink:
         self.backups += 1
         log.info("replication: backup at %s sent to %s", position, self.node)
         if identity == self.standby:
-            self._catch_up(position)
+            self._catch_up(position, backup=True)
 
     async def _send_async(self, identity: bytes | None, parts: list[bytes]) -> None:
         while identity is not None:

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import zmq
 
-from zq.errors import MalformedFrame, ZqError
+from zq.errors import MalformedFrame, StorageError, ZqError
 from zq.ha import wire
 from zq.ha.lease import Leader
 from zq.ha.refuse import refuse_hellos
@@ -36,6 +36,7 @@ from zq.transport import fd, readable, recv_parts, send_parts
 log = logging.getLogger("zq.ha")
 
 CHECK = 0.25  # seconds between looks at etcd while following
+COPY = "replica-in.db"  # a backup being received, in the data folder
 DRAIN = 500  # messages read before what they carry is applied
 
 
@@ -84,6 +85,8 @@ class Follower:
         """Follow ``leader`` until ``changed()`` says etcd names another (or nobody).
         ``clients``: this node's client socket, whose HELLOs are refused (naming the
         leader) while the leader is heard from (zq.ha.refuse)."""
+        if self.store is None:  # (a backup's install failed after closing it)
+            await self.open()
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
@@ -198,6 +201,8 @@ class Follower:
                         break
                 else:
                     await self._control(sock, t, wire.decode_control(parts))
+                    if t.gap:
+                        break
             except MalformedFrame as exc:
                 log.warning("replication: bad message from the primary: %s", exc)
                 t.gap = True
@@ -230,7 +235,9 @@ class Follower:
         if m["op"] == "chunk":  # a backup: what came before it is applied first
             await self._apply(t.group)
             t.group = []
-            t.ack = await self._chunk(m) or t.ack
+            installed = await self._chunk(m)
+            t.ack = t.ack or bool(installed)
+            t.gap = t.gap or installed is None
             t.inc = Incoming(self.incoming.term, self.incoming.seq)
         elif m["op"] == "ping":
             if m["term"] < t.inc.term:
@@ -259,22 +266,36 @@ class Follower:
         self.incoming = Incoming(*last)
         self.applied += len(group)
 
-    async def _chunk(self, m: dict[str, Any]) -> bool:
-        """Write a backup's chunk; the last one replaces the database. True: installed."""
+    async def _chunk(self, m: dict[str, Any]) -> bool | None:
+        """Write a backup's chunk; the last one replaces the database. True: installed;
+        None: the chunk was out of place, or the copy is bad (the copy is dropped, and
+        the caller names its position again for a new one)."""
         at = (m["term"], m["seq"])
-        if self._copy is None or at != self._copy_at:
-            self._drop_copy()
-            self._copy = (self.data / "replica-in.db").open("wb")
-            self._copy_at = at
-        self._copy.write(m["data"])
-        if not m["last"]:
-            return False
-        copy, self._copy = self._copy, None
-        copy.flush()
-        os.fsync(copy.fileno())
-        copy.close()
-        await self.close()
-        files.install(self.data, self.data / "replica-in.db")
+        try:
+            if m["at"] == 0:
+                self._drop_copy()
+                self._copy = (self.data / COPY).open("wb")
+                self._copy_at = at
+            elif self._copy is None or at != self._copy_at or self._copy.tell() != m["at"]:
+                log.warning("replication: a backup's chunk out of place: starting over")
+                self._drop_copy()
+                return None
+            self._copy.write(m["data"])
+            if not m["last"]:
+                return False
+            copy, self._copy = self._copy, None
+            copy.flush()
+            os.fsync(copy.fileno())
+            copy.close()
+            if not await asyncio.to_thread(files.intact, self.data / COPY):
+                log.error("replication: the backup received fails SQLite's check: asking again")
+                self._drop_copy(always=True)
+                return None
+            await self.close()
+            files.install(self.data, self.data / COPY)
+        except OSError as exc:  # a full disk, most likely: nothing of it is installed
+            self._drop_copy(always=True)
+            raise StorageError(f"receiving a backup: {exc}") from None
         await self.open()
         self.backups += 1
         if self.position != at:
@@ -282,12 +303,15 @@ class Follower:
         log.info("replication: installed a backup at %s", at)
         return True
 
-    def _drop_copy(self) -> None:
+    def _drop_copy(self, always: bool = False) -> None:
+        """Close and delete a backup being received (``always``: delete the file even
+        when it is not open any more)."""
         copy, self._copy = self._copy, None
         if copy is not None:
             copy.close()
+        if copy is not None or always:
             with contextlib.suppress(OSError):
-                (self.data / "replica-in.db").unlink()
+                (self.data / COPY).unlink()
 
     def _store(self) -> SqliteStore:
         if self.store is None:

@@ -67,7 +67,7 @@ def decode(parts: list[bytes]) -> Shipped:
         raise MalformedFrame("a shipped batch's header is not a map")
     try:
         shipped = _decode(h, parts[2:])
-    except (KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # whatever a bad header breaks in the decoding
         raise MalformedFrame(f"a shipped batch's header is wrong: {exc!r}") from None
     shipped.batch.position = (shipped.term, shipped.seq)
     return shipped
@@ -88,7 +88,7 @@ OPS: dict[str, dict[str, type]] = {
     "stale": {"term": int},  # standby: it has seen a newer term than the sender's
     "ping": {"term": int},  # primary: still here (the standby answers with an ack)
     "refused": {"why": str},  # primary: not taken as standby
-    "chunk": {"term": int, "seq": int, "last": bool},  # primary: a backup's part
+    "chunk": {"term": int, "seq": int, "at": int, "last": bool},  # primary: a backup's part
 }
 
 

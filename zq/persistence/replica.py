@@ -30,6 +30,21 @@ async def position(store: SqliteStore) -> tuple[int, int]:
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
 
+async def forget(store: SqliteStore) -> bool:
+    """Clear the position of a database a broker serves without replication: its
+    content moves on without it, so it must not claim to end where a replica's does
+    (started with ``--ha`` again, it counts as never replicated: its standby takes a
+    backup). Writes only if there is a position. True if there was one."""
+    if await position(store) == (0, 0):
+        return False
+    try:
+        await store.db.execute_fetchall("DELETE FROM replica")
+        await store.db.commit()
+    except sqlite3.Error as exc:
+        raise StorageError(f"clearing the replica position: {exc}") from None
+    return True
+
+
 def backup(data_dir: Path, dest: Path) -> tuple[int, int]:
     """Copy the database in ``data_dir`` to ``dest`` while its broker goes on writing
     (SQLite's online backup, all pages in one step: one read transaction, so the copy
@@ -52,6 +67,20 @@ def backup(data_dir: Path, dest: Path) -> tuple[int, int]:
     except sqlite3.Error as exc:
         raise StorageError(f"backing up {data_dir / DB_NAME}: {exc}") from None
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+def intact(copy: Path) -> bool:
+    """Whether a received backup is a sound SQLite database (``PRAGMA quick_check``).
+    Blocking: run it in a thread."""
+    try:
+        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return rows == [("ok",)]
 
 
 def install(data_dir: Path, copy: Path) -> None:
