@@ -40,15 +40,14 @@ import zmq
 
 from zq.errors import MalformedFrame, Unavailable, ZqError
 from zq.ha import wire
+from zq.ha.backup import send_backup
 from zq.ha.lease import Sync
 from zq.ha.stream import Outgoing
 from zq.persistence import WriteBatch
-from zq.persistence import replica as files
 from zq.transport import fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.ha")
 
-CHUNK = 1 << 20  # bytes of a backup per message
 
 
 @dataclass(slots=True)
@@ -416,31 +415,23 @@ class StandbyLink:
         """An online copy of the database, in chunks, then the batches after it."""
         identity = self.standby
         self.streaming = False
-        tmp = self.data / "replica-out.db"
         try:
-            position = await asyncio.to_thread(files.backup, self.data, tmp)
-            with tmp.open("rb") as f:
-                last, at = False, 0
-                while not last:
-                    data = await asyncio.to_thread(f.read, CHUNK)
-                    last = len(data) < CHUNK
-                    await self._send_async(identity, wire.control(
-                        "chunk", data, term=position[0], seq=position[1], at=at, last=last))
-                    at += len(data)
+            if identity is None:
+                return
+            position = await send_backup(self.data, identity, self._send_waiting)
         except (ZqError, OSError) as exc:
             log.error("replication: backup for %s failed: %s", self.node, exc)
             return
         finally:
             self._backup = None
-            with contextlib.suppress(OSError):
-                tmp.unlink()
         self.backups += 1
         log.info("replication: backup at %s sent to %s", position, self.node)
         if identity == self.standby:
             self._catch_up(position, backup=True)
 
-    async def _send_async(self, identity: bytes | None, parts: list[bytes]) -> None:
-        while identity is not None:
+    async def _send_waiting(self, identity: bytes, parts: list[bytes]) -> None:
+        """Send, waiting for room in the socket's bounded queue (a backup's chunks)."""
+        while True:
             try:
                 self.sock.send(identity, zmq.SNDMORE | zmq.NOBLOCK)
                 send_parts(self.sock, parts, zmq.NOBLOCK)

@@ -59,12 +59,7 @@ def decode(parts: list[bytes]) -> Shipped:
     """A shipped batch, checked; MalformedFrame says what is wrong with one that is not."""
     if len(parts) < 2 or parts[0] != MAGIC:
         raise MalformedFrame("not a shipped batch (no ZQR1 magic)")
-    try:
-        h = msgpack.unpackb(parts[1], raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise MalformedFrame("a shipped batch's header is not msgpack") from None
-    if not isinstance(h, dict):
-        raise MalformedFrame("a shipped batch's header is not a map")
+    h = _unpack_map(parts[1], "a shipped batch's header")
     try:
         shipped = _decode(h, parts[2:])
     except Exception as exc:  # whatever a bad header breaks in the decoding
@@ -96,12 +91,7 @@ def decode_control(parts: list[bytes]) -> dict[str, Any]:
     """A control message's map, checked against OPS (MalformedFrame if it is not one)."""
     if len(parts) not in (2, 3) or parts[0] != CONTROL:
         raise MalformedFrame("not a replication control message")
-    try:
-        h = msgpack.unpackb(parts[1], raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        raise MalformedFrame("a control message is not msgpack") from None
-    if not isinstance(h, dict):
-        raise MalformedFrame("a control message is not a map")
+    h = _unpack_map(parts[1], "a control message")
     fields = OPS.get(str(h.get("op")))
     if fields is None:
         raise MalformedFrame(f"unknown control message: {h!r:.80}")
@@ -116,6 +106,17 @@ def decode_control(parts: list[bytes]) -> dict[str, Any]:
     if len(parts) == 3:
         out["data"] = parts[2]
     return out
+
+
+def _unpack_map(part: bytes, what: str) -> dict[Any, Any]:
+    """A msgpack map, or MalformedFrame naming ``what`` was not one."""
+    try:
+        h = msgpack.unpackb(part, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise MalformedFrame(f"{what} is not msgpack") from None
+    if not isinstance(h, dict):
+        raise MalformedFrame(f"{what} is not a map")
+    return h
 
 
 def _int(v: Any, what: str, low: int = 0) -> int:
