@@ -210,7 +210,9 @@ class Committer:
 
     async def stored(self) -> None:
         """Return once everything staged before the call is stored (a commit that began
-        after it has returned)."""
+        after it has returned); on a replicated broker, on the standby too (raises
+        what the replicator answers instead: UNAVAILABLE while fenced, or strict
+        without a standby)."""
         if not self.store.durable:
             return
         target = self.count + (2 if self.running is not None else 1)
@@ -218,6 +220,18 @@ class Committer:
         while self.count < target:
             self._done.clear()
             await self._done.wait()
+        repl = self.replicator
+        if repl is not None:
+            answer: asyncio.Future[ZqError | None] = asyncio.get_running_loop().create_future()
+
+            def confirm(error: ZqError | None) -> None:
+                if not answer.done():
+                    answer.set_result(error)
+
+            repl.hold(confirm, lambda: None)
+            error = await answer
+            if error is not None:
+                raise error
 
     async def _store_failed(self, c: Commit, exc: ZqError, storage: bool = True) -> None:
         """A batch was not stored: the core refuses its publishes and keeps the rest
