@@ -8,6 +8,7 @@ never acked takes a backup when it comes back, and ends up with the same rows.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -105,35 +106,53 @@ async def test_a_primary_with_batches_its_standby_never_got_takes_a_backup_when_
         await to_repl.close()
 
 
+@contextlib.asynccontextmanager
+async def traffic(pair: HaPair) -> AsyncIterator[tuple[Producers, Observer]]:
+    """Four producers through both endpoints and an observer on n0 only, publishing;
+    stopped on the way out (stopping twice is harmless)."""
+    producers = Producers(pair.endpoints, n=4)
+    observer = Observer(pair.endpoints[0])
+    producers.start()
+    observer.start()
+    try:
+        await eventually(lambda: len(observer.confirms) > 50 and producers.count > 200,
+                         "publishing", 20)
+        yield producers, observer
+    finally:
+        await producers.stop()
+        await observer.stop()
+
+
+async def nothing_late_nothing_lost(pair: HaPair, producers: Producers, observer: Observer,
+                                    since: float) -> None:
+    """No confirm reached the observer from the old primary after its lease; n1 holds
+    every confirmed message once, and n0 the same rows."""
+    await producers.stop()
+    await observer.stop()
+    late = [t - since for t in observer.confirms if t > since + TTL]
+    assert not late, f"confirms from the old primary after its lease: {late}"
+    check_stored(pair, producers.confirmed, 1)
+    await same_rows(pair)
+
+
 async def test_a_paused_primary_confirms_nothing_after_its_lease_and_loses_nothing(
         tmp_path: Path, etcd: Etcd) -> None:
     pair = HaPair(tmp_path, etcd)
-    producers = Producers(pair.endpoints, n=4)
-    observer = Observer(pair.endpoints[0])
     try:
         await pair.start_both()
-        producers.start()
-        observer.start()
-        await eventually(lambda: len(observer.confirms) > 50 and producers.count > 200,
-                         "publishing", 20)
-        pair.kill(0, signal.SIGSTOP)
-        stopped = time.monotonic()
-        await pair.wait_leader("n1")
-        await eventually(lambda: time.monotonic() - stopped >= 10, "10 s of SIGSTOP", 20, 0.1)
-        pair.kill(0, signal.SIGCONT)
-        count = producers.count
-        await eventually(lambda: producers.count > count + 100, "confirms after the heal", 30)
-        await pair.wait_sync("n0")  # the old primary steps down and follows
-        await producers.stop()
-        await observer.stop()
-        late = [t - stopped for t in observer.confirms if t > stopped + TTL]
-        assert not late, f"confirms from the old primary after its lease: {late}"
-        check_stored(pair, producers.confirmed, 1)
-        await same_rows(pair)
+        async with traffic(pair) as (producers, observer):
+            pair.kill(0, signal.SIGSTOP)
+            stopped = time.monotonic()
+            await pair.wait_leader("n1")
+            await eventually(lambda: time.monotonic() - stopped >= 10, "10 s of SIGSTOP",
+                             20, 0.1)
+            pair.kill(0, signal.SIGCONT)
+            count = producers.count
+            await eventually(lambda: producers.count > count + 100, "confirms after the heal",
+                             30)
+            await pair.wait_sync("n0")  # the old primary steps down and follows
+            await nothing_late_nothing_lost(pair, producers, observer, stopped)
     finally:
-        if not producers._stop.is_set():
-            await producers.stop()
-            await observer.stop()
         await pair.stop()
 
 
@@ -143,38 +162,25 @@ async def test_a_primary_cut_from_etcd_and_standby_stops_confirming_and_loses_no
     repl_port = free_port()
     to_repl = await TcpRelay(repl_port).start()
     pair = HaPair(tmp_path, etcd, etcd_port=to_etcd.port)
-    producers = Producers(pair.endpoints, n=4)
-    observer = Observer(pair.endpoints[0])
     try:
         await pair.start(0, "--ha-bind", f"tcp://127.0.0.1:{repl_port}",
                          "--ha-advertise", to_repl.endpoint)
         await pair.wait_leader("n0")
         await pair.start(1)
         await pair.wait_sync("n1")
-        producers.start()
-        observer.start()
-        await eventually(lambda: len(observer.confirms) > 50 and producers.count > 200,
-                         "publishing", 20)
-        to_etcd.cut()
-        to_repl.cut()
-        cut = time.monotonic()
-        await pair.wait_leader("n1")
-        count = producers.count
-        await eventually(lambda: producers.count > count + 100, "confirms from n1", 30)
-        await eventually(lambda: time.monotonic() - cut >= 10, "10 s cut off", 20, 0.1)
-        to_etcd.heal()
-        to_repl.heal()
-        await pair.wait_sync("n0", timeout=40)  # n0 stepped down, follows, caught up
-        await producers.stop()
-        await observer.stop()
-        late = [t - cut for t in observer.confirms if t > cut + TTL]
-        assert not late, f"confirms from the cut-off primary after its lease: {late}"
-        check_stored(pair, producers.confirmed, 1)
-        await same_rows(pair)
+        async with traffic(pair) as (producers, observer):
+            to_etcd.cut()
+            to_repl.cut()
+            cut = time.monotonic()
+            await pair.wait_leader("n1")
+            count = producers.count
+            await eventually(lambda: producers.count > count + 100, "confirms from n1", 30)
+            await eventually(lambda: time.monotonic() - cut >= 10, "10 s cut off", 20, 0.1)
+            to_etcd.heal()
+            to_repl.heal()
+            await pair.wait_sync("n0", timeout=40)  # n0 stepped down, follows, caught up
+            await nothing_late_nothing_lost(pair, producers, observer, cut)
     finally:
-        if not producers._stop.is_set():
-            await producers.stop()
-            await observer.stop()
         await pair.stop()
         await to_etcd.close()
         await to_repl.close()
