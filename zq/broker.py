@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -31,8 +32,10 @@ from zq.persistence.sqlite import SqliteStore
 from zq.policies import make_dispatch
 from zq.protocol.frames import CONFIRM, DELIVER, FORWARD
 from zq.protocol.wire import command
+from zq.security.doorman import srcfd
+from zq.security.guard import Guard
 from zq.shipping import Shipper
-from zq.transport import Alarm, fd, readable, recv_parts, send_parts, serve_options
+from zq.transport import Alarm, fd, readable, recv_frames, send_parts, serve_options, user_of
 
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
@@ -51,10 +54,14 @@ class Broker:
 
     def __init__(self, cfg: BrokerConfig, *,
                  context: zmq.Context[zmq.Socket[bytes]] | None = None,
-                 socket: zmq.Socket[bytes] | None = None) -> None:
+                 socket: zmq.Socket[bytes] | None = None, guard: Guard | None = None) -> None:
         self.cfg = cfg
         self._given_ctx = context
         self._given_sock = socket  # bound already, left open (a replicated node's, zq.ha)
+        # CURVE, the authenticator and the doorman: a replicated node's runs them for the
+        # socket it gives; a broker of its own starts its own.
+        self._own_guard = guard is None
+        self.guard = Guard(cfg, "broker") if guard is None else guard
         self.store = make_store(cfg.storage, cfg.data, fsync=cfg.fsync,
                                 max_bytes=cfg.max_db_bytes,
                                 checkpoint_interval=cfg.checkpoint_interval,
@@ -62,6 +69,9 @@ class Broker:
         self.core = Core(cfg, make_dispatch(cfg.dispatch), uuid.uuid4().hex[:12],
                          durable=self.store.durable, operations=OPERATIONS)
         self.core.store_stats = self.store.stats
+        self.core.secure, self.core.rights = self.guard.secure, self.guard.rights
+        self.core.reload_hook = self.reload
+        self.core.security_stats = self.guard.stats
         if cfg.cluster:
             self.core.membership = Membership(load_cluster(cfg.cluster), cfg.id)
         self.endpoint = ""
@@ -77,18 +87,42 @@ class Broker:
         self.commits = Committer(self.core, self.store, self._poke)
         self._shipper: Shipper | None = None  # queues moved to other brokers
 
-    def reload(self) -> None:
-        """Read the cluster file again (what SIGHUP does); a newer version replaces it."""
+    def reload(self) -> dict[str, Any]:
+        """Read the cluster file, the authorized keys and the permissions again (what
+        SIGHUP and ``zq admin reload`` do): a newer cluster file replaces the old; the
+        sessions of keys removed, or whose rights changed, end and their connections
+        are closed (clients reconnect and are checked anew). What changed, as a map."""
+        summary: dict[str, Any] = {}
         m = self.core.membership
-        if m is None:
-            log.info("SIGHUP: not in a cluster, nothing to reload")
-            return
-        try:
-            what = m.reload(load_cluster(self.cfg.cluster))
-        except ValueError as exc:
-            log.error("cluster file not reloaded: %s", exc)
-            return
-        log.info("cluster file %s reloaded: %s", self.cfg.cluster, what)
+        if m is not None:
+            try:
+                summary["cluster"] = m.reload(load_cluster(self.cfg.cluster))
+            except ValueError as exc:
+                log.error("cluster file not reloaded: %s", exc)
+                summary["cluster_error"] = str(exc)
+            else:
+                log.info("cluster file %s reloaded: %s", self.cfg.cluster, summary["cluster"])
+        removed, changed, more = self.guard.reload()
+        summary.update(more)
+        self.core.rights = self.guard.rights
+        if removed or changed:
+            names = removed | changed
+            summary["sessions_ended"] = sum(1 for p in self.core.peers.values()
+                                            if p.user in names)
+            if self._loop is not None:  # after this pass: its replies go out first
+                self._loop.call_soon(self._end_sessions, removed, changed)
+            else:
+                self._end_sessions(removed, changed)
+        return summary
+
+    def _end_sessions(self, removed: set[str], changed: set[str]) -> None:
+        """Keys removed: their sessions end and their connections close. Rights changed:
+        the sessions end (what they held goes back, their subscriptions go) and the
+        connections stay; the clients say HELLO again under the new rights."""
+        core = self.core
+        self.guard.cut(core.end_sessions_of(removed, "its key was removed"), "key removed")
+        core.end_sessions_of(changed, "its key's rights changed")
+        self._poke()
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
@@ -118,6 +152,10 @@ class Broker:
             if sock is not self._given_sock:
                 serve_options(sock, hwm=cfg.send_hwm, max_frame=cfg.max_frame,
                               backlog=cfg.listen_backlog)
+                self.guard.protect(sock)
+                # The authenticator and the doorman first: a CURVE socket bound with no
+                # ZAP handler yet would let any key in.
+                self.guard.start(ctx, loop, sock)
                 sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()
@@ -135,7 +173,7 @@ class Broker:
                 declare(self.core, {"queue": name, "settings": settings}, time.monotonic())
             loop.add_reader(fd(sock), self._poke)
             self._shipper = Shipper(self.core, ctx, cfg.id or self.core.broker_id,
-                                    self._poke, self.commits.stored)
+                                    self._poke, self.commits.stored, self.guard.client_keys)
             self._shipper.poll()  # moves under way when it stopped go on
             try:
                 if on_ready is not None:
@@ -147,6 +185,8 @@ class Broker:
                 loop.remove_reader(fd(sock))
         finally:
             self._alarm.cancel()
+            if self._own_guard:
+                self.guard.close()
             if self._shipper is not None:
                 await self._shipper.close()
             await self.commits.close()  # a commit left only if serving ended by an error
@@ -204,16 +244,20 @@ class Broker:
         monotonic = time.monotonic
         limit = self.cfg.drain_max
         commit_max = self.cfg.commit_max
+        secure = core.secure
+        noted = core.noted
         while n < limit and core.staged < commit_max:
             try:
-                msg = recv_parts(sock)
+                first, msg = recv_frames(sock)
             except zmq.Again:
                 break
             n += 1
             # Each frame gets the time it was read, not the pass's start: a delayed
             # publish read late in a long drain must not count its delay from before
             # it was sent (perf delays caught messages delivered early that way).
-            core.receive(msg[0], msg[1:], monotonic())
+            core.receive(msg[0], msg[1:], monotonic(), user_of(first) if secure else None)
+            if noted:  # a new session, or a peer past its budget: look at its connection
+                self._noted(first, msg[0])
         if now >= core.next_deadline():
             core.tick(now)
         if not self.store.durable:
@@ -230,6 +274,21 @@ class Broker:
         if n >= limit or (readable(sock) and core.staged < commit_max):
             self._poke()
         self._alarm.arm(loop, min(core.next_deadline(), self.commits.wake_at()))
+
+    def _noted(self, first: zmq.Frame, identity: bytes) -> None:
+        noted = self.core.noted
+        doorman = self.guard.doorman
+        conn = srcfd(first)
+        for what in noted:
+            if what == "session":
+                peer = self.core.peers.get(identity)
+                if peer is not None:
+                    peer.conn = conn
+                if doorman is not None:
+                    doorman.spoke(first)
+            elif doorman is not None:  # "cut"
+                doorman.cut(conn, "too many malformed frames")
+        noted.clear()
 
     def _primary(self) -> bool:
         """Whether this broker may deliver: always, unless replicated and its lease is

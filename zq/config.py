@@ -18,6 +18,7 @@ from typing import Any
 
 from zq import policies
 from zq.errors import ZqError
+from zq.security import settings as security_settings
 from zq.settings import check_policies, from_map
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -43,7 +44,8 @@ class BrokerConfig:
     liveness: int = 3  # heartbeats missed before a peer is dropped
     max_batch: int = 1000  # messages per DELIVER frame
     max_credit: int = 100_000  # credit window limit per (consumer, queue)
-    max_frame: int = 64 * 1024 * 1024  # bytes per multipart message
+    max_frame: int = 16 * 1024 * 1024  # bytes per multipart message (and, plus 64 KiB, per part)
+    max_header: int = 4 * 1024 * 1024  # bytes of a frame's msgpack header, checked before decoding
     max_publish_batch: int = 10_000  # bodies per PUBLISH frame
     dispatch: str = "round-robin"
     send_hwm: int = 100_000  # queued outgoing messages per peer before sends fail
@@ -66,6 +68,15 @@ class BrokerConfig:
     ha_ttl: int = 5  # seconds of the leader lease
     ha_liveness: float = 1.0  # seconds of silence before the standby is dropped
     ha_strict: bool = False  # no standby in sync: refuse publishes instead of confirming alone
+    # Security (docs/SECURITY.md): CURVE keys, permissions, and bounds on every peer.
+    curve_secret: str = ""  # this server's secret key file (zq keys generate); "": no CURVE
+    authorized_keys: str = ""  # directory of the public keys (NAME.key) that may connect
+    permissions: str = ""  # TOML file of what each key may do; "": every key everything
+    insecure: bool = False  # serve a non-loopback address without CURVE
+    max_sessions: int = 10_000  # sessions the broker holds at once (links count)
+    max_sessions_per_key: int = 1_000  # ... for one key (with CURVE)
+    hello_timeout: float = 10.0  # seconds a connection may stay without a session
+    malformed_budget: int = 10  # malformed frames a connection may send before it is cut
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -90,6 +101,7 @@ class BrokerConfig:
         if self.fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
+        security_settings.check(self, [self.bind, self.ha_bind])
         if self.ha:
             self._check_ha()
 
@@ -120,8 +132,7 @@ class BrokerConfig:
                      "window", "window_bytes", "commit_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.max_frame < 1024:
-            raise ValueError("max_frame must be >= 1024 bytes")
+        self._check_sizes()
         if self.shutdown_grace < 0:
             raise ValueError("shutdown_grace must be >= 0")
         if self.max_db_bytes < 0 or self.checkpoint_interval <= 0:
@@ -130,6 +141,13 @@ class BrokerConfig:
             raise ValueError("reserve_bytes must be >= 0")
         if self.producer_ttl <= 0:
             raise ValueError("producer_ttl must be > 0 seconds")
+
+
+    def _check_sizes(self) -> None:
+        if self.max_frame < 1024:
+            raise ValueError("max_frame must be >= 1024 bytes")
+        if not 256 <= self.max_header <= 4 * 1024 * 1024:
+            raise ValueError("max_header must be between 256 bytes and 4 MiB")
 
 
 def etcd_address(url: str) -> tuple[str, int]:
@@ -167,8 +185,12 @@ SETTING_HELP: dict[str, str] = {
     "liveness": "Heartbeats a peer may miss before it is dropped and its messages requeued.",
     "max_batch": "Most messages in one DELIVER frame.",
     "max_credit": "Largest credit window per consumer and queue.",
-    "max_frame": "Largest multipart message in bytes; larger frames are refused.",
+    "max_frame": "Largest message in bytes, all parts together: a larger one gets "
+                 "FRAME_TOO_LARGE; a single part more than 64 KiB over it is cut off by "
+                 "ZeroMQ before it is read (the connection is closed).",
     "max_publish_batch": "Most bodies in one PUBLISH frame.",
+    "max_header": "Largest msgpack header part of a frame, checked before decoding "
+                  "(FRAME_TOO_LARGE past it; at most 4 MiB).",
     "dispatch": "How consumers of one queue share it.",
     "send_hwm": "Outgoing messages queued per peer before sends to it fail.",
     "listen_backlog": "Pending TCP connections the listening socket accepts.",
@@ -198,6 +220,7 @@ SETTING_HELP: dict[str, str] = {
                    "from sync (and confirms alone, unless --ha-strict).",
     "ha_strict": "With --ha: while no standby is in sync, refuse publishes (UNAVAILABLE) "
                  "instead of confirming alone.",
+    **security_settings.HELP,
 }
 
 

@@ -131,6 +131,28 @@ class InvalidArgument(ZqError):
     name = "INVALID_ARGUMENT"
 
 
+class Forbidden(ZqError):
+    """The key this session proved at the handshake may not do this operation on this
+    queue (the broker's ``--permissions`` file). Nothing was changed.
+
+    ``right`` names the right it needs (publish, consume, manage, admin, relay) and
+    ``queue`` the queue, when there is one (attributes of the broker's or router's
+    exception; on the wire, the ERROR's text says them).
+    """
+
+    code = 17
+    name = "FORBIDDEN"
+
+
+class TooManySessions(ZqError):
+    """The broker holds its most sessions, overall or for this key (``max_sessions``,
+    ``max_sessions_per_key``); try again when others have left."""
+
+    code = 18
+    name = "TOO_MANY_SESSIONS"
+    retriable = True
+
+
 class ShuttingDown(ZqError):
     """The broker is stopping and takes no new work; try another broker or later."""
 

@@ -15,6 +15,7 @@ import zmq
 from zq.broker import Broker, run_loop
 from zq.config import BrokerConfig
 from zq.errors import ZqError
+from zq.security.guard import raise_fd_limit
 
 if TYPE_CHECKING:
     from zq.ha.node import Node
@@ -38,8 +39,9 @@ def serve(cfg: BrokerConfig, *, print_ready: bool = True) -> int:
                 raise ZqError(f"--ha needs the HA extra: pip install 'zq[ha]' ({exc})") from None
             runner: Broker | Node = Node(cfg)
         else:
-            runner = broker = Broker(cfg)
-            loop.add_signal_handler(signal.SIGHUP, broker.reload)
+            runner = Broker(cfg)
+        loop.add_signal_handler(signal.SIGHUP, runner.reload)
+        raise_fd_limit()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.request_stop)
 

@@ -25,6 +25,7 @@ from zq.core.model import MoveOut, Msg
 from zq.errors import ZqError, error_from_code
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.security.curve import ClientKeys
 from zq.transport import fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.broker")
@@ -44,8 +45,10 @@ class PeerLink:
     """A client session with another broker on a DEALER socket: HELLO, then requests
     answered one at a time."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str,
+                 keys: ClientKeys | None = None) -> None:
         self.ctx = ctx
+        self.keys = keys  # CURVE: this broker's own pair (its cluster shares it)
         self.endpoint = endpoint
         self.name = name
         self.sock: zmq.Socket[bytes] | None = None
@@ -57,6 +60,8 @@ class PeerLink:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, b"zq-move-" + os.urandom(8).hex().encode())
+        if self.keys is not None:
+            self.keys.apply(sock)
         sock.connect(self.endpoint)
         self.sock = sock
         asyncio.get_running_loop().add_reader(fd(sock), self._ready.set)
@@ -123,8 +128,10 @@ class Shipper:
     """The tasks of this broker's outgoing moves (one per queue), owned and awaited here."""
 
     def __init__(self, core: Core, ctx: zmq.Context[zmq.Socket[bytes]], node: str,
-                 wake: Callable[[], None], stored: Callable[[], Awaitable[None]]) -> None:
+                 wake: Callable[[], None], stored: Callable[[], Awaitable[None]],
+                 keys: ClientKeys | None = None) -> None:
         self.core = core
+        self.keys = keys
         self.ctx = ctx
         self.node = node
         self.wake = wake  # the broker's loop should run a pass (commit what was staged)

@@ -116,7 +116,9 @@ def test_every_module_is_small_enough_to_hold_in_mind(name: str) -> None:
 @pytest.mark.parametrize("module", ["zq.protocol", "zq.core", "zq.core.facade",
                                     "zq.core.default", "zq.manage", "zq.history", "zq.cluster",
                                     "zq.persistence.base", "zq.client.session",
-                                    "zq.client.outbox", "zq.ha.wire", "zq.ha.stream"])
+                                    "zq.client.outbox", "zq.ha.wire", "zq.ha.stream",
+                                    "zq.security.permissions", "zq.security.settings",
+                                    "zq.router.core"])
 def test_cores_without_io_load_no_io_module(module: str) -> None:
     """'No I/O' holds at import time too: a fresh interpreter imports the module and
     finds none of asyncio, zmq, aiosqlite and sqlite3 loaded."""

@@ -74,7 +74,7 @@ def expected_rows() -> dict[str, list[int]]:
     cfg = BrokerConfig()
     return {
         "message size, all parts": [cfg.max_frame],
-        "size of any single part": [],
+        "size of any single part": [limits.PART_SLACK],
         "header part": [limits.MAX_HEADER, limits.MAX_HEADER, f.VERSION],
         "messages per DELIVER": [cfg.max_batch],
         "bodies per PUBLISH": [cfg.max_publish_batch],
@@ -89,6 +89,10 @@ def expected_rows() -> dict[str, list[int]]:
         "messages in a queue": [],
         "entries in `zq-history`": [limits.MAX_HISTORY, limits.MAX_HISTORY - 1],
         "messages per `peek`": [limits.MAX_PEEK],
+        "sessions per broker": [cfg.max_sessions],
+        "sessions per key (with CURVE)": [cfg.max_sessions_per_key],
+        "time from connecting to HELLO": [int(cfg.hello_timeout)],
+        "malformed or out-of-order frames per connection": [cfg.malformed_budget],
     }
 
 
@@ -104,7 +108,7 @@ def test_default_limits_are_zqs_defaults() -> None:
     """The decoder's defaults are the broker's: the values the table gives as zq's."""
     cfg = BrokerConfig()
     assert limits.Limits() == limits.DEFAULT_LIMITS
-    assert limits.DEFAULT_LIMITS.max_frame == limits.MAX_FRAME == cfg.max_frame == 64 * MiB
+    assert limits.DEFAULT_LIMITS.max_frame == limits.MAX_FRAME == cfg.max_frame == 16 * MiB
     assert limits.DEFAULT_LIMITS.max_header == limits.MAX_HEADER == 4 * MiB
     assert limits.DEFAULT_LIMITS.max_batch == limits.MAX_BATCH == cfg.max_publish_batch
 

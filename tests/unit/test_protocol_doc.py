@@ -32,7 +32,7 @@ OPERATION_HEADER = "| Operation | Arguments | Result |"
 # One representative instance of every frame, by the spec's name.
 SAMPLES: dict[str, f.Frame] = {
     "HELLO": f.Hello("worker-1", 500, starts=True, producer=b"p" * 16,
-                     link={"cluster": "demo", "version": 2, "router": "r1"}),
+                     link={"cluster": "demo", "version": 2, "router": "r1"}, user="alice"),
     "WELCOME": f.Welcome("b-1", 1000, 3, 1000, 100_000, 64 * 1024 * 1024, starts=True,
                          cluster={"id": "demo", "version": 2, "node": "b1", "role": "broker"}),
     "HEARTBEAT": f.Heartbeat(),

@@ -18,6 +18,7 @@ from zq import __version__
 from zq.cli.broker import broker
 from zq.cli.cluster import cluster
 from zq.cli.dlq import dlq
+from zq.cli.keys import admin, keys
 from zq.cli.messages import consume, publish, stats
 from zq.cli.moves import queue_move as _queue_move  # noqa: F401  (zq queue move)
 from zq.cli.queues import queue
@@ -51,5 +52,5 @@ def main(log_level: str) -> None:
 
 
 for _command in (broker, router, cluster, worker, publish, consume, stats, queue, dlq,
-                 schedule):
+                 schedule, keys, admin):
     main.add_command(_command)

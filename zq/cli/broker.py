@@ -27,7 +27,6 @@ _FLAG_SHAPES: dict[str, dict[str, Any]] = {
     "fsync": {"type": click.Choice(FSYNC_MODES)},
     "dispatch": {"metavar": "POLICY"},
     "ha": {"metavar": "etcd://HOST:PORT"},
-    "ha_strict": {"is_flag": True, "type": None},
 }
 _TYPES: dict[str, click.ParamType[Any]] = {
     "int": click.INT, "float": click.FLOAT, "str": click.STRING}
@@ -50,6 +49,8 @@ def _setting_option(field: dataclasses.Field[Any]) -> Callable[[F], F]:
     if short is not None:
         decls.append(short)
     kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if kind == "bool":  # --ha-strict, --insecure: flags that take no value
+        shape.update(is_flag=True, type=None)
     shape.setdefault("type", _TYPES.get(kind, click.STRING))
     if shape.get("type") is None:
         del shape["type"]

@@ -14,15 +14,20 @@ from typing import Any
 
 import click
 
-from zq.cli.common import _clean, _echo_json, _run_client
+from zq.cli.common import F, _clean, _echo_json, _run_client, curve_options
 from zq.client import Client
 from zq.cluster.config import ClusterConfig, load
 from zq.cluster.rebalance import Plan, plan
 from zq.errors import ZqError
 
-cluster_option = click.option(
+_cluster_option = click.option(
     "--cluster", "cluster_file", envvar="ZQ_CLUSTER", required=True, show_envvar=True,
     type=click.Path(exists=True, dir_okay=False), help="The cluster file (cluster.toml).")
+
+
+def cluster_option(fn: F) -> F:
+    """``--cluster``, and the CURVE options for connecting to its nodes."""
+    return _cluster_option(curve_options(fn))
 router_option = click.option(
     "--router", "routers", multiple=True, metavar="ENDPOINT",
     help="A router to include (repeat for each).")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from zq.broker import run_loop
 from zq.client import Client
 from zq.config import DEFAULT_ENDPOINT
 from zq.errors import UnknownQueue, ZqError
+from zq.security.curve import ENV_SECRET, ENV_SERVER_KEY
 from zq.tasks import TASK_HEADER, decode_body
 
 T = TypeVar("T")
@@ -25,9 +27,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CONNECT_TIMEOUT = 5.0  # seconds a client command waits for the broker's WELCOME
 
-endpoint_option = click.option(
+_endpoint_option = click.option(
     "--endpoint", "-e", envvar="ZQ_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
     show_envvar=True, help="Broker endpoint to connect to.")
+
+
+def _to_env(name: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def set_env(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value:  # every client this process makes reads it (zq.security.curve)
+            os.environ[name] = value
+
+    return set_env
+
+
+def curve_options(fn: F) -> F:
+    """``--curve-secret`` and ``--server-key``: CURVE for every client of the command.
+    They set ZQ_CURVE_SECRET and ZQ_SERVER_KEY, which zq.Client reads."""
+    fn = click.option(
+        "--server-key", metavar="FILE", expose_value=False, callback=_to_env(ENV_SERVER_KEY),
+        help=f"The server's public key file, for CURVE. [env var: {ENV_SERVER_KEY}]")(fn)
+    return click.option(
+        "--curve-secret", metavar="FILE", expose_value=False, callback=_to_env(ENV_SECRET),
+        help=f"This client's secret key file (zq keys generate), for CURVE. "
+             f"[env var: {ENV_SECRET}]")(fn)
+
+
+def endpoint_option(fn: F) -> F:
+    """``--endpoint``, and the CURVE options that go with connecting to it."""
+    return _endpoint_option(curve_options(fn))
 
 json_option = click.option(
     "--json", "as_json", is_flag=True,

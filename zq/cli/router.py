@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from zq.cluster.config import load
 from zq.router.config import RouterConfig
 from zq.router.process import serve
+from zq.security.settings import HELP
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+_SECURITY = ("max_frame", "curve_secret", "authorized_keys", "permissions", "server_key",
+             "insecure", "max_sessions", "max_sessions_per_key", "hello_timeout",
+             "malformed_budget")
+_HELP = {**HELP, "max_frame": "Largest message from a client, all parts together; a "
+                              "larger one gets FRAME_TOO_LARGE (so does one larger than the "
+                              "max_frame of the broker it is for).",
+         "server_key": "With --curve-secret: the brokers' public key file, for the "
+                               "router's links. [default: the router's own public key: "
+                               "the cluster shares one key pair]"}
+
+
+def security_options(fn: F) -> F:
+    """A flag for each security setting of RouterConfig (the broker's have the same)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(RouterConfig)}
+    for name in reversed(_SECURITY):
+        default = defaults[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            fn = click.option(flag, is_flag=True, help=_HELP[name])(fn)
+        else:
+            fn = click.option(flag, type=type(default), default=default,
+                              show_default=bool(default), help=_HELP[name])(fn)
+    return fn
 
 
 @click.command()
@@ -30,8 +61,9 @@ from zq.router.process import serve
 @click.option("--ha-cluster", default="zq", show_default=True, metavar="NAME",
               help="With --ha: the name the brokers' etcd keys live under (their "
                    "--ha-cluster).")
+@security_options
 def router(bind: str, cluster_file: str, router_id: str | None, heartbeat: float,
-           liveness: int, ha: str, ha_cluster: str) -> None:
+           liveness: int, ha: str, ha_cluster: str, **security: Any) -> None:
     """Run a cluster router until SIGTERM or Ctrl-C.
 
     Clients connect to it as to a broker. It forwards each publish, and each queue
@@ -49,7 +81,7 @@ def router(bind: str, cluster_file: str, router_id: str | None, heartbeat: float
     try:
         cfg = RouterConfig(bind=bind, cluster=cluster_file, id=router_id or "",
                            heartbeat=heartbeat, liveness=liveness, ha=ha,
-                           ha_cluster=ha_cluster)
+                           ha_cluster=ha_cluster, **security)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

@@ -19,6 +19,7 @@ from zq.cli.common import (
     _with_client,
     client_options,
     connect_timeout_option,
+    curve_options,
     json_option,
 )
 from zq.client import Client
@@ -77,6 +78,7 @@ def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
                    "nacked.")
 @click.option("--endpoint", "-e", envvar="ZQ_ENDPOINT", default=None, show_envvar=True,
               help="Broker endpoint. [default: the App's endpoint]")
+@curve_options
 @connect_timeout_option
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, metavar="FILE",

@@ -29,6 +29,7 @@ from zq.errors import InvalidArgument
 from zq.history import MAX_NAME
 from zq.protocol import codec
 from zq.protocol.names import check_queue_name
+from zq.security.curve import client_keys
 
 __all__ = ["MAX_PRIORITY", "Client", "default_endpoint", "make_options"]
 
@@ -79,7 +80,8 @@ class Client(Operations):
     """
 
     def __init__(self, endpoint: str | Sequence[str] | None = None, *, name: str = "",
-                 publish_window: int = 10_000, connect_timeout: float = 5.0) -> None:
+                 publish_window: int = 10_000, connect_timeout: float = 5.0,
+                 curve_secret: str | None = None, server_key: str | None = None) -> None:
         if publish_window < 1:
             raise ValueError("publish_window must be >= 1")
         if not isinstance(name, str) or len(name.encode()) > MAX_NAME:
@@ -90,8 +92,11 @@ class Client(Operations):
         self.publish_window = publish_window
         self.connect_timeout = connect_timeout
         self.producer_id = os.urandom(16)
+        # CURVE (docs/SECURITY.md): the arguments, else ZQ_CURVE_SECRET and ZQ_SERVER_KEY.
+        self.keys = client_keys(curve_secret, server_key)
         self._nodes = Nodes(self.endpoints, name=self.name, publish_window=publish_window,
-                            connect_timeout=connect_timeout, producer=self.producer_id)
+                            connect_timeout=connect_timeout, producer=self.producer_id,
+                            keys=self.keys)
 
     @property
     def endpoint(self) -> str:

@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import zmq
 
 from zq.client import session as s
-from zq.client.context import dealer, shared_context
+from zq.client.context import HandshakeWatch, dealer, shared_context
 from zq.client.dispatch import Dispatch
 from zq.client.outbox import Outbox, Sent, Seqs
+from zq.client.redial import REDIAL_FIRST, Redial
 from zq.client.requests import Requests
 from zq.errors import ClientClosed, ConnectionLost, ZqError
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.security.curve import ClientKeys
 from zq.transport import fd, readable, recv_parts, send_parts
 
 if TYPE_CHECKING:
@@ -53,13 +55,14 @@ class Owner(Protocol):
 _READY, _CLOSED = s.State.READY, s.State.CLOSED  # a member looked up on its Enum is slow
 
 
-class Connection:
+class Connection(Redial):
     """Session, flow of frames, confirms, heartbeats. Used by Client and Consumer."""
 
     def __init__(self, endpoint: str, *, name: str, publish_window: int,
                  connect_timeout: float, producer: bytes = b"", seqs: Seqs | None = None,
-                 owner: Owner | None = None) -> None:
+                 owner: Owner | None = None, keys: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
+        self.keys = keys
         self.name = name
         self.publish_window = publish_window
         self.connect_timeout = connect_timeout
@@ -85,6 +88,8 @@ class Connection:
         self._welcome_fut: asyncio.Future[None] | None = None
         self._window_waiters: deque[asyncio.Future[None]] = deque()
         self._hb: asyncio.TimerHandle | None = None
+        self._watch: HandshakeWatch | None = None  # refusals of the handshake, all along
+        self._redial_in = REDIAL_FIRST  # after a refused key: seconds until a new try
 
     @property
     def limits(self) -> codec.Limits:  # what we decode, and how publishes are split
@@ -107,10 +112,11 @@ class Connection:
 
     async def open(self) -> None:
         try:
-            sock = self._sock = dealer(self.endpoint)
+            sock = self._sock = dealer(self.endpoint, self.keys)
         except zmq.ZMQError as exc:
             raise ConnectionLost(f"cannot connect to {self.endpoint}: {exc}",
                                  endpoint=self.endpoint) from None
+        self._watch = HandshakeWatch(sock, self._loop, self._refused)
         self._loop.add_reader(fd(sock), self._on_readable)
         try:
             await self._handshake()
@@ -120,10 +126,10 @@ class Connection:
         self._hb = self._loop.call_later(self._sess.interval, self._on_heartbeat)
 
     async def _handshake(self) -> None:
-        self._welcome_fut = self._loop.create_future()
+        self._welcome_fut = fut = self._loop.create_future()
         self._apply(self._sess.open(self._loop.time()))
         try:
-            await asyncio.wait_for(asyncio.shield(self._welcome_fut), self.connect_timeout)
+            await asyncio.wait_for(asyncio.shield(fut), self.connect_timeout)
         except TimeoutError:
             raise ConnectionLost(
                 f"no zq broker answered at {self.endpoint} within {self.connect_timeout:g}s",
@@ -140,6 +146,9 @@ class Connection:
         if self._hb is not None:
             self._hb.cancel()
             self._hb = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sock is not None:
             with contextlib.suppress(zmq.ZMQError, ValueError):
                 self._loop.remove_reader(fd(self._sock))
@@ -444,6 +453,7 @@ class Connection:
                 case s.Void(epoch, error):
                     self._requests.void(epoch, error)
                 case s.Opened(welcome):
+                    self._redial_in = REDIAL_FIRST
                     self._outbox.welcome(welcome)
                     if self._welcome_fut is not None and not self._welcome_fut.done():
                         self._welcome_fut.set_result(None)  # open() returns

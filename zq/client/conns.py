@@ -19,6 +19,7 @@ from zq.client.connection import Connection
 from zq.client.outbox import Seqs
 from zq.client.pool import Pool, Tasks
 from zq.errors import ConnectionLost, ZqError
+from zq.security.curve import ClientKeys
 
 if TYPE_CHECKING:
     from zq.client.consumer import Consumer
@@ -35,8 +36,10 @@ class Conns:
     queues live."""
 
     def __init__(self, endpoints: tuple[str, ...], *, name: str, publish_window: int,
-                 connect_timeout: float, producer: bytes) -> None:
+                 connect_timeout: float, producer: bytes, keys: ClientKeys | None = None
+                 ) -> None:
         self.endpoints = endpoints
+        self.keys = keys  # CURVE: the client's key pair and the servers' public key
         self.name = name
         self.publish_window = publish_window
         self.connect_timeout = connect_timeout
@@ -57,7 +60,8 @@ class Conns:
     def _make(self, endpoint: str, timeout: float | None = None) -> Connection:
         return Connection(endpoint, name=self.name, publish_window=self.publish_window,
                           connect_timeout=self.connect_timeout if timeout is None else timeout,
-                          producer=self.producer, seqs=self.seqs, owner=self)
+                          producer=self.producer, seqs=self.seqs, owner=self,
+                          keys=self.keys)
 
     # The owner of every connection (connection.Owner): Failover says what moves.
 

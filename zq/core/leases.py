@@ -59,6 +59,12 @@ class Leases(Delivery):
             return
         del self.peers[peer.identity]
         peer.state = State.CLOSED
+        per_key = self.per_key
+        left = per_key[peer.user] - 1
+        if left > 0:
+            per_key[peer.user] = left
+        else:
+            per_key.pop(peer.user, None)
         if peer.inner is not None:  # a router's link: the clients behind it go with it
             self._drop_link(peer, reason)
         if self.results.waiters:

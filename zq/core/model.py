@@ -226,15 +226,17 @@ class Queue:
 
 
 class Peer:
-    __slots__ = ("catalog_seq", "confirms", "forwards_in", "forwards_out", "held", "identity",
-                 "inner", "last_seen", "link_version", "liveness_s", "marks", "name",
-                 "producer", "state", "subs", "via", "zombies")
+    __slots__ = ("catalog_seq", "confirms", "conn", "forwards_in", "forwards_out", "held",
+                 "identity", "inner", "last_seen", "link_version", "liveness_s", "marks", "name",
+                 "producer", "state", "subs", "user", "via", "zombies")
 
     def __init__(self, identity: bytes, now: float) -> None:
         self.identity = identity
         self.name = ""
         self.marks = False  # it sends START for the deliveries it begins to work on
         self.producer = b""  # its idempotent producer id (HELLO), b"" if none
+        self.user: str | None = None  # the key it proved (CURVE), or its router vouched for
+        self.conn = -1  # its connection, as the shell knows it (a descriptor), -1 unknown
         # A router's link: the inner sessions it carries, its cluster file version and
         # the last CATALOG seq sent on it. An inner session: ``via`` its link.
         self.inner: set[bytes] | None = None

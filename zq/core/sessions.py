@@ -7,15 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 from zq import history
+from zq.core.access import Access
 from zq.core.model import Peer
 from zq.core.state import (
     _FATAL,
     MAX_HEARTBEAT,
     log,
 )
-from zq.core.stats import Stats
 from zq.errors import (
     ClusterMismatch,
+    Forbidden,
     InternalError,
     InvalidArgument,
     ProtocolViolation,
@@ -29,14 +30,24 @@ from zq.protocol import frames as f
 from zq.protocol.session import State, next_state
 
 
-class Sessions(Stats):
+class Sessions(Access):
     """One multipart message at a time, from any peer."""
 
-    def receive(self, identity: bytes, parts: list[bytes], now: float) -> None:
-        """Handle one multipart message (the ROUTER envelope already split off)."""
+    def receive(self, identity: bytes, parts: list[bytes], now: float,
+                user: str | None = None, inner: bool = False) -> None:
+        """Handle one multipart message (the ROUTER envelope already split off); ``user``
+        is the key its connection proved (with CURVE). ``inner``: a frame a router
+        forwarded for its client ``identity`` (``on_forward``)."""
         self.counters["frames_in"] += 1
         self.now = now
         peer = self.peers.get(identity)
+        if not inner and ((self.routes and identity in self.routes)
+                          or (self.secure and (user is None or (peer is not None
+                                                                and peer.user != user)))):
+            self.counters["frames_refused"] += 1
+            self._fail(identity, Forbidden("this session belongs to another key, or to a "
+                                           "client behind a router"), 0, None)
+            return
         cmd = parts[0] if parts else b""
         op = cmd[3] if len(cmd) == 4 and cmd[:2] == f.SIGNATURE else 0
         try:
@@ -44,28 +55,53 @@ class Sessions(Stats):
             state = peer.state if peer is not None else State.NEW
             new_state = next_state(state, op)
         except ZqError as exc:
-            if isinstance(exc, SessionUnknown) and op in (f.ACK, f.NACK, f.EXTEND):
-                # A consumer whose session was dropped settles what it held: those
-                # leases are gone, and the answer must say so, not only "say HELLO".
-                self._fence_unknown(identity, frame, op)  # type: ignore[arg-type]
-            self._fail(identity, exc, op, self._ref(exc))
-            if peer is not None and exc.name in _FATAL:
-                self.drop_peer(peer, f"protocol error: {exc.message}")
+            self._refused(identity, peer, exc, op, parts)
             return
         if peer is None:
             if new_state is not State.READY:
                 return  # BYE from a stranger: nothing to do
-            peer = self.peers[identity] = Peer(identity, now)
+            try:
+                peer = self._open_session(identity, user, frame, now, inner)
+            except ZqError as exc:
+                self._fail(identity, exc, op, None)
+                return
+            created = peer
+        else:
+            created = None
         peer.last_seen = now
         peer.state = new_state
         try:
+            if self.rights is not None:
+                self.authorize(peer, frame)
             self._handle(peer, frame, now)
         except ZqError as exc:
             self._fail(identity, exc, op, self._ref(exc))
+            if type(frame) is f.Hello and isinstance(exc, Forbidden):
+                self.drop_peer(peer, f"HELLO refused: {exc.message}", suspect=False)
         except Exception as exc:  # a bug: answer it, and keep serving everybody else
             log.exception("handling %s from %s", f.NAMES.get(op, hex(op)), identity.hex())
             self._fail(identity, InternalError(f"the broker failed: {exc!r}"), op,
                        getattr(frame, "seq", getattr(frame, "req", None)))
+        if created is not None and self.peers.get(identity) is not created \
+                and "session" in self.noted:
+            self.noted.remove("session")  # its HELLO was refused after all
+
+    def _refused(self, identity: bytes, peer: Peer | None, exc: ZqError, op: int,
+                 parts: list[bytes]) -> None:
+        """A frame that could not be decoded, or came out of order."""
+        fatal = exc.name in _FATAL
+        if fatal and not self._strike(identity):
+            if peer is not None:
+                self.drop_peer(peer, f"protocol error: {exc.message}")
+            return  # past its budget: no more ERROR frames, its connection is closed
+        if isinstance(exc, SessionUnknown) and op in (f.ACK, f.NACK, f.EXTEND):
+            # A consumer whose session was dropped settles what it held: those
+            # leases are gone, and the answer must say so, not only "say HELLO".
+            frame = codec.decode(parts, self.limits)
+            self._fence_unknown(identity, frame, op)  # type: ignore[arg-type]
+        self._fail(identity, exc, op, self._ref(exc))
+        if peer is not None and fatal:
+            self.drop_peer(peer, f"protocol error: {exc.message}")
 
     def _fence_unknown(self, identity: bytes, frame: f.Ack | f.Nack | f.Extend, op: int) -> None:
         stale = [i for i in frame.ids if i < self.next_id]
@@ -163,12 +199,16 @@ class Sessions(Stats):
         self.counters["forwards_in"] += 1
         inner = peer.identity + b"\x00" + frame.key
         if inner not in self.routes:
+            squatter = self.peers.get(inner)
+            if squatter is not None:  # a direct client took that routing id first
+                self.drop_peer(squatter, "its routing id is a router's client's",
+                               suspect=False)
             self.routes[inner] = (peer.identity, frame.key)
             peer.inner.add(inner)
         if frame.parts[0][-1:] == bytes((f.FORWARD,)):
             self._fail(inner, ProtocolViolation("FORWARD inside FORWARD"), f.FORWARD, None)
             return
-        self.receive(inner, frame.parts, now)
+        self.receive(inner, frame.parts, now, inner=True)
 
     def on_manage(self, peer: Peer, frame: f.Manage, now: float) -> None:
         """A queue or task operation, from the table handed in (zq.manage)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,7 @@ from zq.protocol.limits import FATAL_NAMES
 from zq.protocol.limits import MAX_HEARTBEAT as MAX_HEARTBEAT
 from zq.protocol.names import check_queue_name
 from zq.schedules import Schedule
+from zq.security.permissions import Permissions
 from zq.settings import QueueSettings
 
 log = logging.getLogger("zq.broker")
@@ -111,12 +112,23 @@ class CoreState:
         self.store_stats: Callable[[], dict[str, Any]] = dict  # the shell plugs in its store's
         # A replicated broker's shell plugs in its replication's state (zq.ha), for STATS.
         self.ha_stats: Callable[[], dict[str, Any]] | None = None
+        self.security_stats: Callable[[], dict[str, Any]] | None = None  # the shell's guard
         self.policy = dispatch
         self.broker_id = broker_id
-        self.limits = codec.Limits(max_frame=cfg.max_frame, max_batch=max(cfg.max_publish_batch,
-                                                                          cfg.max_credit))
+        self.limits = codec.Limits(max_frame=cfg.max_frame, max_header=cfg.max_header,
+                                   max_batch=max(cfg.max_publish_batch, cfg.max_credit))
         self.queues: dict[str, Queue] = {}
         self.peers: dict[bytes, Peer] = {}
+        # Security (zq.core.access): whether every frame carries its CURVE key, what each
+        # key may do (None: everything), sessions per key, malformed frames per routing id,
+        # and what the shell must do with the connection of the frame just received.
+        self.secure = False
+        self.rights: Permissions | None = None
+        self.per_key: Counter[str | None] = Counter()
+        self.strikes: dict[bytes, int] = {}
+        self.noted: list[str] = []  # "session" (it has one now) or "cut" (close it)
+        # What MANAGE "reload" runs: the shell's reload of keys, permissions, cluster file.
+        self.reload_hook: Callable[[], dict[str, Any]] = dict
         self.next_id = 1
         self.now = 0.0  # the latest time the shell told us
         self.stopping = False
@@ -136,6 +148,7 @@ class CoreState:
         # An inner session (a client behind a router) -> (its link's routing id, the
         # client's key): the shell wraps what goes to it in a FORWARD on that link.
         self.routes: dict[bytes, tuple[bytes, bytes]] = {}
+        self._routes_left: set[bytes] = set()  # routes without a session at the last sweep
         self.catalog_changes: list[tuple[str, str]] = []  # ("add" | "remove" | "moved", queue)
         # Queues moved from here to another broker: where they went (section 17.5).
         self.moved_out: dict[str, MoveOut] = {}
@@ -151,7 +164,7 @@ class CoreState:
              "nacked", "released", "dead", "expired", "time_limited", "deduplicated", "resent",
              "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
-             "undeliverable", "forwards_in", "forwards_out"), 0)
+             "undeliverable", "forwards_in", "forwards_out", "frames_refused", "peers_cut"), 0)
         self.outbox = Outbox(self.counters)  # frames for the shell to send
 
     def untrack(self, m: Msg) -> None:

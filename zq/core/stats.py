@@ -83,6 +83,10 @@ class Stats(Backlog):
                "store": self.store_stats()}
         if self.ha_stats is not None:
             out["ha"] = self.ha_stats()
+        if self.security_stats is not None:
+            out["security"] = {**self.security_stats(),
+                               "sessions_per_key": {k: n for k, n in self.per_key.items()
+                                                    if k is not None}}
         m = self.membership
         if m is not None:
             out["cluster"] = {**m.welcome(), "links": len(self.links),

@@ -134,13 +134,18 @@ class Timers(Leases):
 
     def _forget_idle(self, now: float) -> None:
         """Routes of clients behind routers that left, and idle producers' seqs."""
-        if self.routes:  # clients behind routers that left (their last frames went out)
+        if self.routes:  # clients behind routers that left, at the sweep before this one:
+            # their last frames (an ERROR, a reply) went out in the pass they left in.
             peers = self.peers
-            for inner in [i for i in self.routes if i not in peers]:
+            gone = {i for i in self.routes if i not in peers}
+            for inner in gone & self._routes_left:
                 link_id = self.routes.pop(inner)[0]
                 link = self.links.get(link_id)
                 if link is not None and link.inner is not None:
                     link.inner.discard(inner)
+            self._routes_left = gone - self._routes_left
+        else:
+            self._routes_left = set()
         journal = self.journal
         for pid in self.producers.expire(now):
             journal.trim(pid, ALL_SEQS)

@@ -34,6 +34,8 @@ from zq.ha.keeper import LeaseKeeper
 from zq.ha.lease import Leader, LeaderLease, leader_key
 from zq.ha.primary import StandbyLink
 from zq.ha.standby import Follower
+from zq.security.auth import REPLICATION
+from zq.security.guard import Guard
 from zq.transport import serve_options
 
 log = logging.getLogger("zq.ha")
@@ -73,6 +75,16 @@ class Node:
         self._announced = False
         self._on_ready: Callable[[str], None] | None = None
         self._leaders: dict[str, str] = {}  # in a cluster: broker id -> its primary
+        # CURVE and the doorman, for both sockets: the replication endpoint lets in only
+        # a holder of this broker's own secret key (the other node of the pair).
+        self.guard = Guard(cfg, f"node of {cfg.id}")
+
+    def reload(self) -> None:
+        """SIGHUP: the primary reloads as a broker does; a standby, its keys."""
+        if self.broker is not None:
+            self.broker.reload()
+        else:
+            self.guard.reload()  # (a standby has no sessions to end)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -93,18 +105,22 @@ class Node:
         try:
             serve_options(client, hwm=cfg.send_hwm, max_frame=cfg.max_frame,
                           backlog=cfg.listen_backlog)
+            self.guard.protect(client)
+            self.guard.start(ctx, asyncio.get_running_loop(), client)  # before any bind
             client.bind(cfg.bind)
             self.endpoint = client.getsockopt_string(zmq.LAST_ENDPOINT)
             # A bounded queue to the standby: a backup's chunks wait for room (the
             # sender yields), a standby that cannot keep up stops the stream (it asks
             # again from where it is) instead of the primary's memory growing.
             serve_options(repl, hwm=REPL_HWM, max_frame=cfg.max_frame + (1 << 20), backlog=64)
+            self.guard.protect(repl, REPLICATION)
             repl.bind(cfg.ha_bind or _beside(self.endpoint))
             self.repl_endpoint = cfg.ha_advertise or repl.getsockopt_string(zmq.LAST_ENDPOINT)
             lease = LeaderLease(etcd, leader_key(cfg.ha_cluster, cfg.id), self.node,
                                 self.endpoint, ttl=cfg.ha_ttl, margin=MARGIN,
                                 repl=self.repl_endpoint)
-            self.follower = Follower(self.data, self.node, ctx, liveness=cfg.ha_liveness)
+            self.follower = Follower(self.data, self.node, ctx, liveness=cfg.ha_liveness,
+                                     keys=self.guard.client_keys)
             await self.follower.open()
             log.info("node %s of broker %s: clients at %s, replication at %s, position %s",
                      self.node, cfg.id, self.endpoint, self.repl_endpoint,
@@ -126,6 +142,7 @@ class Node:
                 await self.follower.close()
             with contextlib.suppress(Exception):
                 await etcd.close()
+            self.guard.close()
             client.close(linger=0)
             repl.close(linger=0)
             ctx.term()
@@ -189,7 +206,7 @@ class Node:
             await self.follower.close()
             log.info("primary of broker %s at term %d (history ends at %s)", cfg.id,
                      leader.term, history_end)
-            broker = Broker(cfg, context=ctx, socket=client)
+            broker = Broker(cfg, context=ctx, socket=client, guard=self.guard)
             link = StandbyLink(repl, term=leader.term, history_end=history_end,
                                data=self.data, lease_holds=lease.holds,
                                set_sync=lease.set_sync, read_sync=lease.sync,

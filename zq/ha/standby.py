@@ -31,6 +31,7 @@ from zq.ha.stream import Incoming, Verdict
 from zq.persistence import WriteBatch
 from zq.persistence import replica as files
 from zq.persistence.sqlite import SqliteStore
+from zq.security.curve import ClientKeys
 from zq.transport import fd, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.ha")
@@ -44,8 +45,9 @@ class Follower:
     """A standby's store and its place in the primary's stream."""
 
     def __init__(self, data: Path, node: str, ctx: zmq.Context[zmq.Socket[bytes]], *,
-                 liveness: float = 1.0) -> None:
+                 liveness: float = 1.0, keys: ClientKeys | None = None) -> None:
         self.data = data
+        self.keys = keys  # CURVE: this broker's own pair, which the primary's holds too
         self.node = node
         self.ctx = ctx
         self.liveness = liveness
@@ -90,6 +92,8 @@ class Follower:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        if self.keys is not None:
+            self.keys.apply(sock)
         sock.connect(leader.repl)
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()

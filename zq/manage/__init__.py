@@ -42,11 +42,13 @@ OPERATIONS = Operations(
               **{name: _peer_op(name) for name in tasks.PEER_OPERATIONS},
               **{name: _move_op(name) for name in moves.OPERATIONS},
               "wait": tasks.wait,
+              "reload": lambda core, args, now, peer, req: core.reload_hook(),
               "cluster_config": lambda core, args, now, peer, req: cluster.cluster_config(
                   core, args, now)},
     # These change nothing: their reply goes out even when the commit it waited for
     # fails (an operation that changed something gets the storage error instead).
-    read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status"}),
+    read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status",
+                         "reload"}),
     status=tasks.status_of,
 )
 

@@ -35,6 +35,7 @@ from zq.protocol.limits import (
     ENVELOPE,
     LINK_KEYS,
     MAX_KEY_OCTETS,
+    MAX_NAME,
     MAX_QUEUE_NAME,
     PER_MESSAGE,
     UINT_END,
@@ -42,7 +43,7 @@ from zq.protocol.limits import (
 )
 from zq.protocol.options import publish_options
 from zq.protocol.sizing import fits_stored, header_size, reserve, too_large_text
-from zq.protocol.wire import COMMANDS, bad, unpack
+from zq.protocol.wire import COMMANDS, bad, no_ext, unpack
 
 
 def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
@@ -144,7 +145,7 @@ def deliver_ids(parts: Sequence[bytes]) -> tuple[list[int], list[int]] | None:
     if len(parts) < 3 or parts[0] != COMMANDS[f.DELIVER]:
         return None
     try:
-        h = msgpack.unpackb(parts[2], raw=False, max_ext_len=0)
+        h = msgpack.unpackb(parts[2], raw=False, max_ext_len=0, ext_hook=no_ext)
         ids, attempts = h[0], h[1]
     except Exception:  # msgpack raises many types; all mean "cannot read"
         return None
@@ -159,7 +160,7 @@ def reply_req(parts: Sequence[bytes]) -> int | None:
     if len(parts) != 2 or parts[0] not in (COMMANDS[f.STATS_REPLY], COMMANDS[f.MANAGE_REPLY]):
         return None
     try:
-        req = msgpack.unpackb(parts[1], raw=False, max_ext_len=0)[0]
+        req = msgpack.unpackb(parts[1], raw=False, max_ext_len=0, ext_hook=no_ext)[0]
     except Exception:  # msgpack raises many types; all mean "cannot read"
         return None
     return req if type(req) is int else None
@@ -174,7 +175,17 @@ def _d_hello(h: Any, op: int, limits: Limits) -> f.Frame:
                    uint(m.get("heartbeat_ms", 0), op, "heartbeat_ms"),
                    boolean(m.get("starts", False), op, "starts"),
                    producer_id(m.get("producer", b""), op),
-                   optional_map(m.get("link"), op, "link", LINK_KEYS))
+                   optional_map(m.get("link"), op, "link", LINK_KEYS),
+                   _user(m.get("user"), op))
+
+
+def _user(v: Any, op: int) -> str | None:
+    if v is None:
+        return None
+    user = string(v, op, "user")
+    if not 0 < len(user) <= MAX_NAME:
+        raise bad(op, f"user must be 1 to {MAX_NAME} characters")
+    return user
 
 
 def _d_welcome(h: Any, op: int, limits: Limits) -> f.Frame:

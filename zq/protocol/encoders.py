@@ -75,6 +75,8 @@ def _hello(fr: f.Hello) -> Any:
         h["producer"] = fr.producer
     if fr.link is not None:
         h["link"] = fr.link
+    if fr.user is not None:
+        h["user"] = fr.user
     return h
 
 

@@ -60,6 +60,9 @@ class Hello:
     producer: bytes = b""
     # A router opening its link to a broker: {cluster: str, version: uint, router: str}.
     link: dict[str, Any] | None = None
+    # Set only by a router, in the HELLO it forwards: the key its client proved at the
+    # handshake. A broker believes it only from a link whose own key may relay.
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

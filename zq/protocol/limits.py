@@ -15,7 +15,9 @@ from zq.errors import MalformedFrame, ProtocolViolation, UnknownOpcode, Unsuppor
 # ------------------------------------------------------------------ frame sizes
 
 MAX_HEADER = 4 * 1024 * 1024  # octets of a header part: fixed in version 1
-MAX_FRAME = 64 * 1024 * 1024  # zq's default max_frame: octets in all parts of one message
+MAX_FRAME = 16 * 1024 * 1024  # zq's default max_frame: octets in all parts of one message
+PART_SLACK = 64 * 1024  # a single part may exceed max_frame by this much before ZeroMQ
+# cuts the connection (MAXMSGSIZE): a message just over the limit gets FRAME_TOO_LARGE
 MAX_BATCH = 10_000  # zq's default decoder batch: bodies per PUBLISH/DELIVER, ids per ACK...
 UINT_END = 1 << 63  # a uint on the wire is 0 .. 2^63 - 1 (section 4.1)
 

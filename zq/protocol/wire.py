@@ -45,9 +45,16 @@ def unpack(data: bytes, limits: Limits, op: int) -> Any:
             max_array_len=n,
             max_map_len=n,
             max_ext_len=0,
+            ext_hook=no_ext,  # (max_ext_len=0 still lets an extension of length 0 in)
         )
     except Exception as exc:  # msgpack raises many types; all mean one thing here
         raise MalformedFrame(f"undecodable header: {exc}", op=op) from None
+
+
+def no_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook``: section 4.1 has no extension types; a header with one is
+    malformed."""
+    raise ValueError(f"extension type {code} is not allowed")
 
 
 def bad(op: int, what: str) -> MalformedFrame:

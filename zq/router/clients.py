@@ -13,6 +13,8 @@ from typing import Any
 
 from zq.cluster.config import ClusterConfig
 from zq.errors import (
+    Forbidden,
+    FrameTooLarge,
     InternalError,
     InvalidArgument,
     Moved,
@@ -25,29 +27,40 @@ from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.limits import FATAL_NAMES, MAX_HEARTBEAT, MAX_QUEUE_NAME
 from zq.protocol.session import State, next_state
-from zq.router.state import CMD, CONFLICT, ClientSession, RouterState
+from zq.router.access import RouterAccess
+from zq.router.state import CMD, CONFLICT, ClientSession
 from zq.router.stats import router_stats
 
 _PUBLISH = CMD[f.PUBLISH]
 _HEARTBEAT_NIL = b"\xc0"  # msgpack nil: the whole header of a HEARTBEAT
 
 
-class ClientSide(RouterState):
+class ClientSide(RouterAccess):
     """Frames from clients (the ROUTER socket they connect to)."""
 
-    def from_client(self, identity: bytes, parts: list[bytes], now: float) -> None:
-        """One multipart message from client ``identity`` (the envelope split off)."""
+    def from_client(self, identity: bytes, parts: list[bytes], now: float,
+                    user: str | None = None) -> None:
+        """One multipart message from client ``identity`` (the envelope split off);
+        ``user``: the key its connection proved (with CURVE)."""
         self.counters["frames_in"] += 1
         cmd = parts[0] if parts else b""
         client = self.clients.get(identity)
+        if self.secure and user is None:  # no proven key (cannot be, with ZAP running)
+            self.counters["frames_refused"] += 1
+            self.error(identity, Forbidden("no proven key"), 0)
+            return
         if client is not None:
+            if self.secure and client.user != user:
+                self.counters["frames_refused"] += 1
+                self.error(identity, Forbidden("this session belongs to another key"), 0)
+                return
             if cmd == _PUBLISH:
                 self._publish(client, parts, now)
                 return
             if cmd == CMD[f.HEARTBEAT] and len(parts) == 2 and parts[1] == _HEARTBEAT_NIL:
                 client.last_seen = now
                 return
-        self._frame(identity, client, parts, now)
+        self._frame(identity, client, parts, now, user)
 
     # ---------------------------------------------------------------- PUBLISH
 
@@ -67,7 +80,10 @@ class ClientSide(RouterState):
         except UnicodeDecodeError:
             self._refuse(client, parts, None)  # MALFORMED_FRAME, from the decoder
             return
-        exc = self._to_owner(client, parts[1], bid, parts)
+        exc: ZqError | None = (self.may_publish(client, parts[1])
+                               if self.rights is not None else None)
+        if exc is None:
+            exc = self._to_owner(client, parts[1], bid, parts)
         if exc is None:
             client.last_seen = now
             self.counters["forwarded_publishes"] += 1
@@ -103,6 +119,12 @@ class ClientSide(RouterState):
             self.counters["unavailable"] += 1
             return Unavailable(f"broker {bid}, which holds the queue, cannot be reached now",
                                info={"broker": bid})
+        limit = link.max_frame
+        if limit and limit < self.cfg.max_frame and sum(map(len, parts)) > limit:
+            # Forwarded, it would be refused there, or cut the link (a part past the
+            # broker's MAXMSGSIZE closes the connection, with every frame on it).
+            return FrameTooLarge(f"message exceeds {limit} bytes, the max_frame of broker "
+                                 f"{bid}, which holds the queue", limit=limit)
         if bid not in client.inner:
             client.inner[bid] = False
             self.forward(link, client.identity, client.hello)
@@ -113,7 +135,7 @@ class ClientSide(RouterState):
     # ---------------------------------------------------------------- the others
 
     def _frame(self, identity: bytes, client: ClientSession | None, parts: list[bytes],
-               now: float) -> None:
+               now: float, user: str | None = None) -> None:
         """Any frame but a READY client's PUBLISH: decoded and checked in full."""
         try:
             frame = codec.decode(parts, self.limits)
@@ -122,7 +144,7 @@ class ClientSide(RouterState):
             return
         op = f.OPCODES[type(frame)]
         if type(frame) is f.Hello:
-            self.on_hello(identity, client, frame, parts, now)
+            self.on_hello(identity, client, frame, now, user)
             return
         if client is None:
             if op != f.BYE:  # a BYE from a client without a session is ignored
@@ -138,12 +160,21 @@ class ClientSide(RouterState):
             return
         client.last_seen = now
         try:
+            if self.rights is not None:
+                self.authorize(client, frame)
             handler(self, client, frame, parts, now)
         except ZqError as exc:
             self._failed(identity, exc, op)
 
     def _failed(self, identity: bytes, exc: ZqError, op: int) -> None:
-        """ERROR for a refused frame (``ref`` from ``exc``); a fatal one ends the session."""
+        """ERROR for a refused frame (``ref`` from ``exc``); a fatal one ends the session,
+        and past the sender's budget of them, it gets no ERROR: its connection is closed."""
+        fatal = exc.name in FATAL_NAMES
+        if fatal and not self.strike(identity):
+            client = self.clients.get(identity)
+            if client is not None:
+                self.end_client(client, f"protocol error at the router: {exc.name}")
+            return
         self.error(identity, exc, exc.attrs.get("op", op) or op, exc.attrs.get("ref"))
         client = self.clients.get(identity)
         if client is not None and exc.name in FATAL_NAMES:
@@ -158,7 +189,7 @@ class ClientSide(RouterState):
                                   "role": "router"})
 
     def on_hello(self, identity: bytes, client: ClientSession | None, frame: f.Hello,
-                 parts: list[bytes], now: float) -> None:
+                 now: float, user: str | None = None) -> None:
         if frame.link is not None:
             self._failed(identity, ProtocolViolation(
                 "a link HELLO to a router: routers link only to brokers"), f.HELLO)
@@ -166,8 +197,11 @@ class ClientSide(RouterState):
         if client is not None:  # a new session replaces the open one
             self.end_client(client, "the client said HELLO again")
         beat = min(max(self.cfg.heartbeat, frame.heartbeat_ms / 1000.0), MAX_HEARTBEAT)
-        self.clients[identity] = ClientSession(identity, list(parts), now,
-                                               beat * self.cfg.liveness)
+        try:
+            self.new_client(identity, frame, now, beat * self.cfg.liveness, user)
+        except ZqError as exc:
+            self.error(identity, exc, f.HELLO)
+            return
         self.send_client(identity, codec.encode(self.welcome()))
 
     def on_bye(self, client: ClientSession, frame: f.Bye, parts: list[bytes],
@@ -178,6 +212,10 @@ class ClientSide(RouterState):
                   now: float) -> None:
         if frame.op == "cluster_config":  # zq cluster reload: the router's own file
             self._take_config(client, frame, now)
+            return
+        if frame.op == "reload":  # zq admin reload: keys, permissions, cluster file
+            self.send_client(client.identity, codec.encode(f.ManageReply(
+                frame.req, self.reload_hook())))
             return
         queue = frame.args.get("queue")
         if type(queue) is not str or not queue:

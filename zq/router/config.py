@@ -13,6 +13,8 @@ import platform
 import re
 from dataclasses import dataclass
 
+from zq.security import settings as security_settings
+
 ROUTER_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -29,13 +31,24 @@ class RouterConfig:
     id: str = ""  # "": router-<hostname>-<pid>
     heartbeat: float = 1.0  # seconds between heartbeats, to clients and on links
     liveness: int = 3  # heartbeats a client or a broker may miss before it is lost
-    max_frame: int = 64 * 1024 * 1024  # bytes per multipart message, all parts together
+    max_frame: int = 16 * 1024 * 1024  # bytes per multipart message, all parts together
     send_hwm: int = 100_000  # queued outgoing messages per peer before sends to it fail
     drain_max: int = 2000  # frames read from one socket per loop pass
     placements: int = 100_000  # decoded queue-name placements kept (a bounded cache)
     shutdown_linger: float = 0.5  # seconds the final BYE frames may take to leave
     ha: str = ""  # etcd://HOST:PORT: link to each replicated broker id's primary (zq.ha)
     ha_cluster: str = "zq"  # the name under /zq/ whose broker ids' leaders it follows
+    # Security (docs/SECURITY.md), as a broker's; its links to brokers use its own key
+    # pair as a client's, and server_key as the brokers' public key.
+    curve_secret: str = ""
+    authorized_keys: str = ""
+    permissions: str = ""
+    server_key: str = ""  # the brokers' public key file ("": this router's own public key)
+    insecure: bool = False
+    max_sessions: int = 10_000
+    max_sessions_per_key: int = 1_000
+    hello_timeout: float = 10.0
+    malformed_budget: int = 10
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -49,6 +62,10 @@ class RouterConfig:
             raise ValueError(f"router id must be 1-128 characters of A-Z a-z 0-9 . _ -, "
                              f"got {self.id!r}")
         self._check_numbers()
+        security_settings.check(self, [self.bind])
+        if self.server_key and not self.curve_secret:
+            raise ValueError("--server-key needs --curve-secret: it is the brokers' key for "
+                             "the router's CURVE links")
         if self.ha:
             from zq.config import etcd_address
 

@@ -146,6 +146,7 @@ class LinkSide(RouterState):
             log.info("link to broker %s up (%s, cluster version %s)", link.broker_id, w.broker,
                      (w.cluster or {}).get("version"))
         link.process = w.broker
+        link.max_frame = w.max_frame
         link.state = UP
         link.renewals = 0
         link.reopened_at = None

@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import zmq
 
@@ -34,7 +35,11 @@ from zq.router.config import RouterConfig
 from zq.router.core import RouterCore
 from zq.router.sockets import Socket, client_socket, link_socket, send_brokers, send_clients
 from zq.router.state import UP
-from zq.transport import Alarm, fd, recv_parts
+from zq.security.curve import ClientKeys
+from zq.security.doorman import srcfd
+from zq.security.guard import Guard, raise_fd_limit
+from zq.security.keys import server_key
+from zq.transport import Alarm, fd, recv_frames, user_of
 
 log = logging.getLogger("zq.router")
 
@@ -49,6 +54,13 @@ class Router:
                  context: zmq.Context[Socket] | None = None) -> None:
         self.cfg = cfg
         self.core = RouterCore(cfg, cluster, time.monotonic())
+        self.guard = Guard(cfg, "router")
+        self.core.secure, self.core.rights = self.guard.secure, self.guard.rights
+        self.core.reload_hook = self._reload
+        self.core.security_stats = self.guard.stats
+        own = self.guard.keys  # the links authenticate with the router's own key pair
+        self._link_keys = None if own is None else ClientKeys(
+            own.public, own.secret, server_key(cfg.server_key) if cfg.server_key else own.public)
         self.endpoint = ""
         self._given_ctx = context
         self._ctx: zmq.Context[Socket] | None = None
@@ -81,8 +93,9 @@ class Router:
         cfg = self.cfg
         ctx: zmq.Context[Socket] = zmq.Context() if self._given_ctx is None else self._given_ctx
         try:
-            sock = client_socket(ctx, cfg)
+            sock = client_socket(ctx, cfg, self.guard, loop)
         except zmq.ZMQError:
+            self.guard.close()
             if ctx is not self._given_ctx:
                 ctx.term()
             raise
@@ -109,6 +122,7 @@ class Router:
                     self._close_link(bid)
         finally:
             self._alarm.cancel()
+            self.guard.close()
             sock.close(linger=self._linger_ms)
             if ctx is not self._given_ctx:
                 ctx.term()
@@ -160,7 +174,7 @@ class Router:
 
     # ------------------------------------------------------------ events
 
-    def _event(self, key: str | None, work: Callable[[], None] | None = None) -> None:
+    def _event(self, key: str | None, work: Callable[[], object] | None = None) -> None:
         """One event from the loop: socket ``key`` is readable (None: the alarm rang, or
         ``work`` is to be done). Read it, then do what is due and send what the core
         produced. Nothing runs once a stop was asked for. An exception here is a bug of
@@ -186,20 +200,38 @@ class Router:
             return
         core = self.core
         now = time.monotonic()
+        secure = core.secure
         for _ in range(self.cfg.drain_max):
             try:
-                msg = recv_parts(sock)
+                first, msg = recv_frames(sock)
             except zmq.Again:
                 return
             try:
                 if key:
                     core.from_broker(key, msg, now)
                 else:
-                    core.from_client(msg[0], msg[1:], now)
+                    core.from_client(msg[0], msg[1:], now, user_of(first) if secure else None)
+                    if core.noted:
+                        self._noted(first, msg[0])
             except Exception:  # a bug of the core: log it, and keep serving everybody else
                 log.exception("handling a %d-part message from %s failed", len(msg),
                               f"broker {key}" if key else "a client")
         self._soon.add(key)
+
+    def _noted(self, first: zmq.Frame, identity: bytes) -> None:
+        """A new session (its connection spoke) or a client past its budget (close it)."""
+        doorman = self.guard.doorman
+        conn = srcfd(first)
+        for what in self.core.noted:
+            if what == "session":
+                client = self.core.clients.get(identity)
+                if client is not None:
+                    client.conn = conn
+                if doorman is not None:
+                    doorman.spoke(first)
+            elif doorman is not None:
+                doorman.cut(conn, "too many malformed frames")
+        self.core.noted.clear()
 
     def _after(self) -> None:
         """After an event: timers that are due, every frame out, a look at each socket
@@ -268,7 +300,7 @@ class Router:
         assert self._ctx is not None
         assert self._loop is not None
         try:
-            link = link_socket(self._ctx, self.cfg, endpoint)
+            link = link_socket(self._ctx, self.cfg, endpoint, self._link_keys)
         except zmq.ZMQError as exc:
             log.error("cannot connect to broker %s at %s: %s", bid, endpoint, exc)
             return
@@ -283,17 +315,28 @@ class Router:
             self._loop.remove_reader(fd(link))
             link.close(linger=self._linger_ms)
 
-    def _reload(self) -> None:
+    def _reload(self) -> dict[str, Any]:
+        """SIGHUP, ``zq admin reload``: keys, permissions and the cluster file again."""
+        removed, changed, summary = self.guard.reload()
+        self.core.rights = self.guard.rights
+        if removed or changed:
+            conns = self.core.end_sessions_of(removed, "its key was removed")
+            self.guard.cut(conns, "key removed")
+            kept = self.core.end_sessions_of(changed, "its key's rights changed")
+            summary["sessions_ended"] = len(conns) + len(kept)
         path = self.cfg.cluster
         try:
             new = load(path)
         except ValueError as exc:
             log.error("SIGHUP: cluster file not reloaded: %s", exc)
-            return
+            summary["cluster_error"] = str(exc)
+            return summary
         taken, what = self.core.offer(new, time.monotonic())
         (log.info if taken else log.warning)("SIGHUP: cluster file %s %s", path, what)
+        summary["cluster"] = what
         if taken and self._leaders:
             self._repoint()
+        return summary
 
 
 def serve(cfg: RouterConfig, cluster: ClusterConfig | None = None, *,
@@ -309,6 +352,7 @@ def serve(cfg: RouterConfig, cluster: ClusterConfig | None = None, *,
 
     async def main() -> None:
         router = Router(cfg, ready_cluster)
+        raise_fd_limit()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, router.request_stop)
@@ -325,5 +369,8 @@ def serve(cfg: RouterConfig, cluster: ClusterConfig | None = None, *,
         run_loop(main())
     except zmq.ZMQError as exc:
         log.error("cannot start router on %s: %s", cfg.bind, exc)
+        return 2
+    except (ValueError, OSError) as exc:  # a key or permissions file
+        log.error("cannot start router: %s", exc)
         return 2
     return 0

@@ -6,6 +6,7 @@ of every send that fails, so that it can answer for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -13,6 +14,9 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from zq.protocol.limits import PART_SLACK
+from zq.security.curve import ClientKeys
+from zq.security.guard import Guard
 from zq.transport import readable, send_parts, serve_options
 
 if TYPE_CHECKING:
@@ -26,11 +30,15 @@ _NOBLOCK = int(zmq.NOBLOCK)
 Socket = zmq.Socket[bytes]
 
 
-def client_socket(ctx: zmq.Context[Socket], cfg: RouterConfig) -> Socket:
-    """The ROUTER socket clients connect to, bound to ``cfg.bind``."""
+def client_socket(ctx: zmq.Context[Socket], cfg: RouterConfig, guard: Guard,
+                  loop: asyncio.AbstractEventLoop) -> Socket:
+    """The ROUTER socket clients connect to, bound to ``cfg.bind`` once its guard (the
+    authenticator, the doorman) is running."""
     sock = ctx.socket(zmq.ROUTER)
     try:
         serve_options(sock, hwm=cfg.send_hwm, max_frame=cfg.max_frame, backlog=1024)
+        guard.protect(sock)
+        guard.start(ctx, loop, sock)
         sock.bind(cfg.bind)
     except zmq.ZMQError:
         sock.close(linger=0)
@@ -38,10 +46,13 @@ def client_socket(ctx: zmq.Context[Socket], cfg: RouterConfig) -> Socket:
     return sock
 
 
-def link_socket(ctx: zmq.Context[Socket], cfg: RouterConfig, endpoint: str) -> Socket:
-    """A DEALER connecting to a broker, for its link."""
+def link_socket(ctx: zmq.Context[Socket], cfg: RouterConfig, endpoint: str,
+                keys: ClientKeys | None = None) -> Socket:
+    """A DEALER connecting to a broker, for its link (with ``keys``, over CURVE)."""
     link = ctx.socket(zmq.DEALER)
     try:
+        if keys is not None:
+            keys.apply(link)
         link.setsockopt(zmq.ROUTING_ID, f"zqr-{cfg.id}-{os.urandom(4).hex()}".encode())
         link.setsockopt(zmq.LINGER, 0)
         # Queue only on a live connection: a HELLO sent while the broker is down fails
@@ -50,7 +61,7 @@ def link_socket(ctx: zmq.Context[Socket], cfg: RouterConfig, endpoint: str) -> S
         link.setsockopt(zmq.IMMEDIATE, 1)
         link.setsockopt(zmq.SNDHWM, cfg.send_hwm)
         link.setsockopt(zmq.RCVHWM, cfg.send_hwm)
-        link.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame)
+        link.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame + PART_SLACK)
         link.connect(endpoint)
     except zmq.ZMQError:
         link.close(linger=0)

@@ -9,6 +9,8 @@ The state lives here, below the rules: each broker's :class:`Link`, each client'
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from zq.errors import SessionUnknown, ZqError
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.router.config import RouterConfig
+from zq.security.permissions import Permissions
 
 log = logging.getLogger("zq.router")
 
@@ -33,7 +36,8 @@ CMD = {op: codec.command(op) for op in f.NAMES}
 COUNTERS = ("frames_in", "frames_out", "forwarded", "forwarded_publishes", "relayed",
             "errors_sent", "unavailable", "conflicts", "clients_expired",
             "clients_unreachable", "send_failed", "links_lost", "links_renewed",
-            "catalog_resets", "configs_adopted", "hello_retries", "dropped")
+            "catalog_resets", "configs_adopted", "hello_retries", "dropped",
+            "frames_refused", "peers_cut")
 
 
 @dataclass(slots=True)
@@ -47,6 +51,7 @@ class Link:
     dialed_at: float = 0.0  # when the shell's socket for it was opened
     renewals: int = 0  # new sockets opened since its last WELCOME (unanswered HELLOs)
     process: str = ""  # WELCOME's ``broker``: a new value after a restart
+    max_frame: int = 0  # WELCOME's: the largest message it takes (0: not heard yet)
     announced: int = 0  # the cluster version our latest HELLO said
     session_kept: bool = False  # the broker may hold a link session for us (BYE it first)
     next_hello: float = 0.0
@@ -86,6 +91,8 @@ class ClientSession:
     last_seen: float
     liveness_s: float
     inner: dict[str, bool] = field(default_factory=dict)  # broker id -> WELCOME seen
+    user: str | None = None  # the key it proved at the handshake (CURVE)
+    conn: int = -1  # its connection, as the shell knows it (a descriptor)
 
 
 class RouterState:
@@ -102,6 +109,14 @@ class RouterState:
         self.to_brokers: list[tuple[str, list[bytes]]] = []
         self.link_actions: list[tuple[str, str, str]] = []  # (open|close, broker id, endpoint)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        # Security (zq.router.access): as a broker's core has it.
+        self.secure = False
+        self.rights: Permissions | None = None
+        self.per_key: Counter[str | None] = Counter()
+        self.strikes: dict[bytes, int] = {}
+        self.noted: list[str] = []
+        self.reload_hook: Callable[[], dict[str, Any]] = dict  # the shell's (SIGHUP's)
+        self.security_stats: Callable[[], dict[str, Any]] = dict  # the shell's guard
         self._placed: dict[bytes, str] = {}
         self.started = now
         self.next_tick = now + cfg.heartbeat
@@ -196,6 +211,11 @@ class RouterState:
         ``skip``) gets a BYE for it: the client's own ``bye``, else one with ``reason``."""
         if self.clients.get(client.identity) is client:
             del self.clients[client.identity]
+            left = self.per_key[client.user] - 1
+            if left > 0:
+                self.per_key[client.user] = left
+            else:
+                self.per_key.pop(client.user, None)
         if not client.inner:
             return
         if bye is None:

@@ -26,4 +26,7 @@ def router_stats(state: RouterState, now: float) -> dict[str, Any]:
             "links": {bid: link_stats(link, now) for bid, link in state.links.items()},
             "clients": len(state.clients),
             "uptime_s": round(now - state.started, 3),
-            "counters": dict(state.counters)}
+            "counters": dict(state.counters),
+            "security": {**state.security_stats(),
+                         "sessions_per_key": {k: n for k, n in state.per_key.items()
+                                              if k is not None}}}
