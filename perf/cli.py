@@ -202,7 +202,10 @@ def main() -> None:
 
 @main.command()
 @load_options
-def throughput(**opts: Any) -> None:
+@click.option("--curve", is_flag=True,
+              help="Also run zq with CURVE on every connection (zq-curve: keys made for "
+                   "the run), and print CURVE / plaintext.")
+def throughput(curve: bool, **opts: Any) -> None:
     """zq's msg/s and the baseline relay's, same traffic, same invocation, and the ratio.
 
     Starts `zq broker --storage memory` (or --storage sqlite in a fresh data folder)
@@ -210,7 +213,7 @@ def throughput(**opts: Any) -> None:
     consumer processes with the zq SDK, verifies every message arrived exactly
     once, then does the same through a bare pyzmq ROUTER relay.
     """
-    _run(("zq", "baseline"), **opts)
+    _run(("zq", "zq-curve", "baseline") if curve else ("zq", "baseline"), **opts)
 
 
 @main.command()

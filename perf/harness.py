@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf import rawload, server, stamps, zqload
+from perf import curve, rawload, server, stamps, zqload
 from perf.cluster import RouterCluster
 from perf.common import RssSampler, WorkerReport, WorkerSpec, rss_kib, subscribed
 from perf.config import LoadConfig
@@ -37,7 +37,7 @@ from perf.progress import BAR
 from zq import Client
 from zq.broker import run_loop
 
-SYSTEMS = ("zq", "baseline", "zq-router", "zq-ha")
+SYSTEMS = ("zq", "baseline", "zq-router", "zq-ha", "zq-curve")
 
 
 class RunFailed(RuntimeError):
@@ -82,9 +82,14 @@ class Result:
 
 def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
     srv: Any
+    env: dict[str, str] = {}
     if system == "zq":
         data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"  # a fresh store for every run
         srv = server.zq_broker(log_dir / "zq-broker.log", cfg.storage, data)
+    elif system == "zq-curve":  # the same broker, every connection over CURVE
+        data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"
+        args, env = curve.broker_args(log_dir / "keys")
+        srv = server.zq_broker(log_dir / "zq-curve-broker.log", cfg.storage, data, args)
     elif system == "zq-router":
         srv = RouterCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
     elif system == "zq-ha":  # a primary and its synchronous standby (perf.ha): sqlite
@@ -93,10 +98,10 @@ def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
         srv = server.relay(log_dir / "relay.log", cfg.relay_mode, cfg.relay_io)
     else:
         raise ValueError(f"system must be one of {SYSTEMS}")
-    with srv, BAR.scope(system):
+    with srv, BAR.scope(system), curve.client_env(env):
         endpoint = srv.start()
         reports, server_cpu, rss = _drive(system, cfg, endpoint, srv)
-        stats = _run_async(_broker_stats(endpoint)) if system == "zq" else {}
+        stats = _run_async(_broker_stats(endpoint)) if system in ("zq", "zq-curve") else {}
         rc = srv.stop()
     return _result(system, cfg, reports, server_cpu, rc, stats, rss)
 

@@ -60,7 +60,9 @@ def table(rounds: list[dict[str, Result]]) -> str:
             rows.append([str(i), "zq/baseline", f"{ratio:.1%}", "", "", "", "", "", ""])
         for name, a, b in (("zq-router/zq", "zq-router", "zq"),
                            ("zq-router/baseline", "zq-router", "baseline"),
-                           ("zq-ha/zq", "zq-ha", "zq"), ("zq-ha/baseline", "zq-ha", "baseline")):
+                           ("zq-ha/zq", "zq-ha", "zq"), ("zq-ha/baseline", "zq-ha", "baseline"),
+                           ("zq-curve/zq", "zq-curve", "zq"),
+                           ("zq-curve/baseline", "zq-curve", "baseline")):
             if a in res and b in res and res[b].msg_per_s > 0:
                 rows.append([str(i), name, f"{res[a].msg_per_s / res[b].msg_per_s:.1%}",
                              "", "", "", "", "", ""])
@@ -78,7 +80,7 @@ def table(rounds: list[dict[str, Result]]) -> str:
 
 def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
     parts = []
-    for system in ("zq", "zq-router", "zq-ha", "baseline"):
+    for system in ("zq", "zq-router", "zq-ha", "zq-curve", "baseline"):
         rates = [res[system].msg_per_s for res in rounds if system in res]
         if rates:
             parts.append(f"{system} median {statistics.median(rates):,.0f} msg/s "
@@ -93,6 +95,10 @@ def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
             if "zq-ha" in res and "zq" in res and res["zq"].msg_per_s > 0]
     if repl:
         parts.append(f"replicated / single median {statistics.median(repl):.1%}")
+    curve = [res["zq-curve"].msg_per_s / res["zq"].msg_per_s for res in rounds
+             if "zq-curve" in res and "zq" in res and res["zq"].msg_per_s > 0]
+    if curve:
+        parts.append(f"CURVE / plaintext median {statistics.median(curve):.1%}")
     return "; ".join(parts)
 
 

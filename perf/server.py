@@ -94,8 +94,10 @@ class Server:
             return ""
 
 
-def zq_broker(log: Path, storage: str = "memory", data: Path | None = None) -> Server:
-    """``zq broker`` with ``storage`` memory, sqlite (fsync full) or sqlite-normal."""
+def zq_broker(log: Path, storage: str = "memory", data: Path | None = None,
+              extra: tuple[str, ...] | list[str] = ()) -> Server:
+    """``zq broker`` with ``storage`` memory, sqlite (fsync full) or sqlite-normal, and
+    ``extra`` flags."""
     args = ["--storage", "memory"]
     if storage != "memory":
         if data is None:
@@ -103,7 +105,7 @@ def zq_broker(log: Path, storage: str = "memory", data: Path | None = None) -> S
         args = ["--storage", "sqlite", "--data", str(data),
                 "--fsync", "normal" if storage == "sqlite-normal" else "full"]
     return Server("zq broker", [sys.executable, "-m", "zq", "broker", "--bind",
-                                "tcp://127.0.0.1:*", *args], "ZQ READY ", log)
+                                "tcp://127.0.0.1:*", *args, *extra], "ZQ READY ", log)
 
 
 def relay(log: Path, mode: str, io: str) -> Server:
