@@ -32,7 +32,6 @@ from zq.persistence.sqlite import SqliteStore
 from zq.policies import make_dispatch
 from zq.protocol.frames import CONFIRM, DELIVER, FORWARD
 from zq.protocol.wire import command
-from zq.security.doorman import srcfd
 from zq.security.guard import Guard
 from zq.shipping import Shipper
 from zq.transport import Alarm, fd, readable, recv_frames, send_parts, serve_options, user_of
@@ -257,7 +256,7 @@ class Broker:
             # it was sent (perf delays caught messages delivered early that way).
             core.receive(msg[0], msg[1:], monotonic(), user_of(first) if secure else None)
             if noted:  # a new session, or a peer past its budget: look at its connection
-                self._noted(first, msg[0])
+                self.guard.note(first, noted, core.peers.get(msg[0]))
         if now >= core.next_deadline():
             core.tick(now)
         if not self.store.durable:
@@ -274,21 +273,6 @@ class Broker:
         if n >= limit or (readable(sock) and core.staged < commit_max):
             self._poke()
         self._alarm.arm(loop, min(core.next_deadline(), self.commits.wake_at()))
-
-    def _noted(self, first: zmq.Frame, identity: bytes) -> None:
-        noted = self.core.noted
-        doorman = self.guard.doorman
-        conn = srcfd(first)
-        for what in noted:
-            if what == "session":
-                peer = self.core.peers.get(identity)
-                if peer is not None:
-                    peer.conn = conn
-                if doorman is not None:
-                    doorman.spoke(first)
-            elif doorman is not None:  # "cut"
-                doorman.cut(conn, "too many malformed frames")
-        noted.clear()
 
     def _primary(self) -> bool:
         """Whether this broker may deliver: always, unless replicated and its lease is

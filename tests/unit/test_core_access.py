@@ -23,7 +23,6 @@ from tests.unit.test_core_cluster import CFG as CLUSTER
 from tests.unit.test_core_cluster import L, inner
 from zq.cluster.placement import place
 from zq.config import BrokerConfig
-from zq.core import access
 from zq.core.membership import Membership
 from zq.errors import (
     ClusterMismatch,
@@ -36,6 +35,7 @@ from zq.errors import (
 )
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.security import bounds as access
 from zq.security.permissions import SERVER, Permissions
 
 C = b"consumer-c"

@@ -27,8 +27,8 @@ from zq.errors import (
 )
 from zq.protocol import codec
 from zq.protocol import frames as f
-from zq.router import access
 from zq.router.core import RouterCore
+from zq.security import bounds as access
 from zq.security.permissions import SERVER, Permissions
 
 JUNK = [b"junk"]  # not a zq frame at all: MALFORMED_FRAME

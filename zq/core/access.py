@@ -14,11 +14,10 @@ from __future__ import annotations
 from zq.core.model import Peer
 from zq.core.state import log
 from zq.core.stats import Stats
-from zq.errors import Forbidden, TooManySessions
+from zq.errors import Forbidden
 from zq.protocol import frames as f
+from zq.security.bounds import admit, strike
 from zq.security.permissions import NONE, SERVER, check, manage_right
-
-STRIKES_KEPT = 10_000  # routing ids whose malformed frames are counted at once
 
 
 class Access(Stats):
@@ -33,12 +32,7 @@ class Access(Stats):
         if route is not None and self.secure:
             link = self.peers.get(route[0])
             user = self._vouched(link.user if link is not None else None, frame)
-        if len(self.peers) >= cfg.max_sessions:
-            raise TooManySessions(f"the broker holds its most sessions "
-                                  f"(max_sessions {cfg.max_sessions})")
-        if self.secure and user != SERVER and self.per_key[user] >= cfg.max_sessions_per_key:
-            raise TooManySessions(f"key {user!r} holds its most sessions "
-                                  f"(max_sessions_per_key {cfg.max_sessions_per_key})")
+        admit(cfg, len(self.peers), self.per_key, user, self.secure, "broker")
         peer = self.peers[identity] = Peer(identity, now)
         peer.user = user
         self.per_key[user] += 1
@@ -75,17 +69,8 @@ class Access(Stats):
         ERROR, False once it has used its budget (the shell closes its connection)."""
         if identity in self.routes:  # its router answers for its clients
             return True
-        strikes = self.strikes
-        n = strikes.get(identity, 0) + 1
-        if n == 1 and len(strikes) >= STRIKES_KEPT:
-            strikes.clear()
-        strikes[identity] = n
-        if n <= self.cfg.malformed_budget:
-            return True
-        if n == self.cfg.malformed_budget + 1:
-            self.counters["peers_cut"] += 1
-        self.noted.append("cut")
-        return False
+        return strike(self.strikes, identity, self.cfg.malformed_budget, self.counters,
+                      self.noted)
 
     def authorize(self, peer: Peer, frame: f.Frame) -> None:
         """Raise Forbidden unless ``peer``'s key may send ``frame`` (with ``rights``)."""

@@ -12,6 +12,7 @@ from zq.core.state import (
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.session import State
+from zq.security.bounds import forget
 
 
 def charged(held: list[Msg], marks: bool, probes: set[Msg]) -> set[Msg]:
@@ -59,12 +60,7 @@ class Leases(Delivery):
             return
         del self.peers[peer.identity]
         peer.state = State.CLOSED
-        per_key = self.per_key
-        left = per_key[peer.user] - 1
-        if left > 0:
-            per_key[peer.user] = left
-        else:
-            per_key.pop(peer.user, None)
+        forget(self.per_key, peer.user)
         if peer.inner is not None:  # a router's link: the clients behind it go with it
             self._drop_link(peer, reason)
         if self.results.waiters:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from zq.errors import Forbidden, TooManySessions
+from zq.errors import Forbidden
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.router.state import ClientSession, RouterState
+from zq.security.bounds import admit, strike
 from zq.security.permissions import NONE, SERVER, check, manage_right
-
-STRIKES_KEPT = 10_000
 
 
 class RouterAccess(RouterState):
@@ -26,13 +25,7 @@ class RouterAccess(RouterState):
                    user: str | None) -> ClientSession:
         """A session for a client's HELLO, within the bounds (raises TooManySessions).
         Its HELLO, forwarded to open each inner session, names its key and only that."""
-        cfg = self.cfg
-        if len(self.clients) >= cfg.max_sessions:
-            raise TooManySessions(f"the router holds its most sessions "
-                                  f"(max_sessions {cfg.max_sessions})")
-        if self.secure and user != SERVER and self.per_key[user] >= cfg.max_sessions_per_key:
-            raise TooManySessions(f"key {user!r} holds its most sessions "
-                                  f"(max_sessions_per_key {cfg.max_sessions_per_key})")
+        admit(self.cfg, len(self.clients), self.per_key, user, self.secure, "router")
         hello = codec.encode(dataclasses.replace(frame, user=user if self.secure else None))
         client = ClientSession(identity, hello, now, liveness_s, user=user)
         self.clients[identity] = client
@@ -83,13 +76,5 @@ class RouterAccess(RouterState):
     def strike(self, identity: bytes) -> bool:
         """A malformed frame from ``identity``: True if it gets its ERROR, False once it
         used its budget (no more ERROR frames; the shell closes its connection)."""
-        n = self.strikes.get(identity, 0) + 1
-        if n == 1 and len(self.strikes) >= STRIKES_KEPT:
-            self.strikes.clear()
-        self.strikes[identity] = n
-        if n <= self.cfg.malformed_budget:
-            return True
-        if n == self.cfg.malformed_budget + 1:
-            self.counters["peers_cut"] += 1
-        self.noted.append("cut")
-        return False
+        return strike(self.strikes, identity, self.cfg.malformed_budget, self.counters,
+                      self.noted)

@@ -36,7 +36,6 @@ from zq.router.core import RouterCore
 from zq.router.sockets import Socket, client_socket, link_socket, send_brokers, send_clients
 from zq.router.state import UP
 from zq.security.curve import ClientKeys
-from zq.security.doorman import srcfd
 from zq.security.guard import Guard, raise_fd_limit
 from zq.security.keys import server_key
 from zq.transport import Alarm, fd, recv_frames, user_of
@@ -212,26 +211,11 @@ class Router:
                 else:
                     core.from_client(msg[0], msg[1:], now, user_of(first) if secure else None)
                     if core.noted:
-                        self._noted(first, msg[0])
+                        self.guard.note(first, core.noted, core.clients.get(msg[0]))
             except Exception:  # a bug of the core: log it, and keep serving everybody else
                 log.exception("handling a %d-part message from %s failed", len(msg),
                               f"broker {key}" if key else "a client")
         self._soon.add(key)
-
-    def _noted(self, first: zmq.Frame, identity: bytes) -> None:
-        """A new session (its connection spoke) or a client past its budget (close it)."""
-        doorman = self.guard.doorman
-        conn = srcfd(first)
-        for what in self.core.noted:
-            if what == "session":
-                client = self.core.clients.get(identity)
-                if client is not None:
-                    client.conn = conn
-                if doorman is not None:
-                    doorman.spoke(first)
-            elif doorman is not None:
-                doorman.cut(conn, "too many malformed frames")
-        self.core.noted.clear()
 
     def _after(self) -> None:
         """After an event: timers that are due, every frame out, a look at each socket

@@ -20,6 +20,7 @@ from zq.errors import SessionUnknown, ZqError
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.router.config import RouterConfig
+from zq.security.bounds import forget
 from zq.security.permissions import Permissions
 
 log = logging.getLogger("zq.router")
@@ -211,11 +212,7 @@ class RouterState:
         ``skip``) gets a BYE for it: the client's own ``bye``, else one with ``reason``."""
         if self.clients.get(client.identity) is client:
             del self.clients[client.identity]
-            left = self.per_key[client.user] - 1
-            if left > 0:
-                self.per_key[client.user] = left
-            else:
-                self.per_key.pop(client.user, None)
+            forget(self.per_key, client.user)
         if not client.inner:
             return
         if bye is None:

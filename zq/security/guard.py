@@ -17,7 +17,7 @@ import zmq
 
 from zq.security.auth import CLIENTS, KeyGate
 from zq.security.curve import ClientKeys, ServerKeys
-from zq.security.doorman import Doorman
+from zq.security.doorman import Doorman, srcfd
 from zq.security.permissions import Permissions
 
 log = logging.getLogger("zq.security")
@@ -122,6 +122,22 @@ class Guard:
                 log.info("permissions reloaded from %s: %s", self.cfg.permissions,
                          f"changed for {sorted(changed)}" if changed else "unchanged")
         return removed, changed, summary
+
+    def note(self, first: zmq.Frame, noted: list[str], session: Any) -> None:
+        """After a frame the core noted something about: a new session (``session``, the
+        core's, gets the frame's connection; it spoke in time), or a peer past its
+        malformed budget (its connection is closed)."""
+        doorman = self.doorman
+        conn = srcfd(first)
+        for what in noted:
+            if what == "session":
+                if session is not None:
+                    session.conn = conn
+                if doorman is not None:
+                    doorman.spoke(first)
+            elif doorman is not None:  # "cut"
+                doorman.cut(conn, "too many malformed frames")
+        noted.clear()
 
     def cut(self, conns: list[int], why: str) -> int:
         """Close these connections (descriptors the shell noted); how many were."""
