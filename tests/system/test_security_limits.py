@@ -87,6 +87,10 @@ class Keys:
     def revoke(self, name: str) -> None:
         (self.authorized / f"{name}{zkeys.PUBLIC_SUFFIX}").unlink()
 
+    def restore(self, name: str) -> None:
+        src = self.folder / f"{name}{zkeys.PUBLIC_SUFFIX}"
+        (self.authorized / src.name).write_bytes(src.read_bytes())
+
 
 def make_keys(tmp: Path, *names: str) -> Keys:
     """A server key pair and one pair per client name, each client authorized."""
@@ -601,9 +605,22 @@ async def test_a_revoked_workers_session_ends_and_its_tasks_run_on_the_other(
         st = (await obs.queue_info("slow"))["stats"]
         assert (st["ready"], st["in_flight"]) == (0, 0), st
         assert "w1" not in (await security(obs))["sessions_per_key"]
+        # The revoked worker says why it cannot connect, and keeps trying (libzmq gives a
+        # refused connection up): once its key is back, it is served again by itself.
+        assert "refused the connection: the server does not accept this key" in w1.stderr()
+        keys.restore("w1")
+        t1 = loop.time()
+        broker.signal(signal.SIGHUP)
+
+        async def w1_back() -> bool:
+            return (await security(obs))["sessions_per_key"].get("w1") == 1
+
+        await eventually(w1_back, "worker 1 back with its key", timeout=40)
+        back_after = loop.time() - t1
     print(f"\nrevocation: worker 1's session gone {gone_after:.3f} s after SIGHUP, its "
           f"{n} tasks running on worker 2 after {moved_after:.3f} s, a reconnect refused "
-          f"after {refused_after:.3f} s; security {sec}")
+          f"after {refused_after:.3f} s; its key back, it was served again after "
+          f"{back_after:.1f} s; security {sec}")
     await w2.terminate_and_expect_exit(0, within=10)
 
 

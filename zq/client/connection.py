@@ -55,6 +55,9 @@ class Owner(Protocol):
 _READY, _CLOSED = s.State.READY, s.State.CLOSED  # a member looked up on its Enum is slow
 
 
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
 class Connection(Redial):
     """Session, flow of frames, confirms, heartbeats. Used by Client and Consumer."""
 
@@ -353,8 +356,15 @@ class Connection(Redial):
             return
         out = self._outbox.take()
         if out:
-            for parts in out:
-                send_parts(sock, parts)
+            try:
+                for parts in out:
+                    send_parts(sock, parts, _NOBLOCK)
+            except zmq.Again:
+                # No connection to queue on: libzmq gave it up after the server refused
+                # our key (it keeps one, and queues, while it only reconnects). What
+                # matters is sent again once a session is back (unconfirmed publishes,
+                # HELLO); deliveries not acked are redelivered.
+                log.debug("%s: %d frame(s) dropped: no connection", self.endpoint, len(out))
             self._sess.sent(self._loop.time())
         # Sending can swallow the descriptor's edge: look for input we would miss.
         if readable(sock):
