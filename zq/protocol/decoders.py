@@ -64,7 +64,8 @@ def decode(parts: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> f.Frame:
     if op == f.PUBLISH:
         return _publish(parts, total, limits)
     if total > limits.max_frame:
-        raise FrameTooLarge(f"message of {total} bytes exceeds {limits.max_frame}", op=op,
+        raise FrameTooLarge(f"message of {total} bytes exceeds max_frame = {limits.max_frame} "
+                            f"(broker setting max_frame, zq broker --max-frame)", op=op,
                             limit=limits.max_frame)
     if op == f.DELIVER:
         return _deliver(parts, limits)

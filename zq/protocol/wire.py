@@ -27,7 +27,8 @@ def unpack(data: bytes, limits: Limits, op: int) -> Any:
     """One msgpack header part of frame ``op``, within ``limits``."""
     if len(data) > limits.max_header:
         raise FrameTooLarge(
-            f"header of {len(data)} bytes exceeds {limits.max_header}",
+            f"header of {len(data)} bytes exceeds max_header = {limits.max_header} "
+            f"(broker setting max_header, zq broker --max-header)",
             op=op,
             limit=limits.max_header,
         )
