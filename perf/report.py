@@ -87,18 +87,12 @@ def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
                          f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
     if ratios:
         parts.append(f"ratio median {statistics.median(ratios):.1%}")
-    via = [res["zq-router"].msg_per_s / res["zq"].msg_per_s for res in rounds
-           if "zq-router" in res and "zq" in res and res["zq"].msg_per_s > 0]
-    if via:
-        parts.append(f"through the router / direct median {statistics.median(via):.1%}")
-    repl = [res["zq-ha"].msg_per_s / res["zq"].msg_per_s for res in rounds
-            if "zq-ha" in res and "zq" in res and res["zq"].msg_per_s > 0]
-    if repl:
-        parts.append(f"replicated / single median {statistics.median(repl):.1%}")
-    curve = [res["zq-curve"].msg_per_s / res["zq"].msg_per_s for res in rounds
-             if "zq-curve" in res and "zq" in res and res["zq"].msg_per_s > 0]
-    if curve:
-        parts.append(f"CURVE / plaintext median {statistics.median(curve):.1%}")
+    for system, words in (("zq-router", "through the router / direct"),
+                          ("zq-ha", "replicated / single"), ("zq-curve", "CURVE / plaintext")):
+        against = [res[system].msg_per_s / res["zq"].msg_per_s for res in rounds
+                   if system in res and "zq" in res and res["zq"].msg_per_s > 0]
+        if against:
+            parts.append(f"{words} median {statistics.median(against):.1%}")
     return "; ".join(parts)
 
 
