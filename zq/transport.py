@@ -9,6 +9,8 @@ must check :func:`readable` before waiting on it again.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -71,6 +73,14 @@ def recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
 
 
 USER_ID = "User-Id"  # the frame property holding the key a CURVE peer proved
+_monitors = itertools.count(1)
+
+
+def monitor(sock: zmq.Socket[Any], events: int) -> zmq.Socket[Any]:
+    """A PAIR socket receiving ``sock``'s monitor events. Each gets an inproc address of
+    its own: pyzmq's default names it after the socket's descriptor, which a socket made
+    later may reuse while the old monitor's endpoint is still being torn down."""
+    return sock.get_monitor_socket(events, f"inproc://zq-monitor-{os.getpid()}-{next(_monitors)}")
 
 
 def user_of(frame: zmq.Frame) -> str | None:

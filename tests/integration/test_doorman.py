@@ -91,3 +91,33 @@ def test_refusals_are_logged_one_by_one_then_summed(caplog: pytest.LogCaptureFix
     assert lines[:3] == ["srv: refused a connection: unknown key"] * 3
     assert lines[3] == "srv: refused 3 more connection(s): 1 garbage, 2 unknown key"
     assert len(lines) == 4
+
+
+async def test_a_closed_doorman_leaves_the_context_working() -> None:
+    """Once the doorman is closed, the server socket sends it no more events: libzmq
+    sends them from the context's I/O thread, which would block on a monitor nobody
+    reads, and every other socket of the context (a process's clients) with it."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    serve_options(sock, hwm=1000, max_frame=1 << 20, backlog=100)
+    sock.bind("tcp://127.0.0.1:*")
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    door = Doorman(sock, hello_timeout=60, name="test")
+    door.start(asyncio.get_running_loop())
+    peers = [_dealer(ctx, endpoint) for _ in range(40)]
+    await eventually(lambda: door.poll() is None and len(door.open) == len(peers),
+                     "every peer accepted", 5, 0.01)
+    door.close()
+    for p in peers:  # each close is an event for the (now gone) monitor
+        p.close(linger=0)
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        b.bind("tcp://127.0.0.1:*")
+        a.connect(b.getsockopt_string(zmq.LAST_ENDPOINT))
+        a.send(b"still working")
+        await eventually(lambda: b.poll(0) != 0, "a new connection in the context", 5, 0.02)
+        assert b.recv() == b"still working"
+    finally:
+        for s in (a, b, sock):
+            s.close(linger=0)
+        ctx.term()

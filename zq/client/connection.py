@@ -91,7 +91,9 @@ class Connection(Redial):
         self._welcome_fut: asyncio.Future[None] | None = None
         self._window_waiters: deque[asyncio.Future[None]] = deque()
         self._hb: asyncio.TimerHandle | None = None
-        self._watch: HandshakeWatch | None = None  # refusals of the handshake, all along
+        # Refusals of the handshake: while opening, and all along with CURVE (a key can
+        # be refused later, when it was revoked).
+        self._watch: HandshakeWatch | None = None
         self._redial_in = REDIAL_FIRST  # after a refused key: seconds until a new try
 
     @property
@@ -126,6 +128,11 @@ class Connection(Redial):
         except BaseException:
             self._teardown()
             raise
+        if self.keys is None and self._watch is not None:
+            # Without CURVE nothing can refuse us later: no monitor socket (two sockets
+            # of the shared context) for the connection's whole life.
+            self._watch.close()
+            self._watch = None
         self._hb = self._loop.call_later(self._sess.interval, self._on_heartbeat)
 
     async def _handshake(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import zmq
 
 from zq.security.curve import ClientKeys
-from zq.transport import fd
+from zq.transport import fd, monitor
 
 _context: zmq.Context[zmq.Socket[bytes]] | None = None
 _context_pid = 0
@@ -54,7 +54,7 @@ class HandshakeWatch:
         self._sock = sock
         self._loop = loop
         self._refused = refused
-        self._mon: zmq.Socket[bytes] | None = sock.get_monitor_socket(FAILURES)
+        self._mon: zmq.Socket[bytes] | None = monitor(sock, FAILURES)
         loop.add_reader(fd(self._mon), self._read)
         loop.call_soon(self._read)  # (the descriptor is edge-triggered)
 

@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from zq.transport import fd as socket_fd
+from zq.transport import monitor
 
 log = logging.getLogger("zq.security")
 
@@ -99,7 +100,8 @@ class Doorman:
     def __init__(self, sock: zmq.Socket[Any], *, hello_timeout: float, name: str) -> None:
         self.hello_timeout = hello_timeout
         self.name = name
-        self._mon = sock.get_monitor_socket(EVENTS)
+        self._sock = sock
+        self._mon = monitor(sock, EVENTS)
         self.open: dict[int, tuple[float, Any]] = {}  # fd -> (accepted at, peer address)
         self.waiting: dict[int, float] = {}  # fd -> deadline: open, no session yet
         self.failed: Counter[str] = Counter()  # handshake failures by reason
@@ -121,6 +123,10 @@ class Doorman:
         if self._loop is not None:
             self._loop.remove_reader(socket_fd(self._mon))
             self._loop = None
+        # Stop the events first: libzmq sends them from its I/O thread, which would
+        # block (and every socket of the context with it) on a monitor nobody reads.
+        with contextlib.suppress(zmq.ZMQError):
+            self._sock.disable_monitor()
         self._mon.close(linger=0)
 
     # ------------------------------------------------------------------ events
