@@ -118,7 +118,8 @@ def test_every_module_is_small_enough_to_hold_in_mind(name: str) -> None:
                                     "zq.persistence.base", "zq.client.session",
                                     "zq.client.outbox", "zq.ha.wire", "zq.ha.stream",
                                     "zq.security.permissions", "zq.security.settings",
-                                    "zq.security.bounds",
+                                    "zq.security.bounds", "zq.node.supervise",
+                                    "zq.policies.scaling",
                                     "zq.router.core"])
 def test_cores_without_io_load_no_io_module(module: str) -> None:
     """'No I/O' holds at import time too: a fresh interpreter imports the module and

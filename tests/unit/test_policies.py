@@ -18,6 +18,7 @@ from zq.policies import (
     DISPATCH_POLICIES,
     KINDS,
     OVERFLOW_POLICIES,
+    SCALING_POLICIES,
     SELECTION_POLICIES,
     DropOldest,
     Exponential,
@@ -234,17 +235,19 @@ BUILTIN: dict[str, Mapping[str, Callable[[], Any]]] = {
     "selection": SELECTION_POLICIES,
     "backoff": BACKOFF_POLICIES,
     "overflow": OVERFLOW_POLICIES,
+    "scaling": SCALING_POLICIES,
 }
 NAMES = {
     "dispatch": ["round-robin", "least-loaded"],
     "selection": ["weighted-fair", "strict"],
     "backoff": ["fixed", "exponential"],
     "overflow": ["reject", "drop-oldest"],
+    "scaling": ["backlog", "fixed"],
 }
 
 
 def test_kinds() -> None:
-    assert KINDS == ("dispatch", "selection", "backoff", "overflow")
+    assert KINDS == ("dispatch", "selection", "backoff", "overflow", "scaling")
     assert list(BUILTIN) == list(KINDS)
     for kind in KINDS:
         assert list(BUILTIN[kind]) == NAMES[kind]

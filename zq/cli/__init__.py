@@ -21,6 +21,7 @@ from zq.cli.dlq import dlq
 from zq.cli.keys import admin, keys
 from zq.cli.messages import consume, publish, stats
 from zq.cli.moves import queue_move as _queue_move  # noqa: F401  (zq queue move)
+from zq.cli.node import node, nodes
 from zq.cli.queues import queue
 from zq.cli.router import router
 from zq.cli.tasks import schedule, worker
@@ -52,5 +53,5 @@ def main(log_level: str) -> None:
 
 
 for _command in (broker, router, cluster, worker, publish, consume, stats, queue, dlq,
-                 schedule, keys, admin):
+                 schedule, keys, admin, node, nodes):
     main.add_command(_command)

@@ -129,6 +129,8 @@ class CoreState:
         self.noted: list[str] = []  # "session" (it has one now) or "cut" (close it)
         # What MANAGE "reload" runs: the shell's reload of keys, permissions, cluster file.
         self.reload_hook: Callable[[], dict[str, Any]] = dict
+        # Work nodes' latest reports (MANAGE node, zq.manage.nodes): name -> entry.
+        self.nodes: dict[str, dict[str, Any]] = {}
         self.next_id = 1
         self.now = 0.0  # the latest time the shell told us
         self.stopping = False

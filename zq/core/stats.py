@@ -83,6 +83,8 @@ class Stats(Backlog):
                "store": self.store_stats()}
         if self.ha_stats is not None:
             out["ha"] = self.ha_stats()
+        if self.nodes:
+            out["nodes"] = self.node_stats(now)
         if self.security_stats is not None:
             out["security"] = {**self.security_stats(),
                                "sessions_per_key": {k: n for k, n in self.per_key.items()
@@ -92,6 +94,16 @@ class Stats(Backlog):
             out["cluster"] = {**m.welcome(), "links": len(self.links),
                               "inner_sessions": len(self.routes),
                               "by_link": self._link_stats()}
+        return out
+
+    def node_stats(self, now: float) -> dict[str, Any]:
+        """Each work node's latest report (MANAGE node), how long ago, and ``up`` or
+        ``lost`` (silent for three of its intervals, at least 3 s)."""
+        out: dict[str, Any] = {}
+        for name, entry in self.nodes.items():
+            ago = now - entry["seen"]
+            out[name] = {**entry["report"], "seen_s": round(ago, 3),
+                         "state": "lost" if ago > max(3.0, 3 * entry["interval"]) else "up"}
         return out
 
     def _link_stats(self) -> dict[str, Any]:

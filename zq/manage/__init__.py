@@ -10,7 +10,7 @@ from typing import Any
 
 from zq.core.api import Handler, Operations
 from zq.errors import InvalidArgument
-from zq.manage import cluster, moves, queues, tasks
+from zq.manage import cluster, moves, nodes, queues, tasks
 
 
 def _queue_op(name: str) -> Handler:
@@ -43,12 +43,13 @@ OPERATIONS = Operations(
               **{name: _move_op(name) for name in moves.OPERATIONS},
               "wait": tasks.wait,
               "reload": lambda core, args, now, peer, req: core.reload_hook(),
+              "node": lambda core, args, now, peer, req: nodes.report(core, args, now),
               "cluster_config": lambda core, args, now, peer, req: cluster.cluster_config(
                   core, args, now)},
     # These change nothing: their reply goes out even when the commit it waited for
     # fails (an operation that changed something gets the storage error instead).
     read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status",
-                         "reload"}),
+                         "reload", "node"}),
     status=tasks.status_of,
 )
 
@@ -66,4 +67,4 @@ def manage(core: Any, frame: Any, now: float, peer: Any = None) -> dict[str, Any
     return result
 
 
-__all__ = ["OPERATIONS", "cluster", "manage", "moves", "queues", "tasks"]
+__all__ = ["OPERATIONS", "cluster", "manage", "moves", "nodes", "queues", "tasks"]

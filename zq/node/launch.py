@@ -3,6 +3,7 @@ Worker, serve it until a signal."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
@@ -63,9 +64,50 @@ def build_worker(cfg: WorkerConfig) -> Worker:
                   cfg.drain_timeout, connect_timeout=cfg.connect_timeout)
 
 
+NODE_BEAT_FD = "ZQ_NODE_BEAT_FD"  # set by ``zq node``: the pipe its worker beats on
+BEAT_EVERY = 0.2  # seconds between a worker's heartbeats to its node
+
+
 async def serve(worker: Worker, on_ready: Callable[[], None] | None = None) -> None:
-    """Run ``worker`` until SIGTERM / SIGINT, then close its App's client."""
+    """Run ``worker`` until SIGTERM / SIGINT, then close its App's client. Started by
+    ``zq node``, it beats on the node's pipe from when it is ready, from its event
+    loop: a loop that hangs stops beating, and the node replaces the worker."""
+    beat = _Beat(os.environ.get(NODE_BEAT_FD, ""))
+
+    def ready() -> None:
+        beat.start()
+        if on_ready is not None:
+            on_ready()
+
     try:
-        await worker.run(on_ready)
+        await worker.run(ready)
     finally:
+        beat.stop()
         await worker.app.close()
+
+
+class _Beat:
+    """One byte on the node's pipe every BEAT_EVERY seconds (nothing without a pipe)."""
+
+    def __init__(self, fd: str) -> None:
+        self.fd = int(fd) if fd.isdigit() else -1
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self.fd >= 0:
+            os.set_blocking(self.fd, False)
+            self._tick()
+
+    def _tick(self) -> None:
+        try:
+            os.write(self.fd, b".")
+        except BlockingIOError:  # the node is behind: it has beats enough
+            pass
+        except OSError:  # the node is gone
+            self.fd = -1
+            return
+        self._timer = asyncio.get_running_loop().call_later(BEAT_EVERY, self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()

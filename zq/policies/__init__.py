@@ -20,6 +20,7 @@ from typing import Any
 from zq.policies.backoff import BACKOFF_POLICIES, BackoffPolicy, Exponential, Fixed
 from zq.policies.dispatch import DISPATCH_POLICIES, DispatchPolicy, LeastLoaded, RoundRobin
 from zq.policies.overflow import OVERFLOW_POLICIES, DropOldest, OverflowPolicy, Reject
+from zq.policies.scaling import SCALING_POLICIES, ScalingPolicy
 from zq.policies.selection import SELECTION_POLICIES, Lane, SelectionPolicy, Strict, WeightedFair
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "KINDS",
     "OVERFLOW_POLICIES",
+    "SCALING_POLICIES",
     "SELECTION_POLICIES",
     "BackoffPolicy",
     "DispatchPolicy",
@@ -39,6 +41,7 @@ __all__ = [
     "OverflowPolicy",
     "Reject",
     "RoundRobin",
+    "ScalingPolicy",
     "SelectionPolicy",
     "Strict",
     "WeightedFair",
@@ -49,7 +52,7 @@ __all__ = [
     "preload",
 ]
 
-KINDS = ("dispatch", "selection", "backoff", "overflow")
+KINDS = ("dispatch", "selection", "backoff", "overflow", "scaling")
 ENTRY_POINT_GROUP = "zq.policies"
 
 _BUILTINS: dict[str, Mapping[str, Callable[[], Any]]] = {
@@ -57,6 +60,7 @@ _BUILTINS: dict[str, Mapping[str, Callable[[], Any]]] = {
     "selection": SELECTION_POLICIES,
     "backoff": BACKOFF_POLICIES,
     "overflow": OVERFLOW_POLICIES,
+    "scaling": SCALING_POLICIES,
 }
 
 

@@ -237,6 +237,7 @@ MANAGE_RIGHTS = {
     "status": "publish",       # a producer asks how the task it published is doing
     "wait": "publish",         # the same, waiting for the result
     "sync": NONE,              # a barrier: changes and reveals nothing; every SDK sends it
+    "node": "consume",         # a work node reports itself; checked on its first queue
     "list": "admin",           # every queue's name and stats
     "move": "admin",           # moves a queue to another broker of the cluster
     "move_status": "admin",    # how far a move has gone
