@@ -238,6 +238,9 @@ def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
                        f"max_frame: skipped until a restart with a larger --max-frame")
     _omitted(s, "queues", "zq queue ls lists them all")
     _print_peers(s.get("peers") or {})
+    for name, n in sorted((s.get("nodes") or {}).items()):  # zq node: zq nodes has more
+        click.echo(f"node {_clean(name)} ({n.get('state')}): {len(n.get('workers') or [])} "
+                   f"worker(s), target {n.get('target')}; {_clean(str(n.get('decision')))}")
     _omitted(s, "peers", "zq stats --json shows the same")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -103,8 +105,10 @@ class _Beat:
             os.write(self.fd, b".")
         except BlockingIOError:  # the node is behind: it has beats enough
             pass
-        except OSError:  # the node is gone
+        except OSError:  # the node is gone: stop as on SIGTERM (drain), not run unwatched
             self.fd = -1
+            logging.getLogger("zq.worker").warning("its zq node is gone: stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
             return
         self._timer = asyncio.get_running_loop().call_later(BEAT_EVERY, self._tick)
 

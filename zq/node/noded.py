@@ -79,7 +79,7 @@ class Node:
             raise ValueError(f"no task of {cfg.app} uses queue(s) {', '.join(unknown)}")
         self.scaler = Scaler(policies.load("scaling", cfg.policy), cfg.min, cfg.max,
                              cfg.cooldown)
-        self.sup = Supervisor()
+        self.sup = Supervisor(drain_timeout=cfg.drain_timeout)
         self.sup.target = cfg.min
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()

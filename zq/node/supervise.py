@@ -17,6 +17,7 @@ log = logging.getLogger("zq.node")
 
 STARTING, RUNNING, DRAINING, WAITING = "starting", "running", "draining", "waiting"
 STARTUP_LIMIT = 30.0  # seconds a worker may take to import its App and connect
+DRAIN_MARGIN = 5.0  # seconds past its drain timeout before a draining worker is killed
 
 
 class Scaler:
@@ -34,18 +35,15 @@ class Scaler:
     def tick(self, now: float, queues: Sequence[QueueFigures], node: NodeFigures) -> int:
         d = self.policy.decide(queues, node)
         wanted = min(self.hi, max(self.lo, d.workers))
-        if wanted >= self.target:
+        if wanted < self.target and self._lower_since is None:
+            self._lower_since = now
+        if wanted >= self.target or now - (self._lower_since or now) >= self.cooldown:
             self._lower_since = None
             self.target = wanted
             self.decision = Decision(wanted, d.reason)
-        elif self._lower_since is None:
-            self._lower_since = now
+        else:
             self.decision = Decision(self.target, f"{d.reason} (cooling down "
                                                   f"{self.cooldown:g} s)")
-        elif now - self._lower_since >= self.cooldown:
-            self._lower_since = None
-            self.target = wanted
-            self.decision = Decision(wanted, d.reason)
         return self.target
 
 
@@ -61,6 +59,7 @@ class Slot:
     ready: bool = False  # it has sent a heartbeat since it started
     crashes: int = 0  # quick exits in a row
     restart_at: float = 0.0
+    drain_from: float = 0.0  # when it was told to drain
     exits: list[int] = field(default_factory=list)  # exit codes, latest last (last 10)
 
 
@@ -88,10 +87,12 @@ class Supervisor:
     drained when the target falls."""
 
     def __init__(self, *, beat_timeout: float = 1.0, quick: float = 1.0,
-                 backoff_first: float = 0.5, backoff_max: float = 30.0) -> None:
+                 backoff_first: float = 0.5, backoff_max: float = 30.0,
+                 drain_timeout: float = 30.0) -> None:
         self.beat_timeout = beat_timeout
         self.quick = quick  # a worker that exits sooner than this after its start crashed
         self.backoff_first, self.backoff_max = backoff_first, backoff_max
+        self.drain_limit = drain_timeout + DRAIN_MARGIN  # then a draining worker is killed
         self.slots: list[Slot] = []
         self.target = 0
         self.stopping = False
@@ -140,18 +141,25 @@ class Supervisor:
             return [Stop(s) for s in self.slots if s.state in (STARTING, RUNNING)]
         out: list[Action] = []
         for s in self.slots:
-            if s.state in (STARTING, RUNNING) and now - s.last_beat > self.beat_timeout \
+            if s.state == WAITING or s.pid == 0:
+                continue
+            if now - s.last_beat > self.beat_timeout \
                     and (s.ready or now - s.started > STARTUP_LIMIT):
                 log.warning("worker %d (pid %d) sent no heartbeat for %.1f s: killing it",
                             s.n, s.pid, now - s.last_beat)
-                s.last_beat = now  # once: its exit restarts it
+                s.last_beat = now  # once: its exit restarts it (or ends it, if draining)
+                out.append(Kill(s))
+            elif s.state == DRAINING and now - s.drain_from > self.drain_limit:
+                log.warning("worker %d (pid %d) is still draining after %.0f s: killing it",
+                            s.n, s.pid, now - s.drain_from)
+                s.drain_from = now  # once
                 out.append(Kill(s))
         active = self.active()
         for s in active[self.target:]:  # the newest go first
             if s.state == WAITING:
                 self.slots.remove(s)
             else:
-                s.state = DRAINING
+                s.state, s.drain_from = DRAINING, now
                 log.info("worker %d (pid %d): draining it (the target is %d)", s.n, s.pid,
                          self.target)
                 out.append(Stop(s))
@@ -166,7 +174,8 @@ class Supervisor:
     def next_deadline(self, now: float) -> float:
         waits = [s.restart_at for s in self.slots if s.state == WAITING]
         beats = [s.last_beat + self.beat_timeout for s in self.slots
-                 if s.state in (STARTING, RUNNING)]
+                 if s.state != WAITING and s.pid]
+        beats += [s.drain_from + self.drain_limit for s in self.slots if s.state == DRAINING]
         return min([*waits, *beats, now + 1.0])
 
 

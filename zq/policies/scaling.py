@@ -4,7 +4,7 @@ Every interval the node hands its policy what the broker reports for the node's 
 (:class:`QueueFigures`) and the node's own figures (:class:`NodeFigures`); the policy
 answers a :class:`Decision`: the number of workers it wants, and why, in words. The
 node keeps the number between its ``--min`` and ``--max``, scales up at once, and
-scales down only after a cool-down (``zq.node.scaler``), so a policy need not.
+scales down only after a cool-down (``zq.node.supervise``), so a policy need not.
 
 A plugin is a class with ``kind = "scaling"``, a ``name`` and ``decide``, registered
 in the ``zq.policies`` entry-point group (docs/DESIGN.md, "The scheduler").

@@ -1,5 +1,6 @@
 """Tasks for ``zq node`` tests: one that takes 50 ms, one that takes as long as it is
-told, and a switch that makes the worker processes of a node crash at start."""
+told, one that blocks its worker's event loop, and a switch that makes the worker
+processes of a node crash at start."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import time
 
 import zq
-from tests.system.apps._record import append, test_dir
+from tests.system.apps._record import append, read, test_dir
 
 # While the file $ZQ_TEST_DIR/crash-at-start exists, a worker process started by
 # `zq node` (it has the node's heartbeat pipe, ZQ_NODE_BEAT_FD) dies importing this
@@ -35,5 +36,20 @@ async def nap(i: int, seconds: float) -> int:
     it ran (ran.jsonl), as ``work`` does."""
     append("started.jsonl", {"i": i, "pid": os.getpid(), "at": time.time()})
     await asyncio.sleep(seconds)
+    append("ran.jsonl", {"i": i, "pid": os.getpid(), "at": time.time()})
+    return i
+
+
+@app.task(queue="work")
+async def hang(i: int, after: float, block: float) -> int:
+    """Record that call ``i`` started; ``after`` seconds later (awaited: the worker's loop
+    and its heartbeats go on) block the worker's event loop for ``block`` seconds, the
+    first time call ``i`` runs only (blocked.jsonl); then record that it ran."""
+    first = i not in {r["i"] for r in read(test_dir() / "started.jsonl")}
+    append("started.jsonl", {"i": i, "pid": os.getpid(), "at": time.time()})
+    await asyncio.sleep(after)
+    if first:
+        append("blocked.jsonl", {"i": i, "pid": os.getpid(), "at": time.time()})
+        time.sleep(block)  # noqa: ASYNC251 - a task that blocks its loop, as careless ones do
     append("ran.jsonl", {"i": i, "pid": os.getpid(), "at": time.time()})
     return i
