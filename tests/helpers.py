@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -34,3 +37,20 @@ async def eventually(cond: Callable[[], Awaitable[bool] | bool], what: str,
         if loop.time() - start > timeout:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+def install_distribution(root: Path, package: Path, entry_points: dict[str, str]
+                         ) -> dict[str, str]:
+    """``package`` (a folder) as an installed distribution in ``root/site``: the package
+    and a dist-info whose entry points are ``entry_points`` (name -> "module:attr") in
+    the ``zq.policies`` group; the environment that puts it on a child's path."""
+    name = package.name
+    site = root / "site"
+    shutil.copytree(package, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[zq.policies]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": str(site) + (os.pathsep + path if path else "")}

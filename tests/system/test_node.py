@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import signal
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 import zq
-from tests.helpers import eventually
+from tests.helpers import eventually, install_distribution
 from tests.procs import Proc, zq_argv
 from tests.system.apps._record import read
 from tests.system.apps.nodework import CRASH_FILE, hang, nap, work
@@ -153,19 +152,8 @@ def states(rep: dict[str, Any]) -> list[str]:
 def install_plugin(root: Path) -> dict[str, str]:
     """tests/system/plugin_scaling as an installed distribution in ``root/site``
     (package + dist-info with its entry points); the environment that finds it."""
-    site = root / "site"
-    shutil.copytree(PLUGIN_SRC, site / "zq_test_scaling",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    dist = site / "zq_test_scaling-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: zq_test_scaling\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[zq.policies]\n"
-        "always-two = zq_test_scaling:AlwaysTwo\n"
-        "from-file = zq_test_scaling:FromFile\n")
-    path = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": str(site) + (os.pathsep + path if path else "")}
+    return install_distribution(root, PLUGIN_SRC, {
+        "always-two": "zq_test_scaling:AlwaysTwo", "from-file": "zq_test_scaling:FromFile"})
 
 
 # ------------------------------------------------------------------ 1. scale up and down

@@ -4,8 +4,6 @@ caps, deduplication, overflow, policy plugins (acceptance 5-9)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 
 import zq
-from tests.helpers import eventually
+from tests.helpers import eventually, install_distribution
 from tests.procs import Proc
 
 HERE = Path(__file__).resolve().parent
@@ -331,21 +329,10 @@ async def test_overflow_drop_oldest_dead_letters_them(broker: Proc) -> None:
 
 
 def install_plugin(root: Path) -> dict[str, str]:
-    """An installed distribution in ``root/site`` (package + dist-info with entry points);
-    the environment that puts it on a child's path."""
-    site = root / "site"
-    shutil.copytree(PLUGIN_SRC, site / "zq_test_policy",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    dist = site / "zq_test_policy-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: zq_test_policy\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[zq.policies]\n"
-        "reverse-alpha = zq_test_policy:ReverseAlpha\n"
-        "pin-first = zq_test_policy:PinFirst\n")
-    path = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": str(site) + (os.pathsep + path if path else "")}
+    """tests/system/plugin_pkg as an installed distribution in ``root/site``; the
+    environment that puts it on a child's path."""
+    return install_distribution(root, PLUGIN_SRC, {
+        "reverse-alpha": "zq_test_policy:ReverseAlpha", "pin-first": "zq_test_policy:PinFirst"})
 
 
 async def test_selection_plugin_from_an_installed_distribution(broker_factory: Factory,
