@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import zq
+from tests.cluster_helpers import start_cluster_broker, start_router, write_cluster
 from tests.helpers import eventually, install_distribution
 from tests.procs import Proc, zq_argv
 from tests.system.apps._record import read
@@ -531,3 +532,33 @@ async def test_a_killed_node_shows_as_lost(
                      "the orphaned worker stopped by itself", timeout=10)
     print(f"\nlost {took:.2f} s after SIGKILL ({time.time() - t_kill:.2f} s); its worker(s) "
           f"{orphans} stopped by themselves")
+
+
+# ------------------------------------------------------------------ in a cluster
+
+
+async def test_a_node_works_through_a_router(
+        start_node: Callable[..., Awaitable[Node]], tmp_path: Path) -> None:
+    """Given a router's endpoint, the node reads its queue's figures and reports itself
+    through the router (to the queue's broker), and its workers consume from that broker
+    directly (MOVED): every task runs once, and the broker shows the node."""
+    cluster = tmp_path / "cluster.toml"
+    endpoints = write_cluster(cluster, ["b1", "b2"])
+    brokers = [await start_cluster_broker(tmp_path, cluster, b) for b in endpoints]
+    router = await start_router(tmp_path, cluster)
+    try:
+        node = await start_node(router.endpoint, "--min", "1", "--max", "2",
+                                "--concurrency", "4", "--interval", "0.5")
+        await publish_work(router.endpoint, range(300))
+        await eventually(lambda: len(runs(tmp_path)) >= 300, "every task ran", timeout=60)
+        check_counts(runs(tmp_path), 300, 1)
+        async with zq.Client(router.endpoint, name="observer") as c:
+            where = (await c.locate("work"))["endpoint"]
+        async with zq.Client(where, name="observer") as c:
+            rep = await report(c, node.name)
+        assert rep.get("state") == "up", rep
+        assert rep.get("queues") == ["work"], rep
+    finally:
+        await router.terminate_and_expect_exit(0)
+        for b in brokers:
+            await b.terminate_and_expect_exit(0)
