@@ -9,7 +9,6 @@ every right (relay included).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -26,6 +25,7 @@ import zmq.asyncio
 import zq
 from tests.cluster_helpers import start_cluster_broker, start_router
 from tests.procs import Proc, start_broker
+from tests.system.rawpeer import recv_frame
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.security import keys
@@ -179,11 +179,7 @@ class CurveWire:
 
     async def recv(self, timeout: float = 5.0) -> f.Frame:
         """The next frame, heartbeats skipped."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = codec.decode(await self.sock.recv_multipart())
-                if not isinstance(frame, f.Heartbeat):
-                    return frame
+        return await recv_frame(self.sock, timeout)
 
     async def hello(self, **kw: Any) -> f.Welcome:
         await self.send(f.Hello(kw.pop("name", "wire"), **kw))

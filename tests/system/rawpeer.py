@@ -12,6 +12,15 @@ from zq.protocol import codec
 from zq.protocol import frames as f
 
 
+async def recv_frame(sock: zmq.asyncio.Socket, timeout: float = 5.0) -> f.Frame:
+    """The next frame on ``sock``, heartbeats skipped."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = codec.decode(await sock.recv_multipart())
+            if not isinstance(frame, f.Heartbeat):
+                return frame
+
+
 class Raw:
     """A DEALER that sends any multipart message and decodes what the broker answers."""
 
@@ -26,11 +35,7 @@ class Raw:
 
     async def recv(self, timeout: float = 5.0) -> f.Frame:
         """The next frame from the broker, skipping heartbeats."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = codec.decode(await self.sock.recv_multipart())
-                if not isinstance(frame, f.Heartbeat):
-                    return frame
+        return await recv_frame(self.sock, timeout)
 
     async def error(self, timeout: float = 5.0) -> f.Error:
         frame = await self.recv(timeout)
