@@ -205,7 +205,10 @@ def main() -> None:
 @click.option("--curve", is_flag=True,
               help="Also run zq with CURVE on every connection (zq-curve: keys made for "
                    "the run), and print CURVE / plaintext.")
-def throughput(curve: bool, **opts: Any) -> None:
+@click.option("--admin", is_flag=True,
+              help="Also run zq with its admin listener on and /metrics and /api/overview "
+                   "scraped every second (zq-admin), and print scraped / not.")
+def throughput(curve: bool, admin: bool, **opts: Any) -> None:
     """zq's msg/s and the baseline relay's, same traffic, same invocation, and the ratio.
 
     Starts `zq broker --storage memory` (or --storage sqlite in a fresh data folder)
@@ -213,7 +216,9 @@ def throughput(curve: bool, **opts: Any) -> None:
     consumer processes with the zq SDK, verifies every message arrived exactly
     once, then does the same through a bare pyzmq ROUTER relay.
     """
-    _run(("zq", "zq-curve", "baseline") if curve else ("zq", "baseline"), **opts)
+    systems = ("zq", *(("zq-curve",) if curve else ()), *(("zq-admin",) if admin else ()),
+               "baseline")
+    _run(systems, **opts)
 
 
 @main.command()

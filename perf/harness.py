@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf import curve, rawload, server, stamps, zqload
+from perf import admin, curve, rawload, server, stamps, zqload
 from perf.cluster import RouterCluster
 from perf.common import RssSampler, WorkerReport, WorkerSpec, rss_kib, subscribed
 from perf.config import LoadConfig
@@ -37,7 +37,7 @@ from perf.progress import BAR
 from zq import Client
 from zq.broker import run_loop
 
-SYSTEMS = ("zq", "baseline", "zq-router", "zq-ha", "zq-curve")
+SYSTEMS = ("zq", "baseline", "zq-router", "zq-ha", "zq-curve", "zq-admin")
 
 
 class RunFailed(RuntimeError):
@@ -83,6 +83,7 @@ class Result:
 def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
     srv: Any
     env: dict[str, str] = {}
+    scraper: Any = contextlib.nullcontext()
     if system == "zq":
         data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"  # a fresh store for every run
         srv = server.zq_broker(log_dir / "zq-broker.log", cfg.storage, data)
@@ -90,6 +91,11 @@ def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
         data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"
         args, env = curve.broker_args(log_dir / "keys")
         srv = server.zq_broker(log_dir / "zq-curve-broker.log", cfg.storage, data, args)
+    elif system == "zq-admin":  # the same broker, its admin listener scraped every second
+        data = log_dir / f"zq-data-{uuid.uuid4().hex[:8]}"
+        scraper = admin.Scraper()
+        srv = server.zq_broker(log_dir / "zq-admin-broker.log", cfg.storage, data,
+                               scraper.broker_args())
     elif system == "zq-router":
         srv = RouterCluster(log_dir, cfg.storage, log_dir / f"zq-data-{uuid.uuid4().hex[:8]}")
     elif system == "zq-ha":  # a primary and its synchronous standby (perf.ha): sqlite
@@ -100,9 +106,15 @@ def run(system: str, cfg: LoadConfig, log_dir: Path) -> Result:
         raise ValueError(f"system must be one of {SYSTEMS}")
     with srv, BAR.scope(system), curve.client_env(env):
         endpoint = srv.start()
-        reports, server_cpu, rss = _drive(system, cfg, endpoint, srv)
-        stats = _run_async(_broker_stats(endpoint)) if system in ("zq", "zq-curve") else {}
+        with scraper:
+            reports, server_cpu, rss = _drive(system, cfg, endpoint, srv)
+        stats = (_run_async(_broker_stats(endpoint))
+                 if system in ("zq", "zq-curve", "zq-admin") else {})
         rc = srv.stop()
+    if isinstance(scraper, admin.Scraper):
+        stats["scraper"] = {"scrapes": scraper.scrapes, "errors": scraper.errors,
+                            "largest_bytes": scraper.largest,
+                            "slowest_s": round(scraper.slowest_s, 4)}
     return _result(system, cfg, reports, server_cpu, rc, stats, rss)
 
 

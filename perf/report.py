@@ -62,7 +62,8 @@ def table(rounds: list[dict[str, Result]]) -> str:
                            ("zq-router/baseline", "zq-router", "baseline"),
                            ("zq-ha/zq", "zq-ha", "zq"), ("zq-ha/baseline", "zq-ha", "baseline"),
                            ("zq-curve/zq", "zq-curve", "zq"),
-                           ("zq-curve/baseline", "zq-curve", "baseline")):
+                           ("zq-curve/baseline", "zq-curve", "baseline"),
+                           ("zq-admin/zq", "zq-admin", "zq")):
             if a in res and b in res and res[b].msg_per_s > 0:
                 rows.append([str(i), name, f"{res[a].msg_per_s / res[b].msg_per_s:.1%}",
                              "", "", "", "", "", ""])
@@ -80,7 +81,7 @@ def table(rounds: list[dict[str, Result]]) -> str:
 
 def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
     parts = []
-    for system in ("zq", "zq-router", "zq-ha", "zq-curve", "baseline"):
+    for system in ("zq", "zq-router", "zq-ha", "zq-curve", "zq-admin", "baseline"):
         rates = [res[system].msg_per_s for res in rounds if system in res]
         if rates:
             parts.append(f"{system} median {statistics.median(rates):,.0f} msg/s "
@@ -88,7 +89,8 @@ def _summary(rounds: list[dict[str, Result]], ratios: list[float]) -> str:
     if ratios:
         parts.append(f"ratio median {statistics.median(ratios):.1%}")
     for system, words in (("zq-router", "through the router / direct"),
-                          ("zq-ha", "replicated / single"), ("zq-curve", "CURVE / plaintext")):
+                          ("zq-ha", "replicated / single"), ("zq-curve", "CURVE / plaintext"),
+                          ("zq-admin", "scraped / not")):
         against = [res[system].msg_per_s / res["zq"].msg_per_s for res in rounds
                    if system in res and "zq" in res and res["zq"].msg_per_s > 0]
         if against:

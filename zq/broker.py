@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -35,6 +35,10 @@ from zq.protocol.wire import command
 from zq.security.guard import Guard
 from zq.shipping import Shipper
 from zq.transport import Alarm, fd, readable, recv_frames, send_parts, serve_options, user_of
+
+if TYPE_CHECKING:
+    from zq.admin.broker_views import BrokerViews
+    from zq.admin.http import AdminServer
 
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
@@ -85,6 +89,7 @@ class Broker:
         self._alarm = Alarm(self._poke)
         self.commits = Committer(self.core, self.store, self._poke)
         self._shipper: Shipper | None = None  # queues moved to other brokers
+        self.admin: AdminServer | None = None  # the admin listener (--admin-bind), if any
 
     def reload(self) -> dict[str, Any]:
         """Read the cluster file, the authorized keys and the permissions again (what
@@ -160,6 +165,7 @@ class Broker:
             self.core.wall_offset = time.time() - time.monotonic()
             if cfg.cluster and cfg.storage == "sqlite":
                 claim_identity(Path(cfg.data), cfg.id)
+            views = await self._start_admin()
             found = policies.preload()  # so frame handling never scans installed packages
             if found:
                 log.info("policy plugins: %s", ", ".join(found))
@@ -175,6 +181,8 @@ class Broker:
                                     self._poke, self.commits.stored, self.guard.client_keys)
             self._shipper.poll()  # moves under way when it stopped go on
             try:
+                if views is not None:
+                    views.ready = True  # /health says ok from now on
                 if on_ready is not None:
                     on_ready(self.endpoint)
                 log.info("broker %s ready on %s (storage=%s)", self.core.broker_id,
@@ -183,17 +191,33 @@ class Broker:
             finally:
                 loop.remove_reader(fd(sock))
         finally:
-            self._alarm.cancel()
-            if self._own_guard:
-                self.guard.close()
-            if self._shipper is not None:
-                await self._shipper.close()
-            await self.commits.close()  # a commit left only if serving ended by an error
-            await self.store.close()
-            if sock is not self._given_sock:
-                sock.close(linger=0)
-            if ctx is not self._given_ctx:
-                ctx.term()
+            await self._close(ctx, sock)
+
+    async def _close(self, ctx: zmq.Context[zmq.Socket[bytes]], sock: zmq.Socket[bytes]
+                     ) -> None:
+        self._alarm.cancel()
+        if self.admin is not None:
+            await self.admin.close()
+        if self._own_guard:
+            self.guard.close()
+        if self._shipper is not None:
+            await self._shipper.close()
+        await self.commits.close()  # a commit left only if serving ended by an error
+        await self.store.close()
+        if sock is not self._given_sock:
+            sock.close(linger=0)
+        if ctx is not self._given_ctx:
+            ctx.term()
+
+    async def _start_admin(self) -> BrokerViews | None:
+        """The admin listener, if --admin-bind asks for one: it answers /health (503)
+        while the store recovers, and everything once ``views.ready`` is set."""
+        if not self.cfg.admin_bind:
+            return None
+        from zq.admin.listener import broker_listener
+
+        self.admin, views = await broker_listener(self)
+        return views
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes]) -> None:
         """Passes run as plain callbacks (no task step or event per wake-up) until a stop

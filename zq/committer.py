@@ -18,8 +18,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from zq.core.facade import Core
+from zq.core.histogram import SIZE_BOUNDS, Histogram
 from zq.core.state import Commit
 from zq.errors import StorageError, StorageFull, ZqError
+from zq.logs import Throttle
 from zq.persistence import Store, WriteBatch
 
 log = logging.getLogger("zq.broker")
@@ -71,6 +73,17 @@ class Committer:
         self._done = asyncio.Event()
         self._settle_since: float | None = None  # settlements staged alone since then
         self._storage_error: ZqError | None = None
+        # For the admin listener: how long the store takes to commit a batch, and how
+        # many new messages each batch carries (group commit at work).
+        # Store failures that repeat every pass: said a few times a second, then summed.
+        self._store_log = Throttle(log, "storage_error", "%d more store error(s): %s",
+                                   per_second=2)
+        self.commit_seconds = Histogram()
+        self.commit_messages = Histogram(SIZE_BOUNDS)
+
+    def _observe(self, c: Commit, began: float) -> None:
+        self.commit_seconds.observe(time.monotonic() - began)
+        self.commit_messages.observe(sum(len(p.bodies) for p in c.pending))
 
     def start(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         """In a pass, once the frames are in: store what is due, here if it is small
@@ -125,12 +138,15 @@ class Committer:
                 if c.batch.inserts and repl.refusal() is not None:
                     return False  # refused in a commit task, with the rest stored
                 repl.prepare(c.batch)
+            began = time.monotonic()
             if not self.store.commit_now(c.batch):
                 return False
+            self._observe(c, began)
             if repl is not None:
                 repl.shipped(c.batch)
             if self._storage_error is not None and not self.store.full:
-                log.warning("storage works again after: %s", self._storage_error)
+                log.warning("storage works again after: %s", self._storage_error,
+                            extra={"event": "storage_recovered"})
                 self._storage_error = None
         self._settle(c, stored=True)
         self.count += 1
@@ -156,13 +172,16 @@ class Committer:
                 self._settle(c, stored=False)
             else:
                 try:
+                    began = time.monotonic()
                     await self._store_commit(c.batch)
+                    self._observe(c, began)
                 except ZqError as exc:
                     await self._store_failed(c, exc)
                     self._settle(c, stored=False)
                 else:
                     if self._storage_error is not None and not self.store.full:
-                        log.warning("storage works again after: %s", self._storage_error)
+                        log.warning("storage works again after: %s", self._storage_error,
+                            extra={"event": "storage_recovered"})
                         self._storage_error = None
                     self._settle(c, stored=True)
             # The store's connection is free now: page backlogs in and do upkeep.
@@ -188,6 +207,7 @@ class Committer:
         confirm its publishes and send the frames that waited for it; on a replicated
         broker, once the standby has it too."""
         core = self.core
+        core.now = max(core.now, time.monotonic())  # a commit task took time: confirm at now
         repl = self.replicator
         if repl is None:
             if stored:
@@ -278,12 +298,14 @@ class Committer:
         except (ZqError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            log.exception("store commit raised")
+            self._store_log.say("store commit raised: %r", exc, reason=repr(exc)[:200],
+                                exc_info=True)
             raise StorageError(f"unexpected store failure: {exc!r}") from None
 
     def _storage_failed(self, exc: ZqError) -> None:
         if self._storage_error is None or self._storage_error.name != exc.name:
-            log.error("commit failed, publishes are refused until it works: %s", exc)
+            log.error("commit failed, publishes are refused until it works: %s", exc,
+                      extra={"event": "storage_failed", "code": exc.name, "reason": str(exc)})
         self._storage_error = exc
 
     async def _page_in(self, now: float) -> None:
@@ -293,6 +315,8 @@ class Committer:
             try:
                 stored = await self.store.load(queue, after, limit)
             except ZqError as exc:
-                log.error("cannot read the backlog of %s: %s", queue, exc)
+                self._store_log.say("cannot read the backlog of %s: %s", queue, exc,
+                                    reason=str(exc), kind=exc.name, level=logging.ERROR,
+                                    queue=queue)
                 continue
             core.paged_in(queue, limit, stored, now)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zq import policies
+from zq.admin import settings as admin_settings
 from zq.errors import ZqError
 from zq.security import settings as security_settings
 from zq.settings import check_policies, from_map
@@ -77,6 +78,9 @@ class BrokerConfig:
     max_sessions_per_key: int = 1_000  # ... for one key (with CURVE)
     hello_timeout: float = 10.0  # seconds a connection may stay without a session
     malformed_budget: int = 10  # malformed frames a connection may send before it is cut
+    # The admin HTTP listener (docs/MANAGEMENT.md): off unless admin_bind is given.
+    admin_bind: str = ""  # HOST:PORT, or PORT for loopback
+    admin_token: str = ""  # a file holding the bearer token it asks for
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -102,6 +106,7 @@ class BrokerConfig:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
         security_settings.check(self, [self.bind, self.ha_bind])
+        admin_settings.check(self)
         if self.ha:
             self._check_ha()
 
@@ -221,6 +226,7 @@ SETTING_HELP: dict[str, str] = {
     "ha_strict": "With --ha: while no standby is in sync, refuse publishes (UNAVAILABLE) "
                  "instead of confirming alone.",
     **security_settings.HELP,
+    **admin_settings.HELP,
 }
 
 

@@ -9,15 +9,14 @@ schedule group); :mod:`zq.cli.common` holds what they share.
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
-from zq import __version__
+from zq import __version__, logs
+from zq.cli.backup import backup
 from zq.cli.broker import broker
 from zq.cli.cluster import cluster
 from zq.cli.dlq import dlq
+from zq.cli.explain import explain
 from zq.cli.keys import admin, keys
 from zq.cli.messages import consume, publish, stats
 from zq.cli.moves import queue_move as _queue_move  # noqa: F401  (zq queue move)
@@ -25,19 +24,13 @@ from zq.cli.node import node, nodes
 from zq.cli.queues import queue
 from zq.cli.router import router
 from zq.cli.tasks import schedule, worker
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from zq.cli.top import top
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="zq")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]),
-              help="Log level (logs go to stderr).")
-def main(log_level: str) -> None:
+@logs.options  # also on the process commands: `zq broker --log-json` works as well
+def main() -> None:
     """zq: a lightweight durable message and task broker on ZeroMQ.
 
     \b
@@ -49,9 +42,8 @@ def main(log_level: str) -> None:
       zq dlq ls jobs.dlq
       zq schedule add nightly --cron "0 3 * * *" --queue jobs --body cleanup
     """
-    _setup_logging(log_level)
 
 
 for _command in (broker, router, cluster, worker, publish, consume, stats, queue, dlq,
-                 schedule, keys, admin, node, nodes):
+                 schedule, keys, admin, node, nodes, explain, top, backup):
     main.add_command(_command)

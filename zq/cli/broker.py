@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from zq import logs
 from zq.config import FSYNC_MODES, STORAGE_KINDS, BrokerConfig, broker_config, setting_help
 from zq.serving import serve
 
@@ -70,6 +71,7 @@ def _setting_options(fn: F) -> F:
               default=None, help="TOML file with a [broker] table of these settings and "
                                  "[queues.NAME] tables of queue settings (as in `zq queue "
                                  "declare`); flags override it.")
+@logs.options
 def broker(config_file: str | None, **flags: Any) -> None:
     """Run a broker until SIGTERM or Ctrl-C.
 
@@ -86,6 +88,7 @@ def broker(config_file: str | None, **flags: Any) -> None:
       zq broker --bind 'tcp://127.0.0.1:*' --heartbeat 0.5
       zq broker --max-frame 1048576 --shutdown-grace 10
       ZQ_BROKER_MAX_BATCH=500 zq broker --config broker.toml
+      zq broker --log-json --log-level info  # one JSON object per log line
     """
     try:
         cfg = broker_config(config_file, **flags)

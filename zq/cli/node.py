@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
 import click
 
-from zq import policies
+from zq import logs, policies
 from zq.broker import run_loop
 from zq.cli.common import _clean, _echo_json, _with_client, client_options, curve_options
 from zq.client import Client
@@ -42,6 +43,7 @@ from zq.node.noded import Node, NodeConfig
               help="Broker endpoint. [default: the App's]")
 @click.option("--name", default="", help="This node's name. [default: node-<host>-<pid>]")
 @curve_options
+@logs.options
 def node(app: str, queues: tuple[str, ...], lo: int, hi: int, concurrency: int, policy: str,
          interval: float, cooldown: float, drain_timeout: float, endpoint: str,
          name: str) -> None:
@@ -77,6 +79,7 @@ def node(app: str, queues: tuple[str, ...], lo: int, hi: int, concurrency: int, 
 
         await runner.run(ready)
 
+    os.environ.update(logs.environ())  # the workers it starts log as it does
     try:
         run_loop(main())
     except ValueError as exc:

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from zq import logs
+from zq.admin.settings import HELP as ADMIN_HELP
 from zq.cluster.config import load
 from zq.router.config import RouterConfig
 from zq.router.process import serve
@@ -19,8 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _SECURITY = ("max_frame", "curve_secret", "authorized_keys", "permissions", "server_key",
              "insecure", "max_sessions", "max_sessions_per_key", "hello_timeout",
-             "malformed_budget")
-_HELP = {**HELP, "max_frame": "Largest message from a client, all parts together; a "
+             "malformed_budget", "admin_bind", "admin_token")
+_HELP = {**HELP, **ADMIN_HELP, "max_frame": "Largest message from a client, all parts together; a "
                               "larger one gets FRAME_TOO_LARGE (so does one larger than the "
                               "max_frame of the broker it is for).",
          "server_key": "With --curve-secret: the brokers' public key file, for the "
@@ -62,6 +64,7 @@ def security_options(fn: F) -> F:
               help="With --ha: the name the brokers' etcd keys live under (their "
                    "--ha-cluster).")
 @security_options
+@logs.options
 def router(bind: str, cluster_file: str, router_id: str | None, heartbeat: float,
            liveness: int, ha: str, ha_cluster: str, **security: Any) -> None:
     """Run a cluster router until SIGTERM or Ctrl-C.

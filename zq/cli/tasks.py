@@ -11,6 +11,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from zq import logs
 from zq.broker import run_loop
 from zq.cli.common import (
     _echo_json,
@@ -86,6 +87,7 @@ def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
                    "concurrency, prefetch, drain_timeout, endpoint, connect_timeout); "
                    "ZQ_WORKER_<SETTING> environment variables override it, flags "
                    "override both.")
+@logs.options
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str | None, queues: tuple[str, ...],
            concurrency: int, prefetch: int | None, drain_timeout: float,
@@ -129,9 +131,9 @@ def worker(ctx: click.Context, app_spec: str | None, queues: tuple[str, ...],
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     c = w.counters
-    click.echo(f"zq worker stopped: {c['succeeded']} succeeded, {c['failed']} failed, "
-               f"{c['released']} released, {c['abandoned']} nacked at the drain timeout",
-               err=True)
+    logs.notice(f"zq worker stopped: {c['succeeded']} succeeded, {c['failed']} failed, "
+                f"{c['released']} released, {c['abandoned']} nacked at the drain timeout",
+                "zq.worker", event="worker_stopped", counters=dict(c))
     if stuck_threads():  # plain functions past the drain timeout cannot be stopped
         sys.stdout.flush()
         sys.stderr.flush()

@@ -239,6 +239,20 @@ class Operations:
         check_queue(queue)
         return await self._manage("status", {"queue": queue, "id": id})
 
+    async def explain(self, message_id: int) -> dict[str, Any]:
+        """Why message ``message_id`` (an id :meth:`publish` returned) is where it is:
+        ``{id, state, reason, ...}``, ``reason`` being a sentence or two for people.
+
+        ``state``: delayed, ready (with ``why``: dispatching, no_consumers, paused,
+        consumers_at_credit_limit, tenant_at_cap, on_disk, ...), in_flight,
+        committing, replicating, dead or not_found. Asked of the main node: ids are
+        numbered per broker (PROTOCOL.md section 13.6).
+        """
+        if type(message_id) is not int or not 0 <= message_id < 1 << 63:
+            raise InvalidArgument(f"message_id must be an unsigned integer, got "
+                                  f"{message_id!r:.40}")
+        return await self._manage("explain", {"id": message_id})
+
     async def wait_result(self, queue: str, id: int,
                           timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
         """Like :meth:`task_status`, returned once the state is final (succeeded, dead

@@ -59,7 +59,9 @@ class Access(Stats):
         for peer in ending:  # (a link's end takes its clients along: skip those gone)
             if self.peers.get(peer.identity) is peer:
                 log.warning("ending the session of %s (key %r): %s",
-                            peer.name or "a client", peer.user, reason)
+                            peer.name or "a client", peer.user, reason,
+                            extra={"event": "session_ended", "peer": peer.name,
+                                   "key": peer.user, "reason": reason})
                 # The broker ends it, not a failure of the consumer: nothing is charged.
                 self.drop_peer(peer, reason, suspect=False, charge=False)
         return conns

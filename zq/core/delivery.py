@@ -123,7 +123,12 @@ class Delivery(Settlement):
             self._arm_limits(q, msgs, sub.peer, now)
         q.delivered += k
         counters = self.counters
-        counters["redelivered"] += k - attempts.count(1)
+        fresh = attempts.count(1)
+        if fresh < k:
+            counters["redelivered"] += k - fresh
+            q.redelivered += k - fresh
+        if fresh and msgs[0].t:
+            self.deliver_latency.observe(now - msgs[0].t, fresh)
         counters["delivered"] += k
         counters["deliver_frames"] += 1
         self.outbox.out.append(

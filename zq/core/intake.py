@@ -51,7 +51,7 @@ class Intake(Failures):
         first = self.next_id
         self.next_id = first + n
         self.journal.publish(PendingPublish(peer, q, frame.seq, first, frame.bodies,
-                                            frame.headers or None, extra))
+                                            frame.headers or None, extra, at=now))
         q.staged += n
         if peer.producer:
             self.producers.put(peer.producer, frame.seq, first, n, now)
@@ -178,6 +178,7 @@ class Intake(Failures):
                       ) -> None:
         touched: list[Peer] = []
         trim: list[Queue] = []
+        now, confirm_latency = self.now, self.confirm_latency.observe
         for p in pending:
             if not p.bodies:  # a deduplicated publish: the original's id
                 self._answer_duplicate(p, touched, error)
@@ -194,6 +195,8 @@ class Intake(Failures):
             if not p.peer.confirms:
                 touched.append(p.peer)
             p.peer.confirms.append([p.seq, p.first, len(p.bodies)])
+            if p.at:
+                confirm_latency(now - p.at, len(p.bodies))
         for peer in touched:
             confirms, peer.confirms = peer.confirms, []
             if peer.state is State.READY:
@@ -235,7 +238,8 @@ class Intake(Failures):
         q = p.q
         if self.queues.get(q.name) is not q:  # deleted while this publish was stored
             q = self._queue(q.name)
-        bodies, first, n, now = p.bodies, p.first, len(p.bodies), self.now
+        bodies, first, n = p.bodies, p.first, len(p.bodies)
+        now = p.at or self.now  # its age counts from when it was published
         q.staged -= n
         cfg = self.cfg
         if self.journal.durable and (q.disk or q.ready_count() >= cfg.window

@@ -44,6 +44,7 @@ class PendingPublish:
     count: int = 0
     src: int = 0  # moved here: its id on the broker it came from (section 17.5)
     attempts: int = 0  # moved here: the deliveries it had there
+    at: float = 0.0  # when its frame was received (monotonic), for the confirm latency
 
 
 @dataclass(slots=True)

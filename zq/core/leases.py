@@ -4,11 +4,15 @@ costs each message (PROTOCOL.md 12.5). No I/O.
 
 from __future__ import annotations
 
+import logging
+import re
+
 from zq.core.delivery import Delivery
 from zq.core.model import Msg, Peer
 from zq.core.state import (
     log,
 )
+from zq.logs import Throttle
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.session import State
@@ -35,29 +39,53 @@ def charged(held: list[Msg], marks: bool, probes: set[Msg]) -> set[Msg]:
     return failed
 
 
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def drop_kind(reason: str) -> str:
+    """What a flood of drops is counted by: the reason up to its first colon, numbers
+    left out ("no sign of life for N s")."""
+    return _NUMBER.sub("N", reason.partition(":")[0])
+
+
 class Leases(Delivery):
     """Ending sessions and their leases."""
+
+    _drops: Throttle | None = None
+
+    @property
+    def drop_log(self) -> Throttle:
+        """The warnings about peers dropped: one line each, a flood summed up (the
+        clock is the core's ``now``)."""
+        if self._drops is None:
+            self._drops = Throttle(log, "peer_dropped", "%d more peer(s) dropped: %s")
+        return self._drops
 
     def _drop_link(self, link: Peer, reason: str) -> None:
         self.links.pop(link.identity, None)
         for inner in link.inner or ():
             self.routes.pop(inner, None)
             p = self.peers.get(inner)
-            if p is not None:
-                self.drop_peer(p, f"its router's link ended ({reason})")
+            if p is not None:  # its link's warning counts it: one line for the link
+                self.drop_peer(p, f"its router's link ended ({reason})", level=logging.INFO)
 
     def drop_peer(self, peer: Peer, reason: str, suspect: bool = True,
-                  charge: bool = True) -> None:
+                  charge: bool = True, *, level: int | None = None) -> None:
         """Forget a session; every message it held has lost its lease.
 
         Those it had started are failed attempts (``consumer lost``), retried or
         dead; those it had not go back as if released (see :func:`charged`).
         ``suspect``: the peer vanished without a word (silence, a fatal error,
         unroutable), so what it held becomes suspect. ``charge``: False when the
-        broker itself is stopping (no message is to blame).
+        broker itself ends the session (stopping, a key removed: no message is to
+        blame). ``level``: how it is logged, if not by :meth:`_drop_level`.
         """
         if self.peers.get(peer.identity) is not peer:
             return
+        departed = peer.state is State.CLOSED  # its BYE closed the session
+        if level is None:
+            level = self._drop_level(departed, charge)
+        behind = sum(1 for i in peer.inner if i in self.peers) if peer.inner else 0
         del self.peers[peer.identity]
         peer.state = State.CLOSED
         forget(self.per_key, peer.user)
@@ -90,18 +118,53 @@ class Leases(Delivery):
                 back.append(m)
         self._requeue_front(back)
         self.counters["released"] += len(held) - len(failed)
-        log.info("peer %s (%s) dropped: %s; %d message(s) back to their queues, %d of them "
-                 "as failed attempts", peer.identity.hex(), peer.name or "?", reason, len(held),
-                 len(failed))
+        self._log_drop(peer, reason, level, "peer_left" if departed else "peer_dropped",
+                       (len(held), len(failed), behind))
+
+    @staticmethod
+    def _drop_level(departed: bool, charge: bool) -> int:
+        """A peer that left (said BYE) or that the broker itself sent away (``charge``
+        False: stopping, its key removed, logged by who did it) is news (INFO); one
+        lost, refused or cut off is a warning an operator must see."""
+        return logging.INFO if departed or not charge else logging.WARNING
+
+    def _log_drop(self, peer: Peer, reason: str, level: int, event: str,
+                  counts: tuple[int, int, int]) -> None:
+        """Warnings through :attr:`drop_log` (a flood is summed up); news as it is."""
+        held, failed, behind = counts
+        args = (peer.identity.hex(), peer.name or "?", reason,
+                f" with the {behind} client session(s) behind it" if behind else "",
+                held, failed)
+        msg = ("peer %s (%s) dropped: %s%s; %d message(s) back to their queues, %d of them "
+               "as failed attempts")
+        fields = {"peer": peer.name, "identity": peer.identity.hex(), "key": peer.user,
+                  "held": held, "failed": failed}
+        if behind:
+            fields["clients"] = behind
+        if level >= logging.WARNING:
+            self.drop_log.say(msg, *args, reason=reason, kind=drop_kind(reason),
+                              now=self.now, level=level, **fields)
+        elif log.isEnabledFor(level):
+            log.log(level, msg, *args, extra={"event": event, "reason": reason, **fields})
+
+    def flush_logs(self) -> None:
+        """Sum up the drops not logged one by one (at least once a second while
+        peers are being dropped, and at the end)."""
+        self.drop_log.flush()
 
     def close_sessions(self, reason: str) -> None:
         """Say BYE to every peer and end its session (a clean shutdown). The broker
         stopping is no message's fault: what they held goes back unattempted, stored
-        with the next commit."""
+        with the next commit. One line says so, not one per peer."""
         bye = codec.encode(f.Bye(reason))
-        for peer in list(self.peers.values()):
+        peers = list(self.peers.values())
+        for peer in peers:
             self._send(peer.identity, bye)
-            self.drop_peer(peer, reason, suspect=False, charge=False)
+            self.drop_peer(peer, reason, suspect=False, charge=False, level=logging.DEBUG)
+        self.flush_logs()
+        if peers:
+            log.info("%d session(s) dropped: %s", len(peers), reason,
+                     extra={"event": "sessions_closed", "count": len(peers), "reason": reason})
 
     def send_failed(self, identity: bytes, msgs: list[Msg] | None, unroutable: bool) -> None:
         """The shell could not send to ``identity``; undo a delivery if it was one."""

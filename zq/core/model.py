@@ -117,8 +117,8 @@ class Queue:
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
         "incoming", "keeps", "lanes", "limited", "mem_bytes", "moved_in", "moving", "nacked",
-        "name", "name_b", "order", "overflow",
-        "paused", "published", "rates", "selector", "settings", "staged", "subs", "suspects",
+        "name", "name_b", "order", "overflow", "paused", "published", "rates", "redelivered",
+        "selector", "settings", "staged", "subs", "suspects",
         "tenants", "to_drop", "ttl_seen", "undeliverable",
     )
 
@@ -132,6 +132,7 @@ class Queue:
         self.moved_in: set[int] = set()  # ids above the cursor held in memory (moved here)
         self.mem_bytes = 0  # bodies of this queue's messages in memory, in any state
         self.published = self.delivered = self.acked = self.nacked = self.dead = 0
+        self.redelivered = 0
         self.undeliverable = 0  # stored, too large for max_frame: skipped until a restart
         self.delayed = 0  # messages waiting for their due time
         self.staged = 0  # published, not committed yet

@@ -17,6 +17,7 @@ import msgpack
 from zq import history
 from zq.config import BrokerConfig
 from zq.core.api import NO_OPERATIONS, Operations
+from zq.core.histogram import Histogram
 from zq.core.journal import Journal, PendingPublish
 from zq.core.membership import Membership
 from zq.core.model import MoveOut, Msg, Peer, Queue, Sub
@@ -168,6 +169,10 @@ class CoreState:
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
              "undeliverable", "forwards_in", "forwards_out", "frames_refused", "peers_cut"), 0)
         self.outbox = Outbox(self.counters)  # frames for the shell to send
+        # Publish -> confirm (per PUBLISH frame) and publish (or due) -> first delivery
+        # (per DELIVER frame, its oldest message's wait): weighted by the messages.
+        self.confirm_latency = Histogram()
+        self.deliver_latency = Histogram()
 
     def untrack(self, m: Msg) -> None:
         """``m`` is no longer in flight (its tenant's count, kept only when caps exist)."""

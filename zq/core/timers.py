@@ -61,6 +61,7 @@ class Timers(Leases):
             if self.queues.get(q.name) is not q:
                 continue  # its queue was deleted
             m.lane.msgs.append(m)
+            m.t = now  # ready from now on: its age, and its wait to be delivered, count from here
             self._dirty.add(q)
 
     def _fire_schedules(self, now: float) -> None:
@@ -110,6 +111,7 @@ class Timers(Leases):
         """Rates, expired messages at lane heads, forgotten dedup ids."""
         elapsed = now - (self._next_second - 1.0)
         self._next_second = now + 1.0
+        self.flush_logs()  # sum up the drops not logged one by one
         alpha = min(1.0, elapsed / 5.0)  # about a 5 s moving average
         for q in list(self.queues.values()):  # expiry may create dead-letter queues
             r = q.rates

@@ -1,4 +1,5 @@
-"""MANAGE operations: queue operations (``queues``) and task operations (``tasks``).
+"""MANAGE operations: queue operations (``queues``), task operations (``tasks``) and
+``explain`` (why a message is where it is).
 
 They build on the broker core's interface and are handed to the core as a table,
 ``OPERATIONS``; the core never imports this package.
@@ -10,7 +11,7 @@ from typing import Any
 
 from zq.core.api import Handler, Operations
 from zq.errors import InvalidArgument
-from zq.manage import cluster, moves, nodes, queues, tasks
+from zq.manage import cluster, explain, moves, nodes, queues, tasks
 
 
 def _queue_op(name: str) -> Handler:
@@ -42,6 +43,7 @@ OPERATIONS = Operations(
               **{name: _peer_op(name) for name in tasks.PEER_OPERATIONS},
               **{name: _move_op(name) for name in moves.OPERATIONS},
               "wait": tasks.wait,
+              "explain": lambda core, args, now, peer, req: explain.explain_op(core, args, now),
               "reload": lambda core, args, now, peer, req: core.reload_hook(),
               "node": lambda core, args, now, peer, req: nodes.report(core, args, now),
               "cluster_config": lambda core, args, now, peer, req: cluster.cluster_config(
@@ -49,7 +51,7 @@ OPERATIONS = Operations(
     # These change nothing: their reply goes out even when the commit it waited for
     # fails (an operation that changed something gets the storage error instead).
     read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status",
-                         "reload", "node"}),
+                         "reload", "node", "explain"}),
     status=tasks.status_of,
 )
 
@@ -67,4 +69,4 @@ def manage(core: Any, frame: Any, now: float, peer: Any = None) -> dict[str, Any
     return result
 
 
-__all__ = ["OPERATIONS", "cluster", "manage", "moves", "nodes", "queues", "tasks"]
+__all__ = ["OPERATIONS", "cluster", "explain", "manage", "moves", "nodes", "queues", "tasks"]

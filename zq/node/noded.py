@@ -143,7 +143,7 @@ class Node:
             argv += ["--queue", q]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), pass_fds=(w,),
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(w,),
                 env={**os.environ, NODE_BEAT_FD: str(w)})
         except OSError as exc:
             os.close(r)

@@ -19,6 +19,7 @@ from zq.errors import StorageError
 from zq.persistence.reserve import DiskReserve, disk_free
 from zq.persistence.schema import pragma
 
+BUSY_MS = 5000  # the connection's busy timeout (sqlite3's default, 5 s)
 log = logging.getLogger("zq.store")
 
 
@@ -137,7 +138,18 @@ class DiskUpkeep:
             await self.db.execute_fetchall("DELETE FROM results WHERE expires_at < ?",
                                            (time.time(),))
             await self.db.commit()
-            await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            # PASSIVE first: it never waits. A reader holding an old snapshot (zq backup
+            # copying the database) keeps it from reaching the log's end; TRUNCATE would
+            # then wait for that reader, up to the busy timeout, with commits queued
+            # behind it. Only a log copied whole is truncated.
+            rows = await self.db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            busy, frames, copied = next(iter(rows), (1, 0, -1))
+            if not busy and frames == copied:  # and even then, it does not wait
+                await self.db.execute_fetchall("PRAGMA busy_timeout = 0")
+                try:
+                    await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    await self.db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_MS}")
         except sqlite3.Error as exc:
             log.warning("checkpoint failed: %s", exc)
 

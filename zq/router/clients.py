@@ -87,6 +87,7 @@ class ClientSide(RouterAccess):
         if exc is None:
             client.last_seen = now
             self.counters["forwarded_publishes"] += 1
+            self.links[bid].publishes += 1
         else:
             self._refuse(client, parts, exc)
 

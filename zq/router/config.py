@@ -13,6 +13,7 @@ import platform
 import re
 from dataclasses import dataclass
 
+from zq.admin import settings as admin_settings
 from zq.security import settings as security_settings
 
 ROUTER_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -49,6 +50,8 @@ class RouterConfig:
     max_sessions_per_key: int = 1_000
     hello_timeout: float = 10.0
     malformed_budget: int = 10
+    admin_bind: str = ""  # the admin HTTP listener (docs/MANAGEMENT.md): HOST:PORT; "": off
+    admin_token: str = ""  # a file holding the bearer token it asks for
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -63,6 +66,7 @@ class RouterConfig:
                              f"got {self.id!r}")
         self._check_numbers()
         security_settings.check(self, [self.bind])
+        admin_settings.check(self)
         if self.server_key and not self.curve_secret:
             raise ValueError("--server-key needs --curve-secret: it is the brokers' key for "
                              "the router's CURVE links")

@@ -60,6 +60,7 @@ class RouterCore(ClientSide, LinkSide):
         """Heartbeats and silence (once per interval), and HELLOs that are due."""
         if now >= self.next_tick:
             self.next_tick = now + self.cfg.heartbeat
+            self.flush_logs()
             self._beat_clients(now)
             self._beat_links(now)
         for link in list(self.links.values()):
@@ -109,6 +110,7 @@ class RouterCore(ClientSide, LinkSide):
             link.broker_id, now - max(link.last_heard or 0.0, link.dialed_at), link.renewals)
         self.counters["links_renewed"] += 1
         link.state = DOWN
+        link.publishes = link.settled = 0
         link.connected = False
         link.session_kept = False
         link.dialed_at = now
@@ -138,4 +140,5 @@ class RouterCore(ClientSide, LinkSide):
                 self.to_brokers.append((link.broker_id, bye))
             link.session_kept = False
             link.state = DOWN
+        self.flush_logs()
         log.info("router %s closed: %s", self.cfg.id, reason)

@@ -13,6 +13,7 @@ from typing import Any
 
 from zq.cluster.config import ClusterConfig
 from zq.errors import ClusterMismatch, SessionUnknown, StaleConfig, Unavailable, ZqError
+from zq.logs import Throttle
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.limits import FATAL_CODES
@@ -22,11 +23,47 @@ _FORWARD = CMD[f.FORWARD]
 _WELCOME = CMD[f.WELCOME]
 _ERROR = CMD[f.ERROR]
 _HELLO = CMD[f.HELLO]
+_CONFIRM = CMD[f.CONFIRM]
+
+
+def entries_of(header: bytes) -> int:
+    """How many entries a CONFIRM's msgpack array holds, read from its first bytes
+    (the router counts confirmed publishes without decoding what it relays)."""
+    if not header:
+        return 0
+    b = header[0]
+    if 0x90 <= b <= 0x9F:
+        return b & 0x0F
+    if b == 0xDC:
+        return int.from_bytes(header[1:3], "big")
+    if b == 0xDD:
+        return int.from_bytes(header[1:5], "big")
+    return 0
 _ANSWERED = (CMD[f.PUBLISH], CMD[f.MANAGE])
 
 
 class LinkSide(RouterState):
-    """Frames from brokers (one DEALER socket per broker) and the cluster file."""
+    """Frames from brokers (one DEALER socket per broker) and the cluster file.
+
+    A link going down (:meth:`reset_link`) or refused is logged once per event; what a
+    broker sends that the router cannot use, per frame, goes through :attr:`link_log`
+    (a flood of it is summed up)."""
+
+    _link_log: Throttle | None = None
+
+    @property
+    def link_log(self) -> Throttle:
+        """Warnings about frames on links: one line each, a flood summed up."""
+        if self._link_log is None:
+            self._link_log = Throttle(log, "link_frame", "%d more warning(s) about frames "
+                                                         "from brokers: %s")
+        return self._link_log
+
+    def flush_logs(self) -> None:
+        """Sum up the warnings not logged one by one (at least once a second while
+        there are any, and at the end)."""
+        self.link_log.flush()
+        self.client_log.flush()
 
     def link_connected(self, broker_id: str, now: float) -> None:
         """The shell has a socket connecting to ``broker_id``: say HELLO on it."""
@@ -53,6 +90,8 @@ class LinkSide(RouterState):
             elif inner == _ERROR:
                 self._inner_error(link, parts[1], parts[2:], now)
             else:
+                if inner == _CONFIRM and len(parts) > 3:
+                    link.settled += entries_of(parts[3])
                 self._relay(link, parts[1], parts[2:])
             return
         self._link_frame(link, parts, now)
@@ -79,6 +118,8 @@ class LinkSide(RouterState):
         if not isinstance(err, f.Error):
             self._relay(link, key, parts)
             return
+        if err.op == f.PUBLISH:
+            link.settled += 1
         if err.code == StaleConfig.code and (self.adopt(err.info, link, now)
                                              or self._taken_already(err.info, key)):
             return
@@ -109,7 +150,9 @@ class LinkSide(RouterState):
             frame = codec.decode(parts, self.limits)
         except ZqError as exc:
             link.errors += 1
-            log.warning("undecodable frame from broker %s: %s", link.broker_id, exc)
+            self.link_log.say("undecodable frame from broker %s: %s", link.broker_id, exc,
+                              reason=str(exc), kind="undecodable frame", now=now,
+                              broker=link.broker_id)
             return
         match frame:
             case f.Heartbeat():
@@ -126,8 +169,10 @@ class LinkSide(RouterState):
                                 hello_now=False)
             case _:
                 link.errors += 1
-                log.warning("unexpected %s from broker %s", type(frame).__name__.upper(),
-                            link.broker_id)
+                what = type(frame).__name__.upper()
+                self.link_log.say("unexpected %s from broker %s", what, link.broker_id,
+                                  reason=f"unexpected {what}", now=now,
+                                  broker=link.broker_id)
 
     def on_welcome(self, link: Link, w: f.Welcome, now: float) -> None:
         """The link is up, unless the broker is in another cluster (or none)."""
@@ -139,12 +184,15 @@ class LinkSide(RouterState):
         if link.state == UP and link.process and w.broker != link.process:
             self.counters["links_lost"] += 1
             log.warning("broker %s restarted (%s, was %s)", link.broker_id, w.broker,
-                        link.process)
+                        link.process, extra={"event": "link_down", "broker": link.broker_id,
+                                             "reason": "the broker restarted"})
             self.lose_clients(link, "the broker restarted")
         if link.state != UP:
             link.up_since = now
+            version = (w.cluster or {}).get("version")
             log.info("link to broker %s up (%s, cluster version %s)", link.broker_id, w.broker,
-                     (w.cluster or {}).get("version"))
+                     version, extra={"event": "link_up", "broker": link.broker_id,
+                                     "broker_process": w.broker})
         link.process = w.broker
         link.max_frame = w.max_frame
         link.state = UP
@@ -192,17 +240,24 @@ class LinkSide(RouterState):
                 self.lose_clients(link, "the broker refused frames sent before the "
                                         "link's HELLO")
         elif e.code in FATAL_CODES:
-            log.error("broker %s ended the link: %s %s", link.broker_id, e.name, e.text)
+            reason = f"{e.name} from the broker ({e.text[:200]})"
+            if link.state != UP:  # else reset_link says it: one line for one event
+                log.error("broker %s ended the link: %s", link.broker_id, reason,
+                          extra={"event": "link_down", "broker": link.broker_id,
+                                 "reason": reason})
             link.session_kept = False
-            self.reset_link(link, f"{e.name} from the broker", now, hello_now=False)
+            self.reset_link(link, reason, now, hello_now=False)
         else:
-            log.warning("broker %s: %s %s (op %s)", link.broker_id, e.name, e.text, e.op)
+            self.link_log.say("broker %s: %s %s (op %s)", link.broker_id, e.name, e.text,
+                              e.op, reason=f"{e.name} {e.text}", kind=e.name, now=now,
+                              event="link_error", broker=link.broker_id)
 
     def _refused(self, link: Link, why: str, now: float) -> None:
         """Not in our cluster: the link stays down and is tried again after a while."""
         if not link.refused:
             log.error("broker %s refused the link of cluster %r: %s", link.broker_id,
-                      self.cluster.cluster_id, why)
+                      self.cluster.cluster_id, why, extra={
+                          "event": "link_refused", "broker": link.broker_id, "reason": why})
             link.refused = True
         link.session_kept = False
         self.reset_link(link, "cluster mismatch", now, hello_now=False)
@@ -251,12 +306,16 @@ class LinkSide(RouterState):
         try:
             new = ClusterConfig.from_dict(raw)  # type: ignore[arg-type]
         except (ValueError, TypeError) as exc:
-            log.warning("broker %s sent an unusable cluster file: %s", link.broker_id, exc)
+            self.link_log.say("broker %s sent an unusable cluster file: %s", link.broker_id,
+                              exc, reason=str(exc), kind="unusable cluster file", now=now,
+                              broker=link.broker_id)
             return False
         if new.cluster_id != self.cluster.cluster_id or new.version <= self.cluster.version:
             return False
         log.warning("taking cluster file version %d from broker %s (had version %d)",
-                    new.version, link.broker_id, self.cluster.version)
+                    new.version, link.broker_id, self.cluster.version,
+                    extra={"event": "cluster_file_taken", "broker": link.broker_id,
+                           "version": new.version})
         self.counters["configs_adopted"] += 1
         self.reload(new, now)
         return True
@@ -295,4 +354,5 @@ class LinkSide(RouterState):
             self.to_brokers.append((link.broker_id, codec.encode(f.Bye(reason[:200]))))
         del self.links[link.broker_id]
         self.link_actions.append(("close", link.broker_id, ""))
-        log.info("link to broker %s closed: %s", link.broker_id, reason)
+        log.info("link to broker %s closed: %s", link.broker_id, reason,
+                 extra={"event": "link_closed", "broker": link.broker_id, "reason": reason})

@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -39,6 +39,9 @@ from zq.security.curve import ClientKeys
 from zq.security.guard import Guard, raise_fd_limit
 from zq.security.keys import server_key
 from zq.transport import Alarm, fd, recv_frames, user_of
+
+if TYPE_CHECKING:
+    from zq.admin.http import AdminServer
 
 log = logging.getLogger("zq.router")
 
@@ -70,6 +73,7 @@ class Router:
         self._stop_requested = False
         self._linger_ms = 0
         self._alarm = Alarm(lambda: self._event(None))
+        self.admin: AdminServer | None = None  # the admin listener (--admin-bind), if any
         self._soon: set[str] = set()  # sockets to read in the next turn (_CLIENTS, ids)
         self._on_ready: Callable[[str], None] | None = None
         self._ready_by: float | None = None  # None once ready was announced
@@ -102,6 +106,7 @@ class Router:
         self._done = loop.create_future()
         try:
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            on_ready = await self._start_admin(on_ready)
             loop.add_reader(fd(sock), self._event, _CLIENTS)
             try:
                 self._on_ready = on_ready
@@ -121,10 +126,29 @@ class Router:
                     self._close_link(bid)
         finally:
             self._alarm.cancel()
+            if self.admin is not None:
+                await self.admin.close()
             self.guard.close()
             sock.close(linger=self._linger_ms)
             if ctx is not self._given_ctx:
                 ctx.term()
+
+    async def _start_admin(self, on_ready: Callable[[str], None] | None
+                           ) -> Callable[[str], None] | None:
+        """The admin listener, if --admin-bind asks for one; the ready callback, which
+        now also makes its /health say ok."""
+        if not self.cfg.admin_bind:
+            return on_ready
+        from zq.admin.listener import router_listener
+
+        self.admin, views = await router_listener(self)
+
+        def ready(endpoint: str) -> None:
+            views.ready = True
+            if on_ready is not None:
+                on_ready(endpoint)
+
+        return ready
 
     @contextlib.asynccontextmanager
     async def _primaries(self) -> AsyncIterator[None]:

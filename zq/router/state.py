@@ -17,6 +17,7 @@ from typing import Any
 from zq.cluster.config import ClusterConfig
 from zq.cluster.placement import place
 from zq.errors import SessionUnknown, ZqError
+from zq.logs import Throttle
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.router.config import RouterConfig
@@ -71,11 +72,19 @@ class Link:
     forwarded_in: int = 0
     forwarded_out: int = 0
     errors: int = 0  # ERROR frames and undecodable frames from the broker
+    # PUBLISH frames forwarded on the link, and those answered (a CONFIRM entry or an
+    # ERROR for a PUBLISH): both start again when the link is lost (clients resend).
+    publishes: int = 0
+    settled: int = 0
     refused: bool = False  # logged a refusal (CLUSTER_MISMATCH) since the last WELCOME
     # Set when a link to a broker that answers is opened again (a new cluster version,
     # a CATALOG gap, a restart): frames may be forwarded before its WELCOME, since the
     # socket keeps order (BYE, HELLO, then they). None once WELCOME or silence ends it.
     reopened_at: float | None = None
+
+    @property
+    def in_flight_publishes(self) -> int:
+        return max(0, self.publishes - self.settled)
 
     @property
     def accepting(self) -> bool:
@@ -98,6 +107,8 @@ class ClientSession:
 
 class RouterState:
     """The state of a router and the rules both sides share."""
+
+    _client_log: Throttle | None = None
 
     def __init__(self, cfg: RouterConfig, cluster: ClusterConfig, now: float) -> None:
         self.cfg = cfg
@@ -213,6 +224,7 @@ class RouterState:
         if self.clients.get(client.identity) is client:
             del self.clients[client.identity]
             forget(self.per_key, client.user)
+            self._log_end(client, reason, said_bye=bye is not None)
         if not client.inner:
             return
         if bye is None:
@@ -222,6 +234,24 @@ class RouterState:
             if bid != skip and link is not None and link.accepting:
                 self.forward(link, client.identity, bye)
         client.inner.clear()
+
+    @property
+    def client_log(self) -> Throttle:
+        """Warnings about clients whose session ended badly: one line each, a flood
+        summed up."""
+        if self._client_log is None:
+            self._client_log = Throttle(log, "client_dropped",
+                                        "%d more client session(s) ended: %s")
+        return self._client_log
+
+    def _log_end(self, client: ClientSession, reason: str, said_bye: bool) -> None:
+        fields: dict[str, Any] = {"identity": client.identity.hex(), "key": client.user}
+        if said_bye or reason == "the client said HELLO again":
+            log.info("client %s left: %s", client.identity.hex(), reason,
+                     extra={"event": "client_left", "reason": reason, **fields})
+        else:
+            self.client_log.say("client %s dropped: %s", client.identity.hex(), reason,
+                                reason=reason, **fields)
 
     def lose_clients(self, link: Link, reason: str) -> None:
         """Every client with an inner session at ``link``'s broker gets SESSION_UNKNOWN
@@ -267,9 +297,12 @@ class RouterState:
         was_up, was_answering = link.state == UP, link.reopened_at is not None
         if was_up:
             self.counters["links_lost"] += 1
-            log.warning("link to broker %s lost: %s", link.broker_id, reason)
+            log.warning("link to broker %s lost: %s", link.broker_id, reason,
+                        extra={"event": "link_down", "broker": link.broker_id,
+                               "reason": reason})
         self.lose_clients(link, reason)
         link.state = DOWN
+        link.publishes = link.settled = 0  # their clients resend them, or were told
         link.up_since = None
         link.reopened_at = None
         link.next_hello = now if hello_now else now + self.cfg.heartbeat

@@ -53,7 +53,9 @@ class KeyGate(AsyncioAuthenticator):
         self.names = self._read()
         removed = old - set(self.names.values())
         log.info("authorized keys reloaded from %s: %d key(s)%s", self.directory,
-                 len(self.names) - 1, f", removed {sorted(removed)}" if removed else "")
+                 len(self.names) - 1, f", removed {sorted(removed)}" if removed else "",
+                 extra={"event": "keys_reloaded", "keys": len(self.names) - 1,
+                        "removed": sorted(removed)})
         return removed
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
@@ -72,7 +74,9 @@ class KeyGate(AsyncioAuthenticator):
             return True, b"OK"
         reason = "unknown key" if domain == CLIENTS else f"key not allowed in {domain!r}"
         self.refused[reason] += 1
-        self.refusals.say(reason, f"from {self._address}, key {z85.decode(errors='replace')}")
+        key = z85.decode(errors="replace")
+        self.refusals.say(reason, f"from {self._address}, key {key}", key=key,
+                          key_name=name, address=self._address, domain=domain)
         return False, reason.encode()
 
     def curve_user_id(self, client_public_key: bytes) -> str:

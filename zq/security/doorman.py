@@ -31,6 +31,7 @@ from typing import Any
 
 import zmq
 
+from zq.logs import Throttle
 from zq.transport import fd as socket_fd
 from zq.transport import monitor
 
@@ -51,38 +52,33 @@ _LOG_PER_SECOND = 20  # handshake failures logged one by one; more are summed up
 class RateLog:
     """Warnings about refused peers: each logged with its reason, up to a number per
     second; beyond it, counted and summed up in one line a second (an attacker must
-    not be able to flood the log)."""
+    not be able to flood the log). A :class:`zq.logs.Throttle` with these words."""
 
     def __init__(self, name: str, per_second: int = _LOG_PER_SECOND,
                  pending: Callable[[], None] | None = None) -> None:
         self.name = name
-        self.per_second = per_second
-        self.pending = pending  # called when it starts holding lines back (flush within 1 s)
-        self._second = 0.0
-        self._logged = 0
-        self._unlogged: Counter[str] = Counter()
+        self.throttle = Throttle(log, "connection_refused",
+                                 name.replace("%", "%%") + ": refused %d more connection(s): %s",
+                                 per_second=per_second, pending=pending)
 
-    def say(self, reason: str, detail: str = "") -> None:
-        now = time.monotonic()
-        if now - self._second >= 1.0:
-            self.flush()
-            self._second, self._logged = now, 0
-        if self._logged < self.per_second:
-            self._logged += 1
-            log.warning("%s: refused a connection: %s%s", self.name, reason,
-                        f" ({detail})" if detail else "")
-        else:
-            if not self._unlogged and self.pending is not None:
-                self.pending()
-            self._unlogged[reason] += 1
+    @property
+    def pending(self) -> Callable[[], None] | None:
+        """Called when it starts holding lines back (flush within 1 s)."""
+        return self.throttle.pending
+
+    @pending.setter
+    def pending(self, fn: Callable[[], None] | None) -> None:
+        self.throttle.pending = fn
+
+    def say(self, reason: str, detail: str = "", **fields: Any) -> None:
+        """One refusal; ``fields`` (the key, the address) go into a JSON log line."""
+        self.throttle.say("%s: refused a connection: %s%s", self.name, reason,
+                          f" ({detail})" if detail else "", reason=reason, server=self.name,
+                          **fields)
 
     def flush(self) -> None:
         """Sum up what was not logged (called at least once a second while refusing)."""
-        if self._unlogged:
-            what = ", ".join(f"{n} {r}" for r, n in sorted(self._unlogged.items()))
-            log.warning("%s: refused %d more connection(s): %s", self.name,
-                        sum(self._unlogged.values()), what)
-            self._unlogged.clear()
+        self.throttle.flush()
 
 
 def handshake_reason(event: int, value: int) -> str:
@@ -107,6 +103,10 @@ class Doorman:
         self.failed: Counter[str] = Counter()  # handshake failures by reason
         self.dropped: Counter[str] = Counter()  # connections this doorman closed, by reason
         self.log = RateLog(name, pending=lambda: self._arm(1.0))
+        # Connections it closes: one warning each, a flood (silent peers) summed up.
+        self.cuts = Throttle(log, "connection_cut",
+                             name.replace("%", "%%") + ": closed %d more connection(s): %s",
+                             pending=lambda: self._arm(1.0))
         self.others: list[RateLog] = []  # flushed with ours (the authenticator's)
         self._unexplained = 0  # handshake failures not yet matched with their close
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,6 +118,10 @@ class Doorman:
         self.poll()
 
     def close(self) -> None:
+        self.log.flush()  # the last second's refusals and cuts are said too
+        self.cuts.flush()
+        for other in self.others:
+            other.flush()
         if self._timer is not None:
             self._timer.cancel()
         if self._loop is not None:
@@ -197,7 +201,8 @@ class Doorman:
             finally:
                 sock.close()
             self.dropped[why] += 1
-            log.info("%s: closed connection %s: %s", self.name, entry[1], why)
+            self.cuts.say("%s: closed connection %s: %s", self.name, entry[1], why,
+                          reason=why, server=self.name, address=_address(entry[1]))
             return True
         return False
 
@@ -206,6 +211,7 @@ class Doorman:
         refusals not logged one by one)."""
         self._timer = None
         self.log.flush()
+        self.cuts.flush()
         for other in self.others:
             other.flush()
         now = time.monotonic()
@@ -236,6 +242,13 @@ def srcfd(frame: zmq.Frame) -> int:
         return int(frame.get(zmq.SRCFD))
     except zmq.ZMQError:
         return -1
+
+
+def _address(peer: Any) -> str:
+    """("10.0.0.5", 40022) -> "10.0.0.5:40022" (a JSON log field)."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
 
 
 def _peer(fd: int) -> Any:

@@ -104,7 +104,8 @@ class Guard:
             try:
                 removed = self.gate.reload()
             except ValueError as exc:
-                log.error("authorized keys not reloaded: %s", exc)
+                log.error("authorized keys not reloaded: %s", exc,
+                          extra={"event": "keys_not_reloaded", "reason": str(exc)})
                 summary["keys_error"] = str(exc)
             else:
                 summary["keys"] = len(self.gate.names) - 1
@@ -113,7 +114,8 @@ class Guard:
             try:
                 new = Permissions.load(self.cfg.permissions)
             except (ValueError, OSError) as exc:
-                log.error("permissions not reloaded: %s", exc)
+                log.error("permissions not reloaded: %s", exc,
+                          extra={"event": "permissions_not_reloaded", "reason": str(exc)})
                 summary["permissions_error"] = str(exc)
             else:
                 changed = self.rights.changed(new) - removed

@@ -243,6 +243,7 @@ MANAGE_RIGHTS = {
     "move_status": "admin",    # how far a move has gone
     "move_in": "admin",        # broker to broker: the receiving side of a move
     "cluster_config": "admin", # replaces the cluster file
+    "explain": "admin",        # any queue's message, its consumer and reasons: no queue arg
 }
 
 
