@@ -5,13 +5,14 @@ second for the whole run, as Prometheus and an open dashboard would.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 import urllib.request
 from types import TracebackType
 
-INTERVAL = 1.0  # seconds between scrapes
+INTERVAL = float(os.environ.get("ZQ_PERF_SCRAPE_S", "1.0"))  # seconds between scrapes
 
 
 def free_port() -> int:

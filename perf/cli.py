@@ -675,7 +675,9 @@ def _run(systems: tuple[str, ...], *, messages: int | None, quick: bool, repeat:
     with tempfile.TemporaryDirectory(prefix="zq-perf-") as tmp, BAR.scope("throughput"):
         for r in range(repeat):
             res: dict[str, harness.Result] = {}
-            for system in systems:
+            # Every other round runs the systems in reverse: a machine that slows down
+            # (or warms up) during a round does not always favour the same system.
+            for system in systems if r % 2 == 0 else tuple(reversed(systems)):
                 try:
                     with BAR.scope(f"round {r + 1}/{repeat}") if repeat > 1 else _nothing():
                         res[system] = harness.run(system, cfg, Path(tmp))

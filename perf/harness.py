@@ -334,6 +334,8 @@ def _result(system: str, cfg: LoadConfig, reports: list[WorkerReport], server_cp
         slim["store"] = stats.get("store", {})
         slim["in_flight_left"] = sum(q.get("in_flight", 0) for q in qs)
         slim["queues"] = len(stats["queues"])
+        if "scraper" in stats:
+            slim["scraper"] = stats["scraper"]
         if c["published"] != cfg.messages or c["acked"] != cfg.messages:
             problems.append(f"broker counted published={c['published']:,} "
                             f"acked={c['acked']:,}, expected {cfg.messages:,}")

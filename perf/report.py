@@ -74,6 +74,14 @@ def table(rounds: list[dict[str, Result]]) -> str:
         cells = [cell.rjust(w) if c in right else cell.ljust(w)
                  for c, (cell, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
+    scraped = [res["zq-admin"].server_stats.get("scraper") for res in rounds
+               if "zq-admin" in res]
+    if any(scraped):
+        n = sum(s["scrapes"] for s in scraped if s)
+        lines.append(f"zq-admin: {n} scrapes of /metrics and /api/overview "
+                     f"({sum(s['errors'] for s in scraped if s)} failed), slowest "
+                     f"{max(s['slowest_s'] for s in scraped if s) * 1000:.1f} ms, largest "
+                     f"{max(s['largest_bytes'] for s in scraped if s):,} bytes")
     if len(rounds) > 1:
         lines.append(_summary(rounds, ratios))
     return "\n".join(lines)
