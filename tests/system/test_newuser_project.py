@@ -112,7 +112,8 @@ def test_the_wheel_built_as_the_readme_says_holds_the_package_and_the_command(
     assert dict(eps["console_scripts"]) == {"zq": "zq.cli:main"}
     required = {m.group(1) for m in re.finditer(r"^Requires-Dist: ([\w-]+)(?!.*extra ==)",
                                                 metadata, re.M)}
-    assert required == {"pyzmq", "msgpack", "uvloop", "aiosqlite", "click"}  # as the README
+    assert required == {"pyzmq", "msgpack", "uvloop", "aiosqlite", "click",
+                        "prometheus-client", "h11", "rich"}  # as the README
 
     # Installed (its dependencies are this environment's), it is the whole of zq: the
     # command starts a broker, and the README's client example publishes to it.

@@ -28,10 +28,13 @@ Status = Callable[[Any, str, int, float], dict[str, Any]]
 @dataclass(frozen=True, slots=True)
 class Operations:
     """MANAGE operations by name; those that only read (their reply never waits for a
-    write that failed); and how a timed-out ``wait`` is answered."""
+    write that failed); those answered at once, not after the next commit (they say
+    by name what is not stored yet: ``explain``); and how a timed-out ``wait`` is
+    answered."""
 
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     read_only: frozenset[str] = frozenset()
+    at_once: frozenset[str] = frozenset()
     status: Status | None = None
 
 

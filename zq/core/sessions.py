@@ -234,9 +234,13 @@ class Sessions(Access):
         except ZqError as exc:
             exc.attrs["ref"] = frame.req
             raise
-        if result is not None:  # None: answered later (a ``wait``)
-            self._after_commit(peer.identity, codec.encode(f.ManageReply(frame.req, result)),
-                               readonly=frame.op in ops.read_only)
+        if result is None:  # answered later (a ``wait``)
+            return
+        reply = codec.encode(f.ManageReply(frame.req, result))
+        if frame.op in ops.at_once:
+            self._send(peer.identity, reply)
+        else:
+            self._after_commit(peer.identity, reply, readonly=frame.op in ops.read_only)
 
 
 # One handler per frame a client may send in a READY session (the session table admits

@@ -113,6 +113,9 @@ class Node:
             # sender yields), a standby that cannot keep up stops the stream (it asks
             # again from where it is) instead of the primary's memory growing.
             serve_options(repl, hwm=REPL_HWM, max_frame=cfg.max_frame + (1 << 20), backlog=64)
+            # A standby that reconnects under its routing id takes it over at once, even
+            # if its old connection is not known to be gone yet.
+            repl.setsockopt(zmq.ROUTER_HANDOVER, 1)
             self.guard.protect(repl, REPLICATION)
             repl.bind(cfg.ha_bind or _beside(self.endpoint))
             self.repl_endpoint = cfg.ha_advertise or repl.getsockopt_string(zmq.LAST_ENDPOINT)

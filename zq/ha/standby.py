@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from zq.persistence import WriteBatch
 from zq.persistence import replica as files
 from zq.persistence.sqlite import SqliteStore
 from zq.security.curve import ClientKeys
-from zq.transport import fd, readable, recv_parts, send_parts
+from zq.transport import fd, monitor, readable, recv_parts, send_parts
 
 log = logging.getLogger("zq.ha")
 
@@ -92,14 +93,24 @@ class Follower:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        # One routing id for as long as it follows this leader: a connection dropped
+        # (ZeroMQ heartbeats, after a pause) and made again keeps it, so the primary
+        # still takes its acks; a fresh id would look like an old standby's until it
+        # named its position again, --ha-liveness later.
+        sock.setsockopt(zmq.ROUTING_ID, b"zq-standby-" + uuid.uuid4().hex.encode())
         if self.keys is not None:
             self.keys.apply(sock)
+        # Each handshake (the first, and one after a connection was lost and made again:
+        # the primary may have dropped what it had queued for us) names the position at
+        # once, so that the primary sends what is missing now, not after --ha-liveness.
+        mon = monitor(sock, zmq.EVENT_HANDSHAKE_SUCCEEDED)
         sock.connect(leader.repl)
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         self._busy, self._pending, self._failure = False, [], None
         self._heard = self._asked = 0.0  # (it names its position at once)
         loop.add_reader(fd(sock), self._fast, sock, ready)
+        loop.add_reader(fd(mon), self._connected, mon, ready)
         if clients is not None:
             loop.add_reader(fd(clients), ready.set)
         log.info("following %s (term %d) at %s from %s", leader.node, leader.term,
@@ -113,6 +124,9 @@ class Follower:
             with contextlib.suppress(BaseException):
                 await watch
             loop.remove_reader(fd(sock))
+            loop.remove_reader(fd(mon))
+            sock.disable_monitor()  # first: a monitor left running blocks libzmq's close
+            mon.close(linger=0)
             if clients is not None:
                 loop.remove_reader(fd(clients))
             sock.close(linger=0)
@@ -150,6 +164,19 @@ class Follower:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), CHECK)
+
+    def _connected(self, mon: zmq.Socket[bytes], ready: asyncio.Event) -> None:
+        """The monitor's reader: a (new) connection to the primary is up."""
+        got = False
+        while True:
+            try:
+                mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            got = True
+        if got:
+            self._asked = self._heard = 0.0  # the loop names the position at once
+            ready.set()
 
     def _fast(self, sock: zmq.Socket[bytes], ready: asyncio.Event) -> None:
         """The socket's reader: shipped batches and pings are applied and acked here, in

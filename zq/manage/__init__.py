@@ -52,6 +52,9 @@ OPERATIONS = Operations(
     # fails (an operation that changed something gets the storage error instead).
     read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status",
                          "reload", "node", "explain"}),
+    # Answered at once: it tells by name a message waiting for its commit or for the
+    # standby, and would otherwise wait behind that very commit to say so.
+    at_once=frozenset({"explain"}),
     status=tasks.status_of,
 )
 
