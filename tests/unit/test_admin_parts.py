@@ -83,7 +83,10 @@ def test_read_token(tmp_path: Any) -> None:
 
 
 def _routes(ready: list[bool]) -> Routes:
-    return Routes({"/api/overview": lambda: {"ok": 1}}, metrics=lambda: b"m 1\n",
+    async def metrics() -> bytes:
+        return b"m 1\n"
+
+    return Routes({"/api/overview": lambda: {"ok": 1}}, metrics=metrics,
                   health=lambda: (ready[0], {"kind": "broker"}),
                   queue=lambda name: {"name": name} if name == "q" else None,
                   explain=lambda mid: {"id": mid})
@@ -93,21 +96,25 @@ def _req(path: str) -> Request:
     return Request("GET", path, {}, {})
 
 
-def test_routes_answer_503_while_recovering_then_serve() -> None:
+async def test_routes_answer_503_while_recovering_then_serve() -> None:
     ready = [False]
-    r = _routes(ready)
-    assert r(_req("/health")).status == 503
-    assert r(_req("/metrics")).status == 503
-    assert r(_req("/api/overview")).status == 503
-    assert r(_req("/")).status == 200  # the page itself loads, and shows it is starting
+    routes = _routes(ready)
+
+    async def r(path: str) -> Reply:
+        return await routes(_req(path))
+
+    assert (await r("/health")).status == 503
+    assert (await r("/metrics")).status == 503
+    assert (await r("/api/overview")).status == 503
+    assert (await r("/")).status == 200  # the page itself loads, and shows it is starting
     ready[0] = True
-    assert r(_req("/health")).status == 200
-    assert r(_req("/metrics")).body == b"m 1\n"
-    assert json.loads(r(_req("/api/queues/q")).body) == {"name": "q"}
-    assert r(_req("/api/queues/x")).status == 404
-    assert json.loads(r(_req("/api/messages/42/explain")).body) == {"id": 42}
-    assert r(_req("/api/messages/-1/explain")).status == 400
-    assert r(_req("/nothing")).status == 404
+    assert (await r("/health")).status == 200
+    assert (await r("/metrics")).body == b"m 1\n"
+    assert json.loads((await r("/api/queues/q")).body) == {"name": "q"}
+    assert (await r("/api/queues/x")).status == 404
+    assert json.loads((await r("/api/messages/42/explain")).body) == {"id": 42}
+    assert (await r("/api/messages/-1/explain")).status == 400
+    assert (await r("/nothing")).status == 404
 
 
 async def _exchange(port: int, data: bytes) -> bytes:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -53,7 +54,7 @@ class Request:
     headers: dict[str, str]  # lower-case names; the last of repeated ones
 
 
-Handler = Callable[[Request], Reply]
+Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
 
 
 def json_reply(obj: Any, status: int = 200) -> Reply:
@@ -138,7 +139,7 @@ class AdminServer:
             if not await self._body_read(conn, reader):
                 return  # a request body larger than any this listener reads
             await self._send(conn, writer, event.method.decode("ascii", "replace"),
-                             self._answer(event))
+                             await self._answer(event))
             if conn.our_state is h11.MUST_CLOSE:
                 return
             try:
@@ -169,7 +170,7 @@ class AdminServer:
             if seen > MAX_HEAD:
                 return False
 
-    def _answer(self, event: h11.Request) -> Reply:
+    async def _answer(self, event: h11.Request) -> Reply:
         self.requests += 1
         method = event.method.decode("ascii", "replace")
         if method not in ("GET", "HEAD"):
@@ -185,7 +186,8 @@ class AdminServer:
                 "'Authorization: Bearer <token>' (the --admin-token file)"}}).encode(),
                 headers=[("WWW-Authenticate", 'Bearer realm="zq"')])
         try:
-            return self._route(Request(method, path, parse_qs(target.query), headers))
+            reply = self._route(Request(method, path, parse_qs(target.query), headers))
+            return await reply if inspect.isawaitable(reply) else reply
         except Exception:
             log.exception("admin request %s %s failed", method, path[:200])
             return error_reply(500, "INTERNAL", "the handler failed; see the process's log")

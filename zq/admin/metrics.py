@@ -8,8 +8,9 @@ Names follow Prometheus' conventions: a ``zq_`` prefix, base units (seconds, byt
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -67,154 +68,197 @@ BROKER_COUNTERS = {
 }
 
 
-def histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
-    return HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
+class Family:
+    """One metric family as plain data, taken in the event loop (cheap: tuples); the
+    prometheus-client objects are built, and the text written, in a thread."""
+
+    __slots__ = ("buckets", "doc", "kind", "labels", "name", "samples", "sum")
+
+    def __init__(self, kind: str, name: str, doc: str, labels: tuple[str, ...] = (),
+                 samples: list[tuple[Any, float]] | None = None) -> None:
+        self.kind, self.name, self.doc, self.labels = kind, name, doc, labels
+        self.samples: list[tuple[Any, float]] = samples if samples is not None else []
+        self.buckets: list[tuple[str, int]] = []
+        self.sum = 0.0
+
+    def metric(self) -> Metric:
+        if self.kind == "histogram":
+            return HistogramMetricFamily(self.name, self.doc, buckets=self.buckets,
+                                         sum_value=self.sum)
+        fam = (GaugeMetricFamily if self.kind == "gauge" else CounterMetricFamily)(
+            self.name, self.doc, labels=list(self.labels))
+        one = len(self.labels) == 1
+        for values, v in self.samples:
+            fam.add_metric([values] if one else list(values), v)
+        return fam
 
 
-class BrokerCollector(Collector):
-    """Reads a broker (through its admin views) at every scrape."""
+def histogram(name: str, doc: str, h: Histogram) -> Family:
+    fam = Family("histogram", name, doc)
+    fam.buckets, fam.sum = h.cumulative(), h.sum
+    return fam
+
+
+def scalar(kind: str, name: str, doc: str, value: float) -> Family:
+    return Family(kind, name, doc, (), [((), float(value))])
+
+
+def info(kind: str, ident: str) -> Family:
+    return Family("gauge", "zq_info", "This process: kind, id and version.",
+                  ("kind", "id", "version"), [((kind, ident, __version__), 1.0)])
+
+
+class BrokerCollector:
+    """Reads a broker (through its admin views) at every scrape, into plain data."""
 
     def __init__(self, views: BrokerViews) -> None:
         self.views = views
 
-    def collect(self) -> Iterator[Metric]:
+    async def snapshot(self) -> list[Family]:
         broker = self.views.broker
         core = broker.core
-        info = GaugeMetricFamily("zq_info", "This process: kind, id and version.",
-                                 labels=["kind", "id", "version"])
-        info.add_metric(["broker", broker.cfg.id or core.broker_id, __version__], 1)
-        yield info
-        yield from self._queues()
-        sessions = GaugeMetricFamily("zq_sessions", "Peers with a session.")
-        sessions.add_metric([], len(core.peers))
-        yield sessions
-        for key, (name, doc) in BROKER_COUNTERS.items():
-            c = CounterMetricFamily(name, doc)
-            c.add_metric([], core.counters.get(key, 0))
-            yield c
-        yield histogram("zq_publish_confirm_latency_seconds",
-                        "From a PUBLISH frame's arrival to its confirm.", core.confirm_latency)
-        yield histogram("zq_publish_deliver_latency_seconds",
-                        "From publish (or due time) to first delivery; a DELIVER frame "
-                        "counts each new message at its oldest one's wait.",
-                        core.deliver_latency)
-        yield from self._store()
-        yield from self._links()
+        out = [info("broker", broker.cfg.id or core.broker_id), *await self._queues(),
+               scalar("gauge", "zq_sessions", "Peers with a session.", len(core.peers))]
+        counters = core.counters
+        out += [scalar("counter", name, doc, counters.get(key, 0))
+                for key, (name, doc) in BROKER_COUNTERS.items()]
+        out.append(histogram("zq_publish_confirm_latency_seconds",
+                             "From a PUBLISH frame's arrival to its confirm.",
+                             core.confirm_latency))
+        out.append(histogram("zq_publish_deliver_latency_seconds",
+                             "From publish (or due time) to first delivery; a DELIVER frame "
+                             "counts each new message at its oldest one's wait.",
+                             core.deliver_latency))
+        return out + self._store() + self._links()
 
-    def _queues(self) -> Iterator[Metric]:
+    async def _queues(self) -> list[Family]:
+        """The per-queue families: one pass over the queues, a tuple each, letting the
+        broker's loop run between every CHUNK queues (each queue's figures are of one
+        moment; two queues' may be a few milliseconds apart)."""
         core = self.views.broker.core
         counts = core.in_flight()
+        gauges = [Family("gauge", m, doc, ("queue",)) for m, doc, _ in QUEUE_GAUGES]
+        counters = [Family("counter", m, doc, ("queue",)) for m, doc, _ in QUEUE_COUNTERS]
+        queues = list(core.queues.items())
         now = time.monotonic()
-        rows = [(name, q, core.queue_stats(q, counts.get(name, 0), now))
-                for name, q in sorted(core.queues.items())]
-        for metric, doc, key in QUEUE_GAUGES:
-            g = GaugeMetricFamily(metric, doc, labels=["queue"])
-            for name, _, stats in rows:
-                g.add_metric([name], float(stats[key]))
-            yield g
-        for metric, doc, key in QUEUE_COUNTERS:
-            c = CounterMetricFamily(metric, doc, labels=["queue"])
-            for name, q, _ in rows:
-                c.add_metric([name], getattr(q, key))
-            yield c
+        for i, (name, q) in enumerate(queues):
+            if i and not i % CHUNK:
+                await asyncio.sleep(0)
+                now = time.monotonic()
+            oldest = q.oldest()
+            for fam, v in zip(gauges, (
+                    q.ready_count() + q.disk, q.disk, q.delayed, counts.get(name, 0),
+                    len(q.subs), round(now - oldest, 3) if oldest else 0.0, q.paused),
+                    strict=True):
+                fam.samples.append((name, v))
+            for fam, (_, _, key) in zip(counters, QUEUE_COUNTERS, strict=True):
+                fam.samples.append((name, getattr(q, key)))
+        return gauges + counters
 
-    def _store(self) -> Iterator[Metric]:
+    def _store(self) -> list[Family]:
         views = self.views
         stats = views.broker.core.store_stats()
         files = views.store_files()
-        for name, doc, value in (
-                ("zq_store_database_bytes", "Size of the database file.",
-                 files["database_bytes"]),
-                ("zq_store_wal_bytes", "Size of the write-ahead log.", files["wal_bytes"]),
-                ("zq_store_full", "1 while the disk is full (publishes refused).",
-                 int(bool(stats.get("full")))),
-                ("zq_store_reserve_bytes", "Disk space held in reserve.",
-                 stats.get("reserve_bytes", 0))):
-            g = GaugeMetricFamily(name, doc)
-            g.add_metric([], float(value))
-            yield g
         commits = views.broker.commits
-        yield histogram("zq_store_commit_duration_seconds", "Time to commit one batch.",
-                        commits.commit_seconds)
-        yield histogram("zq_store_commit_batch_messages", "New messages per committed batch.",
-                        commits.commit_messages)
+        return [
+            scalar("gauge", "zq_store_database_bytes", "Size of the database file.",
+                   files["database_bytes"]),
+            scalar("gauge", "zq_store_wal_bytes", "Size of the write-ahead log.",
+                   files["wal_bytes"]),
+            scalar("gauge", "zq_store_full", "1 while the disk is full (publishes refused).",
+                   int(bool(stats.get("full")))),
+            scalar("gauge", "zq_store_reserve_bytes", "Disk space held in reserve.",
+                   stats.get("reserve_bytes", 0)),
+            histogram("zq_store_commit_duration_seconds", "Time to commit one batch.",
+                      commits.commit_seconds),
+            histogram("zq_store_commit_batch_messages", "New messages per committed batch.",
+                      commits.commit_messages)]
 
-    def _links(self) -> Iterator[Metric]:
+    def _links(self) -> list[Family]:
         core = self.views.broker.core
         if not core.links:
-            return
-        got = CounterMetricFamily("zq_link_forwards_received_total",
-                                  "FORWARD frames received on a router's link.",
-                                  labels=["link"])
-        sent = CounterMetricFamily("zq_link_forwards_sent_total",
-                                   "Frames sent in FORWARD on a router's link.", labels=["link"])
-        inner = GaugeMetricFamily("zq_link_inner_sessions",
-                                  "Sessions of clients behind a router's link.", labels=["link"])
+            return []
+        got = Family("counter", "zq_link_forwards_received_total",
+                     "FORWARD frames received on a router's link.", ("link",))
+        sent = Family("counter", "zq_link_forwards_sent_total",
+                      "Frames sent in FORWARD on a router's link.", ("link",))
+        inner = Family("gauge", "zq_link_inner_sessions",
+                       "Sessions of clients behind a router's link.", ("link",))
         for identity, p in sorted(core.links.items()):
             label = p.name or identity.hex()
-            got.add_metric([label], p.forwards_in)
-            sent.add_metric([label], p.forwards_out)
-            inner.add_metric([label], len(p.inner or ()))
-        yield from (got, sent, inner)
+            got.samples.append((label, p.forwards_in))
+            sent.samples.append((label, p.forwards_out))
+            inner.samples.append((label, len(p.inner or ())))
+        return [got, sent, inner]
 
 
-class RouterCollector(Collector):
-    """Reads a router's state at every scrape."""
+_LINK_FAMILIES: tuple[tuple[str, str, str, Callable[[Any], float]], ...] = (
+    ("gauge", "zq_router_link_up", "1 while the link to the broker is up.",
+     lambda k: float(k.state == "up")),
+    ("gauge", "zq_router_link_in_flight_publishes",
+     "PUBLISH frames forwarded on the link and not answered yet.",
+     lambda k: float(k.in_flight_publishes)),
+    ("gauge", "zq_router_link_held_frames", "Client frames waiting for the link's WELCOME.",
+     lambda k: float(len(k.held))),
+    ("gauge", "zq_router_link_queues", "Queues the broker serves.",
+     lambda k: float(len(k.catalog))),
+    ("counter", "zq_router_link_errors_total", "ERROR or undecodable frames from the broker.",
+     lambda k: float(k.errors)),
+    ("counter", "zq_router_link_forwarded_in_total", "FORWARD frames read from the link.",
+     lambda k: float(k.forwarded_in)),
+    ("counter", "zq_router_link_forwarded_out_total", "FORWARD frames sent on the link.",
+     lambda k: float(k.forwarded_out)),
+)
+
+
+CHUNK = 250  # queues read per turn of the event loop (about 2 ms)
+
+
+class RouterCollector:
+    """Reads a router's state at every scrape, into plain data."""
 
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    def collect(self) -> Iterator[Metric]:
+    async def snapshot(self) -> list[Family]:
         state = self.router.core
-        info = GaugeMetricFamily("zq_info", "This process: kind, id and version.",
-                                 labels=["kind", "id", "version"])
-        info.add_metric(["router", state.cfg.id, __version__], 1)
-        yield info
-        clients = GaugeMetricFamily("zq_router_clients", "Client sessions at the router.")
-        clients.add_metric([], len(state.clients))
-        yield clients
-        for key, value in sorted(state.counters.items()):
-            c = CounterMetricFamily(f"zq_router_{key}_total", f"Router counter {key}.")
-            c.add_metric([], value)
-            yield c
-        yield from self._links()
-
-    def _links(self) -> Iterator[Metric]:
-        links = self.router.core.links
-        fams: list[tuple[Any, Callable[[Any], float]]] = [
-            (GaugeMetricFamily("zq_router_link_up", "1 while the link to the broker is up.",
-                               labels=["broker"]), lambda k: float(k.state == "up")),
-            (GaugeMetricFamily("zq_router_link_in_flight_publishes",
-                               "PUBLISH frames forwarded on the link and not answered yet.",
-                               labels=["broker"]), lambda k: float(k.in_flight_publishes)),
-            (GaugeMetricFamily("zq_router_link_held_frames",
-                               "Client frames waiting for the link's WELCOME.",
-                               labels=["broker"]), lambda k: float(len(k.held))),
-            (GaugeMetricFamily("zq_router_link_queues", "Queues the broker serves.",
-                               labels=["broker"]), lambda k: float(len(k.catalog))),
-            (CounterMetricFamily("zq_router_link_errors_total",
-                                 "ERROR or undecodable frames from the broker.",
-                                 labels=["broker"]), lambda k: float(k.errors)),
-            (CounterMetricFamily("zq_router_link_forwarded_in_total",
-                                 "FORWARD frames read from the link.", labels=["broker"]),
-             lambda k: float(k.forwarded_in)),
-            (CounterMetricFamily("zq_router_link_forwarded_out_total",
-                                 "FORWARD frames sent on the link.", labels=["broker"]),
-             lambda k: float(k.forwarded_out)),
-        ]
-        for fam, value in fams:
-            for bid, link in sorted(links.items()):
-                fam.add_metric([bid], value(link))
-            yield fam
-        state = GaugeMetricFamily("zq_router_link_state", "1 for the link's current state.",
-                                  labels=["broker", "state"])
-        for bid, link in sorted(links.items()):
-            state.add_metric([bid, link.state], 1)
-        yield state
+        out = [info("router", state.cfg.id),
+               scalar("gauge", "zq_router_clients", "Client sessions at the router.",
+                      len(state.clients))]
+        out += [scalar("counter", f"zq_router_{key}_total", f"Router counter {key}.", value)
+                for key, value in sorted(state.counters.items())]
+        links = sorted(state.links.items())
+        for kind, name, doc, value in _LINK_FAMILIES:
+            out.append(Family(kind, name, doc, ("broker",),
+                              [(bid, value(link)) for bid, link in links]))
+        out.append(Family("gauge", "zq_router_link_state", "1 for the link's current state.",
+                          ("broker", "state"), [((bid, link.state), 1.0)
+                                                for bid, link in links]))
+        return out
 
 
-def exposition(collector: Collector) -> Callable[[], bytes]:
-    """The function that writes ``/metrics`` from ``collector``."""
+class _Prepared(Collector):
+    def __init__(self, families: list[Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return (f.metric() for f in self.families)
+
+
+def render(families: list[Family]) -> bytes:
+    """The exposition text of ``families`` (in a thread: it takes no lock of ours)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    return lambda: generate_latest(registry)
+    registry.register(_Prepared(families))
+    return generate_latest(registry)
+
+
+def exposition(collector: BrokerCollector | RouterCollector
+               ) -> Callable[[], Awaitable[bytes]]:
+    """The coroutine function that writes ``/metrics``: the snapshot in the event loop,
+    the text in a thread, so that a broker with thousands of queues does not stop
+    serving while prometheus-client formats them."""
+
+    async def metrics() -> bytes:
+        return await asyncio.to_thread(render, await collector.snapshot())
+
+    return metrics

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,9 +34,10 @@ def _static(name: str) -> bytes:
 class Routes:
     """``views``: JSON path -> function of no argument; ``queue(name)`` and
     ``explain(id)``: the two paths with a parameter (None: not served here);
-    ``metrics()``: the Prometheus text; ``health()``: (ready, details)."""
+    ``metrics()``: the Prometheus text (a coroutine: it formats in a thread);
+    ``health()``: (ready, details)."""
 
-    def __init__(self, views: dict[str, View], *, metrics: Callable[[], bytes],
+    def __init__(self, views: dict[str, View], *, metrics: Callable[[], Awaitable[bytes]],
                  health: Callable[[], tuple[bool, dict[str, Any]]],
                  queue: Callable[[str], Any] | None = None,
                  explain: Callable[[int], Any] | None = None) -> None:
@@ -46,7 +47,7 @@ class Routes:
         self.queue = queue
         self.explain = explain
 
-    def __call__(self, req: Request) -> Reply:
+    async def __call__(self, req: Request) -> Reply:
         path = req.path
         if path in STATIC:
             name, kind = STATIC[path]
@@ -59,7 +60,7 @@ class Routes:
         if not ready:  # recovering: figures would be wrong, and explain would mislead
             return error_reply(503, "STARTING", "still recovering the store; try again")
         if path == "/metrics":
-            return Reply(200, self.metrics(), CONTENT_TYPE_LATEST)
+            return Reply(200, await self.metrics(), CONTENT_TYPE_LATEST)
         view = self.views.get(path)
         if view is not None:
             return json_reply(view())
