@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import zmq.asyncio
 
+from tests.etcd import Etcd
 from tests.system.rawpeer import Raw
 
 
@@ -25,3 +27,11 @@ async def raw() -> AsyncIterator[Callable[[str], Raw]]:
         for r in made:
             r.close()
         ctx.term()
+
+
+@pytest.fixture
+async def etcd(tmp_path: Path) -> AsyncIterator[Etcd]:
+    """A real etcd (Debian's etcd-server) on free loopback ports, for the HA tests."""
+    server = await Etcd(tmp_path / "etcd").start()
+    yield server
+    await server.stop()

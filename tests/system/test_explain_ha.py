@@ -68,12 +68,6 @@ class NoAnswer(AssertionError):
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-async def etcd(tmp_path: Path) -> AsyncIterator[Etcd]:
-    server = await Etcd(tmp_path / "etcd").start()
-    yield server
-    await server.stop()
-
 
 async def explain_cli(endpoint: str, mid: int) -> Reply:
     """``zq explain MID --json``, as a user types it; the process is killed if the

@@ -32,12 +32,6 @@ REDUCED = Schedule(kills=3, period=2.0, confirms=300)
 FULL = Schedule(kills=10, period=20.0, confirms=300)
 
 
-@pytest.fixture
-async def etcd(tmp_path: Path) -> Etcd:
-    server = await Etcd(tmp_path / "etcd").start()
-    yield server
-    await server.stop()
-
 
 @pytest.mark.parametrize("sched", [REDUCED, pytest.param(FULL, marks=pytest.mark.slow)],
                          ids=["reduced", "full"])

@@ -30,12 +30,6 @@ TTL = 5
 ATTEMPT = "SELECT attempts, state FROM messages"
 
 
-@pytest.fixture
-async def etcd(tmp_path: Path) -> AsyncIterator[Etcd]:
-    server = await Etcd(tmp_path / "etcd").start()
-    yield server
-    await server.stop()
-
 
 class Observer:
     """One client on one node only (no failover): when each of its confirms arrived."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,6 @@ RESUMED = 4.0  # seconds after SIGCONT within which the waiting publish must be 
 
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture
-async def etcd(tmp_path: Path) -> AsyncIterator[Etcd]:
-    server = await Etcd(tmp_path / "etcd").start()
-    yield server
-    await server.stop()
 
 
 async def test_a_standby_back_from_a_pause_catches_up_at_once(tmp_path: Path,

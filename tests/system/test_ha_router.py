@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ from tests.system.ha_helpers import HaPair, Producers, check_stored, same_rows
 
 pytestmark = pytest.mark.timeout(180)
 
-
-@pytest.fixture
-async def etcd(tmp_path: Path) -> AsyncIterator[Etcd]:
-    server = await Etcd(tmp_path / "etcd").start()
-    yield server
-    await server.stop()
 
 
 async def test_a_router_links_to_the_new_primary_and_publishes_lose_nothing(

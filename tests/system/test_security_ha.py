@@ -22,13 +22,6 @@ from zq.security import keys
 from zq.security.curve import ENV_SECRET, ENV_SERVER_KEY, ClientKeys
 
 
-@pytest.fixture
-async def etcd(tmp_path: Path) -> Etcd:
-    server = await Etcd(tmp_path / "etcd").start()
-    yield server
-    await server.stop()
-
-
 def _keys(tmp: Path) -> tuple[Path, Path, Path, Path]:
     """(server .key, server .key_secret, alice .key_secret, authorized folder)."""
     server_pub, server_secret = keys.generate("server", tmp / "keys")
