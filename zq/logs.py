@@ -85,6 +85,19 @@ def _message(record: logging.LogRecord) -> str:
         return f"{record.msg!r} % {record.args!r} (unformattable: {exc!r})"
 
 
+class HumanFormatter(logging.Formatter):
+    """The default format, one line per record: control characters in the message (a
+    client's name or reason with a newline, an escape sequence) are shown escaped, so
+    that nobody can forge a log line or drive the terminal; a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        if text.isprintable():
+            return text
+        return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                       for ch in text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line: ``ts`` (ISO-8601 UTC, milliseconds),
     ``level``, ``logger``, ``msg``, ``pid``; ``exc`` (the traceback) with exc_info,
@@ -141,7 +154,7 @@ def setup(level: str, json: bool) -> None:
     if handler is None:
         handler = _Stderr()
         root.addHandler(handler)
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter(HUMAN_FORMAT))
+    handler.setFormatter(JsonFormatter() if json else HumanFormatter(HUMAN_FORMAT))
     root.setLevel(level.upper())
     logging.captureWarnings(json)
     _hook_uncaught(json)

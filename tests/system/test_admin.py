@@ -104,26 +104,40 @@ async def test_broker_metrics_match_the_traffic(tmp_path: Path) -> None:
 
 async def test_rates_follow_paced_traffic(tmp_path: Path) -> None:
     """About 1,000 msg/s for a few seconds: the per-second rates the API and the
-    dashboard show are in the right range, and settle to 0 once it stops."""
+    dashboard show follow what the test really sent (within a factor of 2.5 of its own
+    rate over the last 5 s: the broker's is a moving average), and settle to 0 once it
+    stops."""
     proc, base = await _broker(tmp_path, "--storage", "memory")
     try:
         async with zq.Client(proc.endpoint) as c:
             stop = asyncio.Event()
+            sent: list[tuple[float, int]] = []  # (when, published so far)
+            loop = asyncio.get_running_loop()
 
             async def paced() -> None:
+                n = 0
                 while not stop.is_set():  # pacing the traffic, not waiting for an event
                     await c.publish_many("paced", [b"x"] * 100)
+                    n += 100
+                    sent.append((loop.time(), n))
                     await asyncio.sleep(0.1)
+
+            def ours() -> float:
+                """What the test sent per second over its last 5 s."""
+                recent = [(t, n) for t, n in sent if t >= sent[-1][0] - 5.0]
+                (t0, n0), (t1, n1) = recent[0], recent[-1]
+                return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
             task = asyncio.create_task(paced())
             try:
                 async def rate() -> bool:
                     q = await get_json(base + "/api/queues/paced")
-                    return 300 <= q["rates"]["publish"] <= 3000
+                    have = ours() if sent and loop.time() - sent[0][0] > 5.0 else 0.0
+                    return have > 0 and have / 2.5 <= q["rates"]["publish"] <= have * 2.5
 
-                await eventually(rate, "the publish rate near 1,000/s", timeout=15.0)
+                await eventually(rate, "the publish rate near the test's own", timeout=30.0)
                 overview = await get_json(base + "/api/overview")
-                assert 300 <= overview["rates"]["publish"] <= 3000
+                assert ours() / 3 <= overview["rates"]["publish"] <= ours() * 3
                 assert overview["latency_s"]["publish_confirm"]["count"] > 0
             finally:
                 stop.set()
@@ -133,7 +147,7 @@ async def test_rates_follow_paced_traffic(tmp_path: Path) -> None:
                 q = await get_json(base + "/api/queues/paced")
                 return q["rates"]["publish"] < 50
 
-            await eventually(quiet, "the rate back near 0", timeout=15.0)
+            await eventually(quiet, "the rate back near 0", timeout=30.0)
     finally:
         await proc.terminate_and_expect_exit(0)
 
@@ -177,7 +191,8 @@ async def test_router_metrics_and_cluster_view(tmp_path: Path) -> None:
         overview = await get_json(base + "/api/overview")
         assert (overview["kind"], overview["links_up"]) == ("router", 2)
         health = await get_json(base + "/health")
-        assert health == {"status": "ok", "kind": "router", "id": "r1"}
+        assert health == {"status": "ok", "kind": "router", "id": "r1", "links_up": 2,
+                          "links_total": 2}
     finally:
         await router.terminate_and_expect_exit(0)
         for b in brokers:
@@ -187,6 +202,7 @@ async def test_router_metrics_and_cluster_view(tmp_path: Path) -> None:
 async def test_token_guards_everything_but_health_and_the_page(tmp_path: Path) -> None:
     token = tmp_path / "admin.token"
     token.write_text("s3cret-admin-token-0123456789\n")
+    token.chmod(0o600)
     proc, base = await _broker(tmp_path, "--admin-token", str(token))
     try:
         for path in ("/metrics", "/api/overview", "/api/queues", "/api/messages/1/explain"):
@@ -226,8 +242,9 @@ async def test_unsafe_admin_settings_are_refused(tmp_path: Path) -> None:
     assert "must look like" in out
     short = tmp_path / "short.token"
     short.write_text("abc\n")
+    short.chmod(0o600)
     out = await _refused(tmp_path, "--admin-bind", str(free_port()), "--admin-token", str(short))
-    assert "at least 16 characters" in out
+    assert "at least 16" in out
     (tmp_path / "one").mkdir()
     proc, base = await _broker(tmp_path / "one")
     try:
@@ -237,11 +254,14 @@ async def test_unsafe_admin_settings_are_refused(tmp_path: Path) -> None:
         await proc.terminate_and_expect_exit(0)
 
 
-async def _raw(port: int, data: bytes) -> bytes:
+async def _raw(port: int, data: bytes, eof: bool = False) -> bytes:
+    """Send ``data`` (then close our side, with ``eof``) and read what comes back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
         await writer.drain()
+        if eof:
+            writer.write_eof()
         return await asyncio.wait_for(reader.read(65536), 10)
     finally:
         writer.close()
@@ -254,14 +274,14 @@ async def test_hostile_http_gets_errors_and_the_listener_serves_on(tmp_path: Pat
     port = int(base.rsplit(":", 1)[1])
     try:
         assert (await _raw(port, b"NOT HTTP AT ALL\r\n\r\n")).startswith(b"HTTP/1.1 400")
-        huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
+        huge = b"GET / HTTP/1.1\r\nHost: [::1]\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
         assert (await _raw(port, huge)).startswith(b"HTTP/1.1 431")
-        post = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        post = b"POST /metrics HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 3\r\n\r\nabc"
         assert (await _raw(port, post)).startswith(b"HTTP/1.1 405")
-        assert (await _raw(port, b"GET /api/messages/xyz/explain HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert (await _raw(port, b"GET /api/messages/xyz/explain HTTP/1.1\r\nHost: [::1]\r\n\r\n"
                            )).startswith(b"HTTP/1.1 400")
         assert (await _raw(port, b"GET /api/messages/99999999999999999999999/explain HTTP/1.1"
-                           b"\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 400")
+                           b"\r\nHost: [::1]\r\n\r\n")).startswith(b"HTTP/1.1 400")
         # Many idle connections: past the cap they are closed at once; the rest wait.
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(80)]
         try:
@@ -277,8 +297,52 @@ async def test_hostile_http_gets_errors_and_the_listener_serves_on(tmp_path: Pat
         async with zq.Client(proc.endpoint) as c:  # the broker never noticed
             await c.publish("still", b"fine")
         assert (await get_json(base + "/api/queues/still"))["ready"] == 1
-        head = await _raw(port, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await _raw(port, b"HEAD /health HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         assert head.endswith(b"\r\n\r\n")
     finally:
         await proc.terminate_and_expect_exit(0)
+
+
+async def test_slow_and_broken_clients_do_not_lock_the_listener_out(tmp_path: Path) -> None:
+    """Found by a hostile review: 64 connections trickling request heads kept /health
+    out; a body cut short logged a traceback per connection; a clean shutdown logged
+    one per open keep-alive connection; a page of another site could read the API by
+    DNS rebinding."""
+    proc, base = await _broker(tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        slow = []
+        for _ in range(70):  # each sends half a request head, then nothing
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.1\r\nHo")
+            await writer.drain()
+            slow.append((reader, writer))
+        for _ in range(5):  # each new one evicts the slowest: health answers at once
+            status, _, body = await asyncio.wait_for(get(base + "/health"), 5)
+            assert status == 200, body
+        for _, writer in slow:
+            writer.close()
+        for _ in range(20):  # bodies cut short, chunked garbage
+            await _raw(port, b"GET /health HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 10\r\n\r\n",
+                       eof=True)
+            assert (await _raw(port, b"GET /health HTTP/1.1\r\nHost: [::1]\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+                    ).startswith(b"HTTP/1.1 400")
+        rebound = await _raw(port, b"GET /api/overview HTTP/1.1\r\nHost: evil.example:80\r\n\r\n")
+        assert rebound.startswith(b"HTTP/1.1 421")
+        assert (await _raw(port, b"GET /api/messages/%C2%B2/explain HTTP/1.1\r\nHost: [::1]\r\n\r\n"
+                           )).startswith(b"HTTP/1.1 400")
+        kept = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        for reader, writer in kept:  # keep-alive connections open at shutdown
+            writer.write(b"GET /health HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+            await writer.drain()
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await proc.terminate_and_expect_exit(0)
+        for _, writer in kept:
+            writer.close()
+        log = proc.stderr()
+        assert "Traceback" not in log, log
+        assert "ERROR" not in log, log
+    finally:
+        await proc.kill()

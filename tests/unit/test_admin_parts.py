@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from zq.admin import settings
-from zq.admin.http import AdminServer, Reply, Request, json_reply
+from zq.admin.http import AdminServer, Reply, Request, json_reply, literal_host
 from zq.admin.routes import Routes
 from zq.admin.windows import WINDOW_S, Recent
 from zq.config import BrokerConfig
@@ -75,11 +75,27 @@ def test_settings_checks() -> None:
 def test_read_token(tmp_path: Any) -> None:
     f = tmp_path / "t"
     f.write_text("a" * 16 + "\nignored\n")
+    f.chmod(0o600)
     assert settings.read_token(str(f)) == "a" * 16
-    f.write_text("short\n")
-    with pytest.raises(ValueError, match="at least 16"):
+    f.write_text("\ufeff" + "b" * 16 + "\n", encoding="utf-8")  # a BOM is not the token's
+    assert settings.read_token(str(f)) == "b" * 16
+    for bad in ("short\n", "pässwörd-1234567890\n", "with space 0123456789\n"):
+        f.write_text(bad, encoding="utf-8")
+        with pytest.raises(ValueError, match="at least 16"):
+            settings.read_token(str(f))
+    f.write_text("a" * 16)
+    f.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
         settings.read_token(str(f))
     assert settings.read_token("") == ""
+
+
+def test_literal_host() -> None:
+    for ok in ("", "127.0.0.1", "127.0.0.1:9100", "localhost:9100", "LOCALHOST", "[::1]:9100",
+               "10.0.0.5:80"):
+        assert literal_host(ok), ok
+    for bad in ("evil.example.com", "evil.example.com:9100", "127.0.0.1.nip.io:9100", "[x]"):
+        assert not literal_host(bad), bad
 
 
 def _routes(ready: list[bool]) -> Routes:
@@ -158,3 +174,20 @@ async def test_server_keeps_alive_guards_with_a_token_and_survives_a_failing_han
         assert server.requests == 6
     finally:
         await server.close()
+
+
+async def test_metrics_render_once_for_many_scrapers_and_explain_is_rate_limited() -> None:
+    renders: list[int] = []
+
+    async def metrics() -> bytes:
+        renders.append(1)
+        await asyncio.sleep(0.01)
+        return b"m %d\n" % len(renders)
+
+    routes = Routes({}, metrics=metrics, health=lambda: (True, {}),
+                    explain=lambda mid: {"id": mid})
+    bodies = await asyncio.gather(*(routes(_req("/metrics")) for _ in range(8)))
+    assert {b.body for b in bodies} == {b"m 1\n"}
+    assert len(renders) == 1
+    statuses = [(await routes(_req(f"/api/messages/{i}/explain"))).status for i in range(25)]
+    assert statuses == [200] * 20 + [429] * 5

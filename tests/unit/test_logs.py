@@ -395,3 +395,23 @@ def test_a_link_up_and_a_flood_of_bad_frames_from_a_broker(
     assert len(bad) == 21
     assert bad[-1].getMessage() == ("10 more warning(s) about frames from brokers: "
                                     "10 undecodable frame")
+
+
+def test_the_human_format_escapes_control_characters_in_the_message() -> None:
+    """A client's name with a newline and an escape sequence cannot forge a log line."""
+    f = logs.HumanFormatter(logs.HUMAN_FORMAT)
+    record = logging.LogRecord("zq.broker", logging.WARNING, __file__, 1,
+                               "peer %s dropped", ("ev\"il\n2026 CRITICAL zq: FORGED\x1b[31m",),
+                               None)
+    line = f.format(record)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert "\\n2026 CRITICAL zq: FORGED\\x1b[31m" in line
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("zq", logging.ERROR, __file__, 1, "failed", (),
+                                   sys.exc_info())
+    assert "Traceback (most recent call last):\n" in f.format(record)  # kept as lines

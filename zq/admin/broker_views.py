@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from zq import __version__
 from zq.admin.windows import Recent
 from zq.core.state import STATS_SHOWN
-from zq.history import DEAD_AT, HISTORY, ORIGIN, REASON
+from zq.history import DEAD_AT, ORIGIN, REASON, entries
 
 if TYPE_CHECKING:
     from zq.broker import Broker
@@ -166,7 +166,9 @@ def _state(p: Peer) -> str:
 
 def _dead_letter(dlq: str, m: Msg) -> dict[str, Any]:
     h = m.headers or {}
-    history = h.get(HISTORY) or []
+    past = entries(h)
+    last = past[-1] if past and isinstance(past[-1], dict) else {}
+    n = last.get("attempt")  # an expired message never delivered: attempt 0
     return {"queue": dlq, "id": m.id, "origin": h.get(ORIGIN), "reason": h.get(REASON),
-            "dead_at": h.get(DEAD_AT), "attempts": len(history) if isinstance(history, list)
-            else None, "body_bytes": len(m.body)}
+            "dead_at": h.get(DEAD_AT), "attempts": n if type(n) is int else len(past),
+            "body_bytes": len(m.body)}

@@ -4,8 +4,11 @@ JSON API, for a broker or a router (each gives its own table of JSON views).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import re
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +24,8 @@ STATIC = {  # the dashboard: every file it loads ships in the package (zq/admin/
     "/favicon.ico": ("favicon.svg", "image/svg+xml"),
 }
 PUBLIC = frozenset({*STATIC, "/health"})
+METRICS_TTL = 1.0  # seconds one render of /metrics is served for
+EXPLAINS_PER_S = 20
 _ITEM = re.compile(r"^/api/queues/(?P<name>.+)$")
 _EXPLAIN = re.compile(r"^/api/messages/(?P<id>[^/]+)/explain$")
 
@@ -42,10 +47,33 @@ class Routes:
                  queue: Callable[[str], Any] | None = None,
                  explain: Callable[[int], Any] | None = None) -> None:
         self.views = views
-        self.metrics = metrics
+        self._render = metrics
         self.health = health
         self.queue = queue
         self.explain = explain
+        # One render of /metrics serves every scrape within METRICS_TTL, and one runs at
+        # a time: many scrapers cost the broker what one does.
+        self._metrics: tuple[float, bytes] | None = None
+        self._rendering = asyncio.Lock()
+        self._explains: deque[float] = deque()  # when the recent explains were asked
+
+    async def metrics(self) -> bytes:
+        async with self._rendering:
+            now = time.monotonic()
+            if self._metrics is None or now - self._metrics[0] >= METRICS_TTL:
+                self._metrics = (now, await self._render())
+            return self._metrics[1]
+
+    def _explain_allowed(self) -> bool:
+        """At most EXPLAINS_PER_S explains a second: each scans the queues in the loop."""
+        now = time.monotonic()
+        recent = self._explains
+        while recent and now - recent[0] >= 1.0:
+            recent.popleft()
+        if len(recent) >= EXPLAINS_PER_S:
+            return False
+        recent.append(now)
+        return True
 
     async def __call__(self, req: Request) -> Reply:
         path = req.path
@@ -76,8 +104,11 @@ class Routes:
         m = _EXPLAIN.match(path)
         if m is not None and self.explain is not None:
             raw = m["id"]
-            if not raw.isdigit() or len(raw) > 19:
+            if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
                 return error_reply(400, "INVALID_ARGUMENT",
                                    "a message id is the number publish returned")
+            if not self._explain_allowed():
+                return error_reply(429, "TOO_MANY_REQUESTS",
+                                   f"at most {EXPLAINS_PER_S} explains a second; try again")
             return json_reply(self.explain(int(raw)))
         return error_reply(404, "NOT_FOUND", f"no such path {path[:200]!r}; see /api")

@@ -1,10 +1,11 @@
 """The admin listener's settings, the same for brokers and routers: checks and help.
-No I/O.
+No I/O but :func:`read_token`, which the listener calls when it starts.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
 HELP: dict[str, str] = {
@@ -58,9 +59,14 @@ def read_token(path: str) -> str:
     """The token in file ``path`` (its first line, stripped); ValueError if too short."""
     if not path:
         return ""
-    with open(path, encoding="utf-8") as fh:
+    if os.stat(path).st_mode & 0o077:
+        raise ValueError(f"{path}: an admin token file must be readable by its owner only "
+                         f"(chmod 600 {path})")
+    with open(path, encoding="utf-8-sig") as fh:
         token = fh.readline().strip()
-    if len(token) < MIN_TOKEN or any(c.isspace() for c in token):
+    if (len(token) < MIN_TOKEN or not token.isascii() or not token.isprintable()
+            or " " in token):
         raise ValueError(f"{path}: an admin token is one line of at least {MIN_TOKEN} "
-                         f"characters without spaces")
+                         f"printable ASCII characters without spaces (e.g. openssl rand "
+                         f"-hex 32)")
     return token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 import click
@@ -40,6 +41,9 @@ def backup(dest: Path, data: Path, pages_per_step: int) -> None:
       zq backup --data /var/lib/zq /backups/zq-$(date +%F)
       ZQ_BROKER_DATA=./zq-data zq backup ./zq-backup
     """
+    # SIGTERM (systemd stopping a backup job) ends it as Ctrl-C does: the partial copy
+    # is removed on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = backup_folder(data, dest, pages_per_step=pages_per_step)
     except BackupError as exc:

@@ -137,7 +137,9 @@ class Node:
     async def _spawn(self, slot: Slot, now: float) -> None:
         cfg = self.cfg
         r, w = os.pipe()
-        argv = [sys.executable, "-m", "zq", "worker", cfg.app, "--endpoint", self.endpoint,
+        # A single-file binary (sys.frozen) is zq itself, not a Python that runs -m zq.
+        zq = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "zq"]
+        argv = [*zq, "worker", cfg.app, "--endpoint", self.endpoint,
                 "--concurrency", str(cfg.concurrency), "--drain-timeout", f"{cfg.drain_timeout:g}"]
         for q in self.queues:
             argv += ["--queue", q]

@@ -219,6 +219,10 @@ class ClientSide(RouterAccess):
                 frame.req, self.reload_hook())))
             return
         queue = frame.args.get("queue")
+        if frame.op == "explain":
+            raise InvalidArgument("explain goes to the broker that numbered the message (each "
+                                  "broker numbers its own), not through a router: use "
+                                  "--endpoint with that broker's address", ref=frame.req)
         if type(queue) is not str or not queue:
             raise InvalidArgument(f"MANAGE {frame.op!r} through a router must name a queue "
                                   f"(args.queue); send it to a broker directly",

@@ -157,10 +157,13 @@ class Router:
         if not self.cfg.ha:
             yield
             return
-        import aetcd
+        try:
+            import aetcd
 
+            from zq.ha.directory import Directory
+        except ImportError as exc:
+            raise ValueError(f"--ha needs the HA extra: pip install 'zq[ha]' ({exc})") from None
         from zq.config import etcd_address
-        from zq.ha.directory import Directory
 
         host, port = etcd_address(self.cfg.ha)
         client = aetcd.Client(host=host, port=port, timeout=2)

@@ -45,7 +45,9 @@
   async function get(path) {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
-    const token = new URLSearchParams(location.hash.slice(1)).get("token"); // #token=...
+    // #token=TOKEN: everything after "token=", as written (a token may hold + & = %).
+    const hash = location.hash.slice(1);
+    const token = hash.startsWith("token=") ? hash.slice("token=".length) : "";
     try {
       const res = await fetch(path, {
         headers: token ? { Authorization: `Bearer ${token}` } : {},
