@@ -87,11 +87,16 @@ def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
                    "concurrency, prefetch, drain_timeout, endpoint, connect_timeout); "
                    "ZQ_WORKER_<SETTING> environment variables override it, flags "
                    "override both.")
+@click.option("--path", "paths", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="Look for MODULE in DIR too, after the current directory (repeatable; "
+                   "PYTHONPATH works as well, also in the single-file binary).")
 @logs.options
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str | None, queues: tuple[str, ...],
            concurrency: int, prefetch: int | None, drain_timeout: float,
-           endpoint: str | None, connect_timeout: float, config_file: str | None) -> None:
+           endpoint: str | None, connect_timeout: float, config_file: str | None,
+           paths: tuple[str, ...]) -> None:
     """Run the tasks of the zq.App MODULE:ATTR until SIGTERM or Ctrl-C.
 
     MODULE is imported with the current directory first on the import path.
@@ -112,6 +117,8 @@ def worker(ctx: click.Context, app_spec: str | None, queues: tuple[str, ...],
       ZQ_WORKER_CONCURRENCY=32 zq worker --config worker.toml
     """
     cfg = _config(ctx, config_file, dict(ctx.params))
+    for folder in reversed(paths):
+        sys.path.insert(0, os.path.abspath(folder))
     try:
         w = build_worker(cfg)
     except ValueError as exc:
