@@ -77,6 +77,9 @@ class Keys:
             self.pressed.put_nowait(ch)
 
 
+CLOSE_WAIT = 2.0  # seconds the client may take to close on the way out
+
+
 class Source:
     """STATS from the broker through one client at a time: a client whose broker was
     lost (or said BYE) is closed, and the next refresh connects afresh."""
@@ -195,7 +198,10 @@ async def _top(source: Source, view: TopView, once: bool) -> None:
             screen.draw()
             await _watch(source, screen, keys, view.interval)
     finally:
-        await source.close()
+        # SIGTERM must end it: the client gets CLOSE_WAIT seconds to say BYE, no more
+        # (a close cut short by the signal was seen to hang a loaded machine's run).
+        closing = asyncio.ensure_future(source.close())
+        await asyncio.wait({closing}, timeout=CLOSE_WAIT)
 
 
 async def _run(source: Source, view: TopView, once: bool) -> None:
