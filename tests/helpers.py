@@ -54,3 +54,18 @@ def install_distribution(root: Path, package: Path, entry_points: dict[str, str]
         "[zq.policies]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
     path = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": str(site) + (os.pathsep + path if path else "")}
+
+
+def markdown_table(lines: list[str], header: str) -> list[list[str]]:
+    """The rows (cells stripped) of the one Markdown table among ``lines`` whose header
+    line is ``header``; fails unless there is exactly one and every row has its cells."""
+    starts = [i for i, line in enumerate(lines) if line.strip() == header]
+    assert len(starts) == 1, f"expected exactly one table headed {header!r}"
+    rows: list[list[str]] = []
+    for line in lines[starts[0] + 2:]:  # skip the header and the |---| line
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == header.count("|") - 1, f"bad row: {line!r}"
+        rows.append(cells)
+    return rows

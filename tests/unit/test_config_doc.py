@@ -21,6 +21,7 @@ from typing import Any
 import click
 import pytest
 
+from tests.helpers import markdown_table as _table
 from zq.cli import main
 from zq.cli.backup import backup
 from zq.cli.broker import broker
@@ -96,17 +97,6 @@ def _section(heading: str) -> list[str]:
     return lines[starts[0]:end]
 
 
-def _table(lines: list[str], header: str) -> list[list[str]]:
-    starts = [i for i, line in enumerate(lines) if line.strip() == header]
-    assert len(starts) == 1, f"expected one table headed {header!r}"
-    rows = []
-    for line in lines[starts[0] + 2:]:  # skip the header and the |---| line
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == header.count("|") - 1, f"bad row: {line!r}"
-        rows.append(cells)
-    return rows
 
 
 def spans(cell: str) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import markdown_table
 from zq import errors, history
 from zq.config import BrokerConfig
 from zq.protocol import codec, limits, names
@@ -32,16 +33,7 @@ def text() -> str:
 
 def table(text: str, header: str) -> list[list[str]]:
     """The rows of the one table in the doc whose header line is ``header``."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == header]
-    assert len(starts) == 1, f"expected exactly one table headed {header!r}"
-    rows: list[list[str]] = []
-    for line in lines[starts[0] + 2:]:  # skip the header and the |---| line
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == header.count("|") - 1, f"bad row: {line!r}"
-        rows.append(cells)
+    rows = markdown_table(text.splitlines(), header)
     assert rows, f"table {header!r} has no rows"
     return rows
 
