@@ -1,10 +1,12 @@
 """``python -m perf``: throughput and latency (zq and the baseline), baseline alone,
 backlog (a deep sqlite store: memory, drain, restart), lanes (priorities and tenants on
-the hot path), delays (delay accuracy under load), the relay."""
+the hot path), delays (delay accuracy under load), uplink (an edge broker forwarding to a
+centre), the relay."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from perf import (
     relay,
     report,
     suite,
+    uplink,
 )
 from perf.config import (
     DEFAULT_MESSAGES,
@@ -599,6 +602,78 @@ def delays_cmd(messages: int | None, max_delay: float | None, quick: bool, tiny:
         for line in delays.json_lines(cfg, results):
             click.echo(line)
     _finish(failed, all(r.ok for r in results.values()), " (see the delivery line)")
+
+
+@main.command("uplink")
+@_messages(f"Messages per measurement. [default: {uplink.DEFAULT_MESSAGES:,}; "
+           f"{uplink.QUICK_MESSAGES:,} with --quick]")
+@click.option("--rounds", "-r", type=int, default=None,
+              help=f"Rounds, each with a direct and an uplink measurement (every other "
+                   f"round in reverse order). [default: {uplink.DEFAULT_ROUNDS}; "
+                   f"{uplink.QUICK_ROUNDS} with --quick]")
+@_size("Bytes per body (at least 8).")
+@click.option("--batch", "-b", type=int, default=100, show_default=True,
+              help="Bodies per publish_many (at the edge too: one frame there is one run "
+                   "the uplink forwards).")
+@click.option("--window", type=int, default=DEFAULT_WINDOW, show_default=True,
+              help="The producers' publish_window; window / batch concurrent tasks.")
+@click.option("--fsync", type=click.Choice(["full", "normal"]), default="full",
+              show_default=True, help="--fsync of both sqlite brokers, centre and edge.")
+@click.option("--e2e", is_flag=True,
+              help="Also publish N at the edge with the link up, timed from the first "
+                   "publish to N stored at the centre.")
+@click.option("--dir", "work_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the logs, the data folders and uplink.json (kept). "
+                   "[default: a new zq-uplink-* folder in the temporary folder]")
+@click.option("--keep-data", is_flag=True,
+              help="Keep both brokers' data folders (else removed; logs and JSON stay).")
+@click.option("--profile", is_flag=True,
+              help="Record the edge broker with py-spy (every thread, idle included, in "
+                   "time order) during each uplink drain, into "
+                   "edge-uplink-r<N>.speedscope.json in the folder. Sampling slows the "
+                   "edge: the figures are then not the uplink's.")
+@_quick(f"{uplink.QUICK_MESSAGES:,} messages, {uplink.QUICK_ROUNDS} rounds.")
+@_timeout(300.0, "Seconds one measurement may take before the run counts as failed.")
+@_json("Also print the result as a JSON line.")
+def uplink_cmd(messages: int | None, rounds: int | None, quick: bool, work_dir: str | None,
+               keep_data: bool, as_json: bool, **fields: Any) -> None:
+    """An edge broker's uplink against a direct publish to the centre, in one run.
+
+    The centre is a sqlite broker behind `zq router`; the edge a sqlite broker with
+    `--uplink <router> --uplink-queues up.#`. Each round times one producer
+    publishing N messages to the centre through the router (first publish to last
+    confirm), and the edge forwarding N: the queue paused at the edge, N published
+    there, then resumed and timed until the centre stores all N (its count read
+    every 10 ms; then the edge's uplink must drain to nothing and the centre hold
+    exactly N). Prints msg/s of each, the ratio, the medians, and PASS or FAIL for a
+    median ratio >= 70 % (issue 14; a FAIL does not change the exit code, a failed
+    or miscounted run does). Writes uplink.json next to the logs.
+    """
+    n = _or_default(messages, quick, uplink.QUICK_MESSAGES, uplink.DEFAULT_MESSAGES)
+    r = _or_default(rounds, quick, uplink.QUICK_ROUNDS, uplink.DEFAULT_ROUNDS)
+    cfg = _config(uplink.UplinkConfig, messages=n, rounds=r, **fields)
+    click.echo(uplink.header(cfg))
+    if work_dir is None:
+        folder = Path(tempfile.mkdtemp(prefix="zq-uplink-"))
+    else:
+        folder = Path(work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with BAR.scope("uplink"):
+            res = uplink.run(cfg, folder, say=BAR.say)
+    except (ServerError, OSError) as exc:
+        click.echo(f"run failed: {exc!r} (logs in {folder})", err=True)
+        sys.exit(1)
+    finally:
+        if not keep_data:
+            for sub in ("centre-data", "edge-data"):
+                shutil.rmtree(folder / sub, ignore_errors=True)
+    line = uplink.json_line(cfg, res)
+    (folder / "uplink.json").write_text(line + "\n", encoding="utf-8")
+    click.echo(uplink.table(res, cfg.e2e))
+    if as_json:
+        click.echo(line)
+    _finish("; ".join(res.problems), True)
 
 
 @main.command("suite")

@@ -32,13 +32,16 @@ from zq.persistence.sqlite import SqliteStore
 from zq.policies import make_dispatch
 from zq.protocol.frames import CONFIRM, DELIVER, FORWARD
 from zq.protocol.wire import command
+from zq.security.curve import client_keys
 from zq.security.guard import Guard
 from zq.shipping import Shipper
 from zq.transport import Alarm, fd, readable, recv_frames, send_parts, serve_options, user_of
+from zq.uplink import settings as uplink_settings
 
 if TYPE_CHECKING:
     from zq.admin.broker_views import BrokerViews
     from zq.admin.http import AdminServer
+    from zq.uplink.link import Uplink
 
 log = logging.getLogger("zq.broker")
 _FORWARD = command(FORWARD)
@@ -89,6 +92,7 @@ class Broker:
         self._alarm = Alarm(self._poke)
         self.commits = Committer(self.core, self.store, self._poke)
         self._shipper: Shipper | None = None  # queues moved to other brokers
+        self.uplink: Uplink | None = None  # forwarding queues to a centre (--uplink)
         self.admin: AdminServer | None = None  # the admin listener (--admin-bind), if any
 
     def reload(self) -> dict[str, Any]:
@@ -180,6 +184,7 @@ class Broker:
             self._shipper = Shipper(self.core, ctx, cfg.id or self.core.broker_id,
                                     self._poke, self.commits.stored, self.guard.client_keys)
             self._shipper.poll()  # moves under way when it stopped go on
+            self._start_uplink(ctx)
             try:
                 if views is not None:
                     views.ready = True  # /health says ok from now on
@@ -202,12 +207,29 @@ class Broker:
             self.guard.close()
         if self._shipper is not None:
             await self._shipper.close()
+        if self.uplink is not None:
+            await self.uplink.close()
         await self.commits.close()  # a commit left only if serving ended by an error
         await self.store.close()
         if sock is not self._given_sock:
             sock.close(linger=0)
         if ctx is not self._given_ctx:
             ctx.term()
+
+    def _start_uplink(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+        """The uplink (--uplink): its session with the centre starts now."""
+        cfg = self.cfg
+        if not cfg.uplink:
+            return
+        from zq.uplink import link
+
+        keys = client_keys(cfg.uplink_curve_secret or None, cfg.uplink_server_key or None,
+                           env={})
+        self.uplink = up = link.Uplink(
+            self.core, ctx, uplink_settings.endpoints(cfg),
+            link.producer_id(cfg.data, cfg.id), self._poke, keys)
+        self.core.uplink_stats = lambda: up.stats(time.monotonic())
+        up.start()
 
     async def _start_admin(self) -> BrokerViews | None:
         """The admin listener, if --admin-bind asks for one: it answers /health (503)
@@ -289,6 +311,8 @@ class Broker:
             self.commits.start(loop, now)
         if not core.stopping and self._primary():
             core.dispatch(now)
+            if self.uplink is not None:
+                self.uplink.pump(now)
             if core.moves_started and self._shipper is not None:
                 core.moves_started = False
                 self._shipper.poll()

@@ -21,6 +21,7 @@ from zq.admin import settings as admin_settings
 from zq.errors import ZqError
 from zq.security import settings as security_settings
 from zq.settings import check_policies, from_map
+from zq.uplink import settings as uplink_settings
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 STORAGE_KINDS = ("sqlite", "memory")
@@ -81,6 +82,11 @@ class BrokerConfig:
     # The admin HTTP listener (docs/MANAGEMENT.md): off unless admin_bind is given.
     admin_bind: str = ""  # HOST:PORT, or PORT for loopback
     admin_token: str = ""  # a file holding the bearer token it asks for
+    # The uplink (docs/EDGE.md): forward some queues to a central cluster. Comma-separated.
+    uplink: str = ""  # the centre's endpoints (routers, or a lone broker)
+    uplink_queues: str = ""  # patterns of the queues to forward
+    uplink_curve_secret: str = ""  # CURVE to the centre: this edge's secret key file
+    uplink_server_key: str = ""  # ... and the centre's public key file
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -107,6 +113,7 @@ class BrokerConfig:
         policies.check("dispatch", self.dispatch)  # a built-in or a zq.policies plugin
         security_settings.check(self, [self.bind, self.ha_bind])
         admin_settings.check(self)
+        uplink_settings.check(self)
         if self.ha:
             self._check_ha()
 
@@ -227,6 +234,7 @@ SETTING_HELP: dict[str, str] = {
                  "instead of confirming alone.",
     **security_settings.HELP,
     **admin_settings.HELP,
+    **uplink_settings.HELP,
 }
 
 
@@ -248,6 +256,9 @@ def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
         if str(raw).lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return str(raw).lower() in ("1", "true", "yes", "on")
         raise ValueError(f"{field.name}: cannot read {raw!r} as true or false")
+    if isinstance(raw, list) and field.type in (str, "str") and all(
+            isinstance(x, str) for x in raw):
+        return ",".join(raw)  # a TOML list for a comma-separated setting
     kind = field.type if isinstance(field.type, type) else {"str": str, "int": int, "float": float}[
         str(field.type)
     ]

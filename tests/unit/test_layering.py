@@ -120,7 +120,8 @@ def test_every_module_is_small_enough_to_hold_in_mind(name: str) -> None:
                                     "zq.security.permissions", "zq.security.settings",
                                     "zq.security.bounds", "zq.node.supervise",
                                     "zq.policies.scaling",
-                                    "zq.router.core"])
+                                    "zq.router.core", "zq.core.uplink",
+                                    "zq.uplink.settings", "zq.uplink.flight"])
 def test_cores_without_io_load_no_io_module(module: str) -> None:
     """'No I/O' holds at import time too: a fresh interpreter imports the module and
     finds none of asyncio, zmq, aiosqlite and sqlite3 loaded."""

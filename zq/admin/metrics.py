@@ -129,7 +129,7 @@ class BrokerCollector:
                              "From publish (or due time) to first delivery; a DELIVER frame "
                              "counts each new message at its oldest one's wait.",
                              core.deliver_latency))
-        return out + self._store() + self._links()
+        return out + self._store() + self._links() + self._uplink()
 
     async def _queues(self) -> list[Family]:
         """The per-queue families: one pass over the queues, a tuple each, letting the
@@ -190,6 +190,44 @@ class BrokerCollector:
             sent.samples.append((label, p.forwards_out))
             inner.samples.append((label, len(p.inner or ())))
         return [got, sent, inner]
+
+
+    def _uplink(self) -> list[Family]:
+        """The uplink's state (--uplink), if the broker has one."""
+        up = self.views.broker.uplink
+        if up is None:
+            return []
+        s = up.stats(time.monotonic())
+        fams = [scalar(kind, name, doc, s[key]) for kind, name, doc, key in _UPLINK]
+        fams.append(Family("gauge", "zq_uplink_state", "1 for the uplink's current state.",
+                           ("state",), [(state, float(s["state"] == state))
+                                        for state in ("up", "down", "connecting")]))
+        fams.append(Family("gauge", "zq_uplink_backlog_queue_messages",
+                           "Messages of a forwarded queue waiting here (first 50 queues).",
+                           ("queue",), [(q, float(n)) for q, n in s["queues"].items()]))
+        return fams
+
+
+# The uplink's figures: (kind, metric, help, key of Uplink.stats).
+_UPLINK = (
+    ("gauge", "zq_uplink_up", "1 while the uplink's session with the centre is up.", "up"),
+    ("gauge", "zq_uplink_backlog_messages",
+     "Messages of forwarded queues the centre has not confirmed (waiting or in flight).",
+     "backlog"),
+    ("gauge", "zq_uplink_in_flight_messages", "Messages sent to the centre, not confirmed.",
+     "in_flight"),
+    ("gauge", "zq_uplink_oldest_unforwarded_age_seconds",
+     "Age of the oldest message the centre has not confirmed.", "oldest_age"),
+    ("counter", "zq_uplink_forwarded_messages_total",
+     "Messages the centre confirmed (deleted here).", "confirmed"),
+    ("counter", "zq_uplink_refused_messages_total",
+     "Messages the centre refused for good (dead-lettered here).", "refused"),
+    ("counter", "zq_uplink_sessions_total", "Sessions opened with the centre.", "sessions"),
+    ("counter", "zq_uplink_frames_resent_total",
+     "PUBLISH frames sent again on a new session.", "frames_resent"),
+    ("counter", "zq_uplink_frames_retried_total",
+     "PUBLISH frames refused for a while by the centre and sent again.", "retried"),
+)
 
 
 _LINK_FAMILIES: tuple[tuple[str, str, str, Callable[[Any], float]], ...] = (

@@ -228,6 +228,7 @@ def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
                        "space; consumers are served")
     elif store:
         click.echo(f"store {store.get('kind')}: not durable")
+    _print_uplink(s.get("uplink"))
     click.echo(f"{'queue':<32} {'ready':>10} {'on disk':>10} {'in-flight':>10} "
                f"{'consumers':>9} {'acked':>12}")
     for name, q in sorted(s["queues"].items()):
@@ -248,3 +249,17 @@ def _omitted(s: dict[str, Any], key: str, hint: str) -> None:
     total = s.get(f"{key}_total", len(s.get(key) or {}))
     if total > len(s.get(key) or {}):
         click.echo(f"... {total - len(s.get(key) or {})} more {key} not shown ({hint})")
+
+
+def _print_uplink(up: dict[str, Any] | None) -> None:
+    """The uplink's line (an edge broker with --uplink): state, backlog, oldest age."""
+    if not up:
+        return
+    where = up.get("endpoint") or ", ".join(up.get("endpoints", []))
+    click.echo(f"uplink {up['state']} ({where}, {up['state_s']:.0f} s): backlog "
+               f"{up['backlog']} ({up['in_flight']} in flight), oldest unforwarded "
+               f"{up['oldest_age']:.1f} s; forwarded {up['confirmed']}, refused "
+               f"{up['refused']}, sessions {up['sessions']}")
+    if up.get("last_error") and up["state"] != "up":
+        click.echo(f"  last error: {up['last_error']}")
+

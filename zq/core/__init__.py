@@ -23,6 +23,7 @@ reaches up to a later one:
     stats      counters
     sessions   frames in: decoding, the session table, one handler per frame
     moves      queues moved to and from other brokers of a cluster
+    uplink     queues an edge broker forwards to a central cluster (zq.uplink)
     facade     BrokerCore, and the narrow interface queue operations use
 
 Queue and task operations (MANAGE) live in ``zq.manage`` and are handed to the

@@ -115,11 +115,23 @@ class Backlog(Timers):
             q.mem_bytes += len(sm.body)
             if sm.id > q.cursor:
                 q.cursor = sm.id
-            if sm.ready_at > wall:
+            if q.forward and self._continues_spare(q, m):
+                m.due = now + sm.ready_at - wall if sm.ready_at > wall else 0.0
+            elif sm.ready_at > wall:
                 self._delay(m, now + sm.ready_at - wall)
             else:
                 m.lane.msgs.append(m)
                 self._dirty.add(q)
+
+    def _continues_spare(self, q: Queue, m: Msg) -> bool:
+        """A forwarded queue's delayed run was split by a page and its first part was
+        taken off the timers (``uplink_spare``): the rest joins it there, whatever its
+        due time is by now, so that the run goes whole (zq.core.uplink)."""
+        spare = self.uplink_spare.get(q)
+        if spare and spare[-1].id == m.id - 1:
+            spare.append(m)
+            return True
+        return False
 
     def wanted_pages(self) -> list[tuple[str, int, int]]:
         """(queue, after_id, limit) for queues whose backlog on disk should page in now."""
@@ -127,7 +139,13 @@ class Backlog(Timers):
         out: list[tuple[str, int, int]] = []
         for q in self._spilled:
             ready = q.ready_count()
-            if (ready < cfg.window // 2 and q.mem_bytes < cfg.window_bytes // 2
+            if q in self.uplink_waiting:  # a run goes on on disk: its rest, whatever it takes
+                out.append((q.name, q.cursor, max(cfg.window - ready, cfg.max_publish_batch)))
+                continue
+            # A forwarded queue reads ahead: its uplink takes many at once (zq.core.uplink).
+            part = 4 if q.forward else 2
+            if (ready < cfg.window * (part - 1) // part
+                    and q.mem_bytes < cfg.window_bytes * (part - 1) // part
                     and (q in self.draining or any(s.window.available > 0 for s in q.subs))):
                 out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - ready))))
         return out
@@ -145,6 +163,7 @@ class Backlog(Timers):
             q.cursor = max(q.cursor, last)
             q.moved_in = {i for i in q.moved_in if i > last}
         self._admit(stored, now)
+        self.uplink_waiting.discard(q)
         q.disk -= len(stored)
         if n < limit or q.disk < 0:
             if q.disk:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from zq.core.api import QueueOps
 from zq.core.model import Msg, Queue
-from zq.core.moves import Moves
+from zq.core.uplink import Uplinks
 from zq.protocol import codec
 from zq.protocol import frames as f
 
 
-class Core(Moves):
+class Core(Uplinks):
     """The broker's decisions for one broker process."""
 
     def queue(self, name: str) -> Queue:

@@ -48,8 +48,7 @@ class Intake(Failures):
         s = q.settings
         if s.max_length:
             self._make_room(q, n, frame.seq)
-        first = self.next_id
-        self.next_id = first + n
+        first = self.take_ids(q, n)
         self.journal.publish(PendingPublish(peer, q, frame.seq, first, frame.bodies,
                                             frame.headers or None, extra, at=now))
         q.staged += n

@@ -35,6 +35,7 @@ class Msg:
     opts: f.Options | None = None  # its own publish options, if any
     exp: float = 0.0  # when it expires (monotonic); 0 = never
     deadline: float = 0.0  # when its current attempt hits its time limit; 0 = none
+    due: float = 0.0  # taken from the delayed ones to be forwarded (zq.core.uplink): its due time
     started: int = 0  # the attempt its consumer said it started (START); 0: none
     suspect: bool = False  # held by a consumer that vanished: goes out alone (a probe)
 
@@ -116,7 +117,8 @@ class Queue:
 
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
-        "incoming", "keeps", "lanes", "limited", "mem_bytes", "moved_in", "moving", "nacked",
+        "forward", "forwarded", "incoming", "keeps", "lanes", "limited", "mem_bytes", "moved_in",
+        "moving", "nacked",
         "name", "name_b", "order", "overflow", "paused", "published", "rates", "redelivered",
         "selector", "settings", "staged", "subs", "suspects",
         "tenants", "to_drop", "ttl_seen", "undeliverable",
@@ -138,6 +140,8 @@ class Queue:
         self.staged = 0  # published, not committed yet
         self.to_drop = 0  # oldest messages to dead-letter once the pass commits (overflow)
         self.paused = False
+        self.forward = False  # forwarded by the uplink, never consumed here (zq.core.uplink)
+        self.forwarded = 0  # messages the centre confirmed (forwarded queues)
         self.moving: MoveOut | None = None  # being moved to another broker (section 17.5)
         self.incoming: MoveIn | None = None  # being moved here from another broker
         self.rates: dict[str, float] = {"publish": 0.0, "deliver": 0.0, "ack": 0.0}

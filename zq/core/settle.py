@@ -13,11 +13,13 @@ from zq.core.state import (
     HISTORY,
 )
 from zq.errors import (
+    InvalidArgument,
     InvalidCredit,
     StaleDelivery,
     UnknownDelivery,
 )
 from zq.protocol import frames as f
+from zq.uplink.settings import forwarded
 
 _NO_QUEUE = Queue("-")  # what ``queues.get`` gives for a name it lacks (not moving)
 
@@ -26,6 +28,10 @@ class Settlement(Commits):
     """What consumers say about their deliveries."""
 
     def on_credit(self, peer: Peer, frame: f.Credit) -> None:
+        if self.forwards and forwarded(self.forwards, frame.queue):
+            raise InvalidArgument(
+                f"queue {frame.queue!r} is forwarded to the centre by this broker's uplink "
+                f"(--uplink-queues): consume it there", ref=frame.queue)
         if self.moved_out or self.queues.get(frame.queue, _NO_QUEUE).moving is not None:
             moved = self.moved_away(frame.queue, frame.queue)  # consume at its new broker
             if moved is not None:

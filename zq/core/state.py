@@ -40,6 +40,8 @@ from zq.protocol.names import check_queue_name
 from zq.schedules import Schedule
 from zq.security.permissions import Permissions
 from zq.settings import QueueSettings
+from zq.uplink import settings as uplink_settings
+from zq.uplink.settings import forwarded
 
 log = logging.getLogger("zq.broker")
 
@@ -76,6 +78,8 @@ def pack_opts(m: Msg, wall_offset: float) -> bytes | None:
         d = {k: v for k, v in (("priority", o.priority), ("tenant", o.tenant),
                                 ("max_attempts", o.max_attempts),
                                 ("time_limit_ms", o.time_limit_ms)) if v}
+        if o.dedup_id is not None and m.q.forward:  # it travels with the message
+            d["dedup_id"] = o.dedup_id
     if m.exp:
         d["expires_at"] = m.exp + wall_offset
     return _packb(d) if d else None
@@ -85,7 +89,8 @@ def unpack_opts(d: dict[str, Any] | None) -> f.Options | None:
     if not d:
         return None
     o = f.Options(priority=d.get("priority"), tenant=d.get("tenant"),
-                  max_attempts=d.get("max_attempts"), time_limit_ms=d.get("time_limit_ms"))
+                  max_attempts=d.get("max_attempts"), time_limit_ms=d.get("time_limit_ms"),
+                  dedup_id=d.get("dedup_id"))
     return o if o.to_map() else None
 
 
@@ -114,6 +119,7 @@ class CoreState:
         # A replicated broker's shell plugs in its replication's state (zq.ha), for STATS.
         self.ha_stats: Callable[[], dict[str, Any]] | None = None
         self.security_stats: Callable[[], dict[str, Any]] | None = None  # the shell's guard
+        self.uplink_stats: Callable[[], dict[str, Any]] | None = None  # its uplink (--uplink)
         self.policy = dispatch
         self.broker_id = broker_id
         self.limits = codec.Limits(max_frame=cfg.max_frame, max_header=cfg.max_header,
@@ -145,6 +151,11 @@ class CoreState:
         self._dedup: dict[tuple[str, str], tuple[int, float]] = {}  # -> (id, forget at)
         self._dedup_order: deque[tuple[float, tuple[str, str]]] = deque()
         self.producers = Producers(cfg.producer_window, cfg.producer_ttl)
+        # The queues an uplink forwards (zq.core.uplink): none without --uplink.
+        self.forwards = uplink_settings.patterns(cfg) if cfg.uplink else ()
+        # Their delayed messages taken off the timers to be forwarded, in id order.
+        self.uplink_spare: dict[Queue, deque[Msg]] = {}
+        self.uplink_waiting: set[Queue] = set()  # a run waits for the rest of it on disk
         # In a cluster: whose queues are new names (None: a lone broker creates any).
         self.membership: Membership | None = None
         self.links: dict[bytes, Peer] = {}  # routers' links, by routing id
@@ -167,7 +178,8 @@ class CoreState:
              "nacked", "released", "dead", "expired", "time_limited", "deduplicated", "resent",
              "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
-             "undeliverable", "forwards_in", "forwards_out", "frames_refused", "peers_cut"), 0)
+             "undeliverable", "forwards_in", "forwards_out", "frames_refused", "peers_cut",
+             "forwarded", "uplink_refused"), 0)
         self.outbox = Outbox(self.counters)  # frames for the shell to send
         # Publish -> confirm (per PUBLISH frame) and publish (or due) -> first delivery
         # (per DELIVER frame, its oldest message's wait): weighted by the messages.
@@ -221,9 +233,19 @@ class CoreState:
         q = self.queues.get(name)
         if q is None:
             q = self.queues[name] = Queue(name)
+            q.forward = bool(self.forwards) and forwarded(self.forwards, name)
             if self.links:
                 self.catalog_changes.append(("add", name))
         return q
+
+    def take_ids(self, q: Queue, n: int) -> int:
+        """The first of ``n`` new ids for messages of ``q``. A forwarded queue's frame is
+        followed by an id nobody gets, so that its messages are a run of ids no other
+        message of the queue continues: the uplink finds the frame again after a restart
+        (zq.core.uplink)."""
+        first = self.next_id
+        self.next_id = first + n + 1 if q.forward else first + n
+        return first
 
     # Views kept for the shell and tests: the journal and the outbox own these.
     @property

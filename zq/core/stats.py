@@ -83,6 +83,8 @@ class Stats(Backlog):
                "store": self.store_stats()}
         if self.ha_stats is not None:
             out["ha"] = self.ha_stats()
+        if self.uplink_stats is not None:
+            out["uplink"] = self.uplink_stats()
         if self.nodes:
             out["nodes"] = self.node_stats(now)
         if self.security_stats is not None:

@@ -76,8 +76,7 @@ class Timers(Leases):
             headers[limits.SCHEDULE] = s.name
             headers[limits.DUE] = round(due, 3)
             opts = f.Options(**s.options) if s.options else None
-            mid = self.next_id
-            self.next_id += 1
+            mid = self.take_ids(q, 1)
             extra: Extra | None = None
             if opts is not None:
                 ttl = opts.ttl_ms / 1000.0 if opts.ttl_ms else q.settings.ttl
@@ -121,7 +120,7 @@ class Timers(Leases):
                 rate = (total - last) / elapsed if elapsed > 0 else 0.0
                 r[key] += alpha * (rate - r[key])
                 r["_" + key] = float(total)
-            if q.ttl_seen:
+            if q.ttl_seen and not q.forward:  # forwarded: the TTL travels with it
                 for lane in q.order:
                     while lane.msgs and lane.msgs[0].exp and lane.msgs[0].exp <= now:
                         self._expire(lane.msgs.popleft(), now)
