@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -98,8 +99,8 @@ async def produce(edge: Edge, size: Size, out: Outcomes, stop: asyncio.Event) ->
     async with zq.Client(edge.endpoint, connect_timeout=8.0) as c:
         t0, n, i = time.monotonic(), 0, 0
         while n < size.messages and not stop.is_set():
-            q = QUEUES[i % len(QUEUES)]
-            i += 1
+            q = QUEUES[i // 3 % len(QUEUES)]  # three frames in a row per queue: runs that
+            i += 1  # follow each other, which must not merge into one after the kill
             if i % 10 == 0:
                 bodies = [f"m{n:06d}".encode()]
                 job = c.publish(q, bodies[0], priority=5, tenant="t1", ttl=600.0,
@@ -137,14 +138,16 @@ async def consume(router: str, got: list[bytes], stop: asyncio.Event) -> None:
                 await t
 
 
-async def centre_published(router: str, brokers: dict[str, str]) -> int:
-    """Messages the centre's brokers stored in the forwarded queues (each broker's own)."""
-    total = 0
+async def centre_published(brokers: dict[str, str]) -> tuple[int, int]:
+    """Messages the centre's brokers stored in the forwarded queues (each broker's own),
+    and the frames they confirmed as resends (not stored again)."""
+    total = resent = 0
     for ep in brokers.values():
         async with zq.Client(ep, connect_timeout=5.0) as c:
             st = await c.stats()
         total += sum(v["published"] for k, v in st["queues"].items() if k in QUEUES)
-    return total
+        resent += st["counters"]["resent"]
+    return total, resent
 
 
 @pytest.mark.parametrize("size", [REDUCED, pytest.param(FULL, marks=pytest.mark.slow)],
@@ -193,16 +196,14 @@ async def test_uplink_through_cuts_and_a_kill_loses_nothing_and_doubles_nothing(
             await eventually(lambda f=forwarded: _forwarding(edge, f), "forwarding again",
                              60, 0.1)
             if k == 0:  # once, mid-stream: SIGKILL the edge and start it on its data
-                assert edge.proc is not None
-                await edge.proc.kill()
-                await edge.start()
+                await kill_with_frames_in_flight(edge, procs[:2])
         await producer
         await eventually(lambda: _drained(edge), "the edge to hold nothing", 120, 0.1)
         up = await edge.uplink()
         assert up["frames_resent"] > 0 or up["sessions"] > 1, up
         await eventually(lambda: out.confirmed <= set(got), "every confirmed message "
                          "consumed at the centre", 120, 0.1)
-        stored = await centre_published(router.endpoint, brokers)
+        stored, resends = await centre_published(brokers)
         stop_c.set()
         await consumer
         counts = Counter(got)
@@ -210,12 +211,14 @@ async def test_uplink_through_cuts_and_a_kill_loses_nothing_and_doubles_nothing(
         lost = out.confirmed - set(got)
         strays = set(got) - out.confirmed - out.failed
         print(f"uplink: sent {out.sent}, confirmed {len(out.confirmed)}, failed "
-              f"{len(out.failed)} {dict(out.errors)}, stored at the centre {stored}, "
+              f"{len(out.failed)} {dict(out.errors)}, stored at the centre {stored} "
+              f"(and {resends} frames confirmed as resends), "
               f"consumed {len(got)} ({len(counts)} distinct); edge {up}")
         assert not lost, f"{len(lost)} confirmed messages lost, e.g. {sorted(lost)[:5]}"
         assert not doubled, f"{len(doubled)} delivered twice, e.g. {doubled[:5]}"
         assert not strays, f"messages nobody published: {sorted(strays)[:5]}"
         assert stored == len(counts), f"the centre stored {stored} for {len(counts)} messages"
+        assert resends > 0, "no frame was sent again after the kill: the test missed its case"
         assert len(out.confirmed) >= size.messages * 0.9, "too few publishes got through"
         passed = True
     finally:
@@ -234,6 +237,28 @@ async def test_uplink_through_cuts_and_a_kill_loses_nothing_and_doubles_nothing(
     for p in reversed(procs):
         await p.terminate_and_expect_exit(0, within=15)
     _edge_db_empty(tmp_path / "edge-data")
+
+
+async def kill_with_frames_in_flight(edge: Edge, brokers: list[Proc]) -> None:
+    """SIGKILL the edge while frames it sent are unconfirmed, and let the centre store
+    them after it died: the centre's brokers are stopped (SIGSTOP) until the edge has
+    frames in flight, then the edge is killed, the brokers go on (storing those frames,
+    whose confirms find nobody), and the edge starts again on its data folder. Its
+    frames sent again are then resends at the centre (counted ``resent`` there)."""
+    assert edge.proc is not None
+    for b in brokers:
+        b.signal(signal.SIGSTOP)
+    try:
+        await eventually(lambda: _in_flight(edge), "frames in flight", 10, 0.01)
+        await edge.proc.kill()
+    finally:
+        for b in brokers:
+            b.signal(signal.SIGCONT)
+    await edge.start()
+
+
+async def _in_flight(edge: Edge) -> bool:
+    return bool((await edge.uplink())["in_flight_frames"] > 0)
 
 
 async def _down(edge: Edge) -> bool:

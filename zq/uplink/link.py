@@ -231,8 +231,11 @@ class Uplink:
             try:
                 await self._session(endpoint)
                 pause = PAUSE_FIRST  # it was up: the next try goes at once
-            except (TimeoutError, OSError, zmq.ZMQError, ZqError) as exc:
-                self.last_error = f"{endpoint}: {exc or type(exc).__name__}"
+            except TimeoutError:
+                if self.state != "up":
+                    self.last_error = f"{endpoint}: no WELCOME within {HELLO_TIMEOUT:.0f} s"
+            except (OSError, zmq.ZMQError, ZqError) as exc:
+                self.last_error = f"{endpoint}: {exc}"
             finally:
                 self._close_socket()
             if self.state != "down":
