@@ -157,6 +157,8 @@ async def test_centre_away_storage_full_then_everything_goes_once(tmp_path: Path
 
 
 async def test_refused_for_good_is_dead_lettered_at_the_edge(tmp_path: Path) -> None:
+    """The centre's max_frame is smaller than the edge's: a frame of many messages is
+    sent in halves until each fits; one message larger than it is dead here."""
     centre = await start_broker(tmp_path, "--data", str(tmp_path / "centre"),
                                 "--max-frame", "4096")
     edge = await start_broker(tmp_path, "--data", str(tmp_path / "edge"), "--uplink",
@@ -166,16 +168,19 @@ async def test_refused_for_good_is_dead_lettered_at_the_edge(tmp_path: Path) -> 
             await c.publish("big.q", b"small-1")
             await c.publish("big.q", b"B" * 20_000)
             await c.publish("big.q", b"small-2")
+            parts = [b"%02d" % i + b"." * 1000 for i in range(10)]
+            await c.publish_many("big.q", parts)  # too large as one frame, not each
         await eventually(lambda: drained(edge.endpoint), "the edge to be done", 20, 0.05)
         dead = await take(edge.endpoint, "big.q.dlq", 1)
         assert dead[0].body == b"B" * 20_000
         assert "FRAME_TOO_LARGE" in (dead[0].dead_reason or "")
         assert dead[0].history[-1]["outcome"] == "refused"
-        got = await take(centre.endpoint, "big.q", 2)
-        assert sorted(m.body for m in got) == [b"small-1", b"small-2"]
+        got = await take(centre.endpoint, "big.q", 12)
+        assert sorted(m.body for m in got) == sorted([b"small-1", b"small-2", *parts])
         up = (await stats(edge.endpoint))["uplink"]
         assert up["refused"] == 1
-        assert up["confirmed"] == 2
+        assert up["confirmed"] == 12
+        assert up["split"] >= 1
     finally:
         await edge.terminate_and_expect_exit(0)
         await centre.terminate_and_expect_exit(0)

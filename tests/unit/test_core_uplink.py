@@ -51,7 +51,9 @@ def commit(h: Harness) -> WriteBatch:
 
 
 def take(h: Harness, max_msgs: int = 1 << 30, max_bytes: int = 1 << 40) -> list[Run]:
-    return h.core.uplink_take(max_msgs, max_bytes)
+    """The runs taken, by queue name (a stable sort: each queue's own order is kept; the
+    queue that goes first turns from one take to the next)."""
+    return sorted(h.core.uplink_take(max_msgs, max_bytes), key=lambda r: r.q.name)
 
 
 def shapes(runs: list[Run]) -> list[Shape]:

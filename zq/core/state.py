@@ -156,6 +156,8 @@ class CoreState:
         # Their delayed messages taken off the timers to be forwarded, in id order.
         self.uplink_spare: dict[Queue, deque[Msg]] = {}
         self.uplink_waiting: set[Queue] = set()  # a run waits for the rest of it on disk
+        self.uplink_queues: dict[str, Queue] = {}  # the forwarded ones (zq.core.uplink)
+        self.uplink_turn = 0  # which of them goes first at the next take
         # In a cluster: whose queues are new names (None: a lone broker creates any).
         self.membership: Membership | None = None
         self.links: dict[bytes, Peer] = {}  # routers' links, by routing id
@@ -234,6 +236,8 @@ class CoreState:
         if q is None:
             q = self.queues[name] = Queue(name)
             q.forward = bool(self.forwards) and forwarded(self.forwards, name)
+            if q.forward:
+                self.uplink_queues[name] = q
             if self.links:
                 self.catalog_changes.append(("add", name))
         return q

@@ -48,6 +48,15 @@ class Run:
     def seq(self) -> int:
         return self.msgs[0].id
 
+    def halves(self) -> tuple[Run, Run]:
+        """This run in two (the centre refused it as too large): each half is sent with
+        its own first id as seq, and the same halves come again after a crash, since the
+        whole is refused again first (it was never stored)."""
+        h = len(self.msgs) // 2
+        a, b = self.msgs[:h], self.msgs[h:]
+        size = sum(len(m.body) + m.hsize for m in a)
+        return Run(self.q, a, size), Run(self.q, b, self.size - size)
+
 
 class Uplinks(Moves):
     """The forwarded queues' side of the uplink: runs out, confirms and refusals in."""
@@ -58,7 +67,17 @@ class Uplinks(Moves):
             self.next_id += 1  # the id after the last stored frame stays unused
 
     def forwarded_queues(self) -> list[Queue]:
-        return [q for q in self.queues.values() if q.forward]
+        """The forwarded queues, each call starting one further along: a long backlog in
+        one queue does not hold up the others."""
+        live = self.queues
+        qs = [q for name, q in self.uplink_queues.items() if live.get(name) is q]
+        if len(qs) != len(self.uplink_queues):  # some were deleted (and maybe made again)
+            self.uplink_queues = {q.name: q for q in live.values() if q.forward}
+            qs = list(self.uplink_queues.values())
+        if len(qs) > 1:
+            self.uplink_turn = k = (self.uplink_turn + 1) % len(qs)
+            qs = qs[k:] + qs[:k]
+        return qs
 
     def uplink_take(self, max_msgs: int, max_bytes: int) -> list[Run]:
         """Whole runs of forwarded queues, oldest first within a queue, up to ``max_msgs``

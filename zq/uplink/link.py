@@ -30,7 +30,7 @@ import zmq
 
 from zq.core.facade import Core
 from zq.core.uplink import Run
-from zq.errors import ZqError
+from zq.errors import ZqError, error_from_code
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.security.curve import ClientKeys
@@ -67,11 +67,12 @@ class Uplink:
         self.endpoint = ""
         self.since = time.monotonic()
         self.last_error = ""
+        self.next_endpoint = ""  # one a refusal of HELLO named, tried before the others
         self.liveness = 3.0  # seconds of silence that end a session (from WELCOME)
         self.heard = 0.0  # when the centre was last heard
         self.said = 0.0  # when we last sent anything
         self.counters = dict.fromkeys(("sessions", "frames_sent", "frames_resent",
-                                       "confirmed", "refused", "retried"), 0)
+                                       "confirmed", "refused", "retried", "split"), 0)
         self._welcome: asyncio.Future[f.Welcome] | None = None
         self._ended: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -183,6 +184,10 @@ class Uplink:
         done = False
         for seq, _first, count in frame.entries:
             s = flight.confirmed(seq, count)
+            if s is None and seq in flight.sent:
+                log.error("uplink: the centre confirmed frame %d with %d message(s), not "
+                          "%d: not taken as stored (is another edge using this data "
+                          "folder's uplink-id?)", seq, count, len(flight.sent[seq].run.msgs))
             if s is not None:
                 core.uplink_stored(s.run)
                 self.counters["confirmed"] += len(s.run.msgs)
@@ -197,6 +202,13 @@ class Uplink:
                 log.warning("uplink: the centre says %s: %s", err.name, err.text)
                 ended.set()
             return
+        if err.op == f.HELLO:  # a standby (HA), a key refused, too many sessions
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_exception(error_from_code(err.code, err.text))
+            primary = (err.info or {}).get("endpoint")
+            if isinstance(primary, str) and primary.startswith("tcp://"):
+                self.next_endpoint = primary  # the primary it names, tried next
+            return
         if err.op != f.PUBLISH or type(err.ref) is not int:
             self.last_error = f"{err.name}: {err.text}"
             log.warning("uplink: the centre says %s: %s", err.name, err.text)
@@ -206,6 +218,11 @@ class Uplink:
             return
         final, s = hit
         q = s.run.q.name
+        if final and err.name == "FRAME_TOO_LARGE" and len(s.run.msgs) > 1:
+            for half in s.run.halves():  # the centre's limits are smaller than ours
+                self._send(self.flight.add(half, self._encode(half, now), now))
+            self.counters["split"] += 1
+            return
         if final:
             self.counters["refused"] += len(s.run.msgs)
             log.error("uplink: the centre refused %d message(s) of queue %s for good (%s: %s);"
@@ -226,8 +243,10 @@ class Uplink:
         """Sessions, one after another, for as long as the broker serves."""
         pause, i = PAUSE_FIRST, 0
         while True:
-            endpoint = self.endpoints[i % len(self.endpoints)]
-            i += 1
+            endpoint, self.next_endpoint = self.next_endpoint, ""
+            if not endpoint:
+                endpoint = self.endpoints[i % len(self.endpoints)]
+                i += 1
             try:
                 await self._session(endpoint)
                 pause = PAUSE_FIRST  # it was up: the next try goes at once
