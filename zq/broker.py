@@ -167,7 +167,7 @@ class Broker:
                 sock.bind(cfg.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self.core.wall_offset = time.time() - time.monotonic()
-            if cfg.cluster and cfg.storage == "sqlite":
+            if (cfg.cluster or cfg.uplink) and cfg.id and cfg.storage == "sqlite":
                 claim_identity(Path(cfg.data), cfg.id)
             views = await self._start_admin()
             found = policies.preload()  # so frame handling never scans installed packages

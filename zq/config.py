@@ -100,8 +100,10 @@ class BrokerConfig:
                 raise ValueError(f"[queues.{name}]: {exc.message}") from None
 
     def _check_choices(self) -> None:
-        if bool(self.cluster) != bool(self.id) and not self.ha:
-            raise ValueError("a broker in a cluster needs both --cluster FILE and --id NAME")
+        alone = self.id and not (self.cluster or self.ha or self.uplink)
+        if (self.cluster and not self.id) or alone:
+            raise ValueError("a broker in a cluster needs both --cluster FILE and --id NAME "
+                             "(--id alone names an edge broker with --uplink)")
         if "://" not in self.bind:
             raise ValueError(
                 f"bind must be a ZeroMQ endpoint like {DEFAULT_ENDPOINT}, got {self.bind!r}")
@@ -215,7 +217,8 @@ SETTING_HELP: dict[str, str] = {
     "cluster": "A cluster file (cluster.toml): this broker serves the queues it places "
                "on --id, and binds that entry's endpoint unless --bind is given.",
     "id": "This broker's id in the --cluster file (kept in the data folder: a folder "
-          "of another id is refused); with --ha, the id the pair of nodes serves.",
+          "of another id is refused); with --ha, the id the pair of nodes serves; with "
+          "--uplink alone, the edge broker's name at the centre (kept the same way).",
     "ha": "Replicate: etcd://HOST:PORT of the etcd that chooses the primary of --id; two "
           "nodes (two data folders) serve it, a primary and a synchronous standby "
           "(docs/HA.md). [default: not replicated]",

@@ -68,7 +68,8 @@ async def test_options_travel_and_forwarded_queues_are_not_consumed_here(
         tmp_path: Path) -> None:
     centre = await start_broker(tmp_path, "--data", str(tmp_path / "centre"))
     edge = await start_broker(tmp_path, "--data", str(tmp_path / "edge"), "--uplink",
-                              centre.endpoint, "--uplink-queues", "jobs.#,metrics.*")
+                              centre.endpoint, "--uplink-queues", "jobs.#,metrics.*",
+                              "--id", "shop-7")
     try:
         async with zq.Client(edge.endpoint) as c:
             due = time.time() + 3.0
@@ -84,6 +85,10 @@ async def test_options_travel_and_forwarded_queues_are_not_consumed_here(
             assert [m.body for m in got] == [b"here"]
         await eventually(lambda: drained(edge.endpoint), "the edge to forward all", 20, 0.05)
         st = await stats(centre.endpoint)
+        names = [p["name"] for p in st["peers"].values()]
+        nonce = (tmp_path / "edge" / "uplink-id").read_text().strip()
+        assert f"uplink shop-7/{nonce}" in names, names  # its producer id: --id and nonce
+        assert (tmp_path / "edge" / "broker-id").read_text().strip() == "shop-7"
         assert st["queues"]["jobs.later"]["delayed"] == 1
         assert st["queues"]["jobs.t"]["tenants"]["shop-7"]["weight"] == 1
         low = await take(centre.endpoint, "jobs.low", 3)
@@ -193,6 +198,7 @@ async def test_refused_for_good_is_dead_lettered_at_the_edge(tmp_path: Path) -> 
     (["--uplink", "tcp://127.0.0.1:1", "--uplink-queues", "a..b"], "--uplink-queues"),
     (["--uplink", "tcp://127.0.0.1:1", "--uplink-queues", "a", "--storage", "memory"],
      "--storage sqlite"),
+    (["--id", "e1"], "--id alone names an edge broker with --uplink"),
 ])
 async def test_bad_uplink_settings_stop_the_broker_with_a_message(
         tmp_path: Path, args: list[str], says: str) -> None:

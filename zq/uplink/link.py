@@ -326,7 +326,7 @@ class Uplink:
 
     def _hello(self) -> None:
         assert self.sock is not None
-        hello = f.Hello(name=f"uplink of broker {self.core.broker_id}",
+        hello = f.Hello(name=f"uplink {self.producer.decode(errors='replace')}",
                         heartbeat_ms=int(HEARTBEAT * 1000), producer=self.producer)
         send_parts(self.sock, codec.encode(hello), zmq.NOBLOCK)  # queued until connected
         self.said = time.monotonic()
