@@ -221,13 +221,14 @@ class Broker:
         cfg = self.cfg
         if not cfg.uplink:
             return
-        from zq.uplink import link
+        from zq.uplink.identity import Identity
+        from zq.uplink.link import Uplink
 
         keys = client_keys(cfg.uplink_curve_secret or None, cfg.uplink_server_key or None,
                            env={})
-        self.uplink = up = link.Uplink(
-            self.core, ctx, uplink_settings.endpoints(cfg),
-            link.producer_id(cfg.data, cfg.id), self._poke, keys)
+        self.uplink = up = Uplink(self.core, ctx, uplink_settings.endpoints(cfg),
+                                  Identity(cfg.data, cfg.id, self.core.next_id), self._poke,
+                                  keys, cfg.uplink_timeout)
         self.core.uplink_stats = lambda: up.stats(time.monotonic())
         up.start()
 

@@ -87,6 +87,7 @@ class BrokerConfig:
     uplink_queues: str = ""  # patterns of the queues to forward
     uplink_curve_secret: str = ""  # CURVE to the centre: this edge's secret key file
     uplink_server_key: str = ""  # ... and the centre's public key file
+    uplink_timeout: float = 15.0  # seconds a frame may wait for the centre's answer
     # Queue settings from the config file's [queues.NAME] tables, applied at start.
     queues: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 

@@ -25,7 +25,7 @@ def test_an_uplink_with_queues_is_accepted() -> None:
     assert settings.patterns(cfg()) == ()
 
 
-@pytest.mark.parametrize("ep", ["ipc:///tmp/zq-centre", "inproc://centre",
+@pytest.mark.parametrize("ep", ["ipc:///tmp/zq-centre",
                                 "tcp://centre.example.com:5555", "tcp://[::1]:5555"])
 def test_endpoints_that_can_be_connected_to(ep: str) -> None:
     assert settings.endpoints(cfg(uplink=ep, uplink_queues="q")) == [ep]
@@ -63,6 +63,11 @@ def test_an_uplink_is_for_a_broker_of_its_own(kw: dict[str, str]) -> None:
     ("http://x", "is not an endpoint"),
     ("10.0.0.5:5555", "is not an endpoint"),
     ("tcp://", "is not an endpoint"),
+    ("inproc://centre", "is not an endpoint"),  # another process is never in this one
+    ("tcp://127.0.0.1:0", "a port"),
+    ("tcp://127.0.0.1:65536", "a port"),
+    ("tcp://127.0.0.1:x", "a port"),
+    ("tcp://127.0.0.1:1;tcp://127.0.0.1:2", "separated by commas"),
 ])
 def test_an_endpoint_that_cannot_be_connected_to_is_refused(ep: str, why: str) -> None:
     with pytest.raises(ValueError, match=f"--uplink: .*{why}"):
@@ -98,7 +103,8 @@ def test_which_queues_are_forwarded(name: str, forwarded: bool) -> None:
 
 
 def test_every_uplink_setting_has_help() -> None:
-    fields = {"uplink", "uplink_queues", "uplink_curve_secret", "uplink_server_key"}
+    fields = {"uplink", "uplink_queues", "uplink_curve_secret", "uplink_server_key",
+              "uplink_timeout"}
     assert set(settings.HELP) == fields
     assert all(SETTING_HELP[k] for k in fields)
 
@@ -131,3 +137,17 @@ def test_a_toml_list_of_other_things_is_not_joined(tmp_path: Path) -> None:
     path.write_text('uplink = [1, 2]\nuplink_queues = "q"\n')
     with pytest.raises(ValueError, match="--uplink"):
         broker_config(file=path, env={})
+
+
+def test_the_brokers_own_bind_and_twice_the_same_endpoint_are_refused() -> None:
+    with pytest.raises(ValueError, match="own --bind"):
+        cfg(bind="tcp://127.0.0.1:7001", uplink="tcp://127.0.0.1:7001", uplink_queues="q")
+    with pytest.raises(ValueError, match="given twice"):
+        cfg(uplink=f"{EP},{EP}", uplink_queues="q")
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0, float("nan"), float("inf"), 3601.0])
+def test_an_uplink_timeout_out_of_range_is_refused(t: float) -> None:
+    with pytest.raises(ValueError, match="uplink_timeout"):
+        cfg(uplink=EP, uplink_queues="q", uplink_timeout=t)
+

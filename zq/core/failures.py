@@ -5,6 +5,7 @@ moves between queues, delays. No I/O.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import Any
 
 from zq import history
@@ -148,6 +149,17 @@ class Failures(CoreState):
         return taken
 
     def _delay(self, m: Msg, due: float) -> None:
+        if m.q.forward:  # the uplink takes it now, its due time with it (zq.core.uplink)
+            m.due = due
+            spare = self.uplink_spare.get(m.q)
+            if spare is None:
+                spare = self.uplink_spare[m.q] = deque()
+            spare.append(m)
+            if len(spare) > 1 and spare[-2].id > m.id:  # rare: keep them in id order
+                ordered = sorted(spare, key=lambda x: x.id)
+                spare.clear()
+                spare.extend(ordered)
+            return
         heapq.heappush(self._delayed, (due, m.id, m))
         m.q.delayed += 1
 

@@ -28,13 +28,14 @@ RETRY_MOST = 5.0
 class Sent:
     """One frame in flight: its run, its encoded parts, when it last went out."""
 
-    __slots__ = ("at", "parts", "retry_at", "run", "tries")
+    __slots__ = ("at", "last", "parts", "retry_at", "run", "tries")
 
     def __init__(self, run: Run, parts: list[bytes], now: float) -> None:
         self.run = run
         self.parts = parts
         self.at = now
         self.tries = 0  # refusals that may pass, so far
+        self.last = ""  # the latest of them (an error name)
         self.retry_at = 0.0  # refused: when to send it again (0: it is out)
 
 
@@ -90,6 +91,7 @@ class Flight:
             self._pop(seq)
             return True, s
         s.tries += 1
+        s.last = name
         s.retry_at = now + min(RETRY_MOST, RETRY_FIRST * 2 ** min(s.tries - 1, 8))
         return False, s
 
@@ -111,6 +113,12 @@ class Flight:
         """Whether a frame that is out (not waiting to be sent again) has waited more than
         ``after`` seconds for its answer: the session is not to be trusted."""
         return any(not s.retry_at and now - s.at > after for s in self.sent.values())
+
+    def refused_since(self, name: str, tries: int) -> bool:
+        """Whether some frame has been refused with ``name`` at least ``tries`` times in
+        a row (UNAVAILABLE from a router that lost the queue's broker: another router
+        of the centre may reach it)."""
+        return any(s.tries >= tries and s.last == name for s in self.sent.values())
 
     def oldest(self) -> float:
         """Publish time (monotonic) of the oldest message in flight; 0 if none."""

@@ -23,7 +23,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -36,9 +35,9 @@ from zq.protocol import frames as f
 from zq.security.curve import ClientKeys
 from zq.transport import fd, readable, recv_parts, send_parts
 from zq.uplink.flight import Flight, Sent
+from zq.uplink.identity import Identity
 
 log = logging.getLogger("zq.uplink")
-ID_FILE = "uplink-id"  # in the data folder: what makes this broker's producer id its own
 
 HEARTBEAT = 1.0  # seconds between our heartbeats (the centre says its own in WELCOME)
 HELLO_TIMEOUT = 5.0  # seconds for a WELCOME
@@ -46,21 +45,25 @@ PAUSE_FIRST, PAUSE_MOST = 0.1, 5.0  # between failed sessions, doubling
 # Errors after which the session is not to be used: a new one starts (and resends all).
 SESSION_OVER = frozenset({"SESSION_UNKNOWN", "PROTOCOL_VIOLATION", "MALFORMED_FRAME",
                           "UNSUPPORTED_VERSION", "UNKNOWN_OPCODE"})
-OVERDUE = 15.0  # seconds a frame may wait for its answer before the session is dropped
+MAX_SILENCE = 60.0  # seconds of silence that end a session, whatever WELCOME says
+OVERDUE = 15.0  # default seconds a frame may wait for its answer (--uplink-timeout)
+ELSEWHERE = 5  # UNAVAILABLE this many times in a row (about 8 s): try another endpoint
 
 
 class Uplink:
     """The edge broker's producer session with the centre (see the module's doc)."""
 
     def __init__(self, core: Core, ctx: zmq.Context[zmq.Socket[bytes]], endpoints: list[str],
-                 producer: bytes, wake: Callable[[], None], keys: ClientKeys | None = None
-                 ) -> None:
+                 identity: Identity, wake: Callable[[], None], keys: ClientKeys | None = None,
+                 timeout: float = OVERDUE) -> None:
         self.core = core
         self.ctx = ctx
         self.endpoints = endpoints
-        self.producer = producer
+        self.identity = identity
+        self.producer = identity.producer
         self.wake = wake  # the broker's loop should run a pass (commit the deletes)
         self.keys = keys
+        self.timeout = timeout  # seconds a frame may wait for its answer (--uplink-timeout)
         self.flight = Flight()
         self.sock: zmq.Socket[bytes] | None = None
         self.state = "connecting"  # "up" while a session serves; "down" between tries
@@ -68,6 +71,7 @@ class Uplink:
         self.since = time.monotonic()
         self.last_error = ""
         self.next_endpoint = ""  # one a refusal of HELLO named, tried before the others
+        self._trying = ""  # the endpoint of the session being opened
         self.liveness = 3.0  # seconds of silence that end a session (from WELCOME)
         self.heard = 0.0  # when the centre was last heard
         self.said = 0.0  # when we last sent anything
@@ -89,6 +93,7 @@ class Uplink:
             with contextlib.suppress(BaseException):
                 await task
         self._close_socket()
+        self.identity.save(time.monotonic(), force=True)
 
     def pump(self, now: float) -> None:
         """Send what room in flight allows (called in every pass of the broker's loop)."""
@@ -102,6 +107,7 @@ class Uplink:
             self._send(self.flight.add(run, self._encode(run, now), now))
         self.counters["frames_sent"] += len(runs)
         if runs:
+            self.identity.sent(max(r.msgs[-1].id for r in runs))
             self._rearm()
 
     def _rearm(self) -> None:
@@ -206,8 +212,8 @@ class Uplink:
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_exception(error_from_code(err.code, err.text))
             primary = (err.info or {}).get("endpoint")
-            if isinstance(primary, str) and primary.startswith("tcp://"):
-                self.next_endpoint = primary  # the primary it names, tried next
+            if primary in self.endpoints and primary != self._trying:
+                self.next_endpoint = primary  # the primary a standby names, if it is ours
             return
         if err.op != f.PUBLISH or type(err.ref) is not int:
             self.last_error = f"{err.name}: {err.text}"
@@ -243,10 +249,9 @@ class Uplink:
         """Sessions, one after another, for as long as the broker serves."""
         pause, i = PAUSE_FIRST, 0
         while True:
-            endpoint, self.next_endpoint = self.next_endpoint, ""
-            if not endpoint:
-                endpoint = self.endpoints[i % len(self.endpoints)]
-                i += 1
+            endpoint = self.next_endpoint or self.endpoints[i % len(self.endpoints)]
+            self.next_endpoint, self._trying = "", endpoint
+            i += 1
             try:
                 await self._session(endpoint)
                 pause = PAUSE_FIRST  # it was up: the next try goes at once
@@ -272,7 +277,9 @@ class Uplink:
         self._hello()
         async with asyncio.timeout(HELLO_TIMEOUT):
             w = await self._welcome
-        self.liveness = max(1.0, w.heartbeat_ms / 1000 * max(1, w.liveness))
+        if w.broker == self.core.broker_id:
+            raise ZqError(f"{endpoint} is this broker itself, not the centre")
+        self.liveness = min(MAX_SILENCE, max(1.0, w.heartbeat_ms / 1000 * max(1, w.liveness)))
         now = time.monotonic()
         self.heard = now
         self.state, self.since, self.endpoint, self.last_error = "up", now, endpoint, ""
@@ -299,11 +306,16 @@ class Uplink:
             if now - self.heard > self.liveness:
                 self.last_error = f"no word from {self.endpoint} for {now - self.heard:.1f} s"
                 return
-            if self.flight.overdue(now, max(OVERDUE, 3 * self.liveness)):
-                self.last_error = f"frames unanswered by {self.endpoint} for {OVERDUE:.0f} s"
+            if self.flight.overdue(now, self.timeout):
+                self.last_error = f"frames unanswered by {self.endpoint} for {self.timeout:g} s"
+                return
+            if len(self.endpoints) > 1 and self.flight.refused_since("UNAVAILABLE", ELSEWHERE):
+                self.last_error = (f"{self.endpoint} keeps answering UNAVAILABLE: trying "
+                                   f"another endpoint")
                 return
             for s in self.flight.due(now):
                 self._send(s)
+            self.identity.save(now)
             if now - self.said >= HEARTBEAT and self.sock is not None:
                 with contextlib.suppress(zmq.ZMQError):
                     send_parts(self.sock, codec.encode(f.Heartbeat()), zmq.NOBLOCK)
@@ -340,20 +352,3 @@ class Uplink:
         if self._welcome is not None and not self._welcome.done():
             self._welcome.cancel()
 
-
-def producer_id(data: str, broker_id: str) -> bytes:
-    """This edge broker's producer id at the centre: ``--id`` (if given) and a random
-    part made once and kept in the data folder, so that two edges given the same
-    ``--id`` by mistake never pass for each other (their seqs would collide)."""
-    path = Path(data) / ID_FILE
-    try:
-        nonce = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        nonce = ""
-    if not (8 <= len(nonce) <= 32 and all(c in "0123456789abcdef" for c in nonce)):
-        nonce = os.urandom(8).hex()
-        Path(data).mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(nonce + "\n", encoding="ascii")
-        os.replace(tmp, path)
-    return f"{broker_id}/{nonce}".encode()[:64] if broker_id else nonce.encode()

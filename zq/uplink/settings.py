@@ -6,6 +6,7 @@ may give a TOML list instead (``zq.config`` joins it).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from zq.protocol.names import DLQ_SUFFIX
@@ -22,6 +23,9 @@ HELP: dict[str, str] = {
     "uplink_curve_secret": "With --uplink: this broker's CURVE secret key file (zq keys "
                            "generate) for the centre, whose key folder must hold its public "
                            "key. [default: no CURVE]",
+    "uplink_timeout": "With --uplink: seconds a frame sent to the centre may wait for its "
+                      "answer before the uplink starts a new session (on the next endpoint) "
+                      "and sends every unconfirmed frame again.",
     "uplink_server_key": "With --uplink-curve-secret: the centre's public key file (its "
                          "routers' and brokers' server key). [default: none]",
 }
@@ -33,14 +37,25 @@ def split(text: str) -> list[str]:
 
 
 def endpoints(cfg: Any) -> list[str]:
-    """The uplink's endpoints (ValueError if one is not a tcp:// or ipc:// endpoint)."""
+    """The uplink's endpoints (ValueError if one is not a tcp:// or ipc:// endpoint that
+    can be connected to, or is the broker's own --bind)."""
     out = split(cfg.uplink)
     for ep in out:
         scheme, sep, rest = ep.partition("://")
-        if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
-            raise ValueError(f"--uplink: {ep!r} is not an endpoint like tcp://10.0.0.5:5555")
-        if scheme == "tcp" and ("*" in rest or ":" not in rest):
-            raise ValueError(f"--uplink: {ep!r} needs a host and a port to connect to")
+        if not sep or scheme not in ("tcp", "ipc") or not rest or ";" in ep:
+            raise ValueError(f"--uplink: {ep!r} is not an endpoint like tcp://10.0.0.5:5555 "
+                             f"(several are separated by commas)")
+        if scheme == "tcp":
+            host, colon, port = rest.rpartition(":")
+            if (not colon or not host or "*" in host or not port.isdigit()
+                    or not 0 < int(port) < 65536):
+                raise ValueError(f"--uplink: {ep!r} needs a host and a port (1-65535) to "
+                                 f"connect to")
+        if ep == cfg.bind:
+            raise ValueError(f"--uplink: {ep} is this broker's own --bind: give the "
+                             f"centre's routers (or broker)")
+    if len(set(out)) != len(out):
+        raise ValueError(f"--uplink: an endpoint is given twice: {cfg.uplink!r}")
     return out
 
 
@@ -62,6 +77,8 @@ def forwarded(pats: tuple[Pattern, ...], name: str) -> bool:
 
 def check(cfg: Any) -> None:
     """Validate the uplink settings of a broker's config."""
+    if not (math.isfinite(cfg.uplink_timeout) and 0.1 <= cfg.uplink_timeout <= 3600):
+        raise ValueError("uplink_timeout must be between 0.1 and 3600 seconds")
     eps, pats = endpoints(cfg), patterns(cfg)
     if not eps:
         if pats or cfg.uplink_curve_secret or cfg.uplink_server_key:
