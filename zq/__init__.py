@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Unavailable,
         UnknownDelivery,
         UnknownQueue,
+        Unroutable,
         ZqError,
         error_from_code,
     )
@@ -75,6 +76,7 @@ __all__ = [
     "Unavailable",
     "UnknownDelivery",
     "UnknownQueue",
+    "Unroutable",
     "Worker",
     "ZqError",
     "__version__",

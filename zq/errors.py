@@ -199,6 +199,14 @@ class ClusterMismatch(ZqError):
     name = "CLUSTER_MISMATCH"
 
 
+class Unroutable(ZqError):
+    """A PUBLISH to a topic matched no binding (and the topic refuses such publishes),
+    or named no topic."""
+
+    code = 26
+    name = "UNROUTABLE"
+
+
 class StorageFull(ZqError):
     """The store has no room; nothing of the refused request was stored."""
 

@@ -312,7 +312,7 @@ def test_option_table_matches_the_codec() -> None:
             assert bounds.endswith("octets"), key
             for text_ok in ("x" * lo, "x" * hi):
                 assert getattr(decode(key, text_ok), key) == text_ok, key
-            for bad in ("x" * (hi + 1), "", 5):
+            for bad in ("x" * (hi + 1), *([""] if lo else []), 5):
                 with pytest.raises(InvalidArgument):
                     decode(key, bad)
 

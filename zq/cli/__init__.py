@@ -27,7 +27,7 @@ _COMMANDS = {
     "dlq": "zq.cli.dlq:dlq", "schedule": "zq.cli.tasks:schedule", "keys": "zq.cli.keys:keys",
     "admin": "zq.cli.keys:admin", "node": "zq.cli.node:node", "nodes": "zq.cli.node:nodes",
     "explain": "zq.cli.explain:explain", "top": "zq.cli.top:top",
-    "backup": "zq.cli.backup:backup",
+    "backup": "zq.cli.backup:backup", "topic": "zq.cli.topics:topic",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -24,10 +25,12 @@ from zq.client.consumer import Consumer
 from zq.client.nodes import Nodes
 from zq.client.operations import Operations
 from zq.client.outbox import limits_with, options_size
+from zq.client.topics import TopicOps, topic_target
 from zq.config import DEFAULT_ENDPOINT
 from zq.errors import InvalidArgument
 from zq.history import MAX_NAME
 from zq.protocol import codec
+from zq.protocol import frames as f
 from zq.protocol.names import check_queue_name
 from zq.security.curve import client_keys
 
@@ -40,7 +43,7 @@ def default_endpoint() -> str:
     return os.environ.get("ZQ_ENDPOINT") or DEFAULT_ENDPOINT
 
 
-class Client(Operations):
+class Client(Operations, TopicOps):
     """A connection to a zq broker, or to a cluster through its routers.
 
     ``async with zq.Client("tcp://127.0.0.1:5555") as client:`` opens a session
@@ -175,12 +178,13 @@ class Client(Operations):
         w = self.conn.welcome
         return w.max_batch if w is not None else 1000
 
-    async def publish(self, queue: str, body: bytes, *,
+    async def publish(self, queue: str | None, body: bytes, *,
                       headers: dict[str, Any] | None = None, priority: int | None = None,
                       delay: float | None = None, eta: datetime | float | None = None,
                       ttl: float | None = None, time_limit: float | None = None,
                       max_attempts: int | None = None, tenant: str | None = None,
-                      dedup_id: str | None = None) -> int:
+                      dedup_id: str | None = None, topic: str | None = None,
+                      key: str | None = None) -> int:
         """Publish one message; return its id once the broker confirms it is stored.
 
         Calls made during the same event-loop turn travel as one frame, so many
@@ -200,11 +204,18 @@ class Client(Operations):
         * ``dedup_id``: a second publish with the same id to the same queue within
           the queue's dedup window stores nothing and returns the first one's id.
 
+        With ``topic`` (and ``queue`` None) the message goes to every queue bound to
+        the topic whose binding matches ``key`` (default ""), one copy each, in one
+        commit (see :meth:`bind`); the id returned is the copy's in the first of those
+        queues by name, 0 if the topic dropped it (no binding matched and the topic
+        is set to drop; else ``zq.Unroutable``). A topic takes no ``dedup_id``.
+
         Durations are rounded up to whole milliseconds. A bad value raises
         ``zq.InvalidArgument`` before anything is sent. Queue names follow the rule
         of :mod:`zq.protocol.names` (``zq.InvalidQueueName`` otherwise), and
         dead-letter queues (``*.dlq``) take no publishes.
         """
+        queue = topic_target(queue, topic, key, dedup_id)
         check_publishable_once(queue)
         body = check_body(body)
         headers = check_headers(headers)
@@ -214,7 +225,7 @@ class Client(Operations):
             conn = await nodes.conn_for(queue)  # a failover, a MOVED queue, or an error
         if (priority is None and delay is None and eta is None and ttl is None
                 and time_limit is None and max_attempts is None and tenant is None
-                and dedup_id is None):
+                and dedup_id is None and topic is None and key is None):
             check_fits(queue, body, headers, conn.limits)
             if conn.unconfirmed >= conn.publish_window:
                 # The wait may outlive the session, the node or the client.
@@ -223,6 +234,8 @@ class Client(Operations):
         else:
             opts = make_options(priority, delay, eta, ttl, time_limit, max_attempts, tenant,
                                 dedup_id)
+            if topic is not None or key is not None:
+                opts = replace(opts or f.Options(), key=key or "")
             if opts is None:
                 return await self.publish(queue, body, headers=headers)
             check_fits(queue, body, headers, limits_with(conn.limits, options_size(opts)))
@@ -232,21 +245,26 @@ class Client(Operations):
         result: int = await fut
         return result
 
-    async def publish_many(self, queue: str, bodies: Iterable[bytes], *,
+    async def publish_many(self, queue: str | None, bodies: Iterable[bytes], *,
                            headers: Iterable[dict[str, Any] | None] | None = None,
                            priority: int | None = None, delay: float | None = None,
                            eta: datetime | float | None = None, ttl: float | None = None,
                            time_limit: float | None = None, max_attempts: int | None = None,
-                           tenant: str | None = None) -> list[int]:
+                           tenant: str | None = None, topic: str | None = None,
+                           key: str | None = None) -> list[int]:
         """Publish many messages in as few frames as the broker allows; return their ids.
 
-        The options, as for :meth:`publish`, apply to every message.
+        The options, as for :meth:`publish`, apply to every message; so do ``topic``
+        and ``key`` (the ids are those of the copies in the first matching queue).
         """
+        queue = topic_target(queue, topic, key, None)
         check_publishable_once(queue)
         opts = None
         if (priority is not None or delay is not None or eta is not None or ttl is not None
                 or time_limit is not None or max_attempts is not None or tenant is not None):
             opts = make_options(priority, delay, eta, ttl, time_limit, max_attempts, tenant)
+        if topic is not None or key is not None:
+            opts = replace(opts or f.Options(), key=key or "")
         items = [check_body(b) for b in bodies]
         hdrs = [check_headers(h) for h in headers] if headers is not None else []
         if hdrs and len(hdrs) != len(items):

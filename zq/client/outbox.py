@@ -80,15 +80,17 @@ class Sent:
         self.hops = 0  # MOVED answers it followed
 
     def resolve(self, first: int, count: int) -> None:
-        """CONFIRM: the bodies got the ids ``first .. first + count - 1``."""
+        """CONFIRM: the bodies got the ids ``first .. first + count - 1`` (``first`` 0: a
+        topic dropped them, no binding matched: each gets id 0)."""
+        step = 1 if first else 0
         if self.many:
             fut = self.futs[0]
             if not fut.done():
-                fut.set_result(list(range(first, first + count)))
+                fut.set_result([first + i * step for i in range(count)])
         else:
             for i, fut in enumerate(self.futs):
                 if not fut.done():
-                    fut.set_result(first + i)
+                    fut.set_result(first + i * step)
 
     def reject(self, exc: BaseException) -> None:
         """An ERROR for this PUBLISH: nothing of it was stored."""

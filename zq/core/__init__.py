@@ -14,6 +14,7 @@ reaches up to a later one:
     state      what every rule reads and changes; small shared helpers
     failures   failed attempts, history, retries, dead letters, delays
     intake     PUBLISH admission and queueing once stored
+    topics     topics, bindings, and a PUBLISH copied into every matching queue
     commits    the commit cycle: what waits for the store, what a failure refuses
     settle     CREDIT, CANCEL, ACK, NACK, RELEASE, START, EXTEND, fencing
     delivery   dispatch, batches, probes

@@ -13,6 +13,7 @@ from zq.core.state import (
     unpack_opts,
 )
 from zq.core.timers import Timers
+from zq.core.topics import TOPIC_PREFIX, Topic
 from zq.errors import (
     ZqError,
 )
@@ -68,6 +69,9 @@ class Backlog(Timers):
     def _recover_settings(self, rec: Recovered) -> None:
         """Queues' stored settings, and the moves under way or done."""
         for name, state in rec.settings.items():
+            if name.startswith(TOPIC_PREFIX):  # a topic's bindings (zq.core.topics)
+                self._recover_topic(name[len(TOPIC_PREFIX):], state)
+                continue
             if state.get("moved"):  # moved to another broker (section 17.5)
                 self.moved_out[name] = MoveOut.from_map(name, state["moved"])
                 continue
@@ -78,6 +82,12 @@ class Backlog(Timers):
                 _recover_move(q, state)
             except (ZqError, ValueError, KeyError, TypeError) as exc:
                 log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
+
+    def _recover_topic(self, name: str, state: dict[str, Any]) -> None:
+        try:
+            self.topics[name] = Topic.from_map(name, state["topic"])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("topic %s: stored bindings not usable (%s); dropped", name, exc)
 
     def _recover_moved(self, queue: str, key: str, mid: int) -> None:
         q = self.queues.get(queue)

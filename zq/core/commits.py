@@ -4,7 +4,6 @@ retries and answers. No I/O.
 
 from __future__ import annotations
 
-from zq.core.intake import Intake
 from zq.core.journal import Journal, PendingPublish
 from zq.core.model import Queue
 from zq.core.outbox import Outgoing
@@ -12,6 +11,7 @@ from zq.core.state import (
     Commit,
     _packb,
 )
+from zq.core.topics import Topics
 from zq.errors import (
     ZqError,
 )
@@ -21,7 +21,7 @@ from zq.persistence.base import (
 from zq.protocol import frames as f
 
 
-class Commits(Intake):
+class Commits(Topics):
     """Batches on their way to the store, and the frames that wait for them."""
 
     def take_batch(self) -> WriteBatch:

@@ -246,7 +246,9 @@ class Sessions(Access):
 # One handler per frame a client may send in a READY session (the session table admits
 # no other): a table rather than a match, one lookup per frame.
 _HANDLERS: dict[type[Any], Callable[[Sessions, Peer, Any, float], None]] = {
-    f.Publish: lambda c, p, fr, now: c.on_publish(p, fr, now),
+    f.Publish: lambda c, p, fr, now: (
+        c.on_publish(p, fr, now) if fr.opts is None or fr.opts.key is None
+        else c.on_topic_publish(p, fr, now)),
     f.Ack: lambda c, p, fr, now: c.on_ack(p, fr),
     f.Credit: lambda c, p, fr, now: c.on_credit(p, fr),
     f.Heartbeat: lambda c, p, fr, now: None,

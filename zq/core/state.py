@@ -10,7 +10,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -42,6 +42,9 @@ from zq.security.permissions import Permissions
 from zq.settings import QueueSettings
 from zq.uplink import settings as uplink_settings
 from zq.uplink.settings import forwarded
+
+if TYPE_CHECKING:
+    from zq.core.topics import Topic
 
 log = logging.getLogger("zq.broker")
 
@@ -158,6 +161,7 @@ class CoreState:
         self.uplink_waiting: set[Queue] = set()  # a run waits for the rest of it on disk
         self.uplink_queues: dict[str, Queue] = {}  # the forwarded ones (zq.core.uplink)
         self.uplink_turn = 0  # which of them goes first at the next take
+        self.topics: dict[str, Topic] = {}  # topics and their bindings (zq.core.topics)
         # In a cluster: whose queues are new names (None: a lone broker creates any).
         self.membership: Membership | None = None
         self.links: dict[bytes, Peer] = {}  # routers' links, by routing id
@@ -181,7 +185,7 @@ class CoreState:
              "scheduled",
              "redelivered", "unroutable", "send_dropped", "errors_sent", "peers_dropped",
              "undeliverable", "forwards_in", "forwards_out", "frames_refused", "peers_cut",
-             "forwarded", "uplink_refused"), 0)
+             "forwarded", "uplink_refused", "unroutable_dropped"), 0)
         self.outbox = Outbox(self.counters)  # frames for the shell to send
         # Publish -> confirm (per PUBLISH frame) and publish (or due) -> first delivery
         # (per DELIVER frame, its oldest message's wait): weighted by the messages.

@@ -109,13 +109,14 @@ class Options:
     max_attempts: int | None = None
     tenant: str | None = None
     dedup_id: str | None = None
+    key: str | None = None  # set: a PUBLISH to the topic named in frame 1, routed by key
 
     def to_map(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
 
 
 OPTION_KEYS = ("priority", "delay_ms", "eta_ms", "ttl_ms", "time_limit_ms", "max_attempts",
-               "tenant", "dedup_id")
+               "tenant", "dedup_id", "key")
 
 
 @dataclass(frozen=True, slots=True)

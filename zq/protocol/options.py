@@ -7,6 +7,7 @@ the frame itself was well formed. The bounds are the ones in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from zq.errors import InvalidArgument
@@ -55,7 +56,21 @@ def publish_options(v: Any, n: int, seq: int) -> f.Options:
     dedup = text("dedup_id")
     if dedup is not None and n != 1:
         raise bad("dedup_id needs a frame of exactly one body")
+    key = _routing_key(v.get("key"), dedup, bad)
     return f.Options(num("priority", 0, MAX_PRIORITY), num("delay_ms", 0, MAX_DURATION_MS),
                      num("eta_ms", 0, MAX_ETA_MS), num("ttl_ms", 1, MAX_DURATION_MS),
                      num("time_limit_ms", 1, MAX_DURATION_MS),
-                     num("max_attempts", 1, MAX_ATTEMPTS), text("tenant"), dedup)
+                     num("max_attempts", 1, MAX_ATTEMPTS), text("tenant"), dedup, key)
+
+
+def _routing_key(key: Any, dedup: str | None, bad: Callable[[str], InvalidArgument]
+                 ) -> str | None:
+    """The ``key`` option: a PUBLISH to a topic (PROTOCOL.md section 20), 0..255 bytes."""
+    if key is None:
+        return None
+    if type(key) is not str or len(key.encode()) > MAX_KEY:
+        raise bad(f"key must be a string of 0..{MAX_KEY} bytes")
+    if dedup is not None:
+        raise bad("dedup_id is not taken on a topic's publish (key): publish to a queue")
+    return key
+
