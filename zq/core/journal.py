@@ -75,6 +75,11 @@ class Journal:
             self.staged += len(p.bodies)
             self.batch.inserts.append((p.first, p.q.name, p.headers, p.bodies))
 
+    def share(self, first: int, bodies: list[bytes], refs: int) -> None:
+        """Bodies that ``refs`` new messages share (a topic's copies), stored once."""
+        if self.durable:
+            self.batch.shared.append((first, bodies, refs))
+
     def place(self, first: int, last: int, due_wall: float, opts: bytes | None) -> None:
         """New messages' due time (wall clock) and packed options."""
         if self.durable:

@@ -25,6 +25,7 @@ from zq.core.journal import PendingPublish
 from zq.core.model import Peer, Queue
 from zq.core.state import Extra, _packb
 from zq.errors import FrameTooLarge, QueueFull, ShuttingDown, Unroutable
+from zq.persistence.base import SharedBodies
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.security.permissions import Pattern
@@ -144,12 +145,16 @@ class Topics(Intake):
         if opts is not None and not opts.to_map():
             opts = None
         headers = frame.headers or None
+        bodies: list[bytes] = frame.bodies
+        if len(qs) > 1:  # stored once, each copy's rows pointing there
+            bodies = SharedBodies(frame.bodies, first)
+            self.journal.share(first, frame.bodies, len(qs))
         for j, q in enumerate(qs):
             q.to_drop += drops[j]
             extra = self._extra(q, opts, now)
             fj = first + j * n
             self.journal.publish(PendingPublish(peer if j == 0 else None, q, frame.seq, fj,
-                                                frame.bodies, headers, extra, at=now))
+                                                bodies, headers, extra, at=now))
             q.staged += n
             if extra is not None:
                 self._stage_placed(q, fj, n, extra)

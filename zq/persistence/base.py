@@ -37,9 +37,25 @@ class StoredMessage:
     state: int = WAITING  # WAITING, DELIVERED or AHEAD
 
 
+class SharedBodies(list[bytes]):
+    """The bodies of one copy of a topic's publish (zq.core.topics): the same bodies as
+    the other copies', stored once, in ``bodies`` rows ``ref``, ``ref + 1``, ...
+    (``WriteBatch.shared``). A store that keeps them apart (the memory store, a
+    standby fed by the replication stream) may treat it as a plain list."""
+
+    ref: int = 0
+
+    def __init__(self, bodies: list[bytes], ref: int) -> None:
+        super().__init__(bodies)
+        self.ref = ref
+
+
 # One PUBLISH frame's messages: first id (the rest follow), queue, headers (None
-# when no message has any, else one entry per body), bodies.
+# when no message has any, else one entry per body), bodies (SharedBodies: a copy).
 Insert = tuple[int, str, "list[dict[str, Any] | None] | None", "list[bytes]"]
+# Bodies several messages share: first body id (the rest follow), bodies, how many
+# messages refer to each.
+Shared = tuple[int, "list[bytes]", int]
 # Ids and their new attempt counts, and the due time (wall clock, 0 = now) and the
 # state (WAITING, DELIVERED, AHEAD) they share.
 Update = tuple["list[int]", "list[int]", float, int]
@@ -79,6 +95,7 @@ class WriteBatch:
     """
 
     inserts: list[Insert] = field(default_factory=list)  # new messages, attempts 0
+    shared: list[Shared] = field(default_factory=list)  # bodies that inserts share
     placed: list[Placed] = field(default_factory=list)  # options of new messages that have any
     updates: list[Update | Rewrite] = field(default_factory=list)  # applied in order
     deletes: list[int] = field(default_factory=list)  # acked or dead

@@ -1,10 +1,16 @@
 """The SQLite store's tables, and the upgrades from older versions of them.
 
-Layout (``PRAGMA user_version`` 5; versions 1 to 4 are upgraded in place)::
+Layout (``PRAGMA user_version`` 6; versions 1 to 5 are upgraded in place)::
 
     queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
     messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
-             created, opts, state)
+             created, opts, state, body_ref)
+    bodies(id INTEGER PRIMARY KEY, data, refs)  -- a body several messages share (the
+                                         copies of a topic's publish): a message with
+                                         ``body_ref`` has an empty ``body`` and reads
+                                         ``bodies.data``; a trigger counts ``refs`` down
+                                         as such messages are deleted, and deletes the
+                                         body with the last
     index messages(qid)      -- rows of one queue in id order, for paging a backlog in
     dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
     results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
@@ -38,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -55,9 +61,20 @@ CREATE TABLE IF NOT EXISTS messages (
     body BLOB NOT NULL,
     created REAL NOT NULL DEFAULT 0,
     opts BLOB,
-    state INTEGER NOT NULL DEFAULT 0
+    state INTEGER NOT NULL DEFAULT 0,
+    body_ref INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (qid);
+CREATE TABLE IF NOT EXISTS bodies (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    refs INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS messages_body_refs AFTER DELETE ON messages
+WHEN old.body_ref IS NOT NULL BEGIN
+    UPDATE bodies SET refs = refs - 1 WHERE id = old.body_ref;
+    DELETE FROM bodies WHERE id = old.body_ref AND refs <= 0;
+END;
 CREATE TABLE IF NOT EXISTS dedup (
     qid INTEGER NOT NULL,
     key TEXT NOT NULL,
@@ -101,6 +118,7 @@ ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
 """,
     3: "",  # version 4 adds a table (the producers), which SCHEMA creates
     4: "",  # version 5 adds a table (replica), which SCHEMA creates
+    5: "ALTER TABLE messages ADD COLUMN body_ref INTEGER;",  # SCHEMA adds bodies, trigger
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import msgpack
 
-from zq.persistence.base import ALL_SEQS, Insert, Rewrite, Update, WriteBatch
+from zq.persistence.base import ALL_SEQS, Insert, Rewrite, SharedBodies, Update, WriteBatch
 
 _INSERT_INTO = "INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created) VALUES "
 _ROW = "(?, ?, 0, 0.0, ?, ?, ?)"
@@ -48,8 +48,14 @@ PRODUCED = "INSERT OR REPLACE INTO producers (pid, last, entries, at) VALUES (?,
 TRIM = "DELETE FROM producers WHERE pid = ? AND last < ?"
 FORGET_PRODUCER = "DELETE FROM producers WHERE pid = ?"
 POSITION = "INSERT OR REPLACE INTO replica (one, term, seq) VALUES (1, ?, ?)"
-PAGE = ("SELECT id, attempts, ready_at, headers, body, created, opts, state FROM messages "
-        "WHERE qid = ? AND id > ? ORDER BY id LIMIT ?")
+PAGE = ("SELECT m.id, m.attempts, m.ready_at, m.headers, "
+        "CASE WHEN m.body_ref IS NULL THEN m.body ELSE b.data END, m.created, m.opts, "
+        "m.state FROM messages m LEFT JOIN bodies b ON b.id = m.body_ref "
+        "WHERE m.qid = ? AND m.id > ? ORDER BY m.id LIMIT ?")
+# A topic's copies (zq.core.topics) share their bodies: one row each in ``bodies``.
+SHARED_BODY = "INSERT INTO bodies (id, data, refs) VALUES (?, ?, ?)"
+SHARED_ROW = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created, "
+              "body_ref) VALUES (?, ?, 0, 0.0, ?, X'', ?, ?)")
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -90,8 +96,14 @@ def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
 
 
 def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
-    if batch.inserts:
-        yield from insert_statements(batch.inserts, qids, batch.created)
+    inserts = batch.inserts
+    if batch.shared:  # a topic's copies: their bodies once, their rows pointing there
+        yield SHARED_BODY, [(ref + i, body, refs) for ref, bodies, refs in batch.shared
+                            for i, body in enumerate(bodies)]
+        yield SHARED_ROW, shared_rows(inserts, qids, batch.created)
+        inserts = [e for e in inserts if not isinstance(e[3], SharedBodies)]
+    if inserts:
+        yield from insert_statements(inserts, qids, batch.created)
     if batch.placed:
         yield PLACE, [(ready_at, opts, lo, hi) for lo, hi, ready_at, opts in batch.placed]
     # Updates run in the order staged: each run of attempt updates or of whole rewrites
@@ -173,6 +185,20 @@ def insert_rows(inserts: Iterable[Insert], qids: dict[str, int], created: float 
         else:
             packed = [None if h is None else _packb(h) for h in headers]
             yield from zip(ids, repeat(qid), packed, bodies, repeat(created))
+
+
+def shared_rows(inserts: Iterable[Insert], qids: dict[str, int], created: float
+                ) -> list[tuple[int, int, bytes | None, float, int]]:
+    """Rows for ``SHARED_ROW``: the copies of a topic's publish, bodies by reference."""
+    rows = []
+    for first, queue, headers, bodies in inserts:
+        if isinstance(bodies, SharedBodies):
+            qid = qids[queue]
+            for i in range(len(bodies)):
+                h = headers[i] if headers else None
+                rows.append((first + i, qid, None if h is None else _packb(h), created,
+                             bodies.ref + i))
+    return rows
 
 
 def insert_statements(inserts: Iterable[Insert], qids: dict[str, int], created: float
