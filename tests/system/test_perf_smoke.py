@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.procs import ROOT
 
 
@@ -250,6 +252,26 @@ def test_perf_idle_reports_rss_and_start_time() -> None:
         assert r["rss_median_mib"] > 0
 
 
+def test_perf_suite_tiny_summarizes_a_few_steps() -> None:
+    """The suite's own part (steps in turn, the summary against the targets) on three
+    quick steps; each step alone has its smoke test above, and every step in one suite
+    runs under ``-m slow``."""
+    steps = ("memory", "lanes", "delays-memory")
+    proc = _run_perf("suite", "--tiny", "--json", *(a for s in steps for a in ("--only", s)),
+                     timeout=150)
+    out = proc.stdout
+    lines = _json_lines(out)
+    figures = [r for r in lines if r["scenario"] == "suite" and "figure" in r]
+    assert proc.returncode == 0, f"stdout:\n{out}\nstderr:\n{proc.stderr}"
+    [end] = [r for r in lines if r["scenario"] == "suite" and "wall_s" in r]
+    assert end["ok"]
+    assert end["figures"] == len(figures)
+    assert {f["step"] for f in figures} == set(steps)
+    assert all(f["ok"] and f["zq"] is not None and f["zq"] >= 0 for f in figures), figures
+    assert re.search(r"^summary \(tiny; wall time [\d.]+ s\)$", out, re.M), out
+
+
+@pytest.mark.slow
 def test_perf_suite_tiny_runs_every_step_and_summarizes() -> None:
     proc = _run_perf("suite", "--tiny", "--json", timeout=150)
     out = proc.stdout
