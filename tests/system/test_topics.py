@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import zq
+from tests.admin_helpers import scrape, value
 from tests.cluster_helpers import zq_cli
 from tests.helpers import free_port
 from tests.procs import Proc, zq_argv
@@ -43,9 +44,10 @@ TOTAL = 10_000
 FRAME = 10
 
 
-async def start(tmp: Path, endpoint: str, n: int) -> Proc:
+async def start(tmp: Path, endpoint: str, n: int, *args: str) -> Proc:
     proc = await Proc.start(zq_argv("--log-level", "info", "broker", "--bind", endpoint,
-                                    "--data", str(tmp / "data")), tmp / f"broker-{n}.log")
+                                    "--data", str(tmp / "data"), *args),
+                            tmp / f"broker-{n}.log")
     await proc.ready_line(30)
     return proc
 
@@ -118,9 +120,10 @@ async def test_fan_out_through_a_kill_loses_no_copy_and_makes_no_half_fan_out(
         await broker.terminate_and_expect_exit(0, within=15)
 
 
-async def test_the_topic_commands(tmp_path: Path) -> None:
+async def test_the_topic_commands_and_metrics(tmp_path: Path) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    broker = await start(tmp_path, endpoint, 0)
+    admin = free_port()
+    broker = await start(tmp_path, endpoint, 0, "--admin-bind", str(admin))
     ep = ("--endpoint", endpoint)
     try:
         code, text = await zq_cli("topic", "bind", "news", "all", *ep)
@@ -133,6 +136,10 @@ async def test_the_topic_commands(tmp_path: Path) -> None:
         first = int(text.split()[0])
         code, text = await zq_cli("topic", "ls", *ep)
         assert "news: published 1, copies 2" in text, text
+        samples = await scrape(f"http://127.0.0.1:{admin}")
+        assert value(samples, "zq_topic_published_total", topic="news") == 1
+        assert value(samples, "zq_topic_copies_total", topic="news") == 2
+        assert value(samples, "zq_topic_bindings", topic="news") == 2
         assert "sport" in text
         assert "news.sport.*" in text
         code, text = await zq_cli("topic", "unbind", "news", "all", *ep)

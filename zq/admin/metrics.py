@@ -129,7 +129,7 @@ class BrokerCollector:
                              "From publish (or due time) to first delivery; a DELIVER frame "
                              "counts each new message at its oldest one's wait.",
                              core.deliver_latency))
-        return out + self._store() + self._links() + self._uplink()
+        return out + self._store() + self._links() + self._uplink() + self._topics()
 
     async def _queues(self) -> list[Family]:
         """The per-queue families: one pass over the queues, a tuple each, letting the
@@ -192,6 +192,20 @@ class BrokerCollector:
         return [got, sent, inner]
 
 
+    def _topics(self) -> list[Family]:
+        """Each topic's counters (zq.core.topics), the first CHUNK by name."""
+        topics = self.views.broker.core.topics
+        if not topics:
+            return []
+        fams = [Family("counter", name, doc, ("topic",)) for name, doc, _ in _TOPIC]
+        binds = Family("gauge", "zq_topic_bindings", "Queues bound to the topic.", ("topic",))
+        for name in sorted(topics)[:CHUNK]:
+            t = topics[name]
+            for fam, (_, _, key) in zip(fams, _TOPIC, strict=True):
+                fam.samples.append((name, getattr(t, key)))
+            binds.samples.append((name, len(t.bindings)))
+        return [*fams, binds]
+
     def _uplink(self) -> list[Family]:
         """The uplink's state (--uplink), if the broker has one."""
         up = self.views.broker.uplink
@@ -206,6 +220,15 @@ class BrokerCollector:
                            "Messages of a forwarded queue waiting here (first 50 queues).",
                            ("queue",), [(q, float(n)) for q, n in s["queues"].items()]))
         return fams
+
+
+# A topic's counters: (metric, help, Topic attribute).
+_TOPIC = (
+    ("zq_topic_published_total", "Messages published to the topic and stored.", "published"),
+    ("zq_topic_copies_total", "Copies stored in bound queues.", "copies"),
+    ("zq_topic_dropped_total", "Messages that matched no binding, dropped.", "dropped"),
+    ("zq_topic_refused_total", "Messages that matched no binding, refused.", "refused"),
+)
 
 
 # The uplink's figures: (kind, metric, help, key of Uplink.stats).
