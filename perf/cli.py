@@ -1,7 +1,7 @@
 """``python -m perf``: throughput and latency (zq and the baseline), baseline alone,
 backlog (a deep sqlite store: memory, drain, restart), lanes (priorities and tenants on
 the hot path), delays (delay accuracy under load), uplink (an edge broker forwarding to a
-centre), the relay."""
+centre), topics (a publish to a topic with several bindings), the relay."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from perf import (
     relay,
     report,
     suite,
+    topics,
     uplink,
 )
 from perf.config import (
@@ -671,6 +672,66 @@ def uplink_cmd(messages: int | None, rounds: int | None, quick: bool, work_dir: 
     line = uplink.json_line(cfg, res)
     (folder / "uplink.json").write_text(line + "\n", encoding="utf-8")
     click.echo(uplink.table(res, cfg.e2e))
+    if as_json:
+        click.echo(line)
+    _finish("; ".join(res.problems), True)
+
+
+@main.command("topics")
+@_messages(f"Messages per measurement. [default: {topics.DEFAULT_MESSAGES:,}; "
+           f"{topics.QUICK_MESSAGES:,} with --quick]")
+@click.option("--rounds", "-r", type=int, default=None,
+              help=f"Rounds, each measuring every binding count, the plain queue and the "
+                   f"relay (every other round in reverse order). [default: "
+                   f"{topics.DEFAULT_ROUNDS}; {topics.QUICK_ROUNDS} with --quick]")
+@click.option("--bindings", "-k", "bindings", type=int, multiple=True,
+              help="Queues bound to the topic (repeatable). [default: "
+                   + ", ".join(map(str, topics.DEFAULT_BINDINGS)) + "]")
+@_size("Bytes per body (at least 8).")
+@click.option("--batch", "-b", type=int, default=100, show_default=True,
+              help="Bodies per publish_many.")
+@click.option("--window", type=int, default=DEFAULT_WINDOW, show_default=True,
+              help="The producer's publish_window; window / batch concurrent tasks.")
+@_fsync()
+@click.option("--no-relay", "no_relay", is_flag=True,
+              help="Leave out the bare relay's measurement.")
+@click.option("--dir", "work_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the logs, the data folders and topics.json (kept). "
+                   "[default: a new zq-topics-* folder in the temporary folder]")
+@click.option("--keep-data", is_flag=True,
+              help="Keep every broker's data folder (else removed once measured).")
+@_quick(f"{topics.QUICK_MESSAGES:,} messages, {topics.QUICK_ROUNDS} round(s).")
+@_timeout(300.0, "Seconds one measurement may take before the run counts as failed.")
+@_json("Also print the result as a JSON line.")
+def topics_cmd(messages: int | None, rounds: int | None, bindings: tuple[int, ...],
+               no_relay: bool, quick: bool, work_dir: str | None, as_json: bool,
+               **fields: Any) -> None:
+    """A publish to a topic with 1, 5 and 20 bindings against a plain queue (issue 17).
+
+    Each measurement runs on a fresh sqlite broker and data folder: k queues bound
+    to a topic (every key), one producer publishing N bodies to it with publish_many
+    (first publish to last confirm: msg/s, and copies/s = msg/s x k); then SIGTERM,
+    and the database (zq.db and any -wal, less an empty one's) per message and per
+    copy. The rows are counted with sqlite3: N x k messages and, for k > 1, N bodies
+    stored once; a miscount fails the run. The baselines, in the same rounds: the same
+    N to one plain queue, and the bare relay of `perf throughput` (publish to
+    delivery, nothing stored). Prints medians; writes topics.json next to the logs.
+    """
+    n = _or_default(messages, quick, topics.QUICK_MESSAGES, topics.DEFAULT_MESSAGES)
+    r = _or_default(rounds, quick, topics.QUICK_ROUNDS, topics.DEFAULT_ROUNDS)
+    cfg = _config(topics.TopicsConfig, messages=n, rounds=r,
+                  bindings=bindings or topics.DEFAULT_BINDINGS, relay=not no_relay, **fields)
+    click.echo(topics.header(cfg))
+    if work_dir is None:
+        folder = Path(tempfile.mkdtemp(prefix="zq-topics-"))
+    else:
+        folder = Path(work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+    with BAR.scope("topics"):
+        res = topics.run(cfg, folder, say=BAR.say)
+    line = topics.json_line(cfg, res)
+    (folder / "topics.json").write_text(line + "\n", encoding="utf-8")
+    click.echo(topics.table(res, cfg))
     if as_json:
         click.echo(line)
     _finish("; ".join(res.problems), True)

@@ -37,6 +37,7 @@ class QueueSettings:
     weights: dict[str, int] = field(default_factory=dict)  # tenant -> weight (default 1)
     caps: dict[str, int] = field(default_factory=dict)  # tenant -> max messages in flight
     result_ttl: float = 0.0  # seconds each message's outcome (result, error) is kept; 0 = not
+    idle_ttl: float = 0.0  # seconds without a consumer before the queue is deleted; 0 = never
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -48,7 +49,7 @@ class QueueSettings:
         need(type(self.max_attempts) is int and 1 <= self.max_attempts <= 1_000_000,
              "max_attempts must be 1..1000000")
         for name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay",
-                     "result_ttl"):
+                     "result_ttl", "idle_ttl"):
             v = getattr(self, name)
             need(isinstance(v, int | float) and not isinstance(v, bool)
                  and 0 <= v <= 36_500 * _DAY, f"{name} must be 0..{36_500 * _DAY:.0f} seconds")
@@ -111,7 +112,7 @@ def from_map(m: Any, base: QueueSettings | None = None) -> QueueSettings:
         if name not in FIELDS:
             raise InvalidArgument(f"unknown queue setting {key!r}; known: {', '.join(FIELDS)}")
         if name in ("ttl", "dedup_window", "time_limit", "retry_delay", "retry_max_delay",
-                    "result_ttl") and type(v) is int:
+                    "result_ttl", "idle_ttl") and type(v) is int:
             v = float(v)
         values[name] = v
     try:

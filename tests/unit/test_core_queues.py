@@ -595,7 +595,7 @@ def test_delete_removes_everything_and_the_old_leases_are_stale(h: Harness) -> N
     d = one(h)
     assert d is not None
     pub(h, b"ready")
-    assert manage(h, "delete", queue="q") == {"queue": "q", "deleted": 2}
+    assert manage(h, "delete", queue="q") == {"queue": "q", "deleted": 2, "unbound": 0}
     h.send(A, f.Ack(d.ids, d.attempts))
     assert only(h.take(), f.Error).name == "STALE_DELIVERY"
     assert h.core.stats()["peers"][A.hex()]["subs"]["q"]["in_flight"] == 0

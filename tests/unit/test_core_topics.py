@@ -226,3 +226,45 @@ async def test_bindings_and_copies_survive_a_restart(tmp_path: Path) -> None:
         assert ready(h2)["us-paid"] == 1
     finally:
         await store.close()
+
+
+def tick(h: Harness, seconds: int) -> None:
+    for _ in range(seconds):
+        h.now += 1.0
+        for peer in (P, A):  # alive: only the queues' consumers change
+            h.send(peer, f.Heartbeat())
+        h.core.tick(h.now)
+
+
+def test_an_idle_queue_is_deleted_with_its_bindings_and_a_consumed_one_is_not() -> None:
+    h = Harness()
+    h.hello(P, A)
+    for q in ("w1", "w2"):
+        manage(h, "declare", queue=q, settings={"idle_ttl": 5})
+        manage(h, "bind", topic="calls", queue=q)
+    manage(h, "topic_set", topic="calls", unroutable="drop")
+    h.send(A, f.Credit("w2", 10))
+    topic_publish(h, "", [b"c1"], topic="calls")
+    h.core.committed()
+    tick(h, 7)
+    assert "w1" not in h.core.queues  # nobody consumed it for 5 s: gone, with its copy
+    assert [b.queue for b in h.core.topics["calls"].bindings] == ["w2"]
+    h.send(A, f.Cancel("w2"))
+    tick(h, 3)
+    assert "w2" in h.core.queues  # its idle time counts from the cancel
+    tick(h, 4)
+    assert "w2" not in h.core.queues
+    assert h.core.topics["calls"].bindings == []  # kept: it drops, a setting of its own
+    h.take()
+    seq = topic_publish(h, "", [b"c2"], topic="calls")
+    h.core.committed()
+    assert only(h.take(), f.Confirm).entries == [(seq, 0, 1)]
+
+
+def test_deleting_a_queue_removes_its_bindings() -> None:
+    h = Harness()
+    h.hello(P)
+    manage(h, "bind", topic="t", queue="q", pattern="a.*")
+    manage(h, "bind", topic="t", queue="q", pattern="b.#")
+    assert manage(h, "delete", queue="q")["unbound"] == 2
+    assert "t" not in h.core.topics

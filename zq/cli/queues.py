@@ -87,6 +87,9 @@ def queue() -> None:
               metavar="SECONDS", help="The backoff's longest delay.")
 @click.option("--selection", default=None, metavar="weighted-fair|strict|PLUGIN",
               help="Which tenant is served next among those of one priority.")
+@click.option("--idle-ttl", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Delete the queue (messages and bindings too) once it has had no "
+                   "consumer for this long; 0 = never.")
 @click.option("--weight", "weights", multiple=True, metavar="TENANT=W",
               help="A tenant's weight in the fair share (repeatable; default 1).")
 @click.option("--cap", "caps", multiple=True, metavar="TENANT=N",

@@ -34,12 +34,13 @@ from zq.node.runner import stuck_threads
 # What names each WorkerConfig field in an error message: its flag, or the argument.
 _HINTS = {"app": "MODULE:ATTR", "queues": "--queue", "concurrency": "--concurrency",
           "prefetch": "--prefetch", "drain_timeout": "--drain-timeout",
-          "endpoint": "--endpoint", "connect_timeout": "--timeout", "": "--config"}
+          "endpoint": "--endpoint", "connect_timeout": "--timeout",
+          "broadcast_idle_ttl": "--broadcast-idle-ttl", "": "--config"}
 # Parameters whose value is a WorkerConfig field of the same name; unless given on the
 # command line they are left to worker_config (file, then environment, then default).
 _FIELDS = {"app_spec": "app", "queues": "queues", "concurrency": "concurrency",
            "prefetch": "prefetch", "drain_timeout": "drain_timeout", "endpoint": "endpoint",
-           "connect_timeout": "connect_timeout"}
+           "connect_timeout": "connect_timeout", "broadcast_idle_ttl": "broadcast_idle_ttl"}
 
 
 def _given_flags(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +78,10 @@ def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
               metavar="SECONDS", callback=lambda ctx, param, v: _finite(v, param),
               help="On SIGTERM or Ctrl-C, how long running tasks may finish before they are "
                    "nacked.")
+@click.option("--broadcast-idle-ttl", type=click.FloatRange(min=0, min_open=True),
+              default=120.0, show_default=True, metavar="SECONDS",
+              help="The broker deletes this worker's queue of a broadcast task once it has "
+                   "had no consumer this long (the worker died); a clean stop deletes it.")
 @click.option("--endpoint", "-e", envvar="ZQ_ENDPOINT", default=None, show_envvar=True,
               help="Broker endpoint. [default: the App's endpoint]")
 @curve_options
@@ -84,7 +89,8 @@ def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, metavar="FILE",
               help="TOML file with a [worker] table of these settings (app, queues, "
-                   "concurrency, prefetch, drain_timeout, endpoint, connect_timeout); "
+                   "concurrency, prefetch, drain_timeout, endpoint, connect_timeout, "
+                   "broadcast_idle_ttl); "
                    "ZQ_WORKER_<SETTING> environment variables override it, flags "
                    "override both.")
 @click.option("--path", "paths", multiple=True, metavar="DIR",
@@ -95,8 +101,8 @@ def _config(ctx: click.Context, config_file: str | None, params: dict[str, Any]
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str | None, queues: tuple[str, ...],
            concurrency: int, prefetch: int | None, drain_timeout: float,
-           endpoint: str | None, connect_timeout: float, config_file: str | None,
-           paths: tuple[str, ...]) -> None:
+           broadcast_idle_ttl: float, endpoint: str | None, connect_timeout: float,
+           config_file: str | None, paths: tuple[str, ...]) -> None:
     """Run the tasks of the zq.App MODULE:ATTR until SIGTERM or Ctrl-C.
 
     MODULE is imported with the current directory first on the import path.

@@ -117,8 +117,8 @@ class Queue:
 
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
-        "forward", "forwarded", "incoming", "keeps", "lanes", "limited", "mem_bytes", "moved_in",
-        "moving", "nacked",
+        "forward", "forwarded", "idle_since", "incoming", "keeps", "lanes", "limited",
+        "mem_bytes", "moved_in", "moving", "nacked",
         "name", "name_b", "order", "overflow", "paused", "published", "rates", "redelivered",
         "selector", "settings", "staged", "subs", "suspects",
         "tenants", "to_drop", "ttl_seen", "undeliverable",
@@ -142,6 +142,7 @@ class Queue:
         self.paused = False
         self.forward = False  # forwarded by the uplink, never consumed here (zq.core.uplink)
         self.forwarded = 0  # messages the centre confirmed (forwarded queues)
+        self.idle_since = 0.0  # since when it has had no consumer (its idle_ttl setting)
         self.moving: MoveOut | None = None  # being moved to another broker (section 17.5)
         self.incoming: MoveIn | None = None  # being moved here from another broker
         self.rates: dict[str, float] = {"publish": 0.0, "deliver": 0.0, "ack": 0.0}

@@ -8,9 +8,10 @@ import heapq
 
 from zq.core.journal import PendingPublish
 from zq.core.leases import Leases
-from zq.core.model import Msg, Peer
+from zq.core.model import Msg, Peer, Queue
 from zq.core.state import (
     Extra,
+    log,
 )
 from zq.persistence.base import ALL_SEQS
 from zq.protocol import codec, limits
@@ -112,7 +113,10 @@ class Timers(Leases):
         self._next_second = now + 1.0
         self.flush_logs()  # sum up the drops not logged one by one
         alpha = min(1.0, elapsed / 5.0)  # about a 5 s moving average
+        idle: list[str] = []
         for q in list(self.queues.values()):  # expiry may create dead-letter queues
+            if q.settings.idle_ttl and self._idle(q, now):
+                idle.append(q.name)
             r = q.rates
             for key, total in (("publish", q.published), ("deliver", q.delivered),
                                ("ack", q.acked)):
@@ -124,6 +128,8 @@ class Timers(Leases):
                 for lane in q.order:
                     while lane.msgs and lane.msgs[0].exp and lane.msgs[0].exp <= now:
                         self._expire(lane.msgs.popleft(), now)
+        for name in idle:
+            self._expire_idle(name, now)
         self.results.expire(now)
         order = self._dedup_order
         while order and order[0][0] <= now:
@@ -132,6 +138,24 @@ class Timers(Leases):
             if hit is not None and hit[1] <= now:
                 del self._dedup[dkey]
         self._forget_idle(now)
+
+    @staticmethod
+    def _idle(q: Queue, now: float) -> bool:
+        """Whether ``q`` has had no consumer for its idle_ttl (sampled every second)."""
+        if q.subs or not q.idle_since:
+            q.idle_since = now
+            return False
+        return now - q.idle_since >= q.settings.idle_ttl
+
+    def _expire_idle(self, name: str, now: float) -> None:
+        """Delete a queue idle past its idle_ttl, as MANAGE delete does, and its bindings."""
+        delete = self.operations.handlers.get("delete")
+        q = self.queues.get(name)
+        if delete is None or q is None:
+            return
+        gone = delete(self, {"queue": name}, now, None, 0) or {}
+        log.info("queue %s deleted: no consumer for its idle_ttl of %g s (%s message(s))",
+                 name, q.settings.idle_ttl, gone.get("deleted", 0))
 
     def _forget_idle(self, now: float) -> None:
         """Routes of clients behind routers that left, and idle producers' seqs."""

@@ -108,6 +108,20 @@ class Topics(Intake):
         self.journal.settings(TOPIC_PREFIX + t.name,
                               _packb({"topic": t.to_map()}) if keep else None)
 
+    def unbind_all(self, queue: str) -> int:
+        """Remove every binding of ``queue`` (it is deleted); how many there were."""
+        n = 0
+        for t in list(self.topics.values()):
+            kept = [b for b in t.bindings if b.queue != queue]
+            if len(kept) != len(t.bindings):
+                n += len(t.bindings) - len(kept)
+                t.bindings = kept
+                t.cache.clear()
+                self.stage_topic(t)
+                if not kept and t.unroutable == "refuse":
+                    del self.topics[t.name]
+        return n
+
     def on_topic_publish(self, peer: Peer, frame: f.Publish, now: float) -> None:
         if peer.producer and self._resent_topic(peer, frame):
             return

@@ -128,7 +128,8 @@ def _purge(core: BrokerCore, q: Queue) -> int:
 
 
 def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
-    """Remove a queue, its settings and all its messages, in flight ones included.
+    """Remove a queue, its settings, its bindings to topics and all its messages, in
+    flight ones included.
 
     Acks for messages consumers held are answered STALE_DELIVERY. Consumers
     keep their subscriptions and credit: the queue starts again, empty and with
@@ -156,7 +157,8 @@ def delete(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]
             sub.q = fresh
     core.journal.purge(q.name, 0, core.first_unstored(q) - 1)
     core.journal.settings(q.name, None)
-    return {"queue": q.name, "deleted": n}
+    unbound = core.unbind_all(q.name)  # its bindings to topics go with it
+    return {"queue": q.name, "deleted": n, "unbound": unbound}
 
 
 def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:

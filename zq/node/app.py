@@ -36,11 +36,12 @@ class Task(Generic[P, R]):
 
     def __init__(self, app: App, fn: Callable[P, R], *, name: str, queue: str,
                  max_attempts: int | None, retry: Retry | None, time_limit: float | None,
-                 priority: int | None, executor: str) -> None:
+                 priority: int | None, executor: str, broadcast: bool = False) -> None:
         self.app = app
         self.fn = fn
         self.name = name
-        self.queue = queue
+        self.queue = queue  # a broadcast task's: the topic every worker's queue binds to
+        self.broadcast = broadcast
         self.max_attempts = max_attempts
         self.retry = retry
         self.time_limit = time_limit
@@ -66,6 +67,8 @@ class Task(Generic[P, R]):
         """Queue a call with options: ``delay`` seconds or ``eta``, ``priority``
         (default the task's), ``dedup_id``. Bad arguments raise here, before
         anything is sent. Call it from a coroutine."""
+        if self.broadcast and dedup_id is not None:
+            raise ValueError("a broadcast task takes no dedup_id: each worker runs each call")
         body = encode_body(args, kwargs)
         prio = self.priority if priority is None else priority
         make_options(prio, delay, eta, None, self.time_limit, self.max_attempts, None, dedup_id)
@@ -73,8 +76,9 @@ class Task(Generic[P, R]):
                                   ("time_limit", self.time_limit),
                                   ("max_attempts", self.max_attempts),
                                   ("dedup_id", dedup_id)) if v is not None}
-        sent = self.app._publish(self.queue, body, {TASK_HEADER: self.name}, opts)
-        return TaskHandle(self.app, self.name, self.queue, sent)
+        sent = self.app._publish(self.queue, body, {TASK_HEADER: self.name}, opts,
+                                 self.broadcast)
+        return TaskHandle(self.app, self.name, self.queue, sent, broadcast=self.broadcast)
 
 
 def _executor_for(fn: Callable[..., Any], executor: str) -> str:
@@ -129,18 +133,26 @@ class App:
     def task(self, *, name: str | None = None, queue: str | None = None,
              max_attempts: int | None = None, retry: Retry | None = None,
              time_limit: float | None = None, priority: int | None = None,
-             executor: str = "auto") -> Callable[[Callable[P, R]], Task[P, R]]: ...
+             executor: str = "auto", broadcast: bool = False
+             ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
              queue: str | None = None, max_attempts: int | None = None,
              retry: Retry | None = None, time_limit: float | None = None,
-             priority: int | None = None, executor: str = "auto") -> Any:
+             priority: int | None = None, executor: str = "auto",
+             broadcast: bool = False) -> Any:
         """Register a task: ``@app.task`` or ``@app.task(queue=..., retry=zq.Retry(...))``.
 
         ``executor``: ``async`` (coroutine functions), ``thread`` (the default for
         plain functions) or ``process`` (a module-level function, run in a
         process pool). ``max_attempts``, ``time_limit`` and ``priority`` travel
         with each message; ``retry`` sets the delay before each retry.
+
+        ``broadcast=True``: every running worker of the app runs each call once. Calls
+        go to a topic (``queue``, default ``<default_queue>.broadcast``) that each
+        worker binds a queue of its own to while it runs (removed when it stops, or
+        after an idle TTL if it died); a call made while no worker runs is dropped.
+        Its handle gives the call's id (0 if dropped), not a result.
         """
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry must be a zq.Retry, got {retry!r}")
@@ -151,9 +163,11 @@ class App:
             tname = name or f"{f.__module__}.{f.__qualname__}"
             if tname in self.tasks and self.tasks[tname].fn is not f:
                 raise ValueError(f"a task named {tname!r} is already registered")
-            t: Task[Any, Any] = Task(self, f, name=tname, queue=queue or self.default_queue,
-                     max_attempts=max_attempts, retry=retry, time_limit=time_limit,
-                     priority=priority, executor=kind)
+            default = f"{self.default_queue}.broadcast" if broadcast else self.default_queue
+            t: Task[Any, Any] = Task(self, f, name=tname, queue=queue or default,
+                                     max_attempts=max_attempts, retry=retry,
+                                     time_limit=time_limit, priority=priority,
+                                     executor=kind, broadcast=broadcast)
             self.tasks[tname] = t
             return t
 
@@ -170,8 +184,12 @@ class App:
         return TaskHandle(self, name, queue, sent)
 
     def queues(self) -> list[str]:
-        """Every queue the app's tasks use, in registration order."""
-        return list(dict.fromkeys(t.queue for t in self.tasks.values()))
+        """Every queue the app's tasks use, in registration order (not broadcast ones)."""
+        return list(dict.fromkeys(t.queue for t in self.tasks.values() if not t.broadcast))
+
+    def broadcast_topics(self) -> list[str]:
+        """The topics of the app's broadcast tasks: a worker binds a queue to each."""
+        return list(dict.fromkeys(t.queue for t in self.tasks.values() if t.broadcast))
 
     # ------------------------------------------------------------ connection
 
@@ -193,8 +211,9 @@ class App:
             self._connecting, self._declaring = asyncio.Lock(), asyncio.Lock()
             self._declared.clear()
 
-    async def declare(self, client: Client, queue: str) -> None:
-        """Declare ``queue`` with the app's ``result_ttl``, once per client session."""
+    async def declare(self, client: Client, queue: str, topic: bool = False) -> None:
+        """Declare ``queue`` with the app's ``result_ttl``, once per client session (a
+        broadcast task's topic: set to drop the calls made while no worker runs)."""
         known = self._declared.get(client)
         if known is not None and known[0] is client.conn.welcome and queue in known[1]:
             return
@@ -205,14 +224,20 @@ class App:
             if known is None or known[0] is not session:
                 known = self._declared[client] = (session, set())
             if queue not in known[1]:
-                await client.declare_queue(queue, result_ttl=self.result_ttl)
+                if topic:
+                    await client.set_topic(queue, unroutable="drop")
+                else:
+                    await client.declare_queue(queue, result_ttl=self.result_ttl)
                 known[1].add(queue)
 
     def _publish(self, queue: str, body: bytes, headers: dict[str, Any],
-                 opts: dict[str, Any]) -> asyncio.Future[int]:
+                 opts: dict[str, Any], broadcast: bool = False) -> asyncio.Future[int]:
         async def publish() -> int:
             client = await self.client()
-            await self.declare(client, queue)
+            await self.declare(client, queue, broadcast)
+            if broadcast:
+                return await client.publish(None, body, headers=headers, topic=queue, key="",
+                                            **opts)
             return await client.publish(queue, body, headers=headers, **opts)
 
         t = asyncio.get_running_loop().create_task(publish())

@@ -62,6 +62,7 @@ class WorkerConfig:
     drain_timeout: float = 30.0
     endpoint: str | None = None  # None: the App's
     connect_timeout: float = 5.0  # seconds to wait for the broker's answer at start
+    broadcast_idle_ttl: float = 120.0  # a dead worker's broadcast queues go after this
 
     def __post_init__(self) -> None:
         if not isinstance(self.app, str) or ":" not in self.app:
@@ -80,6 +81,8 @@ class WorkerConfig:
             raise SettingError("endpoint", f"endpoint must be text, got {self.endpoint!r}")
         _seconds("connect_timeout", self.connect_timeout, True, MAX_CONNECT_TIMEOUT,
                  f"connect timeout must be seconds > 0 and <= {MAX_CONNECT_TIMEOUT:g}")
+        _seconds("broadcast_idle_ttl", self.broadcast_idle_ttl, True, 36_500 * 86_400.0,
+                 "broadcast idle TTL must be seconds > 0")
 
 
 # ------------------------------------------------------------------ reading values
@@ -129,6 +132,7 @@ _READERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "drain_timeout": (_number, "seconds"),
     "endpoint": (_endpoint, "an endpoint"),
     "connect_timeout": (_number, "seconds"),
+    "broadcast_idle_ttl": (_number, "seconds"),
 }
 
 

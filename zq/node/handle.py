@@ -20,13 +20,15 @@ class TaskHandle:
     says ``pending``.
     """
 
-    __slots__ = ("_app", "_sent", "queue", "task")
+    __slots__ = ("_app", "_sent", "broadcast", "queue", "task")
 
-    def __init__(self, app: App, task: str, queue: str, sent: asyncio.Future[int]) -> None:
+    def __init__(self, app: App, task: str, queue: str, sent: asyncio.Future[int], *,
+                 broadcast: bool = False) -> None:
         self._app = app
         self._sent = sent
         self.task = task
         self.queue = queue
+        self.broadcast = broadcast  # run by every worker: no single outcome
 
     def __repr__(self) -> str:
         mid = self._sent.result() if self.confirmed else "pending"
@@ -53,6 +55,7 @@ class TaskHandle:
         """The task's state map: ``state`` is pending, ready, delayed, running (with
         ``worker`` and ``attempt``), succeeded (with ``result``), failed (will
         retry; with ``error``), dead (with ``error``) or unknown."""
+        self._single()
         if not self._sent.done():
             return {"state": "pending", "queue": self.queue, "id": None, "attempt": 0,
                     "history": []}
@@ -67,6 +70,7 @@ class TaskHandle:
         after ``timeout`` seconds, :class:`ResultUnavailable` if the broker keeps
         no outcome for it.
         """
+        self._single()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
@@ -90,3 +94,9 @@ class TaskHandle:
         raise OperationTimeout(f"task {self.task} (id {self.id}) not finished within "
                                f"{timeout}s; it is {state.get('state')}",
                                queue=self.queue, id=self.id, state=state)
+
+    def _single(self) -> None:
+        if self.broadcast:
+            raise ResultUnavailable(f"task {self.task} is a broadcast task: every worker runs "
+                                    f"each call, and it has no single state or result")
+

@@ -63,7 +63,8 @@ def build_worker(cfg: WorkerConfig) -> Worker:
         raise ValueError(f"no task of {cfg.app} uses queue(s) {', '.join(unknown)}; its "
                          f"queues are {', '.join(app.queues()) or 'none'}")
     return Worker(app, list(cfg.queues) or None, cfg.concurrency, cfg.prefetch,
-                  cfg.drain_timeout, connect_timeout=cfg.connect_timeout)
+                  cfg.drain_timeout, connect_timeout=cfg.connect_timeout,
+                  broadcast_idle_ttl=cfg.broadcast_idle_ttl)
 
 
 NODE_BEAT_FD = "ZQ_NODE_BEAT_FD"  # set by ``zq node``: the pipe its worker beats on

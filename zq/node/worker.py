@@ -30,6 +30,7 @@ from zq.node.credit import CreditSizer
 from zq.node.runner import Runner
 
 log = logging.getLogger("zq.worker")
+BROADCAST_IDLE = 120.0  # seconds a dead worker's broadcast queue is kept (its idle_ttl)
 
 UNKNOWN_TASK = "UnknownTask"
 BAD_BODY = "BadTaskBody"
@@ -84,11 +85,17 @@ class Worker:
     def __init__(self, app: App, queues: list[str] | None = None, concurrency: int = 8,
                  prefetch: int | None = None, drain_timeout: float = 30.0, *,
                  name: str | None = None, handle_signals: bool = True,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, broadcast_idle_ttl: float = BROADCAST_IDLE
+                 ) -> None:
         _check_settings(concurrency, prefetch, drain_timeout)
         self.app = app
         self.queues = list(dict.fromkeys(queues or app.queues()))
-        if not self.queues:
+        # A queue of its own bound to each broadcast task's topic, for as long as it runs
+        # (deleted when it stops; by the broker after broadcast_idle_ttl if it died).
+        tag = os.urandom(6).hex()
+        self.broadcast = {t: f"{t[:230]}.w.{tag}" for t in app.broadcast_topics()}
+        self.broadcast_idle_ttl = broadcast_idle_ttl
+        if not self.queues and not self.broadcast:
             raise ValueError("no queues to consume: the app has no tasks and none were given")
         self.concurrency = concurrency
         self.prefetch = prefetch
@@ -140,7 +147,9 @@ class Worker:
             await client.connect()
             for q in self.queues:
                 await self.app.declare(client, q)
+            await self._join_broadcasts(client)
             await self._serve(client, on_ready)
+            await self._leave_broadcasts(client)
             if self._error is not None:
                 raise self._error
         finally:
@@ -151,12 +160,27 @@ class Worker:
             self._runner.close()
             self.stopped.set()
 
+    async def _join_broadcasts(self, client: Client) -> None:
+        """Its own queue for each broadcast topic: declared, bound (calls from now on)."""
+        for topic, q in self.broadcast.items():
+            await client.declare_queue(q, result_ttl=self.app.result_ttl,
+                                       idle_ttl=self.broadcast_idle_ttl)
+            await client.set_topic(topic, unroutable="drop")
+            await client.bind(topic, q)
+
+    async def _leave_broadcasts(self, client: Client) -> None:
+        """Its broadcast queues go (with their bindings) once it has drained."""
+        for q in self.broadcast.values():
+            with contextlib.suppress(ZqError, TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await client.delete_queue(q)
+
     async def _serve(self, client: Client, on_ready: Callable[[], None] | None) -> None:
         first = self.prefetch or self.concurrency
         async with asyncio.TaskGroup() as jobs:
             async with asyncio.TaskGroup() as pumps:
                 tasks = []
-                for q in self.queues:
+                for q in [*self.queues, *self.broadcast.values()]:
                     # Messages count as started when a slot takes them, not when the
                     # pump takes them out of the consumer to wait for a slot.
                     consumer = client.consume(q, prefetch=first, auto_start=False)
@@ -166,7 +190,8 @@ class Worker:
                 self.ready.set()
                 if on_ready is not None:
                     on_ready()
-                log.info("worker %s ready: queues %s", self.name, ", ".join(self.queues))
+                log.info("worker %s ready: queues %s", self.name,
+                         ", ".join([*self.queues, *self.broadcast.values()]))
                 await self._stop.wait()
                 for t in tasks:
                     t.cancel()

@@ -54,8 +54,10 @@ PAGE = ("SELECT m.id, m.attempts, m.ready_at, m.headers, "
         "WHERE m.qid = ? AND m.id > ? ORDER BY m.id LIMIT ?")
 # A topic's copies (zq.core.topics) share their bodies: one row each in ``bodies``.
 SHARED_BODY = "INSERT INTO bodies (id, data, refs) VALUES (?, ?, ?)"
-SHARED_ROW = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created, "
-              "body_ref) VALUES (?, ?, 0, 0.0, ?, X'', ?, ?)")
+_SHARED_INTO = ("INSERT INTO messages (id, qid, attempts, ready_at, headers, body, created, "
+                "body_ref) VALUES ")
+_SHARED = "(?, ?, 0, 0.0, ?, X'', ?, ?)"
+SHARED_ROWS = {n: _SHARED_INTO + ", ".join([_SHARED] * n) for n in INSERT_SIZES}
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -100,7 +102,15 @@ def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Sta
     if batch.shared:  # a topic's copies: their bodies once, their rows pointing there
         yield SHARED_BODY, [(ref + i, body, refs) for ref, bodies, refs in batch.shared
                             for i, body in enumerate(bodies)]
-        yield SHARED_ROW, shared_rows(inserts, qids, batch.created)
+        rows = shared_rows(inserts, qids, batch.created)
+        at = 0
+        for size in INSERT_SIZES:  # as many rows per statement as for plain messages
+            count = (len(rows) - at) // size
+            if count:
+                yield SHARED_ROWS[size], [
+                    [v for row in rows[i:i + size] for v in row]
+                    for i in range(at, at + count * size, size)]
+                at += count * size
         inserts = [e for e in inserts if not isinstance(e[3], SharedBodies)]
     if inserts:
         yield from insert_statements(inserts, qids, batch.created)
