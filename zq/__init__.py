@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         ZqError,
         error_from_code,
     )
+    from zq.node.canvas import chain, chord, group
     from zq.tasks import App, Retry, TaskFailed, TaskHandle
     from zq.worker import Worker, current_message
 
@@ -80,8 +81,11 @@ __all__ = [
     "Worker",
     "ZqError",
     "__version__",
+    "chain",
+    "chord",
     "current_message",
     "error_from_code",
+    "group",
 ]
 
 
@@ -89,6 +93,7 @@ _HOMES = {
     **dict.fromkeys(("Client", "Consumer", "Message"), "zq.client"),
     **dict.fromkeys(("App", "Retry", "TaskFailed", "TaskHandle"), "zq.tasks"),
     **dict.fromkeys(("Worker", "current_message"), "zq.worker"),
+    **dict.fromkeys(("chain", "chord", "group"), "zq.node.canvas"),
 }
 
 

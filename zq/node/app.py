@@ -22,6 +22,7 @@ from weakref import WeakKeyDictionary
 from zq.client import Client
 from zq.client.client import make_options
 from zq.node.calls import TASK_HEADER, encode_body
+from zq.node.canvas import Signature
 from zq.node.handle import TaskHandle
 from zq.node.retry import Retry
 
@@ -55,6 +56,11 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This task with these arguments, for a workflow (``zq.chain``, ``zq.group``,
+        ``zq.chord``); in a chain, the result of the step before comes first."""
+        return Signature(self, args, kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle:
         """Queue a call with these arguments; ``await`` the handle for the confirm."""
@@ -244,6 +250,13 @@ class App:
         self._pending.add(t)  # owned by the app: close() awaits what is left
         t.add_done_callback(self._pending.discard)
         return t
+
+    async def publish_call(self, queue: str, body: bytes, headers: dict[str, Any],
+                           **opts: Any) -> int:
+        """Publish one call (a workflow's first steps) on the app's client; its id."""
+        client = await self.client()
+        await self.declare(client, queue)
+        return await client.publish(queue, body, headers=headers, **opts)
 
     async def close(self) -> None:
         """Wait for publishes in progress, then close the client."""

@@ -24,8 +24,10 @@ from typing import Any
 
 from zq.client import Client, Consumer, Message
 from zq.errors import ClientClosed, ConnectionLost, ZqError
+from zq.node import steps
 from zq.node.app import App
 from zq.node.calls import TASK_HEADER, check_result, decode_body, report
+from zq.node.canvas import CHORD_POLL, CHORD_TASK
 from zq.node.credit import CreditSizer
 from zq.node.runner import Runner
 
@@ -115,6 +117,7 @@ class Worker:
         self._jobs: set[_Job] = set()
         self._consumers: list[Consumer] = []
         self._slots = asyncio.Semaphore(concurrency)
+        self._client: Client | None = None
 
     @property
     def handle_time(self) -> float:
@@ -143,6 +146,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         client = Client(self.app.endpoint, name=self.name, connect_timeout=self.connect_timeout)
+        self._client = client  # the next steps of workflows go out on it
         try:
             await client.connect()
             for q in self.queues:
@@ -277,6 +281,8 @@ class Worker:
     async def _attempt(self, msg: Message, consumer: Consumer) -> Outcome:
         """Run the task ``msg`` names with the arguments its body carries."""
         name = msg.headers.get(TASK_HEADER)
+        if name == CHORD_TASK:
+            return await self._chord(msg)
         task = self.app.tasks.get(name) if isinstance(name, str) else None
         if task is None:
             return Outcome(False, report(UNKNOWN_TASK, f"no task named {name!r} in this "
@@ -290,10 +296,36 @@ class Worker:
         if ok:
             problem = check_result(value, result_limit(consumer))
             if problem is None:
-                return Outcome(True, value)
+                return await self._advanced(msg, value)
             value = report(BAD_RESULT, problem)
         delay = task.retry.delay(msg.attempt) if task.retry is not None else None
         return Outcome(False, value, delay=delay)
+
+    async def _advanced(self, msg: Message, value: Any) -> Outcome:
+        """A chain's next step goes out before this one is completed (zq.node.canvas)."""
+        client = self._client
+        try:
+            return Outcome(True, value if client is None else await steps.advance(
+                client, msg, value))
+        except (ZqError, ValueError, TypeError) as exc:
+            return Outcome(False, report("WorkflowError", f"the next step of the chain "
+                                                          f"could not be published: {exc}"),
+                           delay=CHORD_POLL)
+
+    async def _chord(self, msg: Message) -> Outcome:
+        client = self._client
+        try:
+            _, kwargs = decode_body(msg.body)
+            assert client is not None
+            state, value = await steps.chord(client, msg, kwargs)
+        except (ZqError, ValueError, TypeError, KeyError, AssertionError) as exc:
+            return Outcome(False, report("ChordError", str(exc)), delay=CHORD_POLL)
+        if state == "done":
+            return Outcome(True, value)
+        if state == steps.WAIT:
+            return Outcome(False, report("ChordWaiting", "members still running"),
+                           delay=CHORD_POLL)
+        return Outcome(False, value, retry=False)
 
     async def _complete(self, msg: Message, consumer: Consumer, outcome: Outcome,
                         took: float) -> None:
