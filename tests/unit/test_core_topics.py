@@ -268,3 +268,16 @@ def test_deleting_a_queue_removes_its_bindings() -> None:
     manage(h, "bind", topic="t", queue="q", pattern="b.#")
     assert manage(h, "delete", queue="q")["unbound"] == 2
     assert "t" not in h.core.topics
+
+
+def test_more_copies_than_one_commit_takes_are_refused_with_the_limit() -> None:
+    h = Harness(commit_max=100)
+    h.hello(P)
+    for i in range(20):
+        manage(h, "bind", topic="t", queue=f"q{i}")
+    seq = topic_publish(h, "", [b"x"] * 6, topic="t")  # 120 copies
+    err = only(h.take(), f.Error)
+    assert (err.name, err.ref, err.info) == ("FRAME_TOO_LARGE", seq, {"limit": 5})
+    topic_publish(h, "", [b"x"] * 5, topic="t")
+    h.core.committed()
+    assert sum(ready(h).values()) == 100

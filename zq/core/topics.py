@@ -142,6 +142,12 @@ class Topics(Intake):
         if not names:
             self._unroutable(peer, frame, t, opts.key)
             return
+        if n * len(names) > self.cfg.commit_max:
+            raise FrameTooLarge(
+                f"topic {t.name!r}: {n} bodies x {len(names)} matching queues make "
+                f"{n * len(names)} copies, more than one commit takes (commit_max "
+                f"{self.cfg.commit_max}): publish fewer bodies per frame", ref=frame.seq,
+                info={"limit": max(1, self.cfg.commit_max // len(names))})
         qs = [self.queues.get(name) or self._queue(name) for name in names]
         drops = [self._room(q, n, frame.seq) for q in qs]  # refused before any change
         self._stage_copies(peer, frame, qs, drops, now)

@@ -33,6 +33,7 @@ from zq.node.runner import Runner
 
 log = logging.getLogger("zq.worker")
 BROADCAST_IDLE = 120.0  # seconds a dead worker's broadcast queue is kept (its idle_ttl)
+REJOIN_CHECK = 0.5  # seconds between looks for a new session (broadcasts to join again)
 
 UNKNOWN_TASK = "UnknownTask"
 BAD_BODY = "BadTaskBody"
@@ -118,6 +119,7 @@ class Worker:
         self._consumers: list[Consumer] = []
         self._slots = asyncio.Semaphore(concurrency)
         self._client: Client | None = None
+        self._joined: Any = None  # the WELCOME of the session its broadcasts joined
 
     @property
     def handle_time(self) -> float:
@@ -165,12 +167,29 @@ class Worker:
             self.stopped.set()
 
     async def _join_broadcasts(self, client: Client) -> None:
-        """Its own queue for each broadcast topic: declared, bound (calls from now on)."""
+        """Its own queue for each broadcast topic: declared, bound (calls from now on);
+        its dead letters go to one queue per topic (``<topic>.dlq``), which stays."""
+        self._joined = client.conn.welcome
         for topic, q in self.broadcast.items():
             await client.declare_queue(q, result_ttl=self.app.result_ttl,
-                                       idle_ttl=self.broadcast_idle_ttl)
+                                       idle_ttl=self.broadcast_idle_ttl,
+                                       dlq=f"{topic[:251]}.dlq")
             await client.set_topic(topic, unroutable="drop")
             await client.bind(topic, q)
+
+    async def _keep_broadcasts(self, client: Client) -> None:
+        """A new session (the broker restarted, or dropped a silent worker, and may have
+        deleted its queues past their idle TTL): declare and bind them again."""
+        while True:
+            await asyncio.sleep(REJOIN_CHECK)
+            conn = client.conn if client.connected else None
+            if conn is not None and conn.welcome is not None and conn.welcome is not \
+                    self._joined:
+                with contextlib.suppress(ZqError, TimeoutError):
+                    async with asyncio.timeout(10.0):
+                        await self._join_broadcasts(client)
+                        log.info("worker %s: in the broadcasts again (a new session)",
+                                 self.name)
 
     async def _leave_broadcasts(self, client: Client) -> None:
         """Its broadcast queues go (with their bindings) once it has drained."""
@@ -191,6 +210,8 @@ class Worker:
                     await consumer.__aenter__()
                     self._consumers.append(consumer)
                     tasks.append(pumps.create_task(self._pump(client, consumer, jobs)))
+                if self.broadcast:
+                    tasks.append(pumps.create_task(self._keep_broadcasts(client)))
                 self.ready.set()
                 if on_ready is not None:
                     on_ready()

@@ -50,7 +50,7 @@ FORGET_PRODUCER = "DELETE FROM producers WHERE pid = ?"
 POSITION = "INSERT OR REPLACE INTO replica (one, term, seq) VALUES (1, ?, ?)"
 PAGE = ("SELECT m.id, m.attempts, m.ready_at, m.headers, "
         "CASE WHEN m.body_ref IS NULL THEN m.body ELSE b.data END, m.created, m.opts, "
-        "m.state FROM messages m LEFT JOIN bodies b ON b.id = m.body_ref "
+        "m.state, m.body_ref FROM messages m LEFT JOIN bodies b ON b.id = m.body_ref "
         "WHERE m.qid = ? AND m.id > ? ORDER BY m.id LIMIT ?")
 # A topic's copies (zq.core.topics) share their bodies: one row each in ``bodies``.
 SHARED_BODY = "INSERT INTO bodies (id, data, refs) VALUES (?, ?, ?)"

@@ -57,6 +57,9 @@ log = logging.getLogger("zq.store")
 DB_NAME = "zq.db"
 LOCK_NAME = "zq.lock"
 NOW_ROWS = 64  # rows a batch may change to be committed on the loop's thread
+# Bodies several messages share (a topic's copies), as read: each is one object in memory
+# however many of its messages are paged in, in any queue (cleared past this many).
+SHARED_KEPT = 100_000
 NOW_SLOW = 0.002  # seconds: commits slower than this on average go to the thread
 NOW_PAUSE = 10.0  # seconds before a disk found slow is tried again
 
@@ -97,6 +100,7 @@ class SqliteStore(DiskUpkeep):
         self._lock_fd: int | None = None
         self._qids: dict[str, int] = {}
         self._names: dict[int, str] = {}
+        self._shared: dict[int, bytes] = {}  # body id -> the body read (SHARED_KEPT)
         self._next_qid = 1
         self._last_checkpoint = time.monotonic()
         self._dirty_since_checkpoint = False
@@ -378,9 +382,13 @@ class SqliteStore(DiskUpkeep):
         unpack = msgpack.unpackb
         rows = await self.db.execute_fetchall(PAGE, (qid, after_id, limit))
         self.pages_read += 1
-        return [StoredMessage(mid, name, body, None if h is None else unpack(h), attempts,
-                              ready_at, created, None if o is None else unpack(o), state)
-                for mid, attempts, ready_at, h, body, created, o, state in rows]
+        shared = self._shared
+        if len(shared) > SHARED_KEPT:
+            shared.clear()
+        return [StoredMessage(mid, name, body if ref is None else shared.setdefault(ref, body),
+                              None if h is None else unpack(h), attempts, ready_at, created,
+                              None if o is None else unpack(o), state)
+                for mid, attempts, ready_at, h, body, created, o, state, ref in rows]
 
     # ---------------------------------------------------------------- helpers
 
