@@ -136,6 +136,8 @@ async def test_the_topic_commands_and_metrics(tmp_path: Path) -> None:
         first = int(text.split()[0])
         code, text = await zq_cli("topic", "ls", *ep)
         assert "news: published 1, copies 2" in text, text
+        code, stats = await zq_cli("stats", *ep)
+        assert "topics 1 (2 bindings): published 1, copies 2" in stats, stats
         samples = await scrape(f"http://127.0.0.1:{admin}")
         assert value(samples, "zq_topic_published_total", topic="news") == 1
         assert value(samples, "zq_topic_copies_total", topic="news") == 2

@@ -229,6 +229,11 @@ def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
     elif store:
         click.echo(f"store {store.get('kind')}: not durable")
     _print_uplink(s.get("uplink"))
+    t = s.get("topics")
+    if t:
+        click.echo(f"topics {t['total']} ({t['bindings']} bindings): published "
+                   f"{t['published']}, copies {t['copies']}, unroutable refused "
+                   f"{t['refused']}, dropped {t['dropped']} (zq topic ls)")
     click.echo(f"{'queue':<32} {'ready':>10} {'on disk':>10} {'in-flight':>10} "
                f"{'consumers':>9} {'acked':>12}")
     for name, q in sorted(s["queues"].items()):

@@ -85,6 +85,14 @@ class Stats(Backlog):
             out["ha"] = self.ha_stats()
         if self.uplink_stats is not None:
             out["uplink"] = self.uplink_stats()
+        if self.topics:
+            ts = self.topics.values()
+            out["topics"] = {"total": len(self.topics),
+                             "bindings": sum(len(t.bindings) for t in ts),
+                             "published": sum(t.published for t in ts),
+                             "copies": sum(t.copies for t in ts),
+                             "dropped": sum(t.dropped for t in ts),
+                             "refused": sum(t.refused for t in ts)}
         if self.nodes:
             out["nodes"] = self.node_stats(now)
         if self.security_stats is not None:

@@ -11,6 +11,7 @@ for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from weakref import WeakKeyDictionary
 
 from zq.client import Client
 from zq.client.client import make_options
+from zq.errors import Forbidden
 from zq.node.calls import TASK_HEADER, encode_body
 from zq.node.canvas import Signature
 from zq.node.handle import TaskHandle
@@ -231,7 +233,7 @@ class App:
                 known = self._declared[client] = (session, set())
             if queue not in known[1]:
                 if topic:
-                    await client.set_topic(queue, unroutable="drop")
+                    await drop_unroutable(client, queue)
                 else:
                     await client.declare_queue(queue, result_ttl=self.result_ttl)
                 known[1].add(queue)
@@ -274,4 +276,12 @@ class App:
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb_: TracebackType | None) -> None:
         await self.close()
+
+
+async def drop_unroutable(client: Client, topic: str) -> None:
+    """A new broadcast topic drops the calls made while no worker runs (an existing
+    one keeps the rule it has; a key without the admin right leaves it as it is)."""
+    with contextlib.suppress(Forbidden):
+        if topic not in {t["topic"] for t in await client.topics()}:
+            await client.set_topic(topic, unroutable="drop")
 

@@ -25,7 +25,7 @@ from typing import Any
 from zq.client import Client, Consumer, Message
 from zq.errors import ClientClosed, ConnectionLost, ZqError
 from zq.node import steps
-from zq.node.app import App
+from zq.node.app import App, drop_unroutable
 from zq.node.calls import TASK_HEADER, check_result, decode_body, report
 from zq.node.canvas import CHORD_POLL, CHORD_TASK
 from zq.node.credit import CreditSizer
@@ -174,7 +174,7 @@ class Worker:
             await client.declare_queue(q, result_ttl=self.app.result_ttl,
                                        idle_ttl=self.broadcast_idle_ttl,
                                        dlq=f"{topic[:251]}.dlq")
-            await client.set_topic(topic, unroutable="drop")
+            await drop_unroutable(client, topic)
             await client.bind(topic, q)
 
     async def _keep_broadcasts(self, client: Client) -> None:
