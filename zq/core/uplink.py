@@ -17,7 +17,9 @@ Nothing published later ever joins a run.
 
 A run is taken whole, never split. One whose last message is the last of its queue in
 memory while more of the queue waits on disk may go on there: it waits for the page.
-Delayed messages are taken at once (their due time travels as ``eta_ms``), and the
+Delayed messages never wait on the broker's timers: ``Failures._delay`` puts them in the
+queue's spare pool (``uplink_spare``, in id order), from which they are taken at once
+(their due time travels as ``eta_ms``), and the
 TTL of a message travels as what is left of it: forwarded queues expire nothing here.
 """
 
@@ -90,8 +92,6 @@ class Uplinks(Moves):
                 self.draining.add(q)  # paged in without consumers
             if q.paused:
                 continue
-            if q.delayed:
-                self._undelay(q)
             for pool in (*(ln.msgs for ln in q.order), self.uplink_spare.get(q, _EMPTY)):
                 while pool:
                     k, cost = self._run_at(q, pool)
@@ -121,19 +121,6 @@ class Uplinks(Moves):
         if q.disk and first + k - 1 >= q.cursor:
             return 0, 0
         return k, cost
-
-    def _undelay(self, q: Queue) -> None:
-        """``q``'s delayed messages off the timers, into its spare pool (with due times)."""
-        due = {m.id: d for d, _, m in self.delayed_entries() if m.q is q}
-        taken = self.remove_delayed(q)
-        for m in taken:
-            m.due = due[m.id]
-        pool = self.uplink_spare.setdefault(q, deque())
-        pool.extend(taken)
-        if len(pool) > len(taken) or len(taken) > 1:
-            ordered = sorted(pool, key=lambda m: m.id)
-            pool.clear()
-            pool.extend(ordered)
 
     def uplink_stored(self, run: Run) -> None:
         """The centre confirmed ``run``: its messages are deleted here."""
@@ -175,14 +162,10 @@ class Uplinks(Moves):
         oldest = 0.0
         for q in self.forwarded_queues():
             spare = self.uplink_spare.get(q, _EMPTY)
-            n = q.ready_count() + q.delayed + q.disk + q.staged + len(spare)
+            n = q.ready_count() + q.disk + q.staged + len(spare)
             if n:
                 queues[q.name] = n
-            for t in (q.oldest(), *(m.t for m in list(spare)[:1])):
-                if t and (not oldest or t < oldest):
-                    oldest = t
-            if q.delayed:
-                t = min((m.t for _, _, m in self.delayed_entries() if m.q is q), default=0.0)
+            for t in (q.oldest(), spare[0].t if spare else 0.0):
                 if t and (not oldest or t < oldest):
                     oldest = t
         return {"backlog": sum(queues.values()), "queues": dict(sorted(queues.items())[:50]),
