@@ -20,6 +20,7 @@ from typing import Protocol
 from zq.core.facade import Core
 from zq.core.histogram import SIZE_BOUNDS, Histogram
 from zq.core.state import Commit
+from zq.core.streams import TRIM_ROWS
 from zq.errors import StorageError, StorageFull, ZqError
 from zq.logs import Throttle
 from zq.persistence import Store, WriteBatch
@@ -96,8 +97,10 @@ class Committer:
 
     def start_upkeep(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
         """Page backlogs in, or do the store's upkeep, if due and the store is free."""
-        if self.running is None and (self.core.wants_pages() or now >= self.next_maintain):
-            self.running = loop.create_task(self.commit(self.core.take_commit()))
+        core = self.core
+        if self.running is None and (core.wants_pages() or core.wants_trims()
+                                     or now >= self.next_maintain):
+            self.running = loop.create_task(self.commit(core.take_commit()))
 
     def wake_at(self) -> float:
         """When a pass must run for this side: upkeep, or settlements that waited."""
@@ -188,9 +191,13 @@ class Committer:
             now = time.monotonic()
             if not core.stopping:
                 await self._page_in(now)
+            if core.wants_trims() and not core.stopping:
+                await self._retention(sizes=True)  # a stream past its max_bytes
             if now >= self.next_maintain:
                 self.next_maintain = now + 1.0
                 await self.store.maintain()
+                if core.streams and not core.stopping:
+                    await self._retention()
         finally:
             self.running = None
             self.count += 1
@@ -308,9 +315,31 @@ class Committer:
                       extra={"event": "storage_failed", "code": exc.name, "reason": str(exc)})
         self._storage_error = exc
 
+    async def _retention(self, sizes: bool = False) -> None:
+        """Streams past their max_age or max_bytes: the oldest entries' purge is staged
+        (zq.core.streams), at most TRIM_ROWS per stream at a time; those past their
+        max_bytes as soon as they are (``sizes``), ages once a second."""
+        core = self.core
+        for key, floor, cutoff, excess in core.wanted_trims(time.time(), sizes):
+            try:
+                found = await self.store.trim_point(key, floor, cutoff, excess, TRIM_ROWS)
+            except ZqError as exc:
+                self._store_log.say("cannot apply a stream's retention: %s", exc,
+                                    reason=str(exc), kind=exc.name, level=logging.ERROR)
+                continue
+            core.trimmed(key, *found)
+
     async def _page_in(self, now: float) -> None:
         """Read the next part of each draining queue's on-disk backlog."""
         core = self.core
+        for key, start in core.wanted_seeks():  # where a stream's group starts
+            try:
+                first, count = await self.store.seek(key, start)
+            except ZqError as exc:
+                self._store_log.say("cannot look up where a stream's group starts: %s", exc,
+                                    reason=str(exc), kind=exc.name, level=logging.ERROR)
+                continue
+            core.sought(key, first, count)
         for queue, after, limit in core.wanted_pages():
             try:
                 stored = await self.store.load(queue, after, limit)

@@ -28,6 +28,7 @@ _COMMANDS = {
     "admin": "zq.cli.keys:admin", "node": "zq.cli.node:node", "nodes": "zq.cli.node:nodes",
     "explain": "zq.cli.explain:explain", "top": "zq.cli.top:top",
     "backup": "zq.cli.backup:backup", "topic": "zq.cli.topics:topic",
+    "stream": "zq.cli.streams:stream",
 }
 
 

@@ -18,7 +18,8 @@ from zq.cli.common import (
     client_options,
     endpoint_option,
 )
-from zq.client import Client
+from zq.cli.streams import _option, parse_start
+from zq.client import Client, Message
 from zq.errors import UnknownQueue
 from zq.protocol.names import check_queue_name
 
@@ -127,6 +128,30 @@ async def _look_up(client: Client, queue: str, no_create: bool) -> None:
                    "(--no-create refuses unknown queues)", err=True)
 
 
+async def _look_up_stream(client: Client, stream: str, group: str,
+                          start: str | int | None) -> None:
+    """Refuse a stream that does not exist (reading in a group does not make one); say
+    so when --from does not apply, the group existing already."""
+    check_queue_name(stream)
+    try:
+        s = await client.stream(stream)
+    except UnknownQueue:
+        raise click.ClickException(
+            f"stream {stream!r} does not exist (`zq stream declare` makes one; "
+            "`zq stream ls` lists them)") from None
+    if start is not None and any(g.get("group") == group for g in s.get("groups") or []):
+        click.echo(f"group {group!r} exists: it reads on from its committed offset, not "
+                   "--from (`zq stream group reset` moves it)", err=True)
+
+
+def _meta(msg: Message) -> bytes:
+    """The --headers line of MSG: id, attempt, headers (and a stream entry's offset)."""
+    meta: dict[str, Any] = {"id": msg.id, "attempt": msg.attempt, "headers": msg.headers}
+    if msg.offset is not None:
+        meta["offset"] = msg.offset
+    return json.dumps(meta, default=repr).encode() + b"\n"
+
+
 @click.command()
 @click.argument("queue")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=None,
@@ -139,17 +164,29 @@ async def _look_up(client: Client, queue: str, no_create: bool) -> None:
                    "wait for the broker to answer when connecting (without it: "
                    f"{DEFAULT_CONNECT_TIMEOUT:g}s).")
 @click.option("--headers", "show_headers", is_flag=True,
-              help="Print id, attempt and headers as JSON before each body.")
+              help="Print id, attempt and headers (and, with --group, the entry's offset) "
+                   "as JSON before each body.")
 @click.option("--no-create", is_flag=True,
               help="Refuse a queue that does not exist yet (exit 1) instead of waiting for "
                    "its first message.")
+@click.option("--group", "-g", default=None, metavar="GROUP",
+              help="Read stream QUEUE in consumer group GROUP (made at --from if new; one "
+                   "that exists reads on from its committed offset). The stream must exist.")
+@click.option("--from", "start", default=None, metavar="first|last|next|OFFSET|ISO-TIME",
+              callback=_option(parse_start),
+              help="Where a new --group starts: the oldest entry held (first), the newest "
+                   "(last), what is appended from now on (next), an offset, or a time (ISO "
+                   "8601; UTC without a zone). [default: next]")
 @endpoint_option
 def consume(queue: str, count: int | None, prefetch: int, timeout: float | None,
-            show_headers: bool, no_create: bool, endpoint: str) -> None:
+            show_headers: bool, no_create: bool, group: str | None, start: str | int | None,
+            endpoint: str) -> None:
     """Print message bodies from QUEUE, one per line, acking each after printing.
 
     A queue that does not exist yet is waited on (with a note on stderr), as
-    consuming creates it; --no-create refuses it instead.
+    consuming creates it; --no-create refuses it instead. With --group, QUEUE
+    is a stream (zq stream declare), read in that consumer group; --headers
+    then shows each entry's offset too.
 
     \b
     Examples:
@@ -157,21 +194,29 @@ def consume(queue: str, count: int | None, prefetch: int, timeout: float | None,
       zq consume jobs --count 10 --prefetch 10
       zq consume jobs --timeout 2 > drained.txt
       zq consume jobs --no-create
+      zq consume events --group audit --from first
+      zq consume events --group audit --from 2024-05-01T00:00:00Z --headers
     """
+    if start is not None and group is None:
+        raise click.UsageError("--from needs --group: it is where a stream's consumer group "
+                               "starts")
     out = sys.stdout.buffer
 
     async def drain(client: Client) -> int:
-        await _look_up(client, queue, no_create)
+        if group is None:
+            await _look_up(client, queue, no_create)
+        else:
+            await _look_up_stream(client, queue, group, start)
         n = 0
-        async with client.consume(queue, prefetch=prefetch) as consumer:
+        async with client.consume(queue, prefetch=prefetch, group=group,
+                                  start=start) as consumer:
             while count is None or n < count:
                 try:
                     msg = await consumer.get(timeout)
                 except TimeoutError:
                     break
                 if show_headers:
-                    meta = {"id": msg.id, "attempt": msg.attempt, "headers": msg.headers}
-                    out.write(json.dumps(meta, default=repr).encode() + b"\n")
+                    out.write(_meta(msg))
                 out.write(msg.body + b"\n")
                 out.flush()
                 await msg.ack()

@@ -25,6 +25,7 @@ from zq.client.consumer import Consumer
 from zq.client.nodes import Nodes
 from zq.client.operations import Operations
 from zq.client.outbox import limits_with, options_size
+from zq.client.streams import GroupConsumer, Start, StreamOps, start_arg
 from zq.client.topics import TopicOps, topic_target
 from zq.config import DEFAULT_ENDPOINT
 from zq.errors import InvalidArgument
@@ -43,7 +44,7 @@ def default_endpoint() -> str:
     return os.environ.get("ZQ_ENDPOINT") or DEFAULT_ENDPOINT
 
 
-class Client(Operations, TopicOps):
+class Client(Operations, TopicOps, StreamOps):
     """A connection to a zq broker, or to a cluster through its routers.
 
     ``async with zq.Client("tcp://127.0.0.1:5555") as client:`` opens a session
@@ -298,18 +299,31 @@ class Client(Operations, TopicOps):
             ids.extend(chunk_ids)
         return ids
 
-    def consume(self, queue: str, *, prefetch: int = 100, auto_start: bool = True
-                ) -> Consumer:
+    def consume(self, queue: str, *, prefetch: int = 100, auto_start: bool = True,
+                group: str | None = None, start: Start | None = None) -> Consumer:
         """Messages from ``queue``, at most ``prefetch`` unacked at a time.
 
         With ``auto_start`` (the default) a message counts as started when the
         application takes it from the consumer; if this client dies, messages it
         received and had not started go back without counting an attempt. Without
         it, call :meth:`Message.mark_started` when work on a message begins.
+
+        A stream is read in a consumer ``group``: the group's consumers share its
+        entries, and each message's ``offset`` says where it is in the stream. A new
+        group starts at ``start``: "first", "last", "next" (the default: entries
+        appended from now on), an offset, or a time (a datetime or ISO 8601 string);
+        a group that exists goes on from its committed offset.
         """
         check_queue_name(queue)
         if not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
+        if group is not None:
+            check_queue_name(group)
+            return GroupConsumer(self._nodes.current(), queue, prefetch, group=group,
+                                 start=start_arg(start), auto_start=auto_start,
+                                 placer=self._nodes)
+        if start is not None:
+            raise ValueError("start=... is where a stream's group begins: give group=... too")
         return Consumer(self._nodes.current(), queue, prefetch, auto_start=auto_start,
                         placer=self._nodes)
 

@@ -90,7 +90,7 @@ class Consumer:
         if self._closed:  # while it was being placed
             return
         conn.consumers[self.queue] = self
-        conn.credit(self.queue, self.prefetch)
+        self._grant()
 
     async def __aenter__(self) -> Consumer:
         if not self._started:
@@ -173,7 +173,7 @@ class Consumer:
             conn.consumers[self.queue] = self
             n = self.prefetch - self.held
             if n > 0 and conn.broken is None:
-                conn.credit(self.queue, n)
+                self._grant(n)
         self._wake()
 
     @property
@@ -254,7 +254,12 @@ class Consumer:
         self.owed = 0
         self._error = None
         if not self._closed:
-            self._conn.credit(self.queue, self.prefetch)
+            self._grant()
+
+    def _grant(self, n: int = 0) -> None:
+        """Ask for deliveries on this connection: ``n`` credit (0: the whole window). A
+        stream's group consumer joins its group first (zq.client.streams)."""
+        self._conn.credit(self.queue, n or self.prefetch)
 
     def on_undecodable(self, n: int) -> None:
         """``n`` deliveries came in a frame the connection could not decode (it NACKed

@@ -47,6 +47,12 @@ class Message:
         self.headers: dict[str, Any] = headers if headers is not None else {}
         self.attempt = attempt
 
+    @property
+    def offset(self) -> int | None:
+        """Its offset in the stream it was read from (``client.consume(S, group=...)``):
+        offsets increase along a stream. None for a queue's message."""
+        return self.id if getattr(self._consumer, "group", None) is not None else None
+
     def __repr__(self) -> str:
         return (f"Message(id={self.id}, queue={self.queue!r}, attempt={self.attempt}, "
                 f"body={self.body[:32]!r}{'...' if len(self.body) > 32 else ''})")

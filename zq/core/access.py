@@ -105,7 +105,7 @@ class Access(Stats):
         rights = self.rights
         assert rights is not None
         right = manage_right(frame.op)
-        queue = frame.args.get("queue")
+        queue = frame.args.get("queue", frame.args.get("stream"))
         name = queue if type(queue) is str else ""
         try:
             if right in ("admin", NONE):

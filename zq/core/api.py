@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from zq.core.membership import Membership
     from zq.core.model import Msg, Peer, Queue
     from zq.core.results import Outcome, Results
+    from zq.core.streams import Stream
     from zq.core.topics import Topic
     from zq.protocol import codec
     from zq.protocol import frames as f
@@ -57,6 +58,7 @@ class QueueOps(Protocol):
     wall_offset: float
     next_id: int
     topics: dict[str, Topic]
+    streams: dict[str, Stream]
     membership: Membership | None
 
     def queue(self, name: str) -> Queue: ...

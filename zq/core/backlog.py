@@ -12,6 +12,7 @@ from zq.core.state import (
     log,
     unpack_opts,
 )
+from zq.core.streams import GROUP_PREFIX, STREAM_PREFIX, Group, Stream
 from zq.core.timers import Timers
 from zq.core.topics import TOPIC_PREFIX, Topic
 from zq.errors import (
@@ -68,9 +69,16 @@ class Backlog(Timers):
 
     def _recover_settings(self, rec: Recovered) -> None:
         """Queues' stored settings, and the moves under way or done."""
+        groups: list[tuple[str, dict[str, Any]]] = []
         for name, state in rec.settings.items():
             if name.startswith(TOPIC_PREFIX):  # a topic's bindings (zq.core.topics)
                 self._recover_topic(name[len(TOPIC_PREFIX):], state)
+                continue
+            if name.startswith(STREAM_PREFIX):  # a stream (zq.core.streams)
+                self._recover_stream(name[len(STREAM_PREFIX):], state, rec)
+                continue
+            if name.startswith(GROUP_PREFIX):  # its groups, once the streams are known
+                groups.append((name[len(GROUP_PREFIX):], state))
                 continue
             if state.get("moved"):  # moved to another broker (section 17.5)
                 self.moved_out[name] = MoveOut.from_map(name, state["moved"])
@@ -82,6 +90,45 @@ class Backlog(Timers):
                 _recover_move(q, state)
             except (ZqError, ValueError, KeyError, TypeError) as exc:
                 log.error("queue %s: stored settings not usable (%s); using defaults", name, exc)
+
+        for name, state in groups:
+            self._recover_group(name, state)
+
+    def _recover_stream(self, name: str, state: dict[str, Any], rec: Recovered) -> None:
+        try:
+            d = state["stream"]
+            s = Stream(name, float(d.get("max_age", 0.0)), int(d.get("max_bytes", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("stream %s: stored settings not usable (%s); ignored", name, exc)
+            return
+        count, first, last, size, created = rec.streams.get(s.key, (0, 0, 0, 0, 0.0))
+        s.count, s.first, s.bytes, s.first_created = count, first, size, created
+        s.last = last if count else rec.next_id - 1
+        s.floor = first - 1 if count else s.last
+        self.streams[name] = s
+        self.queues[name] = s.q
+
+    def _recover_group(self, name: str, state: dict[str, Any]) -> None:
+        stream, _, group = name.partition("\x00")
+        s = self.streams.get(stream)
+        if s is None:
+            log.error("group %s of stream %s: no such stream; ignored", group, stream)
+            return
+        g = s.groups[group] = Group(s, group)
+        d = state.get("group") if isinstance(state, dict) else None
+        seek = d.get("seek") if isinstance(d, dict) else None
+        start: tuple[object, ...]
+        try:
+            if seek is not None:  # reset to a place not looked up before the stop
+                start = (str(seek[0]), float(seek[1]) if seek[0] == "time" else int(seek[1]))
+            else:
+                start = ("offset", int(d["committed"]) + 1)  # type: ignore[index]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            log.error("group %s of stream %s: stored offset not usable (%s); reading from "
+                      "its first entry", group, stream, exc)
+            start = ("first",)
+        self.place_group(g, start)
+        g.dirty = False
 
     def _recover_topic(self, name: str, state: dict[str, Any]) -> None:
         try:
@@ -157,14 +204,20 @@ class Backlog(Timers):
             if (ready < cfg.window * (part - 1) // part
                     and q.mem_bytes < cfg.window_bytes * (part - 1) // part
                     and (q in self.draining or any(s.window.available > 0 for s in q.subs))):
-                out.append((q.name, q.cursor, max(1, min(q.disk, cfg.window - ready))))
+                out.append((q.name if q.group is None else q.group.key, q.cursor,
+                            max(1, min(q.disk, cfg.window - ready))))
         return out
 
     def wants_pages(self) -> bool:
-        return bool(self._spilled) and bool(self.wanted_pages())
+        return bool(self._seeking) or (bool(self._spilled) and bool(self.wanted_pages()))
 
     def paged_in(self, queue: str, limit: int, stored: list[StoredMessage], now: float) -> None:
         """Messages read from disk for ``queue`` (after its cursor, in id order)."""
+        if queue.startswith(GROUP_PREFIX):  # a stream's entries, for one of its groups
+            g = self.group_by_key(queue)
+            if g is not None:
+                self.group_paged(g, limit, stored, now)
+            return
         q = self._queue(queue)
         n = len(stored)
         if q.moved_in and stored:  # moved here while the backlog was on disk: in memory

@@ -11,7 +11,7 @@ from zq.core.state import (
     Commit,
     _packb,
 )
-from zq.core.topics import Topics
+from zq.core.streams import Streams
 from zq.errors import (
     ZqError,
 )
@@ -21,7 +21,7 @@ from zq.persistence.base import (
 from zq.protocol import frames as f
 
 
-class Commits(Topics):
+class Commits(Streams):
     """Batches on their way to the store, and the frames that wait for them."""
 
     def take_batch(self) -> WriteBatch:
@@ -33,6 +33,8 @@ class Commits(Topics):
 
     def take_commit(self) -> Commit:
         """Everything that waits for the store: the batch, and what to do once it is stored."""
+        if self.streams:
+            self.stage_groups()
         batch, pending = self.journal.take(self.now + self.wall_offset)
         return Commit(batch, pending, self.outbox.take_unstored())
 

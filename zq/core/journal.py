@@ -73,7 +73,9 @@ class Journal:
         self.pending.append(p)
         if self.durable and p.bodies:
             self.staged += len(p.bodies)
-            self.batch.inserts.append((p.first, p.q.name, p.headers, p.bodies))
+            s = p.q.stream  # a stream's entries are stored under its key (zq.core.streams)
+            self.batch.inserts.append((p.first, p.q.name if s is None else s.key, p.headers,
+                                       p.bodies))
 
     def share(self, first: int, bodies: list[bytes], refs: int) -> None:
         """Bodies that ``refs`` new messages share (a topic's copies), stored once."""

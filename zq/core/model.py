@@ -19,6 +19,7 @@ from zq.protocol.session import State
 from zq.settings import QueueSettings
 
 if TYPE_CHECKING:
+    from zq.core.streams import Group, Stream
     from zq.protocol import frames as f
 
 
@@ -117,10 +118,10 @@ class Queue:
 
     __slots__ = (
         "acked", "backoff", "cursor", "dead", "default", "delayed", "delivered", "disk", "dlq",
-        "forward", "forwarded", "idle_since", "incoming", "keeps", "lanes", "limited",
+        "forward", "forwarded", "group", "idle_since", "incoming", "keeps", "lanes", "limited",
         "mem_bytes", "moved_in", "moving", "nacked",
         "name", "name_b", "order", "overflow", "paused", "published", "rates", "redelivered",
-        "selector", "settings", "staged", "subs", "suspects",
+        "selector", "settings", "staged", "stream", "subs", "suspects",
         "tenants", "to_drop", "ttl_seen", "undeliverable",
     )
 
@@ -145,6 +146,10 @@ class Queue:
         self.idle_since = 0.0  # since when it has had no consumer (its idle_ttl setting)
         self.moving: MoveOut | None = None  # being moved to another broker (section 17.5)
         self.incoming: MoveIn | None = None  # being moved here from another broker
+        # A stream's queue (its publishes append to it), or one consumer group's reading
+        # of a stream (named as the stream; not in the broker's table): zq.core.streams.
+        self.stream: Stream | None = None
+        self.group: Group | None = None
         self.rates: dict[str, float] = {"publish": 0.0, "deliver": 0.0, "ack": 0.0}
         self.tenants: dict[str, Tenant] = {}
         self.lanes: dict[tuple[int, str], Lane] = {}
@@ -232,7 +237,8 @@ class Queue:
 
 
 class Peer:
-    __slots__ = ("catalog_seq", "confirms", "conn", "forwards_in", "forwards_out", "held",
+    __slots__ = ("catalog_seq", "confirms", "conn", "forwards_in", "forwards_out", "groups",
+                 "held",
                  "identity", "inner", "last_seen", "link_version", "liveness_s", "marks", "name",
                  "producer", "state", "subs", "user", "via", "zombies")
 
@@ -255,6 +261,7 @@ class Peer:
         self.last_seen = now
         self.liveness_s = 0.0
         self.subs: dict[str, Sub] = {}
+        self.groups: dict[str, Group] = {}  # stream -> the group it reads it in
         self.held: dict[int, Msg] = {}
         # Deliveries whose time limit ran out while this consumer still had them:
         # id -> (attempt, queue). Their credit comes back when the consumer settles them.

@@ -43,6 +43,8 @@ class Settlement(Commits):
                                     f"max_credit), got {frame.n}",
                                     ref=frame.queue)
             q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.queue, peer)
+            if q.stream is not None:  # read in the group it joined (zq.core.streams)
+                q = self.group_queue(peer, q.stream, frame.queue)
             sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
         try:
             sub.window.grant(frame.n)  # a refused grant changes nothing, not even after CANCEL
@@ -50,7 +52,11 @@ class Settlement(Commits):
             exc.attrs["ref"] = frame.queue
             raise
         sub.active = True
-        if self.queues.get(sub.q.name) is not sub.q:  # the queue was deleted meanwhile
+        if sub.q.group is not None:
+            if sub.q.group.gone:  # its stream or group was deleted meanwhile
+                del peer.subs[frame.queue]
+                self.group_queue(peer, None, frame.queue)  # raises
+        elif self.queues.get(sub.q.name) is not sub.q:  # the queue was deleted meanwhile
             sub.q = self._queue(sub.q.name)
         if sub not in sub.q.subs:
             sub.q.subs.append(sub)
@@ -139,7 +145,9 @@ class Settlement(Commits):
                     "result": None, "attempt": m.attempts, "worker": peer.name,
                     "history": (m.headers or {}).get(HISTORY) or [], **(data or {})},
                     self.now)
-        self.journal.forget(done)
+        self.journal.forget(done)  # (a group's entries are not messages: no row goes)
+        if self.streams:
+            self.groups_done(done)
 
     def on_nack(self, peer: Peer, frame: f.Nack, now: float) -> None:
         done = self._settle(peer, frame, f.NACK)

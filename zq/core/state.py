@@ -44,6 +44,7 @@ from zq.uplink import settings as uplink_settings
 from zq.uplink.settings import forwarded
 
 if TYPE_CHECKING:
+    from zq.core.streams import Group, Stream
     from zq.core.topics import Topic
 
 log = logging.getLogger("zq.broker")
@@ -162,6 +163,9 @@ class CoreState:
         self.uplink_queues: dict[str, Queue] = {}  # the forwarded ones (zq.core.uplink)
         self.uplink_turn = 0  # which of them goes first at the next take
         self.topics: dict[str, Topic] = {}  # topics and their bindings (zq.core.topics)
+        self.streams: dict[str, Stream] = {}  # streams and their groups (zq.core.streams)
+        self._seeking: set[Group] = set()  # groups whose start the store must look up
+        self._over: set[Stream] = set()  # streams past their max_bytes since the last trim
         # In a cluster: whose queues are new names (None: a lone broker creates any).
         self.membership: Membership | None = None
         self.links: dict[bytes, Peer] = {}  # routers' links, by routing id

@@ -56,6 +56,7 @@ class Stats(Backlog):
                                  "cap": t.cap}
                         for t in q.tenants.values() if t.name},
             **_move_of(q),
+            **({"stream": q.stream.stats()} if q.stream is not None else {}),
         }
 
     def in_flight(self) -> dict[str, int]:
@@ -85,6 +86,9 @@ class Stats(Backlog):
             out["ha"] = self.ha_stats()
         if self.uplink_stats is not None:
             out["uplink"] = self.uplink_stats()
+        if self.streams:
+            out["streams"] = {n: self.streams[n].stats()
+                              for n in sorted(self.streams)[:STATS_SHOWN]}
         if self.topics:
             ts = self.topics.values()
             out["topics"] = {"total": len(self.topics),

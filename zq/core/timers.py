@@ -59,8 +59,8 @@ class Timers(Leases):
             _, _, m = heapq.heappop(heap)
             q = m.q
             q.delayed -= 1
-            if self.queues.get(q.name) is not q:
-                continue  # its queue was deleted
+            if (self.queues.get(q.name) is not q if q.group is None else q.group.gone):
+                continue  # its queue (or its stream's group) was deleted
             m.lane.msgs.append(m)
             m.t = now  # ready from now on: its age, and its wait to be delivered, count from here
             self._dirty.add(q)

@@ -11,7 +11,7 @@ from typing import Any
 
 from zq.core.api import Handler, Operations
 from zq.errors import InvalidArgument
-from zq.manage import cluster, explain, moves, nodes, queues, tasks, topics
+from zq.manage import cluster, explain, moves, nodes, queues, streams, tasks, topics
 
 
 def _queue_op(name: str) -> Handler:
@@ -46,11 +46,24 @@ def _topic_op(name: str) -> Handler:
     return handler
 
 
+def _stream_op(name: str) -> Handler:
+    def handler(core: Any, args: dict[str, Any], now: float, peer: Any, req: int
+                ) -> dict[str, Any]:
+        op = streams.PEER_OPERATIONS.get(name)
+        if op is not None:
+            return op(core, args, now, peer)
+        return streams.OPERATIONS[name](core, args, now)
+
+    return handler
+
+
 OPERATIONS = Operations(
     handlers={**{name: _queue_op(name) for name in queues.OPERATIONS},
               **{name: _peer_op(name) for name in tasks.PEER_OPERATIONS},
               **{name: _move_op(name) for name in moves.OPERATIONS},
               **{name: _topic_op(name) for name in topics.OPERATIONS},
+              **{name: _stream_op(name) for name in (*streams.OPERATIONS,
+                                                     *streams.PEER_OPERATIONS)},
               "wait": tasks.wait,
               "explain": lambda core, args, now, peer, req: explain.explain_op(core, args, now),
               "reload": lambda core, args, now, peer, req: core.reload_hook(),
@@ -60,7 +73,7 @@ OPERATIONS = Operations(
     # These change nothing: their reply goes out even when the commit it waited for
     # fails (an operation that changed something gets the storage error instead).
     read_only=frozenset({"info", "list", "peek", "status", "schedule_ls", "move_status",
-                         "reload", "node", "explain", "topics"}),
+                         "reload", "node", "explain", "topics", "streams"}),
     # Answered at once: it tells by name a message waiting for its commit or for the
     # standby, and would otherwise wait behind that very commit to say so.
     at_once=frozenset({"explain"}),

@@ -23,7 +23,11 @@ def _text(args: dict[str, Any], key: str) -> str:
 def move(core: Any, args: dict[str, Any], now: float) -> dict[str, Any]:
     """Move a queue to broker ``to``: answered once the move is recorded; it goes on in
     the background (``move_status`` tells how far)."""
-    result: dict[str, Any] = core.start_move(_name(args), _text(args, "to"), now)
+    name = _name(args)
+    if name in core.streams:
+        raise InvalidArgument(f"{name!r} is a stream: streams do not move between brokers "
+                              f"yet", queue=name)
+    result: dict[str, Any] = core.start_move(name, _text(args, "to"), now)
     return result
 
 

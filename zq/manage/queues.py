@@ -40,11 +40,15 @@ def _new_name(core: BrokerCore, args: dict[str, Any], key: str = "queue") -> str
     return name if name in core.queues else check_queue_name(name)
 
 
-def _existing(core: BrokerCore, args: dict[str, Any]) -> Queue:
+def _existing(core: BrokerCore, args: dict[str, Any], stream: bool = False) -> Queue:
+    """The queue named in ``args`` (a stream's, for an operation that reads only)."""
     name = _name(args)
     q = core.queues.get(name)
     if q is None:
         raise UnknownQueue(f"no queue named {name!r}", queue=name)
+    if q.stream is not None and not stream:
+        raise InvalidArgument(f"{name!r} is a stream: use the stream operations (zq stream)",
+                              queue=name)
     return q
 
 
@@ -52,6 +56,9 @@ def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     """Create a queue or change the given settings of an existing one (others stay)."""
     name = _new_name(core, args)
     q = core.queues.get(name)
+    if q is not None and q.stream is not None:
+        raise InvalidArgument(f"{name!r} is a stream: zq stream declare sets its retention",
+                              queue=name)
     created = q is None
     base = q.settings if q is not None else QueueSettings()
     s = from_map(args.get("settings") or {}, base)
@@ -67,7 +74,7 @@ def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
 
 
 def info(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any]:
-    q = _existing(core, args)
+    q = _existing(core, args, stream=True)
     stats = core.queue_stats(q, core.in_flight().get(q.name, 0), now)
     return {"queue": q.name, "settings": q.settings.to_map(), "stats": stats,
             "dlq": q.dlq}

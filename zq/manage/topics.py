@@ -51,6 +51,9 @@ def _topic(core: Core, args: dict[str, Any], create: bool) -> Topic:
 def bind(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
     """Bind ``queue`` to ``topic`` for keys matching ``pattern`` (none: every key)."""
     queue = check_publishable(_name(args))  # a dead-letter queue takes no publishes
+    if queue in core.streams:
+        raise InvalidArgument(f"{queue!r} is a stream: a topic's copies go to queues only "
+                              f"(for now)", queue=queue)
     pattern = _pattern(args)
     t = _topic(core, args, create=True)
     created = t.find(queue, pattern) is None

@@ -223,6 +223,9 @@ class Recovered:
     dedups: list[Dedup] = field(default_factory=list)
     results: list[tuple[int, str, str, dict[str, Any], float]] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
+    # Streams (zq.core.streams), by their key: (entries, first id, last id, bytes of
+    # bodies, wall clock the first was stored).
+    streams: dict[str, tuple[int, int, int, int, float]] = field(default_factory=dict)
     # Idempotent producers: (producer id, last stored (wall), [(seq, first, count), ...]).
     producers: list[tuple[bytes, float, list[tuple[int, int, int]]]] = field(
         default_factory=list)
@@ -249,6 +252,17 @@ class Store(Protocol):
 
     async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` stored messages of ``queue`` with ids above ``after_id``."""
+        ...
+
+    async def seek(self, group: str, start: tuple[Any, ...]) -> tuple[int, int]:
+        """Where a stream's group starts: the first entry at or after ``start``
+        (("offset", id) or ("time", wall)), 0 if none, and how many from there on."""
+        ...
+
+    async def trim_point(self, key: str, floor: int, cutoff: float, excess: int, most: int
+                         ) -> tuple[int, int, int, int, float]:
+        """How far a stream's retention goes: (up to id, count, bytes, first id left,
+        its time)."""
         ...
 
     async def maintain(self) -> None:

@@ -25,6 +25,13 @@ class MemoryStore:
     async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
         return []  # nothing is ever left on disk
 
+    async def seek(self, group: str, start: tuple[Any, ...]) -> tuple[int, int]:
+        return 0, 0  # (streams need a durable store)
+
+    async def trim_point(self, key: str, floor: int, cutoff: float, excess: int, most: int
+                         ) -> tuple[int, int, int, int, float]:
+        return 0, 0, 0, 0, 0.0
+
     async def maintain(self) -> None:
         return None
 

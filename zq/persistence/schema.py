@@ -1,6 +1,6 @@
 """The SQLite store's tables, and the upgrades from older versions of them.
 
-Layout (``PRAGMA user_version`` 6; versions 1 to 5 are upgraded in place)::
+Layout (``PRAGMA user_version`` 7; versions 1 to 6 are upgraded in place)::
 
     queues(qid INTEGER PRIMARY KEY, name TEXT UNIQUE, settings BLOB)
     messages(id INTEGER PRIMARY KEY AUTOINCREMENT, qid, attempts, ready_at, headers, body,
@@ -12,6 +12,10 @@ Layout (``PRAGMA user_version`` 6; versions 1 to 5 are upgraded in place)::
                                          as such messages are deleted, and deletes the
                                          body with the last
     index messages(qid)      -- rows of one queue in id order, for paging a backlog in
+    entries(id INTEGER PRIMARY KEY, sid, headers, body, created)  -- a stream's entries
+                                         (zq.core.streams): kept until retention removes
+                                         them; ``sid`` numbers the stream's key in
+                                         ``queues``; index entries(sid)
     dedup(qid, key, id, expires_at)   -- dedup ids remembered for their window
     results(id, qid, state, data, expires_at)   -- outcomes kept for result_ttl
     schedules(name, spec)             -- durable schedules and their next due times
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zq.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -75,6 +79,14 @@ WHEN old.body_ref IS NOT NULL BEGIN
     UPDATE bodies SET refs = refs - 1 WHERE id = old.body_ref;
     DELETE FROM bodies WHERE id = old.body_ref AND refs <= 0;
 END;
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    sid INTEGER NOT NULL,
+    headers BLOB,
+    body BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_stream ON entries (sid);
 CREATE TABLE IF NOT EXISTS dedup (
     qid INTEGER NOT NULL,
     key TEXT NOT NULL,
@@ -119,6 +131,7 @@ ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
     3: "",  # version 4 adds a table (the producers), which SCHEMA creates
     4: "",  # version 5 adds a table (replica), which SCHEMA creates
     5: "ALTER TABLE messages ADD COLUMN body_ref INTEGER;",  # SCHEMA adds bodies, trigger
+    6: "",  # version 7 adds a table (a stream's entries), which SCHEMA creates
 }
 
 

@@ -27,6 +27,11 @@ INSERT = _INSERT_INTO + _ROW
 # thread, orders of magnitude apart).
 INSERT_SIZES = (64, 16, 4, 1)
 INSERTS = {n: _INSERT_INTO + ", ".join([_ROW] * n) for n in INSERT_SIZES}
+# A stream's entries (zq.core.streams): the same values, in a table of their own.
+_ENTRY_INTO = "INSERT INTO entries (id, sid, headers, body, created) VALUES "
+ENTRY_INSERTS = {n: _ENTRY_INTO + ", ".join(["(?, ?, ?, ?, ?)"] * n) for n in INSERT_SIZES}
+ENTRY_PURGE = "DELETE FROM entries WHERE sid = ? AND id > ? AND id <= ?"
+STREAM_KEY = "\x00stream\x00"  # the names a stream's entries are stored under
 PLACE = "UPDATE messages SET ready_at = ?, opts = ? WHERE id BETWEEN ? AND ?"
 REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ?, "
            "state = 0 WHERE id = ?")
@@ -112,6 +117,10 @@ def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Sta
                     for i in range(at, at + count * size, size)]
                 at += count * size
         inserts = [e for e in inserts if not isinstance(e[3], SharedBodies)]
+    if inserts and any(e[1][:1] == "\x00" for e in inserts):  # a stream's entries
+        entries = [e for e in inserts if e[1].startswith(STREAM_KEY)]
+        inserts = [e for e in inserts if not e[1].startswith(STREAM_KEY)]
+        yield from insert_statements(entries, qids, batch.created, ENTRY_INSERTS)
     if inserts:
         yield from insert_statements(inserts, qids, batch.created)
     if batch.placed:
@@ -130,7 +139,10 @@ def _queue_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[State
         yield SETTINGS, [(qids[name], name, blob) for name, blob in batch.settings
                          if blob is not None]
     if batch.purges:
-        yield PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges]
+        yield PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges
+                      if not name.startswith(STREAM_KEY)]
+        yield ENTRY_PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges
+                            if name.startswith(STREAM_KEY)]
     if batch.deletes:
         yield DELETE, id_runs(batch.deletes)
     if batch.dedups:
@@ -211,8 +223,8 @@ def shared_rows(inserts: Iterable[Insert], qids: dict[str, int], created: float
     return rows
 
 
-def insert_statements(inserts: Iterable[Insert], qids: dict[str, int], created: float
-                      ) -> Iterator[Statement]:
+def insert_statements(inserts: Iterable[Insert], qids: dict[str, int], created: float,
+                      sql: dict[int, str] = INSERTS) -> Iterator[Statement]:
     """INSERT statements for the new messages, as many rows per statement as
     INSERT_SIZES allows (each statement's parameters flattened, row after row)."""
     flat: list[Any] = []
@@ -230,7 +242,7 @@ def insert_statements(inserts: Iterable[Insert], qids: dict[str, int], created: 
         count = (rows - at // 5) // size
         if count:
             width = 5 * size
-            yield INSERTS[size], [flat[i:i + width] for i in range(at, at + count * width, width)]
+            yield sql[size], [flat[i:i + width] for i in range(at, at + count * width, width)]
             at += count * width
 
 

@@ -33,6 +33,7 @@ import aiosqlite
 import msgpack
 
 from zq.errors import StorageError, StorageFull
+from zq.persistence import entries as stream_entries
 from zq.persistence.base import Recovered, Rewrite, StoredMessage, WriteBatch
 from zq.persistence.reserve import DiskReserve
 from zq.persistence.schema import SCHEMA_VERSION, migrate
@@ -186,7 +187,8 @@ class SqliteStore(DiskUpkeep):
                      await db.execute_fetchall("SELECT spec FROM schedules ORDER BY name")]
         return Recovered(messages=messages, next_id=next_id, backlog=backlog,
                          settings=settings, dedups=dedups, results=results,
-                         schedules=schedules, producers=await self._load_producers())
+                         schedules=schedules, producers=await self._load_producers(),
+                         streams=await stream_entries.totals(db, self._names))
 
     async def _load_producers(self) -> list[tuple[bytes, float, list[tuple[int, int, int]]]]:
         """Each producer's stored seqs, oldest first, and when it last published."""
@@ -368,7 +370,19 @@ class SqliteStore(DiskUpkeep):
     # ------------------------------------------------------------------ reads
 
     async def load(self, queue: str, after_id: int, limit: int) -> list[StoredMessage]:
-        """Up to ``limit`` stored messages of ``queue`` with ids above ``after_id``."""
+        """Up to ``limit`` stored messages of ``queue`` with ids above ``after_id`` (a
+        group's key: its stream's entries)."""
+        if queue.startswith(stream_entries.GROUP_PREFIX):
+            key = stream_entries.stream_of(queue)
+            sid = self._qids.get(key)
+            if sid is None:
+                return []
+            try:
+                self.pages_read += 1
+                name = key[len(stream_entries.STREAM_PREFIX):]
+                return await stream_entries.page(self.db, sid, name, after_id, limit)
+            except sqlite3.Error as exc:
+                raise storage_error(exc, "reading a stream") from None
         qid = self._qids.get(queue)
         if qid is None:
             return []
@@ -376,6 +390,28 @@ class SqliteStore(DiskUpkeep):
             return await self._page(qid, after_id, limit)
         except sqlite3.Error as exc:
             raise storage_error(exc, f"reading queue {queue!r}") from None
+
+    async def seek(self, group: str, start: tuple[Any, ...]) -> tuple[int, int]:
+        """Where a group of a stream starts: (first entry at or after ``start``, 0 if
+        none; entries from there on). See :func:`zq.persistence.stream_entries.seek`."""
+        sid = self._qids.get(stream_entries.stream_of(group))
+        if sid is None:
+            return 0, 0
+        try:
+            return await stream_entries.seek(self.db, sid, start)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "looking up a stream's offset") from None
+
+    async def trim_point(self, key: str, floor: int, cutoff: float, excess: int, most: int
+                         ) -> stream_entries.Trim:
+        """How far a stream's retention goes (see zq.persistence.entries.trim_point)."""
+        sid = self._qids.get(key)
+        if sid is None:
+            return 0, 0, 0, 0, 0.0
+        try:
+            return await stream_entries.trim_point(self.db, sid, floor, cutoff, excess, most)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading a stream for its retention") from None
 
     async def _page(self, qid: int, after_id: int, limit: int) -> list[StoredMessage]:
         name = self._names[qid]

@@ -244,6 +244,13 @@ MANAGE_RIGHTS = {
     "move_in": "admin",        # broker to broker: the receiving side of a move
     "cluster_config": "admin", # replaces the cluster file
     "explain": "admin",        # any queue's message, its consumer and reasons: no queue arg
+    # Streams (zq.core.streams): checked on the ``stream`` argument, as a queue name.
+    "stream_declare": "manage",  # creates a stream or changes its retention
+    "stream_delete": "manage",   # removes a stream, its entries and groups
+    "streams": "manage",         # one stream's stats (without a name: every stream's)
+    "stream_join": "consume",    # reads the stream in a group (then CREDIT)
+    "stream_group_reset": "manage",   # moves a group's offset
+    "stream_group_delete": "manage",  # removes a group
 }
 
 
