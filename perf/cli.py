@@ -29,6 +29,7 @@ from perf import (
     recovery,
     relay,
     report,
+    streams,
     suite,
     topics,
     uplink,
@@ -732,6 +733,64 @@ def topics_cmd(messages: int | None, rounds: int | None, bindings: tuple[int, ..
     line = topics.json_line(cfg, res)
     (folder / "topics.json").write_text(line + "\n", encoding="utf-8")
     click.echo(topics.table(res, cfg))
+    if as_json:
+        click.echo(line)
+    _finish("; ".join(res.problems), True)
+
+
+@main.command("streams")
+@_messages(f"Messages per measurement. [default: {streams.DEFAULT_MESSAGES:,}; "
+           f"{streams.QUICK_MESSAGES:,} with --quick]")
+@click.option("--rounds", "-r", type=int, default=None,
+              help=f"Rounds of throughput measurements. [default: {streams.DEFAULT_ROUNDS}; "
+                   f"{streams.QUICK_ROUNDS} with --quick]")
+@_size("Bytes per body (at least 16).")
+@click.option("--batch", "-b", type=int, default=100, show_default=True,
+              help="Bodies per publish_many.")
+@click.option("--window", type=int, default=DEFAULT_WINDOW, show_default=True,
+              help="The producer's publish_window; window / batch concurrent tasks.")
+@click.option("--prefetch", type=int, default=1000, show_default=True,
+              help="Each reader's credit.")
+@click.option("--rate", type=int, default=1000, show_default=True,
+              help="Latency: messages per second, one at a time, on a fixed schedule.")
+@click.option("--seconds", type=float, default=10.0, show_default=True,
+              help="Latency: how long to publish at that rate.")
+@_fsync()
+@click.option("--no-relay", "no_relay", is_flag=True,
+              help="Leave out the bare relay's measurement.")
+@click.option("--dir", "work_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the logs and streams.json (kept). [default: a new "
+                   "zq-streams-* folder in the temporary folder]")
+@_quick(f"{streams.QUICK_MESSAGES:,} messages, {streams.QUICK_ROUNDS} round(s).")
+@_timeout(300.0, "Seconds one measurement may take before the run counts as failed.")
+@_json("Also print the result as a JSON line.")
+def streams_cmd(messages: int | None, rounds: int | None, no_relay: bool, quick: bool,
+                work_dir: str | None, as_json: bool, **fields: Any) -> None:
+    """A stream's appends and its groups' reads against a plain queue, and publish to
+    deliver latency through a stream at a fixed rate (issue 17).
+
+    Each round, on a fresh sqlite broker: N bodies published to a queue (publish_many,
+    first publish to last confirm) and drained by one consumer; the same N appended to
+    a stream, read by one group from first, then by three groups at once (each group
+    must get every offset once, in order); and the bare relay of `perf throughput`.
+    Then, on fresh brokers, open-loop latency at --rate msg/s for --seconds through a
+    stream (a group from next) and through a queue: p50, p99, p99.9, max. Prints
+    medians; writes streams.json next to the logs.
+    """
+    n = _or_default(messages, quick, streams.QUICK_MESSAGES, streams.DEFAULT_MESSAGES)
+    r = _or_default(rounds, quick, streams.QUICK_ROUNDS, streams.DEFAULT_ROUNDS)
+    cfg = _config(streams.StreamsConfig, messages=n, rounds=r, relay=not no_relay, **fields)
+    click.echo(streams.header(cfg))
+    if work_dir is None:
+        folder = Path(tempfile.mkdtemp(prefix="zq-streams-"))
+    else:
+        folder = Path(work_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+    with BAR.scope("streams"):
+        res = streams.run(cfg, folder, say=BAR.say)
+    line = streams.json_line(cfg, res)
+    (folder / "streams.json").write_text(line + "\n", encoding="utf-8")
+    click.echo(streams.table(res, cfg))
     if as_json:
         click.echo(line)
     _finish("; ".join(res.problems), True)

@@ -303,3 +303,17 @@ def test_perf_suite_tiny_runs_every_step_and_summarizes() -> None:
     assert re.search(r"^summary \(tiny; wall time [\d.]+ s\)$", out, re.M), out
     assert re.search(r"^in-memory throughput, batches of 100, prefetch 1,000\s+[\d,]+ msg/s",
                      out, re.M), out
+
+
+def test_perf_streams_tiny_appends_reads_in_groups_and_measures_latency() -> None:
+    out = _perf("streams", "--messages", "2000", "--rounds", "1", "--seconds", "1",
+                "--rate", "500", "--no-relay", "--json", timeout=120)
+    (d,) = _json_lines(out)
+    assert d["ok"], d["problems"]
+    assert all(d["medians"][k] > 0 for k in ("queue publish", "queue drain", "append",
+                                                "read 1 group", "read 3 groups"))
+    for target in ("stream", "queue"):
+        lat = d["latency"][target]
+        assert lat["n"] == 500
+        assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert re.search(r"^latency stream: p50 [\d.]+ ms, p99 [\d.]+ ms", out, re.M), out
