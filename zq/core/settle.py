@@ -57,7 +57,8 @@ class Settlement(Commits):
                 del peer.subs[frame.queue]
                 self.group_queue(peer, None, frame.queue)  # raises
         elif self.queues.get(sub.q.name) is not sub.q:  # the queue was deleted meanwhile
-            sub.q = self._queue(sub.q.name)
+            q = self._queue(sub.q.name)
+            sub.q = q if q.stream is None else self.group_queue(peer, q.stream, frame.queue)
         if sub not in sub.q.subs:
             sub.q.subs.append(sub)
         self._dirty.add(sub.q)

@@ -390,8 +390,8 @@ class Streams(Topics):
                 q.cursor = upto
                 if not g.out:
                     g.dirty = True
-                # How many of its unread entries went is not known here: its next page
-                # says (a short page ends the backlog); until then it pages on.
-                q.disk = max(q.disk, 1) if s.count else 0
+                # How many of its unread entries went is not known here, only that it
+                # has no more than the stream holds; a short page ends its backlog.
+                q.disk = min(q.disk, s.count)
                 if not q.disk:
                     self._spilled.discard(q)

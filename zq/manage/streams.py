@@ -160,14 +160,14 @@ def join(core: Core, args: dict[str, Any], now: float, peer: Any) -> dict[str, A
         g = s.groups[name] = Group(s, name)
         core.place_group(g, start)
     if peer is not None:
-        had = peer.groups.get(s.name)
-        if had is not None and had is not g and not had.gone:
-            sub = peer.subs.get(s.name)
-            if (sub is not None and sub.q is had.q and (sub.active or sub.window.in_flight)):
-                raise InvalidArgument(f"this session reads stream {s.name!r} in group "
-                                      f"{had.name!r}: one group per stream per session")
-            if sub is not None and sub.q is had.q:
-                del peer.subs[s.name]
+        sub = peer.subs.get(s.name)
+        if sub is not None and sub.q is not g.q:  # it read the name otherwise before
+            old = sub.q.group
+            if sub.active or sub.window.in_flight:
+                what = f"in group {old.name!r}" if old is not None else "as a queue"
+                raise InvalidArgument(f"this session reads {s.name!r} {what}: one group "
+                                      f"per stream per session")
+            del peer.subs[s.name]  # cancelled, nothing held: its next CREDIT is the group's
         peer.groups[s.name] = g
     return {**g.stats(), "stream": s.name, "created": created}
 
