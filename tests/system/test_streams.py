@@ -31,7 +31,9 @@ from pathlib import Path
 import pytest
 
 import zq
-from tests.helpers import eventually
+from tests.admin_helpers import scrape, value
+from tests.cluster_helpers import zq_cli
+from tests.helpers import eventually, free_port
 from tests.procs import Proc, start_broker
 from tests.system.apps._record import read
 
@@ -73,7 +75,8 @@ def in_order_once(recs: list[dict[str, object]]) -> bool:
 
 
 async def run(tmp: Path, n: int) -> None:
-    broker = await start_broker(tmp)
+    admin = free_port()
+    broker = await start_broker(tmp, "--admin-bind", str(admin))
     procs: list[Proc] = [broker]
     try:
         async with zq.Client(broker.endpoint) as c:
@@ -110,6 +113,14 @@ async def run(tmp: Path, n: int) -> None:
                                  f"group {group} to commit its last offset", 20, 0.05)
             assert info["entries"] == n
             assert groups["fast"]["redelivered"] == 0
+            samples = await scrape(f"http://127.0.0.1:{admin}")
+            assert value(samples, "zq_stream_entries", stream="events") == n
+            assert value(samples, "zq_stream_group_pending", stream="events", group="slow") == 0
+            assert value(samples, "zq_stream_group_committed_offset", stream="events",
+                         group="shared") == info["last"]
+            code, text = await zq_cli("stats", "--endpoint", broker.endpoint)
+            assert code == 0, text
+            assert f"stream events: {n} entries" in text, text
 
             # A group made from "first" after the fact replays them all, in order.
             late = await _read(c, "late", "first", n)

@@ -129,7 +129,8 @@ class BrokerCollector:
                              "From publish (or due time) to first delivery; a DELIVER frame "
                              "counts each new message at its oldest one's wait.",
                              core.deliver_latency))
-        return out + self._store() + self._links() + self._uplink() + self._topics()
+        return (out + self._store() + self._links() + self._uplink() + self._topics()
+                + self._streams())
 
     async def _queues(self) -> list[Family]:
         """The per-queue families: one pass over the queues, a tuple each, letting the
@@ -206,6 +207,26 @@ class BrokerCollector:
             binds.samples.append((name, len(t.bindings)))
         return [*fams, binds]
 
+    def _streams(self) -> list[Family]:
+        """Each stream's size and each group's place (zq.core.streams), the first CHUNK
+        streams by name."""
+        streams = self.views.broker.core.streams
+        if not streams:
+            return []
+        fams = [Family(kind, name, doc, ("stream",)) for kind, name, doc, _ in _STREAM]
+        g_fams = [Family(kind, name, doc, ("stream", "group")) for kind, name, doc, _ in _GROUP]
+        for name in sorted(streams)[:CHUNK]:
+            st = streams[name]
+            for fam, (_, _, _, key) in zip(fams, _STREAM, strict=True):
+                fam.samples.append((name, float(getattr(st, key))))
+            for g in st.groups.values():
+                stats = g.stats()
+                for fam, (_, _, _, key) in zip(g_fams, _GROUP, strict=True):
+                    v = stats[key]
+                    if v is not None:  # (unknown while its start is looked up)
+                        fam.samples.append(((name, g.name), float(v)))
+        return [*fams, *g_fams]
+
     def _uplink(self) -> list[Family]:
         """The uplink's state (--uplink), if the broker has one."""
         up = self.views.broker.uplink
@@ -228,6 +249,26 @@ _TOPIC = (
     ("zq_topic_copies_total", "Copies stored in bound queues.", "copies"),
     ("zq_topic_dropped_total", "Messages that matched no binding, dropped.", "dropped"),
     ("zq_topic_refused_total", "Messages that matched no binding, refused.", "refused"),
+)
+
+
+# A stream's figures: (kind, metric, help, Stream attribute); a group's (key of stats).
+_STREAM = (
+    ("gauge", "zq_stream_entries", "Entries the stream holds.", "count"),
+    ("gauge", "zq_stream_bytes", "Bytes of the bodies the stream holds.", "bytes"),
+    ("gauge", "zq_stream_last_offset", "Offset of the newest entry appended.", "last"),
+    ("counter", "zq_stream_appended_total", "Entries appended (since the broker started).",
+     "appended"),
+    ("counter", "zq_stream_trimmed_total", "Entries removed by retention (since the broker "
+     "started).", "trimmed"),
+)
+_GROUP = (
+    ("gauge", "zq_stream_group_pending", "Entries of the stream the group has not done.",
+     "pending"),
+    ("gauge", "zq_stream_group_committed_offset", "The offset up to which the group is done.",
+     "committed"),
+    ("gauge", "zq_stream_group_consumers", "Consumers reading the stream in the group.",
+     "consumers"),
 )
 
 

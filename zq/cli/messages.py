@@ -279,6 +279,11 @@ def stats(as_json: bool, endpoint: str, connect_timeout: float) -> None:
         click.echo(f"topics {t['total']} ({t['bindings']} bindings): published "
                    f"{t['published']}, copies {t['copies']}, unroutable refused "
                    f"{t['refused']}, dropped {t['dropped']} (zq topic ls)")
+    for name, st in sorted((s.get("streams") or {}).items()):
+        groups = ", ".join(f"{_clean(g['group'])} {'?' if g['pending'] is None else g['pending']}"
+                           for g in st["groups"]) or "none"
+        click.echo(f"stream {_clean(name)}: {st['entries']} entries, {st['bytes']} bytes; "
+                   f"groups (pending): {groups} (zq stream ls)")
     click.echo(f"{'queue':<32} {'ready':>10} {'on disk':>10} {'in-flight':>10} "
                f"{'consumers':>9} {'acked':>12}")
     for name, q in sorted(s["queues"].items()):

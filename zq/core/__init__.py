@@ -15,6 +15,7 @@ reaches up to a later one:
     failures   failed attempts, history, retries, dead letters, delays
     intake     PUBLISH admission and queueing once stored
     topics     topics, bindings, and a PUBLISH copied into every matching queue
+    streams    retained logs: appends, consumer groups reading them, retention
     commits    the commit cycle: what waits for the store, what a failure refuses
     settle     CREDIT, CANCEL, ACK, NACK, RELEASE, START, EXTEND, fencing
     delivery   dispatch, batches, probes
