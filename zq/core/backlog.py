@@ -204,7 +204,7 @@ class Backlog(Timers):
             if (ready < cfg.window * (part - 1) // part
                     and q.mem_bytes < cfg.window_bytes * (part - 1) // part
                     and (q in self.draining or any(s.window.available > 0 for s in q.subs))):
-                out.append((q.name if q.group is None else q.group.key, q.cursor,
+                out.append((q.name if q.group is None else q.group.read_key(), q.cursor,
                             max(1, min(q.disk, cfg.window - ready))))
         return out
 

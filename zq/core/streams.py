@@ -54,7 +54,8 @@ Start = tuple[Any, ...]
 class Group:
     """One consumer group of a stream: its queue, and which entries it has done."""
 
-    __slots__ = ("dirty", "done", "gone", "key", "name", "out", "q", "seek", "stream")
+    __slots__ = ("dirty", "done", "epoch", "gone", "key", "name", "out", "q", "seek",
+                 "stream")
 
     def __init__(self, stream: Stream, name: str) -> None:
         self.stream = stream
@@ -68,6 +69,12 @@ class Group:
         self.seek: Start | None = None  # a place to look up in the store first
         self.dirty = False  # its committed offset changed since it was staged
         self.gone = False  # deleted (with its stream, or on its own)
+        self.epoch = 0  # placements so far: a read asked for before the last is stale
+
+    def read_key(self) -> str:
+        """The name its pages and seeks are asked for by: a read that comes back after
+        the group was placed again (reset) is dropped (:meth:`Streams.group_by_key`)."""
+        return f"{self.key}\x00{self.epoch}"
 
     def committed(self) -> int:
         """The offset up to which every entry is done (acked or skipped)."""
@@ -258,7 +265,7 @@ class Streams(Topics):
 
     def wanted_seeks(self) -> list[tuple[str, Start]]:
         """(group key, start) of groups whose start must be looked up in the store."""
-        return [(g.key, g.seek) for g in self._seeking if g.seek is not None]
+        return [(g.read_key(), g.seek) for g in self._seeking if g.seek is not None]
 
     def sought(self, key: str, first: int, count: int) -> None:
         """A group's start, looked up: the first entry at or after it (0: none) and how
@@ -267,9 +274,11 @@ class Streams(Topics):
         if g is None or g.seek is None:
             return
         self._seeking.discard(g)
-        g.seek = None
+        start, g.seek = g.seek, None
         q = g.q
         q.cursor = first - 1 if first else max(g.stream.last, g.stream.floor)
+        if not first and start[0] == "offset":  # not reached yet: from that offset on
+            q.cursor = max(q.cursor, int(start[1]) - 1)
         q.disk = count if first else 0
         if q.disk:
             self._spilled.add(q)
@@ -277,14 +286,18 @@ class Streams(Topics):
         self._dirty.add(q)
 
     def group_by_key(self, key: str) -> Group | None:
-        stream, _, group = key[len(GROUP_PREFIX):].partition("\x00")
+        """The group a read was asked for (:meth:`Group.read_key`), None if it is gone or
+        was placed again since."""
+        stream, group, epoch = (key[len(GROUP_PREFIX):].split("\x00") + ["", ""])[:3]
         s = self.streams.get(stream)
-        return None if s is None else s.groups.get(group)
+        g = None if s is None else s.groups.get(group)
+        return g if g is not None and str(g.epoch) == epoch else None
 
     def place_group(self, g: Group, start: Start) -> None:
         """Start (or restart) ``g`` at ``start``; it holds nothing in memory."""
         s, q = g.stream, g.q
         kind = start[0]
+        g.epoch += 1
         self._spilled.discard(q)
         self._seeking.discard(g)
         g.seek = None

@@ -103,7 +103,8 @@ def declare(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
         _check_new(core, name)
         s = Stream(name)
         s.last = s.floor = core.next_id - 1
-        core.queues.pop(name, None)
+        if core.queues.pop(name, None) is not None:
+            core.journal.settings(name, None)  # the idle queue of that name goes
         core.streams[name] = s
         core.queues[name] = s.q
     if "max_age" in args:  # (a limit not given stays as it is)

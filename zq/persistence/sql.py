@@ -32,6 +32,12 @@ _ENTRY_INTO = "INSERT INTO entries (id, sid, headers, body, created) VALUES "
 ENTRY_INSERTS = {n: _ENTRY_INTO + ", ".join(["(?, ?, ?, ?, ?)"] * n) for n in INSERT_SIZES}
 ENTRY_PURGE = "DELETE FROM entries WHERE sid = ? AND id > ? AND id <= ?"
 STREAM_KEY = "\x00stream\x00"  # the names a stream's entries are stored under
+# Entries take ids from the messages' sequence but are not rows of ``messages``: the
+# highest id they use goes into its AUTOINCREMENT counter, in the same transaction, so
+# that no id is handed out twice after a restart (even once retention removed them).
+ID_FLOOR_NEW = ("INSERT INTO sqlite_sequence (name, seq) SELECT 'messages', ? WHERE NOT "
+                "EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages')")
+ID_FLOOR = "UPDATE sqlite_sequence SET seq = ? WHERE name = 'messages' AND seq < ?"
 PLACE = "UPDATE messages SET ready_at = ?, opts = ? WHERE id BETWEEN ? AND ?"
 REWRITE = ("UPDATE messages SET qid = ?, attempts = ?, ready_at = ?, headers = ?, opts = ?, "
            "state = 0 WHERE id = ?")
@@ -121,6 +127,9 @@ def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Sta
         entries = [e for e in inserts if e[1].startswith(STREAM_KEY)]
         inserts = [e for e in inserts if not e[1].startswith(STREAM_KEY)]
         yield from insert_statements(entries, qids, batch.created, ENTRY_INSERTS)
+        high = max(first + len(bodies) - 1 for first, _, _, bodies in entries)
+        yield ID_FLOOR_NEW, [(high,)]
+        yield ID_FLOOR, [(high, high)]
     if inserts:
         yield from insert_statements(inserts, qids, batch.created)
     if batch.placed:

@@ -176,7 +176,9 @@ class SqliteStore(DiskUpkeep):
                                             "WHERE expires_at > ?", (now,))]
         seq = list(await db.execute_fetchall(
             "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"))
-        next_id = (int(seq[0][0]) if seq else 0) + 1
+        streams = await stream_entries.totals(db, self._names)
+        # (entries raise the sequence as they are stored: this is for a store that did not)
+        next_id = max([int(seq[0][0]) if seq else 0, *(t[2] for t in streams.values())]) + 1
         messages, backlog = await self._load_messages(window)
         now = time.time()
         results = [(mid, self._names[qid], state, msgpack.unpackb(data), until)
@@ -188,7 +190,7 @@ class SqliteStore(DiskUpkeep):
         return Recovered(messages=messages, next_id=next_id, backlog=backlog,
                          settings=settings, dedups=dedups, results=results,
                          schedules=schedules, producers=await self._load_producers(),
-                         streams=await stream_entries.totals(db, self._names))
+                         streams=streams)
 
     async def _load_producers(self) -> list[tuple[bytes, float, list[tuple[int, int, int]]]]:
         """Each producer's stored seqs, oldest first, and when it last published."""
