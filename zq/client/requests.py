@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 # SESSION_UNKNOWN (reading or idempotent); the others fail with SESSION_UNKNOWN. The
 # same ones go to the next node when theirs is lost (zq.client.nodes.MOVABLE).
 RESENDABLE = frozenset({"sync", "info", "list", "peek", "declare", "pause", "resume",
-                        "schedule_ls", "schedule_add", "status", "wait"})
+                        "schedule_ls", "schedule_add", "status", "wait", "streams",
+                        "stream_declare", "topics"})
 
 
 class Request:

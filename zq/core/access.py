@@ -105,7 +105,8 @@ class Access(Stats):
         rights = self.rights
         assert rights is not None
         right = manage_right(frame.op)
-        queue = frame.args.get("queue", frame.args.get("stream"))
+        # (a stream operation acts on its ``stream`` argument alone: that is what is checked)
+        queue = frame.args.get("stream" if frame.op.startswith("stream") else "queue")
         name = queue if type(queue) is str else ""
         try:
             if right in ("admin", NONE):

@@ -26,6 +26,7 @@ from zq.persistence.base import (
 )
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.protocol.names import DLQ_SUFFIX
 
 
 class Failures(CoreState):
@@ -94,6 +95,8 @@ class Failures(CoreState):
         if target is None or target == q.name:
             self.journal.delete([m.id])
             return
+        if target in self.streams:  # a stream since: its own dead-letter queue instead
+            target = q.name + DLQ_SUFFIX
         d = self._queue(target)
         headers = dict(m.headers) if m.headers else {}
         headers[ORIGIN] = q.name

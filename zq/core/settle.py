@@ -36,32 +36,46 @@ class Settlement(Commits):
             moved = self.moved_away(frame.queue, frame.queue)  # consume at its new broker
             if moved is not None:
                 raise moved
-        sub = peer.subs.get(frame.queue)
-        if sub is None:
-            if frame.n <= 0 or frame.n > self.cfg.max_credit:
-                raise InvalidCredit(f"credit must be 1..{self.cfg.max_credit} (broker setting "
-                                    f"max_credit), got {frame.n}",
-                                    ref=frame.queue)
-            q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.queue, peer)
-            if q.stream is not None:  # read in the group it joined (zq.core.streams)
-                q = self.group_queue(peer, q.stream, frame.queue)
-            sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
+        sub = self._subscription(peer, frame)
         try:
             sub.window.grant(frame.n)  # a refused grant changes nothing, not even after CANCEL
         except InvalidCredit as exc:
             exc.attrs["ref"] = frame.queue
             raise
         sub.active = True
-        if sub.q.group is not None:
-            if sub.q.group.gone:  # its stream or group was deleted meanwhile
-                del peer.subs[frame.queue]
-                self.group_queue(peer, None, frame.queue)  # raises
-        elif self.queues.get(sub.q.name) is not sub.q:  # the queue was deleted meanwhile
-            q = self._queue(sub.q.name)
-            sub.q = q if q.stream is None else self.group_queue(peer, q.stream, frame.queue)
+        self._follow(peer, sub, frame.queue)
         if sub not in sub.q.subs:
             sub.q.subs.append(sub)
         self._dirty.add(sub.q)
+
+    def _subscription(self, peer: Peer, frame: f.Credit) -> Sub:
+        """``peer``'s subscription to the CREDIT's queue, new if it has none (a stream's:
+        in the group it joined)."""
+        sub = peer.subs.get(frame.queue)
+        if sub is not None and not sub.active and sub.q.group is not None and sub.q.group.gone:
+            del peer.subs[frame.queue]  # it read a group deleted since: this one is new
+            sub = None
+        if sub is not None:
+            return sub
+        if frame.n <= 0 or frame.n > self.cfg.max_credit:
+            raise InvalidCredit(f"credit must be 1..{self.cfg.max_credit} (broker setting "
+                                f"max_credit), got {frame.n}", ref=frame.queue)
+        q = self.queues.get(frame.queue) or self._new_queue(frame.queue, frame.queue, peer)
+        if q.stream is not None:  # read in the group it joined (zq.core.streams)
+            q = self.group_queue(peer, q.stream, frame.queue)
+        sub = peer.subs[frame.queue] = Sub(peer, q, self.cfg.max_credit)
+        return sub
+
+    def _follow(self, peer: Peer, sub: Sub, name: str) -> None:
+        """A subscription whose queue (or stream's group) was deleted meanwhile: to the
+        queue of that name now, or an error for a group that is gone."""
+        if sub.q.group is not None:
+            if sub.q.group.gone:
+                del peer.subs[name]
+                self.group_queue(peer, None, name)  # raises
+        elif self.queues.get(sub.q.name) is not sub.q:
+            q = self._queue(sub.q.name)
+            sub.q = q if q.stream is None else self.group_queue(peer, q.stream, name)
 
     def on_cancel(self, peer: Peer, frame: f.Cancel) -> None:
         sub = peer.subs.get(frame.queue)

@@ -46,6 +46,7 @@ MAX_GROUPS = 100  # per stream
 TRIM_ROWS = 50_000  # entries one retention pass removes at most (one purge)
 TRIM_SLACK = 0.05  # retention by size removes down to this much below the limit
 EVERYTHING = 1 << 62  # an offset above every entry
+IDLE_WINDOW = 1_000  # entries a group with no consumer takes into memory as they come
 
 # Where a group starts: ("first",), ("last",), ("next",), ("offset", n), ("time", wall).
 Start = tuple[Any, ...]
@@ -186,7 +187,10 @@ class Streams(Topics):
         if g.seek is not None or first + n - 1 <= q.cursor:
             return  # its seek reads them; or a page read them already
         cfg = self.cfg
-        if q.disk or q.ready_count() >= cfg.window or q.mem_bytes >= cfg.window_bytes:
+        # A group nobody reads keeps only the next few in memory (it pages the rest in
+        # when a consumer comes): a hundred idle groups do not hold the stream 100 times.
+        window = cfg.window if q.subs else min(cfg.window, IDLE_WINDOW)
+        if q.disk or q.ready_count() >= window or q.mem_bytes >= cfg.window_bytes:
             if not q.disk:
                 self._spilled.add(q)
             q.disk += n
@@ -288,7 +292,7 @@ class Streams(Topics):
     def group_by_key(self, key: str) -> Group | None:
         """The group a read was asked for (:meth:`Group.read_key`), None if it is gone or
         was placed again since."""
-        stream, group, epoch = (key[len(GROUP_PREFIX):].split("\x00") + ["", ""])[:3]
+        stream, group, epoch = [*key[len(GROUP_PREFIX):].split("\x00"), "", ""][:3]
         s = self.streams.get(stream)
         g = None if s is None else s.groups.get(group)
         return g if g is not None and str(g.epoch) == epoch else None
@@ -326,6 +330,17 @@ class Streams(Topics):
         q.mem_bytes = 0
         g.out.clear()
         g.done.clear()
+
+    def _drop_removed(self, g: Group, upto: int) -> None:
+        """Entries up to ``upto`` that retention removed and ``g`` holds in memory, not
+        delivered: they go (a group reads what the stream holds; those in flight stay
+        with their consumers)."""
+        q = g.q
+        for pool in q.pools():
+            while pool and pool[0].id <= upto:
+                m = pool.popleft()
+                q.mem_bytes -= len(m.body)
+                g.finished(m.id)
 
     def forget_group(self, g: Group) -> None:
         """``g`` is deleted: it pages and seeks no more."""
@@ -399,6 +414,7 @@ class Streams(Topics):
             self._over.add(s)  # more than one trim takes: the next goes at once
         for g in s.groups.values():
             q = g.q
+            self._drop_removed(g, upto)
             if g.seek is None and q.cursor < upto:
                 q.cursor = upto
                 if not g.out:

@@ -66,6 +66,8 @@ def declare(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     if s.dlq == name:
         raise InvalidArgument(f"queue {name!r} cannot be its own dead-letter queue; "
                               f"dlq='-' drops dead messages instead")
+    if s.dlq in core.streams:
+        raise InvalidArgument(f"{s.dlq!r} is a stream: a dead-letter queue must be a queue")
     q = core.queue(name)
     core.configure(q, s)
     core.stage_settings(q)
@@ -182,6 +184,8 @@ def redrive(core: BrokerCore, args: dict[str, Any], now: float) -> dict[str, Any
     if to is not None:
         # Back to work: never into a dead-letter queue (only the broker writes there).
         to = check_publishable(_new_name(core, args, "to"))
+        if to in core.streams:
+            raise InvalidArgument(f"{to!r} is a stream: redrive moves messages to a queue")
     match = args.get("match")
     if match is not None and not isinstance(match, str):
         raise InvalidArgument("match must be a string")

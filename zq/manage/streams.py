@@ -97,6 +97,8 @@ def declare(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
     """Declare stream ``stream`` (or change its retention): ``max_age`` seconds and
     ``max_bytes`` of bodies, 0 for no limit; a limit not given stays as it is."""
     name = check_publishable(_name(args, "stream"))
+    limits = {key: _limit(args, key, kind) for key, kind in (("max_age", float),
+                                                              ("max_bytes", int)) if key in args}
     s = core.streams.get(name)
     created = s is None
     if s is None:
@@ -107,10 +109,8 @@ def declare(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
             core.journal.settings(name, None)  # the idle queue of that name goes
         core.streams[name] = s
         core.queues[name] = s.q
-    if "max_age" in args:  # (a limit not given stays as it is)
-        s.max_age = _limit(args, "max_age", float)
-    if "max_bytes" in args:
-        s.max_bytes = _limit(args, "max_bytes", int)
+    s.max_age = limits.get("max_age", s.max_age)  # (a limit not given stays as it is)
+    s.max_bytes = limits.get("max_bytes", s.max_bytes)
     core.stage_stream(s)
     return {**s.stats(), "created": created}
 
@@ -131,7 +131,7 @@ def delete(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
         _idle(core, g)
     for g in list(s.groups.values()):
         _drop_group(core, s, g)
-    core.journal.purge(s.key, 0, EVERYTHING)
+    core.journal.purge(s.key, 0, core.next_id - 1)  # (not what a new one appends later)
     core.journal.settings(s.key, None)
     del core.streams[s.name]
     if core.queues.get(s.name) is s.q:
@@ -164,7 +164,7 @@ def join(core: Core, args: dict[str, Any], now: float, peer: Any) -> dict[str, A
         sub = peer.subs.get(s.name)
         if sub is not None and sub.q is not g.q:  # it read the name otherwise before
             old = sub.q.group
-            if sub.active or sub.window.in_flight:
+            if sub.active or sub.window.in_flight > sub.window.owed:  # (acked: not held)
                 what = f"in group {old.name!r}" if old is not None else "as a queue"
                 raise InvalidArgument(f"this session reads {s.name!r} {what}: one group "
                                       f"per stream per session")

@@ -91,6 +91,12 @@ def id_runs(ids: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def last_settings(batch: WriteBatch) -> list[tuple[str, bytes | None]]:
+    """The batch's last word on each name's settings (a delete, then a new one of the
+    same name, in one batch: the new one stays; the other way round, none)."""
+    return list({name: blob for name, blob in batch.settings}.items())
+
+
 def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
     """The batch as (SQL, rows) pairs in the order they must run: one transaction."""
     yield from _message_statements(batch, qids)
@@ -100,7 +106,7 @@ def statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
         gone_s = [(name,) for name, spec in batch.schedules if spec is None]
         if gone_s:
             yield UNSCHEDULE, gone_s
-    gone = [(qids[name],) for name, blob in batch.settings if blob is None]
+    gone = [(qids[name],) for name, blob in last_settings(batch) if blob is None]
     if gone:  # deleted queues: their settings and dedup ids go, their name and qid stay
         yield FORGET_DEDUPS, gone
         yield FORGET_SETTINGS, gone
@@ -145,7 +151,7 @@ def _message_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Sta
 
 def _queue_statements(batch: WriteBatch, qids: dict[str, int]) -> Iterator[Statement]:
     if batch.settings:
-        yield SETTINGS, [(qids[name], name, blob) for name, blob in batch.settings
+        yield SETTINGS, [(qids[name], name, blob) for name, blob in last_settings(batch)
                          if blob is not None]
     if batch.purges:
         yield PURGE, [(qids[name], after, upto) for name, after, upto in batch.purges
