@@ -38,6 +38,7 @@ from zq.client.failover import Failover
 from zq.client.placement import Placement
 from zq.client.requests import RESENDABLE
 from zq.errors import ConnectionLost, InvalidArgument, Moved
+from zq.protocol.names import manage_target
 
 __all__ = ["MOVABLE", "Nodes"]
 
@@ -86,8 +87,7 @@ class Nodes(Failover, Placement):
         (after a failover, the new main node) if ``op`` is in :data:`MOVABLE`, at
         most :data:`MAX_MOVES` times; otherwise it raises ConnectionLost.
         """
-        queue = args.get("queue")
-        q = queue if isinstance(queue, str) else None
+        q = manage_target(op, args)  # where what it acts on lives
         conn = await self._for(q)
         hops = moves = 0
         while True:

@@ -16,6 +16,7 @@ from zq.core.state import log
 from zq.core.stats import Stats
 from zq.errors import Forbidden
 from zq.protocol import frames as f
+from zq.protocol.names import manage_target
 from zq.security.bounds import admit, strike
 from zq.security.permissions import NONE, SERVER, check, manage_right
 
@@ -105,9 +106,7 @@ class Access(Stats):
         rights = self.rights
         assert rights is not None
         right = manage_right(frame.op)
-        # (a stream operation acts on its ``stream`` argument alone: that is what is checked)
-        queue = frame.args.get("stream" if frame.op.startswith("stream") else "queue")
-        name = queue if type(queue) is str else ""
+        name = manage_target(frame.op, frame.args) or ""  # (what the operation acts on)
         try:
             if right in ("admin", NONE):
                 check(rights, user, right)

@@ -135,6 +135,8 @@ class Topics(Intake):
             raise FrameTooLarge(f"{n} bodies exceed {self.cfg.max_publish_batch}",
                                 ref=frame.seq, limit=self.cfg.max_publish_batch)
         t = self.topics.get(frame.queue)
+        if t is None and self.membership is not None:  # its broker may be another
+            self.may_create(frame.queue, peer, frame.seq)
         if t is None:
             raise Unroutable(f"no topic named {frame.queue!r}: bind a queue to it first "
                              f"(zq topic bind)", ref=frame.seq)

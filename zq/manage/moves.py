@@ -27,6 +27,12 @@ def move(core: Any, args: dict[str, Any], now: float) -> dict[str, Any]:
     if name in core.streams:
         raise InvalidArgument(f"{name!r} is a stream: streams do not move between brokers "
                               f"yet", queue=name)
+    bound = sorted({t.name for t in core.topics.values() for b in t.bindings
+                    if b.queue == name})
+    if bound:
+        raise InvalidArgument(f"queue {name!r} is bound to topic(s) {', '.join(bound)}: a "
+                              f"topic and its queues stay on one broker (unbind it first)",
+                              queue=name)
     result: dict[str, Any] = core.start_move(name, _text(args, "to"), now)
     return result
 

@@ -75,9 +75,10 @@ def _check_new(core: Core, name: str) -> None:
     """Refuse a new stream where it cannot be one."""
     if not core.journal.durable:
         raise InvalidArgument("streams need a durable store (this broker keeps nothing)")
-    if core.membership is not None:
-        raise InvalidArgument("streams are served by a broker of its own for now: a "
-                              "cluster would have to place a stream and its groups")
+    if core.membership is not None and name not in core.queues:
+        moved = core.membership.refuse_new(name, None)  # a stream lives where it is placed
+        if moved is not None:
+            raise moved
     if core.forwards and forwarded(core.forwards, name):
         raise InvalidArgument(f"{name!r} is forwarded to the centre by this broker's "
                               f"uplink: declare the stream there")

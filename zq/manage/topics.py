@@ -39,13 +39,28 @@ def _topic(core: Core, args: dict[str, Any], create: bool) -> Topic:
     if not create:
         raise UnknownQueue(f"no topic named {name!r}", queue=name)
     check_queue_name(name)
-    if core.membership is not None:
-        raise InvalidArgument("topics are served by a broker of its own for now: a cluster "
-                              "would have to place a topic and its queues together")
+    if core.membership is not None:  # a topic lives on the broker its name is placed on
+        moved = core.membership.refuse_new(name, None)
+        if moved is not None:
+            raise moved
     if len(core.topics) >= MAX_TOPICS:
         raise InvalidArgument(f"this broker holds {MAX_TOPICS} topics already")
     t = core.topics[name] = Topic(name)
     return t
+
+
+def _together(core: Core, t: Topic, queue: str) -> None:
+    """In a cluster, a topic's queues live on its broker: a queue placed elsewhere (by
+    the cluster file) cannot be bound to it."""
+    if core.membership is None or queue in core.queues:
+        return
+    elsewhere = core.membership.refuse_new(queue, None)
+    if elsewhere is not None:
+        raise InvalidArgument(
+            f"queue {queue!r} is placed on broker {elsewhere.attrs.get('info', {}).get('broker')}"
+            f" and topic {t.name!r} on this one: a topic and the queues bound to it live on "
+            f"one broker; pin a prefix that covers both to one broker in the cluster file "
+            f"(pins), or bind a queue placed here", queue=queue)
 
 
 def bind(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
@@ -60,6 +75,7 @@ def bind(core: Core, args: dict[str, Any], now: float) -> dict[str, Any]:
     if created:
         if len(t.bindings) >= MAX_BINDINGS:
             raise InvalidArgument(f"topic {t.name!r} has {MAX_BINDINGS} bindings already")
+        _together(core, t, queue)
         t.bindings.append(Binding(queue, pattern))
         t.cache.clear()
         core.queue(queue)  # made now: it shows, and takes copies from the first publish

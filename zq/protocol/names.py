@@ -60,3 +60,17 @@ def check_publishable(name: object) -> str:
             f"{name!r} is a dead-letter queue: only the broker writes to it (dead letters) "
             f"and 'zq dlq redrive' moves messages out of it", queue=name)
     return name
+
+
+TOPIC_OPERATIONS = frozenset({"bind", "unbind", "topic_set"})
+
+
+def manage_target(op: str, args: dict[str, object]) -> str | None:
+    """The name a MANAGE operation acts on, by which it is routed in a cluster and its
+    right checked: a stream operation's ``stream``, a topic operation's ``topic``
+    (a topic and the queues bound to it live on one broker), else its ``queue``; None
+    if the operation names none."""
+    key = "stream" if op.startswith("stream") else "topic" if op in TOPIC_OPERATIONS \
+        else "queue"
+    name = args.get(key)
+    return name if isinstance(name, str) and name else None

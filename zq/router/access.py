@@ -13,6 +13,7 @@ import dataclasses
 from zq.errors import Forbidden
 from zq.protocol import codec
 from zq.protocol import frames as f
+from zq.protocol.names import manage_target
 from zq.router.state import ClientSession, RouterState
 from zq.security.bounds import admit, strike
 from zq.security.permissions import NONE, SERVER, check, manage_right
@@ -57,11 +58,10 @@ class RouterAccess(RouterState):
                 check(rights, client.user, "admin")
             elif isinstance(frame, f.Manage):
                 right = manage_right(frame.op)
-                queue = frame.args.get("queue")
                 if right in ("admin", NONE):
                     check(rights, client.user, right)
                 else:
-                    check(rights, client.user, right, queue if type(queue) is str else "")
+                    check(rights, client.user, right, manage_target(frame.op, frame.args) or "")
         except Forbidden as exc:
             exc.attrs["ref"] = getattr(frame, "req", None)
             raise

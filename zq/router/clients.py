@@ -26,6 +26,7 @@ from zq.errors import (
 from zq.protocol import codec
 from zq.protocol import frames as f
 from zq.protocol.limits import FATAL_NAMES, MAX_HEARTBEAT, MAX_QUEUE_NAME
+from zq.protocol.names import manage_target
 from zq.protocol.session import State, next_state
 from zq.router.access import RouterAccess
 from zq.router.state import CMD, CONFLICT, ClientSession
@@ -218,15 +219,15 @@ class ClientSide(RouterAccess):
             self.send_client(client.identity, codec.encode(f.ManageReply(
                 frame.req, self.reload_hook())))
             return
-        queue = frame.args.get("queue")
+        queue = manage_target(frame.op, frame.args)
         if frame.op == "explain":
             raise InvalidArgument("explain goes to the broker that numbered the message (each "
                                   "broker numbers its own), not through a router: use "
                                   "--endpoint with that broker's address", ref=frame.req)
-        if type(queue) is not str or not queue:
+        if queue is None:
             raise InvalidArgument(f"MANAGE {frame.op!r} through a router must name a queue "
-                                  f"(args.queue); send it to a broker directly",
-                                  ref=frame.req)
+                                  f"(args.queue; a stream's args.stream, a topic's "
+                                  f"args.topic); send it to a broker directly", ref=frame.req)
         name = queue.encode()
         exc = self._to_owner(client, name, self.owner(name), parts)
         if exc is not None:
