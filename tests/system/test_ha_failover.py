@@ -28,7 +28,7 @@ class Schedule:
     confirms: int  # ... and at least this many confirms
 
 
-REDUCED = Schedule(kills=3, period=2.0, confirms=300)
+REDUCED = Schedule(kills=2, period=2.0, confirms=300)
 FULL = Schedule(kills=10, period=20.0, confirms=300)
 
 

@@ -253,10 +253,10 @@ def test_perf_idle_reports_rss_and_start_time() -> None:
 
 
 def test_perf_suite_tiny_summarizes_a_few_steps() -> None:
-    """The suite's own part (steps in turn, the summary against the targets) on three
+    """The suite's own part (steps in turn, the summary against the targets) on two
     quick steps; each step alone has its smoke test above, and every step in one suite
     runs under ``-m slow``."""
-    steps = ("memory", "lanes", "delays-memory")
+    steps = ("memory", "delays-memory")
     proc = _run_perf("suite", "--tiny", "--json", *(a for s in steps for a in ("--only", s)),
                      timeout=150)
     out = proc.stdout

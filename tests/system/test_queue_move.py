@@ -219,10 +219,11 @@ async def status_of(endpoint: str) -> dict[str, Any] | None:
         return None
 
 
-@pytest.mark.parametrize("victim", ["source", "target"])
+@pytest.mark.parametrize("victim", ["source", pytest.param("target", marks=pytest.mark.slow)])
 async def test_move_resumes_after_kill_9(tmp_path: Path, victim: str) -> None:
     """SIGKILL of the source or the target while messages are being shipped: once it is
-    back, the move goes on and ends; every message is there once."""
+    back, the move goes on and ends; every message is there once (the target's kill
+    under ``-m slow``, to keep the default suite within its time)."""
     file = tmp_path / "cluster.toml"
     endpoints = write_cluster(file, IDS)
     brokers: dict[str, Proc] = {b: await start_cluster_broker(tmp_path, file, b) for b in IDS}

@@ -379,13 +379,13 @@ async def test_schedule_every_second_with_three_workers_and_a_restart(
     assert out.startswith("schedule tick: every 1s to ticks"), out
     t0 = time.time()  # the schedule exists
 
-    # Ten seconds with three workers taking from the queue.
-    window = 10.0
+    # Six seconds with three workers taking from the queue.
+    window = 6.0
     await eventually(lambda: time.time() > t0 + window + 0.5, "the 10 s window",
                      timeout=window + 5, step=0.1)
     runs = read(ticks)
     in_window = [r for r in runs if t0 <= r["at"] < t0 + window]
-    assert 9 <= len(in_window) <= 11, in_window
+    assert 5 <= len(in_window) <= 7, in_window
     check_one_message_per_due_time(runs)
     assert {r["schedule"] for r in runs} == {"tick"}
     assert {r["attempt"] for r in runs} == {1}, runs
