@@ -95,6 +95,7 @@ def test_perf_latency_tiny_reports_percentiles_for_zq_and_baseline(tmp_path: Pat
     assert results["zq"]["ratio_to_baseline"]["deliver"]["p99"] > 0
 
 
+@pytest.mark.slow  # (the router's figures are measured in perf/RESULTS.md; CI time)
 def test_perf_latency_tiny_through_a_router_and_the_bare_hop() -> None:
     """``zq-router`` and ``zq-hop`` (the floor under what a router adds) run beside zq and
     print what each adds, per percentile."""

@@ -318,13 +318,17 @@ STEPS = ((0.1, "edge"), (0.2, "edge-startup"), (0.3, "centre"), (0.4, "edge-in-f
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("steps", [STEPS[::2], pytest.param(STEPS, marks=pytest.mark.slow)],
+                         ids=["reduced", "full"])
 async def test_a_spilled_backlog_goes_once_through_kills_of_both_sides(
-        tmp_path: Path) -> None:
+        tmp_path: Path, steps: tuple[tuple[float, str], ...]) -> None:
     """150,000 messages wait at an edge with a window of 100 per queue (nearly all on
     disk), in frames of 1 to 1,000 bodies, some with a priority or a tenant (other
     lanes). The centre comes; mid-stream, the edge is SIGKILLed six times (twice with
     frames in flight, twice also four times during its own startup and recovery) and
-    the centre twice. Every message is at the centre exactly once, none at the edge."""
+    the centre twice (under ``-m slow``; by default every other step: the edge twice,
+    once with frames in flight, the centre once). Every message is at the centre exactly
+    once, none at the edge."""
     centre = Node(tmp_path, "centre")
     edge = Node(tmp_path, "edge", "--window", "100", "--uplink", centre.endpoint,
                 "--uplink-queues", "up.#")
@@ -348,7 +352,7 @@ async def test_a_spilled_backlog_goes_once_through_kills_of_both_sides(
                 i += 1
         assert (await uplink_of(edge.endpoint))["backlog"] == len(sent)
         await centre.start()
-        for frac, step in STEPS:
+        for frac, step in steps:
             await eventually(lambda f=frac: _past(centre, f * len(sent)),
                              f"{frac:.0%} at the centre", 60, 0.02)
             if step == "edge":
