@@ -128,3 +128,13 @@ def json_lines(cfg: LoadConfig, rounds: list[dict[str, Result]]) -> list[str]:
                 d["ratio_to_baseline"] = ratio
             out.append(json.dumps(d, sort_keys=True))
     return out
+
+
+def footer(problems: list[str], before: list[float], after: list[float], folder: str,
+           kept: str) -> list[str]:
+    """The last lines of a scenario's table: what failed, the load average around the
+    run, and where its logs and ``kept`` (its JSON) are."""
+    lines = ["FAILED: " + "; ".join(problems)] if problems else []
+    lines.append(f"load average {' '.join(map(str, before))} before, "
+                 f"{' '.join(map(str, after))} after; logs and {kept} in {folder}")
+    return lines

@@ -45,7 +45,7 @@ from perf import harness, server
 from perf.backlog import run_async
 from perf.config import DEFAULT_WINDOW, LoadConfig
 from perf.progress import BAR
-from perf.report import machine, scenario_header
+from perf.report import footer, machine, scenario_header
 
 DEFAULT_MESSAGES = 100_000
 QUICK_MESSAGES = 10_000
@@ -310,11 +310,8 @@ def table(res: StreamsResult, cfg: StreamsConfig) -> str:
     lines = list(_rows(res))
     lines.append(f"(medians of {len(res.rounds)} round(s); append vs queue publish, read 1 "
                  f"group vs queue drain; latency open loop at {cfg.rate:,} msg/s, durable)")
-    if res.problems:
-        lines.append("FAILED: " + "; ".join(res.problems))
-    lines.append(f"load average {' '.join(map(str, res.loadavg_before))} before, "
-                 f"{' '.join(map(str, res.loadavg_after))} after; logs and streams.json in "
-                 f"{res.folder}")
+    lines += footer(res.problems, res.loadavg_before, res.loadavg_after, res.folder,
+                    "streams.json")
     return "\n".join(lines)
 
 

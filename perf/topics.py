@@ -54,7 +54,7 @@ from perf.backlog import run_async
 from perf.common import INDEX, cpu_seconds, make_bodies
 from perf.config import DEFAULT_WINDOW, LoadConfig
 from perf.progress import BAR
-from perf.report import machine, scenario_header
+from perf.report import footer, machine, scenario_header
 
 DEFAULT_MESSAGES = 50_000
 QUICK_MESSAGES = 5_000
@@ -431,11 +431,8 @@ def table(res: TopicsResult, cfg: TopicsConfig) -> str:
                  f"publish to last confirm; copies/s: msg/s x bindings; B: zq.db(-wal) after "
                  f"SIGTERM less an empty database of {res.empty_db_bytes:,} B; the relay: "
                  f"publish to last delivery, nothing stored or confirmed)")
-    if res.problems:
-        lines.append("FAILED: " + "; ".join(res.problems))
-    lines.append(f"load average {' '.join(map(str, res.loadavg_before))} before, "
-                 f"{' '.join(map(str, res.loadavg_after))} after; logs and topics.json in "
-                 f"{res.folder}")
+    lines += footer(res.problems, res.loadavg_before, res.loadavg_after, res.folder,
+                    "topics.json")
     return "\n".join(lines)
 
 

@@ -31,21 +31,12 @@ from tests.helpers import eventually, free_port
 from tests.procs import Proc, start_broker, zq_argv
 from tests.system.apps._record import read
 from tests.system.rawpeer import Raw
+from tests.system.test_topics_hostile import start_at  # a broker on a fixed port
 from zq.client import Message
 from zq.protocol import codec
 from zq.protocol import frames as f
 
 # ------------------------------------------------------------------ helpers
-
-
-async def start_at(tmp: Path, port: int, *args: str) -> Proc:
-    """A broker on a fixed loopback port (clients find it again after a kill)."""
-    n = len(list(tmp.glob("broker*.log")))
-    proc = await Proc.start(zq_argv("--log-level", "info", "broker", "--bind",
-                                    f"tcp://127.0.0.1:{port}", "--data", str(tmp / "data"),
-                                    *args), tmp / f"broker{n}.log")
-    await proc.ready_line(30)
-    return proc
 
 
 def db_rows(tmp: Path, sql: str, *params: Any) -> list[Any]:
